@@ -1,0 +1,111 @@
+# pylon-agent - see README.md.  `make` builds build/pylon-agent.
+PREFIX	?= /usr/local
+DESTDIR	?=
+CC	?= cc
+BUILD	?= build
+VERSION	 = $(shell sed -n 's/^#define AGENT_VERSION "\(.*\)"/\1/p' agent/src/agent.h)
+GIT_REV	 = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+WARN	 = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
+CSTD	 = -std=gnu11
+OPT	?= -O2 -g
+CPPFLAGS += -D_GNU_SOURCE -DAGENT_GIT_REV=\"$(GIT_REV)\"
+CFLAGS	+= $(CSTD) $(OPT) $(WARN) -fstack-protector-strong \
+	   -D_FORTIFY_SOURCE=2 -fPIE
+LDFLAGS	+= -Wl,--as-needed -Wl,-z,relro -Wl,-z,now -pie
+LIBS	 = -lcurl -lcjson -lyaml -lhiredis -lmicrohttpd -lssl -lcrypto \
+	   -lpthread -lm
+
+SRCS	 = $(sort $(wildcard agent/src/*.c))
+LIBSRCS	 = $(filter-out agent/src/main.c,$(SRCS))
+HDRS	 = $(wildcard agent/src/*.h)
+OBJS	 = $(SRCS:agent/src/%.c=$(BUILD)/obj/%.o)
+TOBJS	 = $(LIBSRCS:agent/src/%.c=$(BUILD)/tobj/%.o)
+UNITS	 = $(sort $(wildcard tests/unit/test_*.c))
+UNITBIN	 = $(UNITS:tests/unit/%.c=$(BUILD)/tests/%)
+
+PYTEST	?= python3 -m pytest
+
+
+.PHONY: all clean install test unit integration deps demo asan valgrind \
+	fuzz bench bundle format lint chart-test
+
+all: $(BUILD)/pylon-agent
+
+$(BUILD)/obj/%.o: agent/src/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tobj/%.o: agent/src/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DUNITTEST $(CFLAGS) -c $< -o $@
+
+$(BUILD)/pylon-agent: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/libagent-test.a: $(TOBJS)
+	@rm -f $@
+	ar rcs $@ $(TOBJS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagent-test.a $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DUNITTEST $(CFLAGS) -Iagent/src -o $@ $< \
+	    $(BUILD)/libagent-test.a $(LDFLAGS) -lcmocka $(LIBS)
+
+# Installs the Debian packages the build and the tests need (idempotent).
+deps:
+	@scripts/install-deps.sh
+
+unit: $(UNITBIN)
+	@set -e; for t in $(UNITBIN); do echo "== $$t"; \
+	    $(UNIT_RUNNER) $$t; done
+
+integration: all
+	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) \
+	    $(PYTEST) -q tests/integration $(PYTEST_EXTRA)
+
+test: deps
+	$(MAKE) all unit
+	$(MAKE) integration
+	$(MAKE) fuzz-smoke
+
+# The whole suite under ASan + UBSan (separate build dir).
+asan: deps
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer \
+	    -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined" all unit integration \
+	    PYTEST_EXTRA="$(ASAN_PYTEST_EXTRA)"
+
+# The unit tests and the integration suite with the agent under valgrind.
+valgrind: deps
+	$(MAKE) BUILD=build/vg OPT="-O0 -g" all $(patsubst $(BUILD)/%,build/vg/%,$(UNITBIN))
+	@set -e; for t in $(patsubst $(BUILD)/%,build/vg/%,$(UNITBIN)); do \
+	    echo "== valgrind $$t"; valgrind -q --leak-check=full \
+	    --errors-for-leak-kinds=definite --error-exitcode=99 $$t; done
+	PYLON_AGENT_BIN=$(abspath build/vg/pylon-agent) \
+	    PYLON_AGENT_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --trace-children=no" \
+	    $(PYTEST) -q tests/integration $(VALGRIND_PYTEST_EXTRA)
+
+fuzz fuzz-smoke:
+	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh $@; \
+	    else echo "fuzz: no targets yet"; fi
+
+bench: all
+	tests/bench/run.sh
+
+bundle: all
+	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle
+
+demo: deps all
+	scripts/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/pylon-agent $(DESTDIR)$(PREFIX)/bin/pylon-agent
+
+format:
+	clang-format -i agent/src/*.c agent/src/*.h
+
+clean:
+	rm -rf build

@@ -1,0 +1,320 @@
+/*
+ * agent.h - the core internal header of pylon-agent.
+ *
+ * Data flows one way: options -> platform.discover -> topology -> decide ->
+ * decision -> bus proof -> apply (env file, execve, serve) -> report.
+ * Each piece has its own header for its private API (bus.h, http_client.h,
+ * serve.h); everything shared by several pieces lives here.
+ *
+ * Ownership: functions named *_release free what a struct owns but not the
+ * struct itself; *_free free both.  Strings returned as "char *" are owned
+ * by the caller unless the comment says otherwise.
+ */
+#ifndef PYLON_AGENT_H
+#define PYLON_AGENT_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_VERSION "0.1.0"
+
+/* UNITTEST exposes file-local functions to tests/unit (see Makefile). */
+#ifdef UNITTEST
+#define STATIC
+#else
+#define STATIC static
+#endif
+
+#define AGENT_UNUSED __attribute__((unused))
+#define AGENT_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Exit codes (sysexits.h values, SPEC 8). */
+#define EXIT_AGENT_OK 0
+#define EXIT_AGENT_USAGE 64		/* EX_USAGE */
+#define EXIT_AGENT_UNPROVEN 69		/* EX_UNAVAILABLE: bus not proven */
+#define EXIT_AGENT_SOFTWARE 70		/* EX_SOFTWARE: out of memory, bug */
+#define EXIT_AGENT_CANTCREAT 73		/* EX_CANTCREAT: env file not written */
+#define EXIT_AGENT_DISCOVERY 75		/* EX_TEMPFAIL: discovery failed */
+#define EXIT_AGENT_CONFIG 78		/* EX_CONFIG: misconfiguration */
+
+/* ---- errors (err.c) ------------------------------------------------ */
+
+#define AGENT_ERR_LEN 1024
+
+/*
+ * An error is filled once, where it happens, with what/where/what-to-do,
+ * returned up and printed once by main.  code is an exit code.
+ */
+struct agent_err {
+	int	code;
+	char	msg[AGENT_ERR_LEN];
+};
+
+/* Sets code and message; returns code so callers can "return err_set()". */
+int	err_set(struct agent_err *, int code, const char *fmt, ...)
+	    AGENT_PRINTF(3, 4);
+int	err_setv(struct agent_err *, int code, const char *fmt, va_list);
+/* Prepends context: "prefix: <old message>". Keeps the code. */
+int	err_prefix(struct agent_err *, const char *fmt, ...) AGENT_PRINTF(2, 3);
+void	err_clear(struct agent_err *);
+int	err_oom(struct agent_err *, const char *where);
+
+/* ---- allocation (alloc.c): the one swappable allocator ------------- */
+
+void	*a_malloc(size_t);
+void	*a_calloc(size_t, size_t);
+void	*a_realloc(void *, size_t);
+char	*a_strdup(const char *);
+char	*a_strndup(const char *, size_t);
+void	 a_free(void *);
+/* Test hook: the nth allocation from now (1-based) and every later one
+ * fails; 0 disables.  Also set from PYLON_AGENT_FAIL_ALLOC at start. */
+void	 alloc_fail_after(long n);
+long	 alloc_count(void);
+/* Routes cJSON through a_malloc/a_free. */
+void	 alloc_init_cjson(void);
+
+/* ---- logging (log.c): the single redaction point -------------------- */
+
+enum log_format { LOG_TEXT, LOG_JSON };
+
+void	log_init(enum log_format);
+/* Every later log line, and redact() output, shows s as "***". */
+void	log_add_secret(const char *s);
+void	log_clear_secrets(void);
+/* Copies in to out (size n) with every registered secret replaced. */
+char	*redact(const char *in, char *out, size_t n);
+void	log_info(const char *fmt, ...) AGENT_PRINTF(1, 2);
+void	log_warnx(const char *fmt, ...) AGENT_PRINTF(1, 2);
+void	log_warn(const char *fmt, ...) AGENT_PRINTF(1, 2);	/* + errno */
+void	log_errorx(const char *fmt, ...) AGENT_PRINTF(1, 2);
+void	log_debug(const char *fmt, ...) AGENT_PRINTF(1, 2);
+/* Same line formats, with extra JSON fields (a pre-rendered ",\"k\":v"
+ * fragment, or NULL) in json mode. */
+void	log_line(const char *level, const char *fields, const char *fmt, ...)
+	    AGENT_PRINTF(3, 4);
+bool	log_debug_enabled(void);
+
+/* ---- time (util.c) ---------------------------------------------------- */
+
+int64_t	now_ms(void);		/* CLOCK_MONOTONIC */
+double	now_ms_f(void);
+/* "500ms", "5s", "2m", "1h" -> ms.  A bare number is an error. */
+int	parse_duration(const char *s, long *ms, struct agent_err *err);
+/* RFC 3339 UTC with seconds: 2026-11-28T23:00:00Z (buf >= 21). */
+void	iso8601_now(char *buf, size_t n);
+/* RFC 3339 with microseconds (K8s MicroTime), buf >= 28. */
+void	iso8601_now_micro(char *buf, size_t n);
+/* Cryptographic-quality random bytes (getrandom). */
+void	random_bytes(void *, size_t);
+/* Uniform random double in [0,1). */
+double	random_unit(void);
+/* Sleeps ms (restarting on EINTR unless *stop becomes true). */
+void	sleep_ms(long ms, volatile int *stop);
+/* Reads a whole small file (cap bytes) into a NUL-terminated buffer. */
+int	read_file(const char *path, size_t cap, char **out, size_t *len,
+	    struct agent_err *err);
+/* Strips trailing whitespace in place. */
+void	rstrip(char *s);
+bool	namespace_valid(const char *ns);
+
+/* ---- options (options.c): the settings table ------------------------- */
+
+enum command {
+	CMD_NONE, CMD_DECIDE, CMD_INIT, CMD_EXEC, CMD_SERVE, CMD_PROBE,
+	CMD_CHECK, CMD_VERSION
+};
+enum platform_kind { PLATFORM_AUTO, PLATFORM_KUBERNETES, PLATFORM_FLY,
+	PLATFORM_STATIC };
+enum bus_mode { MODE_AUTO, MODE_REDIS, MODE_NOOP };
+enum disc_policy { DISC_FAIL, DISC_REDIS_IF_CONFIGURED, DISC_NOOP };
+enum drift_policy { DRIFT_REPORT, DRIFT_UNREADY };
+enum output_fmt { OUT_TEXT, OUT_JSON, OUT_ENV };
+
+#define REPORT_LOG		0x1u
+#define REPORT_ANNOTATIONS	0x2u
+#define REPORT_EVENTS		0x4u
+#define REPORT_METADATA		0x8u
+
+struct options {
+	enum command		command;
+	char			*config;	/* --config file */
+	enum platform_kind	platform;
+	enum bus_mode		mode;
+	char			*redis_url;	/* resolved: flag/env/file or
+						 * the content of redis_url_file */
+	char			*redis_url_file;
+	char			*redis_ca_file;
+	char			*namespace;
+	int			replicas;
+	bool			replicas_set;
+	int			min_peers;
+	char			*fly_group;	/* resolved default applied */
+	char			*app_selector;
+	bool			count_surge;
+	enum disc_policy	on_discovery_error;
+	char			*env_file;
+	bool			env_file_set;	/* exec: given explicitly */
+	long			timeout_ms;
+	bool			timeout_set;	/* probe: given explicitly */
+	long			interval_ms;
+	long			resync_ms;
+	char			*listen;
+	unsigned		report;		/* REPORT_* bits */
+	enum drift_policy	on_drift;
+	long			api_timeout_ms;
+	char			*kubeconfig;
+	char			*serviceaccount_dir;
+	char			*fly_api_url;
+	enum log_format		log_format;
+	enum output_fmt		output;
+	bool			prove;		/* decide --prove */
+	int			cmd_argc;	/* after "--" (exec, serve) */
+	char			**cmd_argv;	/* points into argv; NULL-ended */
+};
+
+/* Parses argv (argv[0] is the command name) + environment + config file.
+ * Returns 0, EXIT_AGENT_USAGE or EXIT_AGENT_CONFIG.  --help sets
+ * *help_shown and returns 0 after printing. */
+int	options_parse(struct options *, enum command, int argc, char **argv,
+	    bool *help_shown, struct agent_err *);
+void	options_release(struct options *);
+enum command command_from_name(const char *);
+const char *command_name(enum command);
+void	options_usage_main(void *fp);
+/* Writes "key: value" lines of the effective configuration (secrets
+ * redacted) - used by --help and tests. */
+void	options_dump(const struct options *, void *fp);
+/* Lookup helpers for tests and the reference doc generator. */
+const char *mode_name(enum bus_mode);
+const char *platform_name(enum platform_kind);
+
+/* ---- topology, decision (decide.c: pure, no I/O) ----------------------- */
+
+#define SRC_LEN 256
+
+/*
+ * What a platform adapter saw.  decide() turns it into a peer count:
+ *   peers = max(base, hpa_max) + colours + (count_surge ? surge : 0)
+ *   peers = max(peers, min_peers)
+ * The *_src strings describe each input for the reason string.
+ */
+struct topology {
+	char	platform[16];		/* "static", "kubernetes", "fly" */
+	char	instance[256];		/* pod name, machine id, hostname */
+	char	pod_namespace[254];	/* kubernetes only */
+	int	base;			/* own controller replicas, machines */
+	char	base_src[SRC_LEN];	/* "deployment/pylon replicas=3" */
+	int	hpa_max;		/* 0 when no HPA */
+	char	hpa_src[SRC_LEN];	/* "hpa/pylon max=10" */
+	int	colours;		/* other blue/green colours */
+	char	colours_src[SRC_LEN];	/* "deployment/pylon-green replicas=2" */
+	int	surge;			/* pods a rollout may add */
+	char	surge_src[SRC_LEN];	/* "maxSurge=25%" */
+	char	excluded[512];		/* what was seen and not counted */
+	int	api_requests;		/* requests this discovery made */
+	bool	init_fallback;		/* own container is a plain init
+					 * container (no SidecarContainers) */
+};
+
+struct decision {
+	enum bus_mode	mode;		/* MODE_REDIS or MODE_NOOP */
+	bool		forced;		/* --mode redis|noop */
+	bool		discovery_failed;
+	int		peers;
+	char		reason[1024];
+	char		platform[16];
+	char		instance[256];
+	char		namespace[65];
+	char		channel[96];
+};
+
+/* Pure: topology + options -> decision.  Returns 0 or EXIT_AGENT_CONFIG
+ * (peers > 1, or --mode redis, without a Redis URL). */
+int	decide(const struct topology *, const struct options *,
+	    struct decision *, struct agent_err *);
+/* Pure: discovery failed with *why; applies --on-discovery-error. */
+int	decide_discovery_failed(const struct options *, const char *platform,
+	    const struct agent_err *why, struct decision *, struct agent_err *);
+
+/* ---- platforms (platform_*.c, kube.c, fly.c) --------------------------- */
+
+enum report_kind { REPORT_KIND_READY, REPORT_KIND_UNAVAILABLE,
+	REPORT_KIND_DRIFT };
+
+/*
+ * One adapter per platform.  Unsupported operations are NULL.
+ * discover fills *topo (already zeroed, platform name set) and returns 0,
+ * or an exit code with *err filled (EXIT_AGENT_DISCOVERY for API trouble,
+ * EXIT_AGENT_CONFIG for bad local configuration).
+ * report publishes the decision through the reporters in opts->report that
+ * the platform supports; failures are returned as warnings (the caller
+ * logs them, never exits on them).
+ */
+struct platform {
+	const char	*name;
+	bool		(*detect)(const struct options *);
+	int		(*discover)(const struct options *, struct topology *,
+			    struct agent_err *);
+	int		(*report)(const struct options *,
+			    const struct decision *, enum report_kind,
+			    const char *message, struct agent_err *);
+};
+
+extern const struct platform platform_static;
+extern const struct platform platform_kubernetes;
+extern const struct platform platform_fly;
+
+const struct platform *platform_select(const struct options *);
+
+/* ---- flow (flow.c): the steps every command composes ------------------- */
+
+struct bus_result;
+
+/* Select the platform, discover, decide (with the discovery policy). */
+int	flow_decide(const struct options *, struct topology *,
+	    struct decision *, struct agent_err *);
+/* Redis mode: prove the bus until opts->timeout_ms.  Noop: no-op. */
+int	flow_prove(const struct options *, const struct decision *,
+	    struct bus_result *, struct agent_err *);
+/* The start log line (SPEC 7). latency_ms < 0 when not proven. */
+void	report_log_decision(const struct decision *, double latency_ms);
+/* Calls the platform's report for opts->report; logs failures. */
+void	report_platform(const struct options *, const struct decision *,
+	    enum report_kind, const char *message);
+
+/* ---- env file (envfile.c) ------------------------------------------- */
+
+/* Atomic write (temp + fsync + rename, 0600).  redis_url may be NULL in
+ * noop mode. */
+int	envfile_write(const char *path, const struct decision *,
+	    const char *redis_url, struct agent_err *);
+/* Renders the file into a malloc'd string (used by decide --output env). */
+char	*envfile_render(const struct decision *, const char *redis_url,
+	    struct agent_err *);
+
+struct envfile {
+	char	*bus;		/* NULL: unset PYLON_CLUSTER_BUS */
+	char	*namespace;	/* NULL when absent */
+	char	mode[16];	/* from the header comment, "" if absent */
+};
+
+int	envfile_read(const char *path, struct envfile *, struct agent_err *);
+int	envfile_parse(const char *text, size_t len, struct envfile *,
+	    struct agent_err *);
+void	envfile_release(struct envfile *);
+/* Single-quote a value for POSIX sh; NULL when it holds a newline or
+ * NUL (rejected: an env value cannot safely hold them). */
+char	*shell_quote(const char *value);
+
+/* Applies the decision to this process's environment (setenv/unsetenv). */
+int	env_apply(const char *bus_url, const char *namespace,
+	    struct agent_err *);
+
+/* ---- termination log (main.c) --------------------------------------- */
+
+void	termination_log_write(const char *msg);
+
+#endif /* PYLON_AGENT_H */
