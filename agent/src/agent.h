@@ -313,6 +313,11 @@ char	*shell_quote(const char *value);
 int	env_apply(const char *bus_url, const char *namespace,
 	    struct agent_err *);
 
+/* ---- commands implemented outside main.c ------------------------------ */
+
+/* check (check.c): preflight for CI and Fly release_command. */
+int	cmd_check(struct options *, struct agent_err *);
+
 /* ---- termination log (main.c) --------------------------------------- */
 
 void	termination_log_write(const char *msg);
