@@ -1,26 +1,665 @@
-/* fly.c - Kubernetes platform adapter (stub until the Kubernetes issue). */
-#include "agent.h"
+/*
+ * fly.c - the Fly.io platform adapter (SPEC 4): lists the machines of the
+ * app through the Machines API and counts those of the Pylon process
+ * group that can serve or be auto-started.  Reports the decision as the
+ * machine metadata key pylon_cluster_bus.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "http_client.h"
+
+#define FLY_DEFAULT_JITTER_MS	250
+#define FLY_MAX_ATTEMPTS	5
+#define FLY_DEADLINE_MIN_MS	5000L
+#define FLY_DEADLINE_MAX_MS	30000L
+#define FLY_NAME_LEN		64
+
+#ifdef UNITTEST
+int	fly_auth_header(const char *token, char *out, size_t n);
+int	fly_count(const char *body, size_t len, const char *app,
+	    const char *group, const char *self_id, bool self_serving,
+	    struct topology *t, struct agent_err *err);
+#endif
+
+/* Why a listed machine was not counted (the excluded string's order). */
+enum fly_excl {
+	FX_DESTROYED, FX_FAILED, FX_RELEASE, FX_CONSOLE, FX_TEST, FX_CANARY,
+	FX_STANDBY, FX_GROUP, FX_NOID, FX_MAX
+};
+
+static const char *const fly_excl_names[FX_MAX] = {
+	"destroyed/destroying", "failed", "release_command", "console",
+	"test_machine", "canary", "standby", "other group", "malformed"
+};
+
+/*
+ * States a machine of the group may be in and still serve now or later
+ * (autostart, rolling update).  Unknown states count too: when in doubt,
+ * the bus is the safe side.
+ */
+static const char *const fly_dead_states[] = { "destroyed", "destroying",
+	NULL };
+static const char *const fly_failed_states[] = { "failed", "launch_failed",
+	"replaced", "migrated", NULL };
+
+static bool
+fly_in(const char *s, const char *const *set)
+{
+	for (; *set != NULL; set++)
+		if (strcmp(s, *set) == 0)
+			return true;
+	return false;
+}
+
+static const char *
+fly_str(const cJSON *obj, const char *key)
+{
+	const cJSON *v;
+
+	if (!cJSON_IsObject(obj))
+		return NULL;
+	v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* A printable, bounded copy of an API-provided name for messages. */
+static void
+fly_clean(const char *in, char *out, size_t n)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < n; i++)
+		out[i] = (isalnum((unsigned char)in[i]) || in[i] == '_' ||
+		    in[i] == '-' || in[i] == '.') ? in[i] : '?';
+	out[i] = '\0';
+}
+
+/*
+ * The Authorization header for a Machines API token (SPEC 4): as given
+ * when it already names its scheme, FlyV1 for macaroons (any part of a
+ * comma-joined list), else Bearer.  Returns 0, or -1 when empty or too
+ * long for out.
+ */
+STATIC int
+fly_auth_header(const char *token, char *out, size_t n)
+{
+	const char	*s, *e, *p;
+	size_t		 len;
+	bool		 macaroon = false;
+	int		 w;
+
+	if (token == NULL)
+		return -1;
+	for (s = token; isspace((unsigned char)*s); s++)
+		;
+	for (e = s + strlen(s); e > s && isspace((unsigned char)e[-1]); e--)
+		;
+	len = (size_t)(e - s);
+	if (len == 0 || len > 1 << 16)
+		return -1;
+	if ((len > 6 && strncmp(s, "FlyV1 ", 6) == 0) ||
+	    (len > 7 && strncmp(s, "Bearer ", 7) == 0)) {
+		w = snprintf(out, n, "%.*s", (int)len, s);
+		return w < 0 || (size_t)w >= n ? -1 : 0;
+	}
+	for (p = s; p < e;) {
+		while (p < e && (*p == ' ' || *p == ','))
+			p++;
+		if ((size_t)(e - p) >= 5 && (strncmp(p, "fm1r_", 5) == 0 ||
+		    strncmp(p, "fm1a_", 5) == 0))
+			macaroon = true;
+		if ((size_t)(e - p) >= 4 && strncmp(p, "fm2_", 4) == 0)
+			macaroon = true;
+		while (p < e && *p != ',')
+			p++;
+	}
+	w = snprintf(out, n, "%s %.*s", macaroon ? "FlyV1" : "Bearer",
+	    (int)len, s);
+	return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+/* The configuration object: config, else incomplete_config (machines on
+ * an unreachable host). */
+static const cJSON *
+fly_config(const cJSON *m, bool *incomplete)
+{
+	const cJSON *c;
+
+	*incomplete = false;
+	c = cJSON_GetObjectItemCaseSensitive(m, "config");
+	if (cJSON_IsObject(c))
+		return c;
+	c = cJSON_GetObjectItemCaseSensitive(m, "incomplete_config");
+	if (cJSON_IsObject(c)) {
+		*incomplete = true;
+		return c;
+	}
+	return NULL;
+}
+
+/* A metadata value: top-level metadata (some API versions), then
+ * config.metadata. */
+static const char *
+fly_meta(const cJSON *m, const cJSON *cfg, const char *key)
+{
+	const char *v;
+
+	v = fly_str(cJSON_GetObjectItemCaseSensitive(m, "metadata"), key);
+	if (v == NULL && cfg != NULL)
+		v = fly_str(cJSON_GetObjectItemCaseSensitive(cfg, "metadata"),
+		    key);
+	return v;
+}
+
+/* The machine's process group: fly_process_group, legacy process_group,
+ * the FLY_PROCESS_GROUP flyctl puts in config.env, else "app". */
+static const char *
+fly_group_of(const cJSON *m, const cJSON *cfg)
+{
+	const char *g;
+
+	if ((g = fly_meta(m, cfg, "fly_process_group")) != NULL && *g)
+		return g;
+	if ((g = fly_meta(m, cfg, "process_group")) != NULL && *g)
+		return g;
+	if (cfg != NULL && (g = fly_str(cJSON_GetObjectItemCaseSensitive(cfg,
+	    "env"), "FLY_PROCESS_GROUP")) != NULL && *g)
+		return g;
+	return "app";
+}
+
+static bool
+fly_is_standby(const cJSON *cfg)
+{
+	const cJSON *s;
+
+	if (cfg == NULL)
+		return false;
+	s = cJSON_GetObjectItemCaseSensitive(cfg, "standbys");
+	return cJSON_IsArray(s) && cJSON_GetArraySize(s) > 0;
+}
+
+/* Per-state tallies of the counted machines, in first-seen order. */
+struct fly_states {
+	char	name[8][24];
+	int	count[8];
+	int	n;
+	int	other;		/* states beyond the table */
+};
+
+static void
+fly_state_add(struct fly_states *st, const char *state)
+{
+	char	clean[24];
+	int	i;
+
+	fly_clean(state, clean, sizeof(clean));
+	for (i = 0; i < st->n; i++)
+		if (strcmp(st->name[i], clean) == 0) {
+			st->count[i]++;
+			return;
+		}
+	if (st->n == 8) {
+		st->other++;
+		return;
+	}
+	snprintf(st->name[st->n], sizeof(st->name[0]), "%s", clean);
+	st->count[st->n++] = 1;
+}
+
+/* Appends to a bounded string buffer; silently truncates. */
+static void
+fly_cat(char *buf, size_t n, const char *fmt, ...) AGENT_PRINTF(3, 4);
+
+static void
+fly_cat(char *buf, size_t n, const char *fmt, ...)
+{
+	va_list	ap;
+	size_t	len = strlen(buf);
+
+	if (len + 1 >= n)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + len, n - len, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The counting rules (SPEC 4) on a raw GET /v1/apps/{app}/machines body.
+ * self_id (may be NULL) is this machine; self_serving says this process
+ * is a Pylon machine of the group (not a release/console machine), so
+ * it counts itself when the list does not show it yet.  Fills t->base,
+ * base_src and excluded.  Returns 0 or EXIT_AGENT_DISCOVERY (malformed).
+ */
+STATIC int
+fly_count(const char *body, size_t len, const char *app, const char *group,
+    const char *self_id, bool self_serving, struct topology *t,
+    struct agent_err *err)
+{
+	cJSON		*root;
+	const cJSON	*m, *cfg;
+	const char	*id, *state, *g, *tag, *canary;
+	struct fly_states st;
+	int		 excl[FX_MAX];
+	char		 other_groups[96] = "";
+	char		 cg[FLY_NAME_LEN], cleaned_app[FLY_NAME_LEN];
+	char		 extra[160] = "";
+	int		 counted = 0, unreachable = 0, green = 0, cordoned = 0;
+	int		 i, rc = 0, total = 0;
+	bool		 incomplete, self_seen = false;
+	enum fly_excl	 why;
+
+	memset(&st, 0, sizeof(st));
+	memset(excl, 0, sizeof(excl));
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: the Machines "
+		    "API answered with a body that is not JSON (%zu bytes); "
+		    "is --fly-api-url pointing at the Machines API?", len);
+	if (!cJSON_IsArray(root)) {
+		rc = err_set(err, EXIT_AGENT_DISCOVERY, "fly: the Machines "
+		    "API answered with JSON that is not a list of machines");
+		goto out;
+	}
+	cJSON_ArrayForEach(m, root) {
+		total++;
+		if (!cJSON_IsObject(m) || (id = fly_str(m, "id")) == NULL) {
+			excl[FX_NOID]++;
+			continue;
+		}
+		if (self_id != NULL && strcmp(id, self_id) == 0)
+			self_seen = true;
+		state = fly_str(m, "state");
+		if (state == NULL)
+			state = "unknown";
+		cfg = fly_config(m, &incomplete);
+		g = fly_group_of(m, cfg);
+		canary = fly_meta(m, cfg, "fly_canary");
+		if (fly_in(state, fly_dead_states))
+			why = FX_DESTROYED;
+		else if (fly_in(state, fly_failed_states))
+			why = FX_FAILED;
+		else if (strcmp(g, "fly_app_release_command") == 0 ||
+		    (cfg != NULL && fly_str(cJSON_GetObjectItemCaseSensitive(
+		    cfg, "env"), "RELEASE_COMMAND") != NULL))
+			why = FX_RELEASE;
+		else if (strcmp(g, "fly_app_console") == 0)
+			why = FX_CONSOLE;
+		else if (strcmp(g, "fly_app_test_machine_command") == 0)
+			why = FX_TEST;
+		else if (strcmp(g, group) != 0)
+			why = FX_GROUP;
+		else if (canary != NULL && strcmp(canary, "true") == 0)
+			why = FX_CANARY;
+		else if (fly_is_standby(cfg))
+			why = FX_STANDBY;
+		else
+			why = FX_MAX;
+		if (why != FX_MAX) {
+			excl[why]++;
+			if (why == FX_GROUP) {
+				fly_clean(g, cg, sizeof(cg));
+				if (strstr(other_groups, cg) == NULL)
+					fly_cat(other_groups,
+					    sizeof(other_groups), "%s%s",
+					    other_groups[0] ? "," : "", cg);
+			}
+			continue;
+		}
+		counted++;
+		fly_state_add(&st, state);
+		if (incomplete)
+			unreachable++;
+		tag = fly_meta(m, cfg, "fly_bluegreen_deployment_tag");
+		if (tag != NULL && strcmp(tag, "safe_to_destroy") != 0)
+			green++;
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m,
+		    "cordoned")))
+			cordoned++;
+	}
+
+	/* This machine serves Pylon but is not listed yet (eventual
+	 * consistency): it is one of the peers all the same. */
+	if (self_serving && self_id != NULL && !self_seen) {
+		counted++;
+		fly_cat(extra, sizeof(extra), ", this machine %s not listed "
+		    "yet, counted", self_id);
+	}
+	if (unreachable)
+		fly_cat(extra, sizeof(extra), ", %d on unreachable hosts",
+		    unreachable);
+	if (green)
+		fly_cat(extra, sizeof(extra), ", bluegreen: %d green + %d "
+		    "blue counted", green, counted - green);
+	else if (cordoned)
+		fly_cat(extra, sizeof(extra), ", %d cordoned", cordoned);
+
+	t->base = counted;
+	fly_clean(app, cleaned_app, sizeof(cleaned_app));
+	fly_clean(group, cg, sizeof(cg));
+	snprintf(t->base_src, sizeof(t->base_src), "fly app %s group %s: "
+	    "%d machine%s", cleaned_app, cg, counted, counted == 1 ? "" : "s");
+	if (st.n > 0) {
+		fly_cat(t->base_src, sizeof(t->base_src), " (");
+		for (i = 0; i < st.n; i++)
+			fly_cat(t->base_src, sizeof(t->base_src), "%s%d %s",
+			    i ? ", " : "", st.count[i], st.name[i]);
+		if (st.other)
+			fly_cat(t->base_src, sizeof(t->base_src),
+			    ", %d other", st.other);
+		fly_cat(t->base_src, sizeof(t->base_src), ")");
+	}
+	fly_cat(t->base_src, sizeof(t->base_src), "%s", extra);
+
+	t->excluded[0] = '\0';
+	for (i = 0; i < FX_MAX; i++) {
+		if (excl[i] == 0)
+			continue;
+		if (i == FX_GROUP)
+			fly_cat(t->excluded, sizeof(t->excluded), "%s%d in "
+			    "other groups (%s)", t->excluded[0] ? ", " : "",
+			    excl[i], other_groups);
+		else
+			fly_cat(t->excluded, sizeof(t->excluded), "%s%d %s",
+			    t->excluded[0] ? ", " : "", excl[i],
+			    fly_excl_names[i]);
+	}
+	log_debug("fly: %d machines listed, %d counted in group %s%s%s",
+	    total, counted, cg, t->excluded[0] ? "; not counted: " : "",
+	    t->excluded);
+out:
+	cJSON_Delete(root);
+	return rc;
+}
 
 static bool
 fly_detect(const struct options *o)
 {
+	const char *a = getenv("FLY_APP_NAME"), *m = getenv("FLY_MACHINE_ID");
+
 	(void)o;
-	return false;
+	return a != NULL && *a != '\0' && m != NULL && *m != '\0';
+}
+
+/* App names are lowercase letters, digits and dashes; machine ids hex.
+ * Checked so they can go in a URL path as they are. */
+static bool
+fly_name_ok(const char *s)
+{
+	size_t i;
+
+	if (s == NULL || *s == '\0' || strlen(s) >= FLY_NAME_LEN)
+		return false;
+	for (i = 0; s[i] != '\0'; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-' &&
+		    s[i] != '_')
+			return false;
+	return true;
+}
+
+/* The base URL without a trailing slash, in out. */
+static int
+fly_base(const struct options *o, char *out, size_t n, struct agent_err *err)
+{
+	const char	*u = o->fly_api_url;
+	size_t		 len;
+
+	if (u == NULL || *u == '\0')
+		u = "http://_api.internal:4280";
+	len = strlen(u);
+	while (len > 0 && u[len - 1] == '/')
+		len--;
+	if (len + 1 > n)
+		return err_set(err, EXIT_AGENT_CONFIG, "fly: --fly-api-url is "
+		    "too long");
+	memcpy(out, u, len);
+	out[len] = '\0';
+	return 0;
+}
+
+/* The token header, registered as a secret.  *have is false when
+ * FLY_API_TOKEN is unset (the request goes without, and a 401 says so). */
+static int
+fly_token(char *out, size_t n, bool *have, struct agent_err *err)
+{
+	const char *tok = getenv("FLY_API_TOKEN");
+
+	*have = false;
+	out[0] = '\0';
+	if (tok == NULL || *tok == '\0')
+		return 0;
+	log_add_secret(tok);
+	if (fly_auth_header(tok, out, n) != 0)
+		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_API_TOKEN is "
+		    "blank or too long; set it to a token from `fly tokens "
+		    "create readonly`");
+	log_add_secret(out);
+	/* The bare token part too, for the FlyV1/Bearer-prefixed form. */
+	if (strchr(out, ' ') != NULL)
+		log_add_secret(strchr(out, ' ') + 1);
+	*have = true;
+	return 0;
+}
+
+/* Words for a non-2xx status of the Machines API. */
+static int
+fly_status_error(const char *what, const struct http_response *rs,
+    const char *app, bool have_token, struct agent_err *err)
+{
+	char	raw[256], text[256], clean[FLY_NAME_LEN];
+	char	body[300] = "";
+
+	http_error_text(rs, raw, sizeof(raw));
+	redact(raw, text, sizeof(text));
+	if (text[0])
+		snprintf(body, sizeof(body), " (\"%s\")", text);
+	fly_clean(app, clean, sizeof(clean));
+	switch (rs->status) {
+	case 401:
+	case 403:
+		if (!have_token)
+			return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: "
+			    "HTTP %ld%s: FLY_API_TOKEN is not set; create a "
+			    "read-only token with `fly tokens create readonly` "
+			    "and set it with `fly secrets set FLY_API_TOKEN=...`",
+			    what, rs->status, body);
+		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP %ld%s: "
+		    "FLY_API_TOKEN is wrong, expired or not allowed to read "
+		    "app %s; create a read-only token with `fly tokens create "
+		    "readonly` (org scope) and set it with `fly secrets set "
+		    "FLY_API_TOKEN=...`", what, rs->status, body, clean);
+	case 404:
+		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP 404%s: "
+		    "app %s not found; check FLY_APP_NAME and that the token "
+		    "belongs to the app's organization", what, body, clean);
+	case 429:
+		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP 429%s: "
+		    "rate limited by the Machines API after %d attempts; "
+		    "retry later", what, body, rs->attempts);
+	default:
+		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP %ld%s%s",
+		    what, rs->status, body, rs->status >= 500 ?
+		    ": the Machines API failed; retry later" : "");
+	}
+}
+
+static void
+fly_request_defaults(const struct options *o, struct http_request *rq)
+{
+	long deadline;
+
+	rq->timeout_ms = o->api_timeout_ms > 0 ? o->api_timeout_ms : 10000;
+	rq->noproxy_host = "*";	/* _api.internal is never behind a proxy */
+	rq->max_attempts = FLY_MAX_ATTEMPTS;
+	deadline = rq->timeout_ms * 3;
+	if (deadline < FLY_DEADLINE_MIN_MS)
+		deadline = FLY_DEADLINE_MIN_MS;
+	if (deadline > FLY_DEADLINE_MAX_MS)
+		deadline = FLY_DEADLINE_MAX_MS;
+	rq->deadline_ms = deadline;
+}
+
+/*
+ * First call jitter: many machines booting at once would exceed the
+ * list rate limit (1 req/s, burst 3, per app).  PYLON_AGENT_FLY_JITTER_MS
+ * sets the maximum (default 250, 0 disables).
+ */
+static void
+fly_jitter(void)
+{
+	static bool	 done;
+	const char	*s = getenv("PYLON_AGENT_FLY_JITTER_MS");
+	long		 max = FLY_DEFAULT_JITTER_MS;
+	char		*end;
+
+	if (done)
+		return;
+	done = true;
+	if (s != NULL && *s != '\0') {
+		max = strtol(s, &end, 10);
+		if (*end != '\0' || max < 0 || max > 60000)
+			max = FLY_DEFAULT_JITTER_MS;
+	}
+	if (max > 0)
+		sleep_ms((long)(random_unit() * (double)max), NULL);
 }
 
 static int
 fly_discover(const struct options *o, struct topology *t,
     struct agent_err *err)
 {
-	(void)o;
-	(void)t;
-	return err_set(err, EXIT_AGENT_DISCOVERY,
-	    "flyrnetes discovery is not implemented in this build");
+	const char	*app = getenv("FLY_APP_NAME");
+	const char	*self = getenv("FLY_MACHINE_ID");
+	const char	*rel = getenv("RELEASE_COMMAND");
+	const char	*pg = getenv("FLY_PROCESS_GROUP");
+	const char	*group = o->fly_group && *o->fly_group ? o->fly_group :
+			    "app";
+	struct http_request	rq;
+	struct http_response	rs;
+	char		 base[512], url[768], auth[4096], what[800];
+	bool		 have_token, serving;
+	int		 rc;
+
+	memset(&rs, 0, sizeof(rs));
+	if (!fly_name_ok(app))
+		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_APP_NAME is "
+		    "%s; the fly platform needs the app name Fly sets in "
+		    "every machine", app == NULL || *app == '\0' ? "not set" :
+		    "not a valid app name");
+	if (self != NULL && *self == '\0')
+		self = NULL;
+	snprintf(t->platform, sizeof(t->platform), "fly");
+	snprintf(t->instance, sizeof(t->instance), "%s", self ? self : "");
+	if ((rc = fly_base(o, base, sizeof(base), err)) != 0)
+		return rc;
+	if ((rc = fly_token(auth, sizeof(auth), &have_token, err)) != 0)
+		return rc;
+	/* Never summary=true: it drops config.metadata (the group). */
+	snprintf(url, sizeof(url), "%s/v1/apps/%s/machines", base, app);
+	snprintf(what, sizeof(what), "GET %s", url);
+
+	memset(&rq, 0, sizeof(rq));
+	rq.url = url;
+	rq.authorization = have_token ? auth : NULL;
+	fly_request_defaults(o, &rq);
+	fly_jitter();
+	rc = http_do(&rq, &rs, err);
+	explicit_bzero(auth, sizeof(auth));
+	t->api_requests += rs.attempts;
+	if (rc) {
+		err_prefix(err, "fly: listing machines");
+		goto out;
+	}
+	if (rs.status != 200) {
+		rc = fly_status_error(what, &rs, app, have_token, err);
+		goto out;
+	}
+	/* A release_command, console or test machine is not a Pylon peer:
+	 * it counts the group it will deploy, not itself. */
+	serving = (rel == NULL || strcmp(rel, "1") != 0) &&
+	    (pg == NULL || strncmp(pg, "fly_app_", 8) != 0);
+	rc = fly_count(rs.body, rs.len, app, group, self, serving, t, err);
+	if (rc == 0 && !serving)
+		fly_cat(t->base_src, sizeof(t->base_src), ", seen from a %s "
+		    "machine", rel != NULL && strcmp(rel, "1") == 0 ?
+		    "release_command" : "non-app");
+out:
+	http_response_release(&rs);
+	return rc;
 }
 
-const struct platform platform_flyrnetes = {
-	.name = "flyrnetes",
+static int
+fly_report(const struct options *o, const struct decision *d,
+    enum report_kind kind, const char *message, struct agent_err *err)
+{
+	const char	*app = getenv("FLY_APP_NAME");
+	const char	*self = getenv("FLY_MACHINE_ID");
+	const char	*value;
+	struct http_request	rq;
+	struct http_response	rs;
+	char		 base[512], url[900], auth[4096], body[64], what[960];
+	bool		 have_token;
+	int		 rc;
+
+	(void)message;
+	if ((o->report & REPORT_METADATA) == 0)
+		return 0;
+	memset(&rs, 0, sizeof(rs));
+	if (!fly_name_ok(app) || !fly_name_ok(self))
+		return err_set(err, EXIT_AGENT_CONFIG, "fly: --report metadata "
+		    "needs FLY_APP_NAME and FLY_MACHINE_ID");
+	switch (kind) {
+	case REPORT_KIND_READY:
+		value = d->mode == MODE_REDIS ? "redis" : "noop";
+		break;
+	case REPORT_KIND_UNAVAILABLE:
+		value = "unavailable";
+		break;
+	case REPORT_KIND_DRIFT:
+	default:
+		value = "drift";
+		break;
+	}
+	if ((rc = fly_base(o, base, sizeof(base), err)) != 0)
+		return rc;
+	if ((rc = fly_token(auth, sizeof(auth), &have_token, err)) != 0)
+		return rc;
+	snprintf(url, sizeof(url), "%s/v1/apps/%s/machines/%s/metadata/"
+	    "pylon_cluster_bus", base, app, self);
+	snprintf(what, sizeof(what), "POST %s", url);
+	snprintf(body, sizeof(body), "{\"value\":\"%s\"}", value);
+
+	memset(&rq, 0, sizeof(rq));
+	rq.method = "POST";
+	rq.url = url;
+	rq.authorization = have_token ? auth : NULL;
+	rq.content_type = "application/json";
+	rq.body = body;
+	fly_request_defaults(o, &rq);
+	rc = http_do(&rq, &rs, err);
+	explicit_bzero(auth, sizeof(auth));
+	if (rc) {
+		err_prefix(err, "fly: reporting machine metadata");
+		goto out;
+	}
+	if (rs.status < 200 || rs.status > 299) {
+		rc = fly_status_error(what, &rs, app, have_token, err);
+		goto out;
+	}
+	log_debug("fly: machine metadata pylon_cluster_bus=%s", value);
+out:
+	http_response_release(&rs);
+	return rc;
+}
+
+const struct platform platform_fly = {
+	.name = "fly",
 	.detect = fly_detect,
 	.discover = fly_discover,
-	.report = NULL,
+	.report = fly_report,
 };
