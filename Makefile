@@ -7,7 +7,7 @@ VERSION	 = $(shell sed -n 's/^#define AGENT_VERSION "\(.*\)"/\1/p' agent/src/age
 GIT_REV	 = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 WARN	 = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-	   -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
+	   -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 CSTD	 = -std=gnu11
 OPT	?= -O2 -g
 CPPFLAGS += -D_GNU_SOURCE -DAGENT_GIT_REV=\"$(GIT_REV)\"

@@ -187,6 +187,9 @@ void	options_usage_main(void *fp);
 /* Writes "key: value" lines of the effective configuration (secrets
  * redacted) - used by --help and tests. */
 void	options_dump(const struct options *, void *fp);
+/* Markdown table of every setting (docs/reference.md is checked against
+ * it by the tests; `pylon-agent version --reference` prints it). */
+void	options_reference(void *fp);
 /* Lookup helpers for tests and the reference doc generator. */
 const char *mode_name(enum bus_mode);
 const char *platform_name(enum platform_kind);

@@ -1,0 +1,144 @@
+/*
+ * decide.c - the decision: topology in, mode, peers and reason out.
+ * Pure: no I/O, no globals, no allocation.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+
+static void
+append(char *buf, size_t n, const char *sep, const char *s)
+{
+	size_t	len = strlen(buf);
+
+	if (s == NULL || *s == '\0' || len + 1 >= n)
+		return;
+	snprintf(buf + len, n - len, "%s%s", len ? sep : "", s);
+}
+
+static void
+decision_init(const struct options *o, const char *platform,
+    const char *instance, struct decision *d)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->platform, sizeof(d->platform), "%s", platform);
+	snprintf(d->instance, sizeof(d->instance), "%s", instance);
+	snprintf(d->namespace, sizeof(d->namespace), "%s", o->namespace);
+	snprintf(d->channel, sizeof(d->channel), "%s:cluster:bus",
+	    o->namespace);
+}
+
+static int
+need_url(const struct options *o, struct decision *d, struct agent_err *err)
+{
+	if (d->mode != MODE_REDIS || o->redis_url != NULL)
+		return 0;
+	if (d->forced)
+		return err_set(err, EXIT_AGENT_CONFIG, "--mode redis needs a "
+		    "Redis URL: set --redis-url-file (a mounted Secret) or "
+		    "PYLON_AGENT_REDIS_URL");
+	return err_set(err, EXIT_AGENT_CONFIG, "%d peers (%s) need the Redis "
+	    "cluster bus but no Redis URL is configured: set "
+	    "--redis-url-file (a mounted Secret) or PYLON_AGENT_REDIS_URL, or "
+	    "run a single replica", d->peers, d->reason);
+}
+
+int
+decide(const struct topology *t, const struct options *o,
+    struct decision *d, struct agent_err *err)
+{
+	char	part[SRC_LEN + 64];
+	int	peers;
+
+	decision_init(o, t->platform, t->instance, d);
+	peers = t->base;
+	append(d->reason, sizeof(d->reason), ", ", t->base_src);
+	if (t->hpa_max > 0) {
+		append(d->reason, sizeof(d->reason), ", ", t->hpa_src);
+		if (t->hpa_max > peers)
+			peers = t->hpa_max;
+	}
+	if (t->colours > 0) {
+		snprintf(part, sizeof(part), "+ %s", t->colours_src);
+		append(d->reason, sizeof(d->reason), ", ", part);
+		peers += t->colours;
+	}
+	if (t->surge > 0) {
+		if (o->count_surge) {
+			snprintf(part, sizeof(part), "+ surge %d (%s)",
+			    t->surge, t->surge_src);
+			peers += t->surge;
+		} else
+			snprintf(part, sizeof(part), "surge %d (%s) not counted:"
+			    " --count-surge to count it", t->surge,
+			    t->surge_src);
+		append(d->reason, sizeof(d->reason), ", ", part);
+	}
+	if (peers < o->min_peers) {
+		snprintf(part, sizeof(part), "min-peers=%d", o->min_peers);
+		append(d->reason, sizeof(d->reason), ", ", part);
+		peers = o->min_peers;
+	}
+	if (t->excluded[0]) {
+		snprintf(part, sizeof(part), "not counted: %.*s",
+		    (int)(sizeof(part) - 20), t->excluded);
+		append(d->reason, sizeof(d->reason), "; ", part);
+	}
+	d->peers = peers;
+	if (o->mode == MODE_AUTO)
+		d->mode = peers > 1 ? MODE_REDIS : MODE_NOOP;
+	else {
+		d->mode = o->mode;
+		d->forced = true;
+		snprintf(part, sizeof(part), "forced by --mode %s",
+		    mode_name(o->mode));
+		append(d->reason, sizeof(d->reason), "; ", part);
+	}
+	return need_url(o, d, err);
+}
+
+int
+decide_discovery_failed(const struct options *o, const char *platform,
+    const struct agent_err *why, struct decision *d, struct agent_err *err)
+{
+	decision_init(o, platform, "", d);
+	d->discovery_failed = true;
+	d->peers = 0;
+	if (o->mode != MODE_AUTO) {
+		/* A forced mode needs no topology. */
+		d->mode = o->mode;
+		d->forced = true;
+		snprintf(d->reason, sizeof(d->reason), "forced by --mode %s; "
+		    "discovery failed: %s", mode_name(o->mode), why->msg);
+		return need_url(o, d, err);
+	}
+	switch (o->on_discovery_error) {
+	case DISC_FAIL:
+		err_set(err, why->code ? why->code : EXIT_AGENT_DISCOVERY,
+		    "%s", why->msg);
+		return err->code;
+	case DISC_NOOP:
+		d->mode = MODE_NOOP;
+		snprintf(d->reason, sizeof(d->reason), "discovery failed, "
+		    "--on-discovery-error noop: %s", why->msg);
+		return 0;
+	case DISC_REDIS_IF_CONFIGURED:
+		if (o->redis_url == NULL) {
+			/* Without a URL, the safe guess would be a bus we
+			 * do not have: a single replica is the only setup
+			 * that works, so NoopBus. */
+			d->mode = MODE_NOOP;
+			snprintf(d->reason, sizeof(d->reason), "discovery "
+			    "failed and no Redis URL is configured: %s",
+			    why->msg);
+			return 0;
+		}
+		d->mode = MODE_REDIS;
+		snprintf(d->reason, sizeof(d->reason), "discovery failed, a "
+		    "Redis URL is configured (--on-discovery-error "
+		    "redis-if-configured): %s", why->msg);
+		return 0;
+	}
+	return 0;
+}

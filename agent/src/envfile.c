@@ -1,0 +1,330 @@
+/*
+ * envfile.c - the env file handed to Pylon: POSIX-shell sourceable,
+ * single-quoted values, written atomically (temp file in the same
+ * directory, fsync, rename, fsync the directory), mode 0600; and the
+ * strict reader behind `exec --env-file`.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define ENVFILE_MAX	(64 * 1024)
+
+char *
+shell_quote(const char *v)
+{
+	const char	*p;
+	char		*out, *o;
+	size_t		 n = 3;
+
+	for (p = v; *p; p++) {
+		if (*p == '\n' || *p == '\r')
+			return NULL;
+		n += *p == '\'' ? 4 : 1;
+	}
+	if ((out = a_malloc(n)) == NULL)
+		return NULL;
+	o = out;
+	*o++ = '\'';
+	for (p = v; *p; p++) {
+		if (*p == '\'') {
+			memcpy(o, "'\\''", 4);
+			o += 4;
+		} else
+			*o++ = *p;
+	}
+	*o++ = '\'';
+	*o = '\0';
+	return out;
+}
+
+/* The header's source="..." must stay on one line and unambiguous. */
+static void
+header_safe(const char *in, char *out, size_t n)
+{
+	size_t	o = 0;
+
+	for (; *in && o + 1 < n; in++)
+		out[o++] = (*in == '"') ? '\'' :
+		    (*in == '\n' || *in == '\r') ? ' ' : *in;
+	out[o] = '\0';
+}
+
+char *
+envfile_render(const struct decision *d, const char *url,
+    struct agent_err *err)
+{
+	char	 ts[40], src[1024], *qbus = NULL, *qns = NULL, *out = NULL;
+	size_t	 n;
+
+	if (d->mode == MODE_REDIS && url == NULL) {
+		err_set(err, EXIT_AGENT_CONFIG, "redis mode without a Redis "
+		    "URL");
+		return NULL;
+	}
+	if ((qns = shell_quote(d->namespace)) == NULL ||
+	    (d->mode == MODE_REDIS && (qbus = shell_quote(url)) == NULL)) {
+		/* namespace is validated; a URL with a newline is refused. */
+		if (qns == NULL || strpbrk(url, "\r\n") == NULL)
+			err_oom(err, "env file");
+		else
+			err_set(err, EXIT_AGENT_CONFIG, "the Redis URL holds "
+			    "a line break: fix the Secret it comes from");
+		goto out;
+	}
+	iso8601_now(ts, sizeof(ts));
+	header_safe(d->reason, src, sizeof(src));
+	n = strlen(src) + (qbus ? strlen(qbus) : 0) + strlen(qns) + 256;
+	if ((out = a_malloc(n)) == NULL) {
+		err_oom(err, "env file");
+		goto out;
+	}
+	snprintf(out, n, "# pylon-agent %s %s mode=%s peers=%d source=\"%s\"\n"
+	    "%s%s%s\nexport PYLON_CLUSTER_NAMESPACE=%s\n", AGENT_VERSION, ts,
+	    mode_name(d->mode), d->peers, src,
+	    qbus ? "export PYLON_CLUSTER_BUS=" : "unset PYLON_CLUSTER_BUS",
+	    qbus ? qbus : "", "", qns);
+out:
+	a_free(qbus);
+	a_free(qns);
+	return out;
+}
+
+int
+envfile_write(const char *path, const struct decision *d, const char *url,
+    struct agent_err *err)
+{
+	char	*text = NULL, *dirc = NULL, *tmp = NULL, *dir;
+	size_t	 len, off = 0;
+	ssize_t	 w;
+	int	 fd = -1, dfd, rc = 0;
+
+	if ((text = envfile_render(d, url, err)) == NULL)
+		return err->code;
+	len = strlen(text);
+	if ((dirc = a_strdup(path)) == NULL ||
+	    (tmp = a_malloc(strlen(path) + 16)) == NULL) {
+		rc = err_oom(err, "env file");
+		goto out;
+	}
+	dir = dirname(dirc);
+	sprintf(tmp, "%s.tmp.XXXXXX", path);
+	if ((fd = mkstemp(tmp)) == -1) {
+		rc = err_set(err, EXIT_AGENT_CANTCREAT, "cannot create the env "
+		    "file in %s: %s (is the shared volume mounted there and "
+		    "writable?)", dir, strerror(errno));
+		goto out;
+	}
+	if (fchmod(fd, 0600) == -1)
+		goto fail;
+	while (off < len) {
+		if ((w = write(fd, text + off, len - off)) < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		off += (size_t)w;
+	}
+	if (fsync(fd) == -1)
+		goto fail;
+	if (close(fd) == -1) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) == -1)
+		goto fail;
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	goto out;
+fail:
+	rc = err_set(err, EXIT_AGENT_CANTCREAT, "cannot write the env file "
+	    "%s: %s", path, strerror(errno));
+	unlink(tmp);
+out:
+	if (fd != -1)
+		close(fd);
+	if (text) {
+		explicit_bzero(text, strlen(text));
+		a_free(text);
+	}
+	a_free(dirc);
+	a_free(tmp);
+	return rc;
+}
+
+/* Parses a single-quoted shell word ('...' with '\'' escapes) at *pp. */
+static char *
+unquote(const char **pp)
+{
+	const char	*p = *pp;
+	char		*out, *o;
+
+	if ((out = a_malloc(strlen(p) + 1)) == NULL)
+		return NULL;
+	o = out;
+	for (;;) {
+		if (*p == '\'') {
+			p++;
+			while (*p && *p != '\'')
+				*o++ = *p++;
+			if (*p != '\'')
+				goto bad;
+			p++;
+		} else if (p[0] == '\\' && p[1] == '\'') {
+			*o++ = '\'';
+			p += 2;
+		} else
+			break;
+	}
+	*o = '\0';
+	*pp = p;
+	return out;
+bad:
+	a_free(out);
+	*pp = NULL;
+	return NULL;
+}
+
+int
+envfile_parse(const char *text, size_t len, struct envfile *ef,
+    struct agent_err *err)
+{
+	const char	*p = text, *end = text + len, *nl, *q, *m;
+	char		 line[64];
+	char		*val, **slot;
+	int		 lineno = 0, rc = 0;
+	bool		 seen_bus = false;
+
+	memset(ef, 0, sizeof(*ef));
+	if (memchr(text, '\0', len) != NULL)
+		return err_set(err, EXIT_AGENT_CONFIG, "the env file holds a "
+		    "NUL byte: it was not written by pylon-agent init");
+	while (p < end) {
+		lineno++;
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL)
+			nl = end;
+		if (*p == '#') {
+			if (lineno == 1 && (m = strstr(p, " mode=")) != NULL &&
+			    m < nl)
+				sscanf(m + 6, "%15[a-z]", ef->mode);
+		} else if (p == nl) {
+			;	/* blank */
+		} else if ((size_t)(nl - p) == 23 &&
+		    !strncmp(p, "unset PYLON_CLUSTER_BUS", 23)) {
+			a_free(ef->bus);
+			ef->bus = NULL;
+			seen_bus = true;
+		} else if (!strncmp(p, "export PYLON_CLUSTER_BUS=", 25) ||
+		    !strncmp(p, "export PYLON_CLUSTER_NAMESPACE=", 31)) {
+			bool bus = p[21] == 'B';
+
+			q = p + (bus ? 25 : 31);
+			slot = bus ? &ef->bus : &ef->namespace;
+			{
+				/* Work on a NUL-terminated copy of the line. */
+				char *ln = a_strndup(q, (size_t)(nl - q));
+				const char *lp = ln;
+
+				if (ln == NULL) {
+					rc = err_oom(err, "env file");
+					goto out;
+				}
+				val = *lp == '\'' ? unquote(&lp) : NULL;
+				if (val == NULL || lp == NULL || *lp != '\0') {
+					a_free(val);
+					a_free(ln);
+					rc = err_set(err, EXIT_AGENT_CONFIG,
+					    "env file line %d: expected a "
+					    "single-quoted value", lineno);
+					goto out;
+				}
+				a_free(ln);
+			}
+			a_free(*slot);
+			*slot = val;
+			if (bus)
+				seen_bus = true;
+		} else {
+			snprintf(line, sizeof(line), "%.*s",
+			    (int)((nl - p) > 40 ? 40 : (nl - p)), p);
+			/* Never echo a line that might hold the URL. */
+			rc = err_set(err, EXIT_AGENT_CONFIG, "env file line %d "
+			    "is not one pylon-agent writes (%s...): regenerate "
+			    "it with pylon-agent init", lineno,
+			    strstr(line, "://") ? "a URL" : line);
+			goto out;
+		}
+		p = nl + 1;
+	}
+	if (!seen_bus || ef->namespace == NULL)
+		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file sets no "
+		    "%s: it is not a complete pylon-agent env file",
+		    !seen_bus ? "PYLON_CLUSTER_BUS (export or unset)" :
+		    "PYLON_CLUSTER_NAMESPACE");
+	else if (!namespace_valid(ef->namespace))
+		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file's "
+		    "PYLON_CLUSTER_NAMESPACE is invalid: use 1 to 64 "
+		    "characters of A-Z a-z 0-9 . _ -");
+out:
+	if (rc)
+		envfile_release(ef);
+	return rc;
+}
+
+int
+envfile_read(const char *path, struct envfile *ef, struct agent_err *err)
+{
+	char	*text = NULL;
+	size_t	 len;
+	int	 rc;
+
+	memset(ef, 0, sizeof(*ef));
+	if ((rc = read_file(path, ENVFILE_MAX, &text, &len, err))) {
+		err_prefix(err, "env file");
+		strncat(err->msg, " (was pylon-agent init run with the same "
+		    "--env-file?)", sizeof(err->msg) - strlen(err->msg) - 1);
+		return EXIT_AGENT_CONFIG;
+	}
+	rc = envfile_parse(text, len, ef, err);
+	if (rc)
+		err_prefix(err, "%s", path);
+	explicit_bzero(text, len);
+	a_free(text);
+	return rc;
+}
+
+void
+envfile_release(struct envfile *ef)
+{
+	if (ef->bus) {
+		explicit_bzero(ef->bus, strlen(ef->bus));
+		a_free(ef->bus);
+	}
+	a_free(ef->namespace);
+	ef->bus = ef->namespace = NULL;
+}
+
+int
+env_apply(const char *bus, const char *ns, struct agent_err *err)
+{
+	if (bus ? setenv("PYLON_CLUSTER_BUS", bus, 1) :
+	    unsetenv("PYLON_CLUSTER_BUS"))
+		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "
+		    "PYLON_CLUSTER_BUS: %s", strerror(errno));
+	if (setenv("PYLON_CLUSTER_NAMESPACE", ns, 1))
+		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "
+		    "PYLON_CLUSTER_NAMESPACE: %s", strerror(errno));
+	return 0;
+}

@@ -1,0 +1,217 @@
+/*
+ * log.c - one line per message on stderr, text or JSON, and the single
+ * redaction point: every secret registered with log_add_secret() is
+ * replaced by "***" in every line and in redact() output.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+
+#define LOG_LINE_MAX	4096
+#define MAX_SECRETS	16
+
+static enum log_format	 fmt = LOG_TEXT;
+static int		 debug = -1;
+static char		*secrets[MAX_SECRETS];
+static int		 nsecrets;
+static pthread_mutex_t	 lock = PTHREAD_MUTEX_INITIALIZER;
+
+void
+log_init(enum log_format f)
+{
+	fmt = f;
+}
+
+bool
+log_debug_enabled(void)
+{
+	const char	*e;
+
+	if (debug < 0) {
+		e = getenv("PYLON_AGENT_DEBUG");
+		debug = e != NULL && *e != '\0' && strcmp(e, "0") != 0;
+	}
+	return debug;
+}
+
+void
+log_add_secret(const char *s)
+{
+	int	i;
+
+	/* Short strings would redact innocent text; 3+ chars only. */
+	if (s == NULL || strlen(s) < 3)
+		return;
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < nsecrets; i++)
+		if (strcmp(secrets[i], s) == 0)
+			goto out;
+	if (nsecrets < MAX_SECRETS) {
+		/* The system allocator on purpose: allocation-failure
+		 * injection must never switch redaction off. */
+		if ((secrets[nsecrets] = strdup(s)) != NULL)
+			nsecrets++;
+	}
+out:
+	pthread_mutex_unlock(&lock);
+}
+
+void
+log_clear_secrets(void)
+{
+	pthread_mutex_lock(&lock);
+	while (nsecrets > 0)
+		free(secrets[--nsecrets]);
+	pthread_mutex_unlock(&lock);
+}
+
+char *
+redact(const char *in, char *out, size_t n)
+{
+	size_t	 o = 0, sl;
+	int	 i, hit;
+
+	if (n == 0)
+		return out;
+	pthread_mutex_lock(&lock);
+	while (*in && o + 1 < n) {
+		hit = 0;
+		for (i = 0; i < nsecrets; i++) {
+			sl = strlen(secrets[i]);
+			if (strncmp(in, secrets[i], sl) == 0) {
+				if (o + 3 < n) {
+					memcpy(out + o, "***", 3);
+					o += 3;
+				} else
+					o = n - 1;
+				in += sl;
+				hit = 1;
+				break;
+			}
+		}
+		if (!hit)
+			out[o++] = *in++;
+	}
+	out[o] = '\0';
+	pthread_mutex_unlock(&lock);
+	return out;
+}
+
+static void
+json_escape(const char *s, char *out, size_t n)
+{
+	size_t	o = 0;
+
+	for (; *s && o + 7 < n; s++) {
+		unsigned char	c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else if (c < 0x20) {
+			o += (size_t)snprintf(out + o, n - o, "\\u%04x", c);
+		} else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+}
+
+static void
+emit(const char *level, const char *fields, const char *msg)
+{
+	char	clean[LOG_LINE_MAX], esc[LOG_LINE_MAX * 2], ts[40];
+
+	redact(msg, clean, sizeof(clean));
+	if (fmt == LOG_JSON) {
+		iso8601_now_micro(ts, sizeof(ts));
+		json_escape(clean, esc, sizeof(esc));
+		fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\","
+		    "\"logger\":\"pylon-agent\",\"msg\":\"%s\"%s}\n", ts, level,
+		    esc, fields ? fields : "");
+	} else if (strcmp(level, "info") == 0)
+		fprintf(stderr, "[pylon-agent] %s\n", clean);
+	else
+		fprintf(stderr, "[pylon-agent] %s: %s\n", level, clean);
+	fflush(stderr);
+}
+
+static void
+vlog(const char *level, const char *fields, const char *f, va_list ap)
+{
+	char	msg[LOG_LINE_MAX];
+
+	vsnprintf(msg, sizeof(msg), f, ap);
+	emit(level, fields, msg);
+}
+
+void
+log_line(const char *level, const char *fields, const char *f, ...)
+{
+	va_list	ap;
+
+	va_start(ap, f);
+	vlog(level, fields, f, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *f, ...)
+{
+	va_list	ap;
+
+	va_start(ap, f);
+	vlog("info", NULL, f, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *f, ...)
+{
+	va_list	ap;
+
+	va_start(ap, f);
+	vlog("warning", NULL, f, ap);
+	va_end(ap);
+}
+
+void
+log_warn(const char *f, ...)
+{
+	char	msg[LOG_LINE_MAX];
+	int	saved = errno;
+	va_list	ap;
+
+	va_start(ap, f);
+	vsnprintf(msg, sizeof(msg), f, ap);
+	va_end(ap);
+	log_line("warning", NULL, "%s: %s", msg, strerror(saved));
+}
+
+void
+log_errorx(const char *f, ...)
+{
+	va_list	ap;
+
+	va_start(ap, f);
+	vlog("error", NULL, f, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *f, ...)
+{
+	va_list	ap;
+
+	if (!log_debug_enabled())
+		return;
+	va_start(ap, f);
+	vlog("debug", NULL, f, ap);
+	va_end(ap);
+}

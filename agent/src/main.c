@@ -1,0 +1,320 @@
+/*
+ * main.c - command dispatch, exit codes, printing the one error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+#include <microhttpd.h>
+#include <openssl/opensslv.h>
+#include <yaml.h>
+
+#include "agent.h"
+#include "bus.h"
+#include "serve.h"
+
+#ifndef AGENT_GIT_REV
+#define AGENT_GIT_REV "unknown"
+#endif
+
+extern char **environ;
+
+void
+termination_log_write(const char *msg)
+{
+	const char	*path = getenv("PYLON_AGENT_TERMINATION_LOG");
+	char		 clean[AGENT_ERR_LEN + 2];
+	size_t		 n;
+	int		 fd;
+
+	if (path == NULL)
+		path = "/dev/termination-log";
+	/* Only when it exists and is writable: never create it. */
+	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)) == -1)
+		return;
+	redact(msg, clean, sizeof(clean) - 1);
+	n = strlen(clean);
+	clean[n++] = '\n';
+	(void)!write(fd, clean, n);
+	close(fd);
+}
+
+static int
+cmd_version(void)
+{
+	printf("pylon-agent %s (git %s)\n", AGENT_VERSION, AGENT_GIT_REV);
+	printf("built with: libcurl %s, cJSON %d.%d.%d, libyaml %s, "
+	    "hiredis %d.%d.%d, %s, libmicrohttpd %s\n", LIBCURL_VERSION,
+	    CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH,
+	    yaml_get_version_string(), HIREDIS_MAJOR, HIREDIS_MINOR,
+	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, MHD_get_version());
+	return 0;
+}
+
+/* The decision as JSON (the shape of /status). Caller frees. */
+static char *
+decision_json(const struct decision *d, const struct options *o,
+    const struct bus_result *br, const struct agent_err *proof_err)
+{
+	cJSON	*root, *redis;
+	char	*red = NULL, *out = NULL, clean[AGENT_ERR_LEN];
+	bool	 proven = br != NULL && br->latency_ms >= 0 &&
+		    (proof_err == NULL || proof_err->code == 0);
+
+	if ((root = cJSON_CreateObject()) == NULL)
+		return NULL;
+	cJSON_AddStringToObject(root, "mode", mode_name(d->mode));
+	cJSON_AddStringToObject(root, "reason", d->reason);
+	cJSON_AddStringToObject(root, "platform", d->platform);
+	cJSON_AddNumberToObject(root, "peers", d->peers);
+	cJSON_AddStringToObject(root, "namespace", d->namespace);
+	cJSON_AddStringToObject(root, "channel", d->channel);
+	if ((redis = cJSON_AddObjectToObject(root, "redis")) != NULL) {
+		if (o->redis_url && (red = redis_url_redact(o->redis_url)))
+			cJSON_AddStringToObject(redis, "url", red);
+		else
+			cJSON_AddNullToObject(redis, "url");
+		cJSON_AddBoolToObject(redis, "proven", proven);
+		if (proven)
+			cJSON_AddNumberToObject(redis, "latency_ms",
+			    (double)(long)(br->latency_ms * 100 + 0.5) / 100);
+		else
+			cJSON_AddNullToObject(redis, "latency_ms");
+		if (proof_err && proof_err->code) {
+			redact(proof_err->msg, clean, sizeof(clean));
+			cJSON_AddStringToObject(redis, "error", clean);
+		} else
+			cJSON_AddNullToObject(redis, "error");
+	}
+	cJSON_AddStringToObject(root, "instance", d->instance);
+	cJSON_AddBoolToObject(root, "drift", false);
+	cJSON_AddBoolToObject(root, "discovery_failed", d->discovery_failed);
+	cJSON_AddStringToObject(root, "version", AGENT_VERSION);
+	out = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	a_free(red);
+	return out;
+}
+
+static int
+cmd_decide(struct options *o, struct agent_err *err)
+{
+	struct topology		 t;
+	struct decision		 d;
+	struct bus_result	 br;
+	struct agent_err	 perr;
+	char			*s, *red = NULL, clean[AGENT_ERR_LEN];
+	int			 rc;
+
+	if ((rc = flow_decide(o, &t, &d, err)))
+		return rc;
+	memset(&br, 0, sizeof(br));
+	br.latency_ms = -1;
+	err_clear(&perr);
+	if (o->prove && d.mode == MODE_REDIS)
+		flow_prove(o, &d, &br, &perr);
+	switch (o->output) {
+	case OUT_JSON:
+		if ((s = decision_json(&d, o, &br, &perr)) == NULL)
+			return err_oom(err, "json");
+		redact(s, clean, sizeof(clean));
+		puts(strlen(s) < sizeof(clean) - 1 ? clean : "{}");
+		a_free(s);
+		break;
+	case OUT_ENV:
+		/* What init would write, password masked: a usable file
+		 * only ever comes from init (0600, atomic). */
+		red = o->redis_url ? redis_url_redact(o->redis_url) : NULL;
+		if ((s = envfile_render(&d, red, err)) == NULL) {
+			a_free(red);
+			return err->code;
+		}
+		fputs(s, stdout);
+		a_free(s);
+		a_free(red);
+		break;
+	case OUT_TEXT:
+		red = o->redis_url ? redis_url_redact(o->redis_url) : NULL;
+		printf("mode:      %s%s\npeers:     %d\nreason:    %s\n"
+		    "platform:  %s\ninstance:  %s\nnamespace: %s\n"
+		    "channel:   %s\n", mode_name(d.mode),
+		    d.forced ? " (forced)" : "", d.peers, d.reason,
+		    d.platform, d.instance, d.namespace, d.channel);
+		printf("redis:     %s", red ? red : "(none)");
+		if (perr.code)
+			printf(" (not proven: %s)\n",
+			    redact(perr.msg, clean, sizeof(clean)));
+		else if (br.latency_ms >= 0)
+			printf(" (proven in %.1f ms)\n", br.latency_ms);
+		else
+			printf("%s\n", d.mode == MODE_REDIS && !o->prove ?
+			    " (not checked: add --prove)" : "");
+		a_free(red);
+		break;
+	}
+	fflush(stdout);
+	if (perr.code) {
+		*err = perr;
+		return perr.code;
+	}
+	return 0;
+}
+
+/* Decide and, in redis mode, prove.  Reports like init. */
+static int
+decide_and_prove(struct options *o, struct decision *d,
+    struct agent_err *err)
+{
+	struct topology		t;
+	struct bus_result	br;
+	int			rc;
+
+	if ((rc = flow_decide(o, &t, d, err)))
+		return rc;
+	if ((rc = flow_prove(o, d, &br, err))) {
+		report_log_decision(d, -1);
+		report_platform(o, d, REPORT_KIND_UNAVAILABLE, err->msg);
+		return rc;
+	}
+	if (o->report & REPORT_LOG)
+		report_log_decision(d, br.latency_ms);
+	report_platform(o, d, REPORT_KIND_READY, d->reason);
+	return 0;
+}
+
+static int
+cmd_init(struct options *o, struct agent_err *err)
+{
+	struct decision	d;
+	int		rc;
+
+	if ((rc = decide_and_prove(o, &d, err)))
+		return rc;
+	if ((rc = envfile_write(o->env_file, &d,
+	    d.mode == MODE_REDIS ? o->redis_url : NULL, err)))
+		return rc;
+	log_info("env file written: %s (mode %s)", o->env_file,
+	    mode_name(d.mode));
+	return 0;
+}
+
+static int
+run_cmd(char **argv, struct agent_err *err)
+{
+	int	e;
+
+	fflush(NULL);
+	execvp(argv[0], argv);
+	e = errno;
+	return err_set(err, e == ENOENT ? 127 : 126, "cannot execute %s: %s%s",
+	    argv[0], strerror(e), e == ENOENT ? " (is it on PATH, or give "
+	    "its absolute path)" : "");
+}
+
+static int
+cmd_exec(struct options *o, struct agent_err *err)
+{
+	struct envfile	ef;
+	struct decision	d;
+	int		rc;
+
+	if (o->env_file_set) {
+		if ((rc = envfile_read(o->env_file, &ef, err)))
+			return rc;
+		rc = env_apply(ef.bus, ef.namespace, err);
+		envfile_release(&ef);
+		if (rc)
+			return rc;
+		return run_cmd(o->cmd_argv, err);
+	}
+	if ((rc = decide_and_prove(o, &d, err)))
+		return rc;
+	if ((rc = env_apply(d.mode == MODE_REDIS ? o->redis_url : NULL,
+	    d.namespace, err)))
+		return rc;
+	return run_cmd(o->cmd_argv, err);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options		 o;
+	struct agent_err	 err;
+	enum command		 cmd;
+	const char		*e;
+	bool			 help = false;
+	int			 rc = 0;
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((e = getenv("PYLON_AGENT_FAIL_ALLOC")) != NULL)
+		alloc_fail_after(atol(e));
+	alloc_init_cjson();
+	err_clear(&err);
+	memset(&o, 0, sizeof(o));
+	if (argc < 2) {
+		options_usage_main(stderr);
+		return EXIT_AGENT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	    !strcmp(argv[1], "help")) {
+		options_usage_main(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version"))
+		return cmd_version();
+	if ((cmd = command_from_name(argv[1])) == CMD_NONE) {
+		log_errorx("unknown command \"%s\" (commands: decide, init, "
+		    "exec, serve, probe, check, version; see pylon-agent "
+		    "--help)", argv[1]);
+		return EXIT_AGENT_USAGE;
+	}
+	if (cmd == CMD_VERSION && argc == 3 &&
+	    !strcmp(argv[2], "--reference")) {
+		options_reference(stdout);
+		return 0;
+	}
+	if ((rc = options_parse(&o, cmd, argc - 1, argv + 1, &help, &err)))
+		goto out;
+	if (help)
+		goto out;
+	switch (cmd) {
+	case CMD_DECIDE:
+		rc = cmd_decide(&o, &err);
+		break;
+	case CMD_INIT:
+		rc = cmd_init(&o, &err);
+		break;
+	case CMD_EXEC:
+		rc = cmd_exec(&o, &err);
+		break;
+	case CMD_SERVE:
+		rc = cmd_serve(&o, &err);
+		break;
+	case CMD_PROBE:
+		rc = cmd_probe(&o, &err);
+		break;
+	case CMD_CHECK:
+		rc = cmd_check(&o, &err);
+		break;
+	case CMD_VERSION:
+		rc = cmd_version();
+		break;
+	case CMD_NONE:
+		break;
+	}
+out:
+	if (rc && err.msg[0]) {
+		log_errorx("%s", err.msg);
+		termination_log_write(err.msg);
+	}
+	options_release(&o);
+	log_clear_secrets();
+	return rc;
+}

@@ -1,0 +1,841 @@
+/*
+ * options.c - the settings table.  One row per setting drives flag, env
+ * and YAML parsing, validation, --help and the effective-config dump.
+ * Precedence: flag > environment > --config file > default.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "agent.h"
+#include "bus.h"
+
+enum opt_type { T_STR, T_INT, T_BOOL, T_DUR, T_ENUM, T_REPORT };
+
+/* Commands a row applies to (for --help). */
+#define C_DECIDE	(1u << CMD_DECIDE)
+#define C_INIT		(1u << CMD_INIT)
+#define C_EXEC		(1u << CMD_EXEC)
+#define C_SERVE		(1u << CMD_SERVE)
+#define C_PROBE		(1u << CMD_PROBE)
+#define C_CHECK		(1u << CMD_CHECK)
+#define C_DISC		(C_DECIDE | C_INIT | C_EXEC | C_SERVE | C_PROBE | C_CHECK)
+#define C_PROVE		(C_INIT | C_EXEC | C_SERVE | C_PROBE | C_CHECK | C_DECIDE)
+
+struct opt_row {
+	const char	*name;		/* flag without dashes = YAML key */
+	const char	*env;		/* NULL: flag only */
+	enum opt_type	 type;
+	const char	*def;		/* NULL: unset */
+	size_t		 off;		/* into struct options */
+	const char	*const *enums;	/* T_ENUM: names, index = value */
+	unsigned	 cmds;
+	const char	*metavar;
+	const char	*help;
+};
+
+static const char *const platforms[] = { "auto", "kubernetes", "fly",
+	"static", NULL };
+static const char *const modes[] = { "auto", "redis", "noop", NULL };
+static const char *const disc_policies[] = { "fail", "redis-if-configured",
+	"noop", NULL };
+static const char *const drift_policies[] = { "report", "unready", NULL };
+static const char *const log_formats[] = { "text", "json", NULL };
+static const char *const outputs[] = { "text", "json", "env", NULL };
+
+#define OFF(f)	offsetof(struct options, f)
+
+/* Alphabetical by name (the order of --help and the reference). */
+static const struct opt_row rows[] = {
+	{ "api-timeout", "PYLON_AGENT_API_TIMEOUT", T_DUR, "10s",
+	  OFF(api_timeout_ms), NULL, C_DISC, "DURATION",
+	  "one Kubernetes/Fly API request, connect included" },
+	{ "app-selector", "PYLON_AGENT_APP_SELECTOR", T_STR, NULL,
+	  OFF(app_selector), NULL, C_DISC, "SELECTOR",
+	  "K8s label selector of every pod of the app across blue/green "
+	  "colours" },
+	{ "config", "PYLON_AGENT_CONFIG", T_STR, NULL, OFF(config), NULL,
+	  C_DISC, "FILE", "YAML file of settings (keys are these flag names)" },
+	{ "count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",
+	  OFF(count_surge), NULL, C_DISC, NULL,
+	  "count a rolling update's surge pods as peers" },
+	{ "env-file", "PYLON_AGENT_ENV_FILE", T_STR,
+	  "/pylon-agent/cluster.env", OFF(env_file), NULL,
+	  C_INIT | C_EXEC | C_SERVE, "FILE",
+	  "where init writes the env file (exec: read it, skip discovery)" },
+	{ "fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
+	  "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
+	  "Fly Machines API base URL" },
+	{ "fly-group", "PYLON_AGENT_FLY_GROUP", T_STR, NULL, OFF(fly_group),
+	  NULL, C_DISC, "GROUP",
+	  "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
+	  "app for release/console machines)" },
+	{ "interval", "PYLON_AGENT_INTERVAL", T_DUR, "5s", OFF(interval_ms),
+	  NULL, C_SERVE, "DURATION", "serve: bus health check period" },
+	{ "kubeconfig", "KUBECONFIG", T_STR, NULL, OFF(kubeconfig), NULL,
+	  C_DISC, "FILE[:FILE]", "out-of-cluster Kubernetes access" },
+	{ "listen", "PYLON_AGENT_LISTEN", T_STR, "0.0.0.0:4320", OFF(listen),
+	  NULL, C_SERVE, "HOST:PORT", "serve: HTTP address" },
+	{ "log-format", "PYLON_AGENT_LOG_FORMAT", T_ENUM, "text",
+	  OFF(log_format), log_formats, C_DISC, "text|json",
+	  "log lines on stderr: text, or one JSON object per line" },
+	{ "min-peers", "PYLON_AGENT_MIN_PEERS", T_INT, "1", OFF(min_peers),
+	  NULL, C_DISC, "N", "floor on the discovered peer count" },
+	{ "mode", "PYLON_AGENT_MODE", T_ENUM, "auto", OFF(mode), modes,
+	  C_DISC, "auto|redis|noop",
+	  "forced modes skip the decision, never the proof" },
+	{ "namespace", "PYLON_AGENT_NAMESPACE", T_STR, "pylon",
+	  OFF(namespace), NULL, C_DISC, "NAME",
+	  "PYLON_CLUSTER_NAMESPACE: [A-Za-z0-9._-]{1,64}" },
+	{ "on-discovery-error", "PYLON_AGENT_ON_DISCOVERY_ERROR", T_ENUM,
+	  "redis-if-configured", OFF(on_discovery_error), disc_policies,
+	  C_DISC, "POLICY", "fail, redis-if-configured or noop" },
+	{ "on-drift", "PYLON_AGENT_ON_DRIFT", T_ENUM, "report", OFF(on_drift),
+	  drift_policies, C_SERVE, "report|unready",
+	  "serve: what a topology change that flips the mode does" },
+	{ "output", NULL, T_ENUM, "text", OFF(output), outputs,
+	  C_DECIDE | C_CHECK, "text|json|env", "decide/check output format" },
+	{ "platform", "PYLON_AGENT_PLATFORM", T_ENUM, "auto", OFF(platform),
+	  platforms, C_DISC, "auto|kubernetes|fly|static",
+	  "where to discover the peer count" },
+	{ "prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
+	  "decide: also prove the bus (publishes one envelope)" },
+	{ "redis-ca-file", "PYLON_AGENT_REDIS_CA_FILE", T_STR, NULL,
+	  OFF(redis_ca_file), NULL, C_PROVE, "FILE",
+	  "CA bundle for rediss:// (default: system CAs)" },
+	{ "redis-url", "PYLON_AGENT_REDIS_URL", T_STR, NULL, OFF(redis_url),
+	  NULL, C_PROVE, "URL",
+	  "the bus handed to Pylon as PYLON_CLUSTER_BUS (prefer "
+	  "--redis-url-file: argv is visible to every process)" },
+	{ "redis-url-file", "PYLON_AGENT_REDIS_URL_FILE", T_STR, NULL,
+	  OFF(redis_url_file), NULL, C_PROVE, "FILE",
+	  "read the Redis URL from a file (a mounted Secret)" },
+	{ "replicas", "PYLON_AGENT_REPLICAS", T_INT, NULL, OFF(replicas),
+	  NULL, C_DISC, "N", "static platform: the peer count (default 1)" },
+	{ "report", "PYLON_AGENT_REPORT", T_REPORT, "log", OFF(report), NULL,
+	  C_INIT | C_EXEC | C_SERVE, "LIST",
+	  "comma list of log, annotations, events, metadata" },
+	{ "resync", "PYLON_AGENT_RESYNC", T_DUR, "60s", OFF(resync_ms), NULL,
+	  C_SERVE, "DURATION", "serve: topology re-read period (jittered)" },
+	{ "serviceaccount-dir", "PYLON_AGENT_SERVICEACCOUNT_DIR", T_STR,
+	  "/var/run/secrets/kubernetes.io/serviceaccount",
+	  OFF(serviceaccount_dir), NULL, C_DISC, "DIR",
+	  "in-cluster token, CA and namespace" },
+	{ "timeout", "PYLON_AGENT_TIMEOUT", T_DUR, "60s", OFF(timeout_ms),
+	  NULL, C_PROVE, "DURATION",
+	  "deadline to prove the bus (probe: 3s unless given)" },
+};
+
+#define NROWS	(sizeof(rows) / sizeof(rows[0]))
+
+static const struct {
+	enum command	 cmd;
+	const char	*name;
+	const char	*usage;
+	const char	*summary;
+} commands[] = {
+	{ CMD_DECIDE, "decide", "decide [--prove] [--output text|json|env]",
+	  "discover the topology and print the decision" },
+	{ CMD_INIT, "init", "init [--env-file FILE]",
+	  "decide, prove the bus in redis mode, write the env file, exit" },
+	{ CMD_EXEC, "exec", "exec [--env-file FILE] -- CMD [ARG...]",
+	  "like init, then execve CMD with the env set (with --env-file: "
+	  "apply a file written by init)" },
+	{ CMD_SERVE, "serve", "serve [-- CMD [ARG...]]",
+	  "sidecar: health endpoints, continuous checks, reports; with CMD "
+	  "also a supervisor" },
+	{ CMD_PROBE, "probe", "probe [--timeout DURATION]",
+	  "one quick check for exec probes and Fly checks" },
+	{ CMD_CHECK, "check", "check [--output text|json]",
+	  "preflight for CI and Fly release_command" },
+	{ CMD_VERSION, "version", "version", "version and build info" },
+};
+
+enum command
+command_from_name(const char *s)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(s, commands[i].name) == 0)
+			return commands[i].cmd;
+	return CMD_NONE;
+}
+
+const char *
+command_name(enum command c)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (commands[i].cmd == c)
+			return commands[i].name;
+	return "?";
+}
+
+const char *
+mode_name(enum bus_mode m)
+{
+	return modes[m];
+}
+
+const char *
+platform_name(enum platform_kind p)
+{
+	return platforms[p];
+}
+
+void
+options_usage_main(void *vfp)
+{
+	FILE	*fp = vfp;
+	size_t	 i;
+
+	fprintf(fp, "usage: pylon-agent COMMAND [OPTIONS]\n\n"
+	    "Decides whether Pylon needs the Redis cluster bus, proves it, "
+	    "and hands\nPYLON_CLUSTER_BUS / PYLON_CLUSTER_NAMESPACE to Pylon."
+	    "\n\ncommands:\n");
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(fp, "  %-8s %s\n", commands[i].name,
+		    commands[i].summary);
+	fprintf(fp, "\n`pylon-agent COMMAND --help` lists a command's "
+	    "options.  Exit codes: 0 ok, 64 usage,\n69 bus not proven, 75 "
+	    "discovery failed, 78 misconfiguration.\n");
+}
+
+static void
+usage_command(enum command cmd, FILE *fp)
+{
+	size_t	 i;
+	char	 flag[64];
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (commands[i].cmd == cmd)
+			fprintf(fp, "usage: pylon-agent %s\n\n%s.\n",
+			    commands[i].usage, commands[i].summary);
+	if (cmd == CMD_VERSION)
+		return;
+	fprintf(fp, "\noptions (flag / environment / default):\n");
+	for (i = 0; i < NROWS; i++) {
+		if ((rows[i].cmds & (1u << cmd)) == 0)
+			continue;
+		snprintf(flag, sizeof(flag), "--%s%s%s", rows[i].name,
+		    rows[i].metavar ? " " : "",
+		    rows[i].metavar ? rows[i].metavar : "");
+		fprintf(fp, "  %-34s %s\n", flag, rows[i].help);
+		if (rows[i].env || rows[i].def)
+			fprintf(fp, "  %-34s %s%s%s%s\n", "",
+			    rows[i].env ? "env " : "",
+			    rows[i].env ? rows[i].env : "",
+			    rows[i].def ? (rows[i].env ? ", default " :
+			    "default ") : "", rows[i].def ? rows[i].def : "");
+	}
+	fprintf(fp, "  %-34s %s\n", "-h, --help", "show this help");
+}
+
+/* ---- values ----------------------------------------------------------- */
+
+enum src { SRC_DEFAULT, SRC_FILE, SRC_ENV, SRC_FLAG };
+
+struct raw {
+	char		*val;		/* owned */
+	enum src	 src;
+	bool		 set;
+};
+
+static void
+describe_src(const struct opt_row *r, enum src src, const char *config,
+    char *buf, size_t n)
+{
+	switch (src) {
+	case SRC_FLAG:
+		snprintf(buf, n, "--%s", r->name);
+		break;
+	case SRC_ENV:
+		snprintf(buf, n, "%s", r->env);
+		break;
+	case SRC_FILE:
+		snprintf(buf, n, "%s: key %s", config ? config : "config",
+		    r->name);
+		break;
+	default:
+		snprintf(buf, n, "default of --%s", r->name);
+	}
+}
+
+STATIC int
+parse_int(const char *s, int *out)
+{
+	char	*end;
+	long	 v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0 || v > 100000)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+STATIC int
+parse_bool(const char *s, bool *out)
+{
+	if (!strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "yes") ||
+	    !strcmp(s, "on")) {
+		*out = true;
+		return 0;
+	}
+	if (!strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "no") ||
+	    !strcmp(s, "off")) {
+		*out = false;
+		return 0;
+	}
+	return -1;
+}
+
+STATIC int
+parse_report(const char *s, unsigned *out)
+{
+	static const struct { const char *n; unsigned bit; } names[] = {
+		{ "log", REPORT_LOG }, { "annotations", REPORT_ANNOTATIONS },
+		{ "events", REPORT_EVENTS }, { "metadata", REPORT_METADATA },
+		{ "none", 0 },
+	};
+	const char	*p = s, *e;
+	size_t		 i, len;
+	unsigned	 bits = 0;
+
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		e = p;
+		while (*e && *e != ',' && *e != ' ')
+			e++;
+		len = (size_t)(e - p);
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i].n) == len &&
+			    !strncmp(names[i].n, p, len))
+				break;
+		if (i == sizeof(names) / sizeof(names[0]))
+			return -1;
+		bits |= names[i].bit;
+		p = e;
+	}
+	*out = bits;
+	return 0;
+}
+
+static int
+apply_row(struct options *o, const struct opt_row *r, const char *val,
+    enum src src, struct agent_err *err)
+{
+	char		 where[300];
+	void		*field = (char *)o + r->off;
+	long		 ms;
+	int		 i, code;
+	struct agent_err tmp;
+
+	/* Bad values on the command line are usage errors; in the
+	 * environment or the file they are misconfiguration. */
+	code = src == SRC_FLAG ? EXIT_AGENT_USAGE : EXIT_AGENT_CONFIG;
+	describe_src(r, src, o->config, where, sizeof(where));
+	switch (r->type) {
+	case T_STR:
+		a_free(*(char **)field);
+		if ((*(char **)field = a_strdup(val)) == NULL)
+			return err_oom(err, "options");
+		return 0;
+	case T_INT:
+		if (parse_int(val, (int *)field) == -1)
+			return err_set(err, code, "%s: \"%s\" is not a whole "
+			    "number between 0 and 100000", where, val);
+		return 0;
+	case T_BOOL:
+		if (parse_bool(val, (bool *)field) == -1)
+			return err_set(err, code, "%s: \"%s\" is not a "
+			    "boolean: use true or false", where, val);
+		return 0;
+	case T_DUR:
+		if (parse_duration(val, &ms, &tmp))
+			return err_set(err, code, "%s: %s", where, tmp.msg);
+		*(long *)field = ms;
+		return 0;
+	case T_ENUM:
+		for (i = 0; r->enums[i]; i++)
+			if (!strcmp(r->enums[i], val)) {
+				*(int *)field = i;
+				return 0;
+			}
+		return err_set(err, code, "%s: \"%s\" is not one of %s", where,
+		    val, r->metavar);
+	case T_REPORT:
+		if (parse_report(val, (unsigned *)field) == -1)
+			return err_set(err, code, "%s: \"%s\": use a comma list "
+			    "of log, annotations, events, metadata", where,
+			    val);
+		return 0;
+	}
+	return 0;
+}
+
+static const struct opt_row *
+row_find(const char *name, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < NROWS; i++)
+		if (strlen(rows[i].name) == len &&
+		    !strncmp(rows[i].name, name, len))
+			return &rows[i];
+	return NULL;
+}
+
+/* ---- YAML config ------------------------------------------------------ */
+
+#define CONFIG_MAX	(64 * 1024)
+
+/* Flat mapping of scalars (a sequence of scalars is joined with ","). */
+STATIC int
+config_parse(const char *path, const char *text, size_t len,
+    struct raw *raws, struct agent_err *err)
+{
+	yaml_parser_t		 p;
+	yaml_event_t		 ev;
+	const struct opt_row	*r = NULL;
+	char			*key = NULL, *seq = NULL, *tmp;
+	int			 depth = 0, rc = 0, done = 0, in_seq = 0;
+	int			 have_ev = 0;
+	size_t			 idx, slen;
+
+	if (!yaml_parser_initialize(&p))
+		return err_oom(err, "yaml");
+	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+	while (!done) {
+		if (!yaml_parser_parse(&p, &ev)) {
+			rc = err_set(err, EXIT_AGENT_CONFIG,
+			    "%s: invalid YAML at line %zu: %s", path,
+			    p.problem_mark.line + 1,
+			    p.problem ? p.problem : "parse error");
+			goto out;
+		}
+		have_ev = 1;
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > 1 || key != NULL) {
+				rc = err_set(err, EXIT_AGENT_CONFIG, "%s: line "
+				    "%zu: nested mappings are not supported: "
+				    "the file is a flat mapping like "
+				    "`namespace: my-app`", path,
+				    ev.start_mark.line + 1);
+				goto out;
+			}
+			break;
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+			if (key == NULL || in_seq) {
+				rc = err_set(err, EXIT_AGENT_CONFIG, "%s: line "
+				    "%zu: expected a flat mapping of settings",
+				    path, ev.start_mark.line + 1);
+				goto out;
+			}
+			in_seq = 1;
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+			in_seq = 0;
+			goto store;
+		case YAML_SCALAR_EVENT:
+			if (depth != 1) {
+				rc = err_set(err, EXIT_AGENT_CONFIG, "%s: "
+				    "expected a mapping of settings, e.g. "
+				    "`namespace: my-app`", path);
+				goto out;
+			}
+			if (key == NULL) {
+				key = a_strdup((char *)ev.data.scalar.value);
+				if (key == NULL) {
+					rc = err_oom(err, "config");
+					goto out;
+				}
+				r = row_find(key, strlen(key));
+				if (r == NULL || r->env == NULL ||
+				    !strcmp(r->name, "config")) {
+					rc = err_set(err, EXIT_AGENT_CONFIG,
+					    "%s: line %zu: unknown key \"%s\" "
+					    "(keys are the flag names without "
+					    "dashes; see pylon-agent init "
+					    "--help)", path,
+					    ev.start_mark.line + 1, key);
+					goto out;
+				}
+				break;
+			}
+			slen = seq ? strlen(seq) : 0;
+			tmp = a_realloc(seq, slen + ev.data.scalar.length + 2);
+			if (tmp == NULL) {
+				rc = err_oom(err, "config");
+				goto out;
+			}
+			seq = tmp;
+			if (slen)
+				seq[slen++] = ',';
+			memcpy(seq + slen, ev.data.scalar.value,
+			    ev.data.scalar.length);
+			seq[slen + ev.data.scalar.length] = '\0';
+			if (in_seq)
+				break;
+store:
+			idx = (size_t)(r - rows);
+			a_free(raws[idx].val);
+			raws[idx].val = seq ? seq : a_strdup("");
+			if (raws[idx].val == NULL) {
+				rc = err_oom(err, "config");
+				goto out;
+			}
+			seq = NULL;
+			raws[idx].src = SRC_FILE;
+			raws[idx].set = true;
+			a_free(key);
+			key = NULL;
+			break;
+		case YAML_ALIAS_EVENT:
+			rc = err_set(err, EXIT_AGENT_CONFIG, "%s: YAML aliases "
+			    "are not supported", path);
+			goto out;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+		have_ev = 0;
+	}
+out:
+	if (have_ev)
+		yaml_event_delete(&ev);
+	a_free(key);
+	a_free(seq);
+	yaml_parser_delete(&p);
+	return rc;
+}
+
+/* ---- the whole parse -------------------------------------------------- */
+
+static const char *const reserved_fly_groups[] = { "fly_app_release_command",
+	"fly_app_console", "fly_app_test_machine_command", NULL };
+
+static int
+resolve(struct options *o, bool *set, struct agent_err *err)
+{
+	struct redis_url	 u;
+	const char		*g;
+	char			*text = NULL;
+	size_t			 i;
+	int			 rc;
+
+	if (o->redis_url && *o->redis_url == '\0') {
+		a_free(o->redis_url);
+		o->redis_url = NULL;
+	}
+	if (o->redis_url_file && *o->redis_url_file) {
+		if (o->redis_url)
+			return err_set(err, EXIT_AGENT_CONFIG, "both a Redis URL"
+			    " and --redis-url-file (%s) are set: keep one",
+			    o->redis_url_file);
+		if ((rc = read_file(o->redis_url_file, 8192, &text, NULL, err)))
+			return err_prefix(err, "--redis-url-file");
+		rstrip(text);
+		if (strchr(text, '\n'))
+			rc = err_set(err, EXIT_AGENT_CONFIG, "%s holds several "
+			    "lines: it must hold only the Redis URL",
+			    o->redis_url_file);
+		if (*text == '\0')
+			rc = err_set(err, EXIT_AGENT_CONFIG, "%s is empty: it "
+			    "must hold the Redis URL", o->redis_url_file);
+		if (rc) {
+			a_free(text);
+			return rc;
+		}
+		o->redis_url = text;
+	}
+	if (o->redis_url) {
+		if ((rc = redis_url_parse(o->redis_url, &u, err)))
+			return rc;
+		if (u.pass)
+			log_add_secret(u.pass);
+		redis_url_release(&u);
+		/* The raw (percent-encoded) password too. */
+		{
+			const char *s = strstr(o->redis_url, "://"), *at, *c;
+
+			if (s && (at = strrchr(s + 3, '@')) != NULL &&
+			    (c = memchr(s + 3, ':', (size_t)(at - s - 3)))) {
+				char raw[512];
+				size_t n = (size_t)(at - c - 1);
+
+				if (n < sizeof(raw)) {
+					memcpy(raw, c + 1, n);
+					raw[n] = '\0';
+					log_add_secret(raw);
+				}
+			}
+		}
+	}
+	if (!namespace_valid(o->namespace))
+		return err_set(err, EXIT_AGENT_CONFIG, "namespace \"%s\" is "
+		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ -",
+		    o->namespace);
+	if (o->min_peers < 1)
+		return err_set(err, EXIT_AGENT_CONFIG, "--min-peers must be at "
+		    "least 1");
+	if (o->fly_group == NULL || *o->fly_group == '\0') {
+		g = getenv("FLY_PROCESS_GROUP");
+		if (g == NULL || *g == '\0')
+			g = "app";
+		for (i = 0; reserved_fly_groups[i]; i++)
+			if (!strcmp(g, reserved_fly_groups[i]))
+				g = "app";
+		a_free(o->fly_group);
+		if ((o->fly_group = a_strdup(g)) == NULL)
+			return err_oom(err, "options");
+	}
+	if (o->kubeconfig && *o->kubeconfig == '\0') {
+		a_free(o->kubeconfig);
+		o->kubeconfig = NULL;
+	}
+	(void)set;
+	return 0;
+}
+
+int
+options_parse(struct options *o, enum command cmd, int argc, char **argv,
+    bool *help_shown, struct agent_err *err)
+{
+	struct raw		 raws[NROWS];
+	const struct opt_row	*r;
+	const char		*a, *eq, *val, *cfg;
+	char			*text = NULL;
+	size_t			 i, len;
+	bool			 set[NROWS];
+	int			 k, rc = 0;
+
+	memset(o, 0, sizeof(*o));
+	memset(raws, 0, sizeof(raws));
+	memset(set, 0, sizeof(set));
+	o->command = cmd;
+	*help_shown = false;
+
+	/* 1. the command line */
+	for (k = 1; k < argc; k++) {
+		a = argv[k];
+		if (!strcmp(a, "--")) {
+			o->cmd_argc = argc - k - 1;
+			o->cmd_argv = argv + k + 1;
+			break;
+		}
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage_command(cmd, stdout);
+			*help_shown = true;
+			goto out;
+		}
+		if (strncmp(a, "--", 2) != 0) {
+			rc = err_set(err, EXIT_AGENT_USAGE, "unexpected argument "
+			    "\"%s\"%s (see pylon-agent %s --help)", a,
+			    cmd == CMD_EXEC || cmd == CMD_SERVE ?
+			    ": put the command after --" : "",
+			    command_name(cmd));
+			goto out;
+		}
+		a += 2;
+		eq = strchr(a, '=');
+		len = eq ? (size_t)(eq - a) : strlen(a);
+		r = row_find(a, len);
+		if (r == NULL || (cmd != CMD_NONE &&
+		    (r->cmds & (1u << cmd)) == 0 && r->env == NULL)) {
+			rc = err_set(err, EXIT_AGENT_USAGE, "unknown option "
+			    "--%.*s for %s (see pylon-agent %s --help)",
+			    (int)len, a, command_name(cmd), command_name(cmd));
+			goto out;
+		}
+		if (eq)
+			val = eq + 1;
+		else if (r->type == T_BOOL)
+			val = "true";
+		else if (k + 1 < argc)
+			val = argv[++k];
+		else {
+			rc = err_set(err, EXIT_AGENT_USAGE, "option --%s needs "
+			    "a value (%s)", r->name, r->metavar);
+			goto out;
+		}
+		i = (size_t)(r - rows);
+		a_free(raws[i].val);
+		if ((raws[i].val = a_strdup(val)) == NULL) {
+			rc = err_oom(err, "options");
+			goto out;
+		}
+		raws[i].src = SRC_FLAG;
+		raws[i].set = true;
+	}
+	if (o->cmd_argc > 0 && cmd != CMD_EXEC && cmd != CMD_SERVE) {
+		rc = err_set(err, EXIT_AGENT_USAGE, "%s takes no command after "
+		    "--", command_name(cmd));
+		goto out;
+	}
+	if (cmd == CMD_EXEC && o->cmd_argc == 0) {
+		rc = err_set(err, EXIT_AGENT_USAGE, "exec needs a command: "
+		    "pylon-agent exec [OPTIONS] -- CMD [ARG...]");
+		goto out;
+	}
+
+	/* 2. the environment, for what the command line left unset */
+	for (i = 0; i < NROWS; i++) {
+		if (raws[i].set || rows[i].env == NULL)
+			continue;
+		if ((val = getenv(rows[i].env)) == NULL)
+			continue;
+		if ((raws[i].val = a_strdup(val)) == NULL) {
+			rc = err_oom(err, "options");
+			goto out;
+		}
+		raws[i].src = SRC_ENV;
+		raws[i].set = true;
+	}
+
+	/* 3. the config file, below both */
+	r = row_find("config", 6);
+	cfg = raws[r - rows].set ? raws[r - rows].val : NULL;
+	if (cfg && *cfg) {
+		struct raw	fraws[NROWS];
+
+		if ((rc = read_file(cfg, CONFIG_MAX, &text, &len, err))) {
+			err_prefix(err, "--config");
+			goto out;
+		}
+		memset(fraws, 0, sizeof(fraws));
+		if ((rc = config_parse(cfg, text, len, fraws, err))) {
+			for (i = 0; i < NROWS; i++)
+				a_free(fraws[i].val);
+			goto out;
+		}
+		for (i = 0; i < NROWS; i++) {
+			if (fraws[i].set && !raws[i].set) {
+				raws[i] = fraws[i];
+				continue;
+			}
+			a_free(fraws[i].val);
+		}
+	}
+
+	/* 4. defaults, then apply every row */
+	for (i = 0; i < NROWS; i++) {
+		if (raws[i].set) {
+			set[i] = true;
+			rc = apply_row(o, &rows[i], raws[i].val, raws[i].src,
+			    err);
+		} else if (rows[i].def)
+			rc = apply_row(o, &rows[i], rows[i].def, SRC_DEFAULT,
+			    err);
+		if (rc)
+			goto out;
+	}
+	o->replicas_set = set[row_find("replicas", 8) - rows];
+	if (!o->replicas_set)
+		o->replicas = 1;
+	o->timeout_set = set[row_find("timeout", 7) - rows];
+	o->env_file_set = set[row_find("env-file", 8) - rows];
+	log_init(o->log_format);
+	rc = resolve(o, set, err);
+out:
+	for (i = 0; i < NROWS; i++)
+		a_free(raws[i].val);
+	a_free(text);
+	return rc;
+}
+
+void
+options_release(struct options *o)
+{
+	size_t	i;
+
+	for (i = 0; i < NROWS; i++)
+		if (rows[i].type == T_STR) {
+			a_free(*(char **)((char *)o + rows[i].off));
+			*(char **)((char *)o + rows[i].off) = NULL;
+		}
+}
+
+void
+options_dump(const struct options *o, void *vfp)
+{
+	FILE			*fp = vfp;
+	const struct opt_row	*r;
+	const void		*f;
+	char			*red;
+	size_t			 i;
+
+	for (i = 0; i < NROWS; i++) {
+		r = &rows[i];
+		f = (const char *)o + r->off;
+		fprintf(fp, "%s: ", r->name);
+		switch (r->type) {
+		case T_STR:
+			if (*(char *const *)f == NULL)
+				fprintf(fp, "~\n");
+			else if (!strcmp(r->name, "redis-url")) {
+				red = redis_url_redact(*(char *const *)f);
+				fprintf(fp, "'%s'\n", red ? red : "***");
+				a_free(red);
+			} else
+				fprintf(fp, "'%s'\n", *(char *const *)f);
+			break;
+		case T_INT:
+			fprintf(fp, "%d\n", *(const int *)f);
+			break;
+		case T_BOOL:
+			fprintf(fp, "%s\n", *(const bool *)f ? "true" : "false");
+			break;
+		case T_DUR:
+			fprintf(fp, "%ldms\n", *(const long *)f);
+			break;
+		case T_ENUM:
+			fprintf(fp, "%s\n", r->enums[*(const int *)f]);
+			break;
+		case T_REPORT:
+			fprintf(fp, "'%s%s%s%s'\n",
+			    o->report & REPORT_LOG ? "log," : "",
+			    o->report & REPORT_ANNOTATIONS ? "annotations," : "",
+			    o->report & REPORT_EVENTS ? "events," : "",
+			    o->report & REPORT_METADATA ? "metadata," : "");
+			break;
+		}
+	}
+}
+
+/* The reference table (docs/reference.md is checked against this). */
+void
+options_reference(void *vfp)
+{
+	FILE	*fp = vfp;
+	size_t	 i;
+
+	fprintf(fp, "| flag | env | default | meaning |\n|---|---|---|---|\n");
+	for (i = 0; i < NROWS; i++)
+		fprintf(fp, "| `--%s%s%s` | %s%s%s | %s%s%s | %s |\n",
+		    rows[i].name, rows[i].metavar ? " " : "",
+		    rows[i].metavar ? rows[i].metavar : "",
+		    rows[i].env ? "`" : "", rows[i].env ? rows[i].env : "—",
+		    rows[i].env ? "`" : "", rows[i].def ? "`" : "",
+		    rows[i].def ? rows[i].def : "—", rows[i].def ? "`" : "",
+		    rows[i].help);
+}

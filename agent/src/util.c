@@ -1,0 +1,215 @@
+/* util.c - time, durations, randomness, small file reads. */
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+int64_t
+now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double
+now_ms_f(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+int
+parse_duration(const char *s, long *ms, struct agent_err *err)
+{
+	const char	*p = s;
+	long		 v = 0, mult;
+
+	if (s == NULL || !isdigit((unsigned char)*p))
+		goto bad;
+	while (isdigit((unsigned char)*p)) {
+		if (v > (LONG_MAX - 9) / 10)
+			goto bad;
+		v = v * 10 + (*p++ - '0');
+	}
+	if (strcmp(p, "ms") == 0)
+		mult = 1;
+	else if (strcmp(p, "s") == 0)
+		mult = 1000;
+	else if (strcmp(p, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(p, "h") == 0)
+		mult = 3600 * 1000;
+	else
+		goto bad;
+	if (v > 7L * 24 * 3600 * 1000 / mult)	/* a week is plenty */
+		goto bad;
+	*ms = v * mult;
+	return 0;
+bad:
+	return err_set(err, EXIT_AGENT_USAGE,
+	    "invalid duration \"%s\": use a whole number with a unit, e.g. "
+	    "500ms, 5s, 2m or 1h (at most a week)", s ? s : "");
+}
+
+void
+iso8601_now(char *buf, size_t n)
+{
+	time_t		t = time(NULL);
+	struct tm	tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void
+iso8601_now_micro(char *buf, size_t n)
+{
+	struct timespec	ts;
+	struct tm	tm;
+	char		base[32];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, n, "%s.%06ldZ", base, ts.tv_nsec / 1000);
+}
+
+void
+random_bytes(void *buf, size_t n)
+{
+	unsigned char	*p = buf;
+	ssize_t		 r;
+
+	while (n > 0) {
+		r = getrandom(p, n, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			/* No getrandom: fall back to a time-seeded PRNG. */
+			srandom((unsigned)now_ms() ^ (unsigned)getpid());
+			while (n-- > 0)
+				*p++ = (unsigned char)random();
+			return;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+double
+random_unit(void)
+{
+	uint64_t	v;
+
+	random_bytes(&v, sizeof(v));
+	return (double)(v >> 11) / 9007199254740992.0;
+}
+
+void
+sleep_ms(long ms, volatile int *stop)
+{
+	struct timespec	ts, rem;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &rem) == -1 && errno == EINTR) {
+		if (stop != NULL && *stop)
+			return;
+		ts = rem;
+	}
+}
+
+int
+read_file(const char *path, size_t cap, char **out, size_t *lenp,
+    struct agent_err *err)
+{
+	struct stat	 st;
+	char		*buf = NULL;
+	size_t		 len = 0;
+	ssize_t		 r;
+	int		 fd, rc = 0;
+
+	*out = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "cannot read %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "cannot read %s: it is a directory, expected a file", path);
+		goto out;
+	}
+	if ((buf = a_malloc(cap + 1)) == NULL) {
+		rc = err_oom(err, path);
+		goto out;
+	}
+	for (;;) {
+		r = read(fd, buf + len, cap + 1 - len);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = err_set(err, EXIT_AGENT_CONFIG,
+			    "cannot read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+		if (len > cap) {
+			rc = err_set(err, EXIT_AGENT_CONFIG,
+			    "%s is larger than %zu bytes: is it the right file?",
+			    path, cap);
+			goto out;
+		}
+	}
+	buf[len] = '\0';
+	*out = buf;
+	buf = NULL;
+	if (lenp)
+		*lenp = len;
+out:
+	a_free(buf);
+	close(fd);
+	return rc;
+}
+
+void
+rstrip(char *s)
+{
+	size_t	n = strlen(s);
+
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+}
+
+bool
+namespace_valid(const char *ns)
+{
+	size_t	n;
+
+	if (ns == NULL)
+		return false;
+	n = strlen(ns);
+	if (n < 1 || n > 64)
+		return false;
+	for (; *ns; ns++)
+		if (!isalnum((unsigned char)*ns) && *ns != '.' && *ns != '_' &&
+		    *ns != '-')
+			return false;
+	return true;
+}
