@@ -1,26 +1,1196 @@
-/* kube.c - Kubernetes platform adapter (stub until the Kubernetes issue). */
+/*
+ * kube.c - the Kubernetes platform adapter.
+ *
+ * Discovery walks the own pod's controller chain through ownerReferences
+ * (Pod -> ReplicaSet -> Deployment | Argo Rollout, Pod -> StatefulSet, a
+ * bare pod) with single GETs, lists HPAs once, and, only with
+ * --app-selector, lists Deployments and StatefulSets for the other
+ * blue/green colours.  It never lists pods: a plain Deployment decision is
+ * four GETs.  Reporting merge-patches the own pod's annotations and posts
+ * an events.k8s.io/v1 Event about it.
+ */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
 #include "agent.h"
+#include "http_client.h"
+#include "kube.h"
+
+#define KUBE_MAX_BODY		(4u * 1024 * 1024)
+#define KUBE_TOKEN_MAX_AGE_MS	60000
+#define KUBE_LIST_LIMIT		500
+#define KUBE_LIST_PAGES		50
+#define DEFAULT_CONTAINER	"pylon-agent"
+
+/* One discovery or report: the connection settings and the pod. */
+struct kube {
+	const struct options	*opts;
+	struct kube_config	 cfg;
+	char			 pod[254];
+	char			 ns[64];
+	int			 requests;
+};
+
+/* What discover learned about the own pod, for report (same process). */
+static pthread_mutex_t	cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static char		cache_pod[254], cache_ns[64], cache_uid[64];
+
+/* ---- small JSON helpers ------------------------------------------------ */
+
+/* obj["a"]["b"]... along a dot path. */
+static cJSON *
+j_at(const cJSON *obj, const char *path)
+{
+	char		 key[128];
+	const char	*p = path, *dot;
+	size_t		 n;
+	const cJSON	*cur = obj;
+
+	while (cur != NULL && *p) {
+		dot = strchr(p, '.');
+		n = dot ? (size_t)(dot - p) : strlen(p);
+		if (n >= sizeof(key))
+			return NULL;
+		memcpy(key, p, n);
+		key[n] = '\0';
+		cur = cJSON_IsObject(cur) ?
+		    cJSON_GetObjectItemCaseSensitive(cur, key) : NULL;
+		p += n + (dot ? 1 : 0);
+	}
+	return (cJSON *)cur;
+}
+
+static const char *
+j_str(const cJSON *obj, const char *path)
+{
+	return cJSON_GetStringValue(j_at(obj, path));
+}
+
+/* An integer field; def when absent, -1 when not a sane integer. */
+static int
+j_int(const cJSON *obj, const char *path, int def)
+{
+	const cJSON	*v = j_at(obj, path);
+
+	if (v == NULL || cJSON_IsNull(v))
+		return def;
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
+	    v->valuedouble > 1000000)
+		return -1;
+	return (int)v->valuedouble;
+}
+
+/* Appends ", s" (or s) to buf without overflowing it. */
+static void
+src_append(char *buf, size_t n, const char *s)
+{
+	size_t	len = strlen(buf);
+
+	if (len > 0 && len + 2 < n) {
+		memcpy(buf + len, ", ", 3);
+		len += 2;
+	}
+	if (len < n)
+		snprintf(buf + len, n - len, "%s", s);
+}
+
+/* Copies a server-provided string into a message: bounded, one line,
+ * secrets redacted. */
+static void
+clean_text(const char *in, char *out, size_t n)
+{
+	char	tmp[512];
+	size_t	i;
+
+	snprintf(tmp, sizeof(tmp), "%s", in ? in : "");
+	for (i = 0; tmp[i]; i++)
+		if ((unsigned char)tmp[i] < 0x20 || tmp[i] == 0x7f)
+			tmp[i] = ' ';
+	redact(tmp, out, n);
+}
+
+/* ---- label selectors ------------------------------------------------- */
+
+enum sel_op { SEL_EQ, SEL_NE, SEL_IN, SEL_NOTIN, SEL_EXISTS, SEL_NOTEXISTS };
+
+static bool
+sel_keych(int c)
+{
+	return isalnum(c) || c == '.' || c == '_' || c == '-' || c == '/';
+}
+
+static bool
+sel_valch(int c)
+{
+	return isalnum(c) || c == '.' || c == '_' || c == '-';
+}
+
+static const char *
+skip_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* Reads a token of class fn into out; returns the end. */
+static const char *
+sel_token(const char *p, bool (*fn)(int), char *out, size_t n)
+{
+	size_t	i = 0;
+
+	while (*p && fn((unsigned char)*p)) {
+		if (i + 1 < n)
+			out[i++] = *p;
+		p++;
+	}
+	out[i] = '\0';
+	return p;
+}
+
+static bool
+set_has(char vals[][64], int nv, const char *v)
+{
+	int	i;
+
+	for (i = 0; i < nv; i++)
+		if (strcmp(vals[i], v) == 0)
+			return true;
+	return false;
+}
+
+int
+kube_selector_match(const char *selector, const struct cJSON *labels,
+    struct agent_err *err)
+{
+	const char	*p = selector, *have;
+	char		 key[320], vals[16][64];
+	int		 nv, match = 1;
+	enum sel_op	 op;
+
+	if (selector == NULL)
+		return 1;
+	p = skip_ws(p);
+	if (*p == '\0')
+		goto bad;
+	while (*p) {
+		nv = 0;
+		p = skip_ws(p);
+		if (*p == '!') {
+			p = sel_token(skip_ws(p + 1), sel_keych, key,
+			    sizeof(key));
+			op = SEL_NOTEXISTS;
+		} else {
+			p = sel_token(p, sel_keych, key, sizeof(key));
+			p = skip_ws(p);
+			op = SEL_EXISTS;
+			if (p[0] == '!' && p[1] == '=') {
+				op = SEL_NE;
+				p += 2;
+			} else if (p[0] == '=' && p[1] == '=') {
+				op = SEL_EQ;
+				p += 2;
+			} else if (p[0] == '=') {
+				op = SEL_EQ;
+				p++;
+			} else if (strncmp(p, "notin", 5) == 0 &&
+			    !sel_keych((unsigned char)p[5])) {
+				op = SEL_NOTIN;
+				p += 5;
+			} else if (strncmp(p, "in", 2) == 0 &&
+			    !sel_keych((unsigned char)p[2])) {
+				op = SEL_IN;
+				p += 2;
+			}
+			p = skip_ws(p);
+			if (op == SEL_EQ || op == SEL_NE) {
+				p = sel_token(p, sel_valch, vals[0],
+				    sizeof(vals[0]));
+				nv = 1;
+			} else if (op == SEL_IN || op == SEL_NOTIN) {
+				if (*p != '(')
+					goto bad;
+				p++;
+				for (;;) {
+					if (nv >= 16)
+						goto bad;
+					p = sel_token(skip_ws(p), sel_valch,
+					    vals[nv++], sizeof(vals[0]));
+					p = skip_ws(p);
+					if (*p == ',') {
+						p++;
+						continue;
+					}
+					if (*p == ')') {
+						p++;
+						break;
+					}
+					goto bad;
+				}
+			}
+		}
+		if (key[0] == '\0')
+			goto bad;
+		p = skip_ws(p);
+		if (*p == ',')
+			p++;
+		else if (*p != '\0')
+			goto bad;
+		have = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+		    labels, key));
+		switch (op) {
+		case SEL_EXISTS:
+			match &= have != NULL;
+			break;
+		case SEL_NOTEXISTS:
+			match &= have == NULL;
+			break;
+		case SEL_EQ:
+			match &= have != NULL && strcmp(have, vals[0]) == 0;
+			break;
+		case SEL_NE:
+			match &= have == NULL || strcmp(have, vals[0]) != 0;
+			break;
+		case SEL_IN:
+			match &= have != NULL && set_has(vals, nv, have);
+			break;
+		case SEL_NOTIN:
+			match &= have == NULL || !set_has(vals, nv, have);
+			break;
+		}
+	}
+	return match;
+bad:
+	err_set(err, EXIT_AGENT_CONFIG, "--app-selector \"%.200s\" is not a "
+	    "valid label selector; use e.g. app=chat, tier!=db, "
+	    "color in (blue,green), !canary", selector);
+	return -1;
+}
+
+/* ---- IntOrString surge ------------------------------------------------ */
+
+int
+kube_surge_resolve(const struct cJSON *v, int replicas)
+{
+	const char	*s;
+	char		*end;
+	long		 pct;
+
+	if (v == NULL || cJSON_IsNull(v))
+		return (replicas * 25 + 99) / 100;
+	if (cJSON_IsNumber(v)) {
+		if (v->valuedouble < 0 || v->valuedouble > 1000000 ||
+		    v->valuedouble != (double)(int)v->valuedouble)
+			return -1;
+		return (int)v->valuedouble;
+	}
+	if ((s = cJSON_GetStringValue(v)) == NULL || !isdigit((unsigned
+	    char)*s))
+		return -1;
+	pct = strtol(s, &end, 10);
+	if (strcmp(end, "%") != 0 || pct < 0 || pct > 100000)
+		return -1;
+	/* Surge rounds up (deployment util ResolveFenceposts). */
+	return (int)(((long)replicas * pct + 99) / 100);
+}
+
+/* ---- Status errors ------------------------------------------------------ */
+
+int
+kube_status_error(long status, const char *body, const char *verb,
+    const char *group, const char *resource, const char *name,
+    const char *ns, struct agent_err *err)
+{
+	cJSON		*j = NULL;
+	const char	*msg = NULL, *reason = NULL;
+	char		 m[512], what[400];
+
+	if (body != NULL && (j = cJSON_Parse(body)) != NULL) {
+		msg = j_str(j, "message");
+		reason = j_str(j, "reason");
+	}
+	clean_text(msg ? msg : "", m, sizeof(m));
+	snprintf(what, sizeof(what), "%s%s%s%s%s", resource,
+	    group && *group ? "." : "", group ? group : "",
+	    name ? "/" : "", name ? name : "");
+	switch (status) {
+	case 401:
+		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s: 401 "
+		    "Unauthorized: the API server rejected the token (expired, "
+		    "revoked or for another cluster); it is re-read on the "
+		    "next attempt - check the service-account token or the "
+		    "kubeconfig user", verb, what);
+		break;
+	case 403:
+		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: forbidden to "
+		    "%s %s in namespace \"%s\" (%s); add to the Role: "
+		    "{apiGroups: [\"%s\"], resources: [\"%s\"], verbs: "
+		    "[\"%s\"]}", verb, what, ns ? ns : "", m[0] ? m :
+		    "Forbidden", group ? group : "", resource, verb);
+		break;
+	case 404:
+		if (strstr(m, "could not find the requested resource"))
+			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the API "
+			    "server does not serve %s%s%s (is its API group "
+			    "installed?)", resource, group && *group ? "." : "",
+			    group ? group : "");
+		else
+			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s not "
+			    "found in namespace \"%s\" (%s)", what,
+			    ns ? ns : "", m[0] ? m : "NotFound");
+		break;
+	case 429:
+		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s: the API "
+		    "server kept answering 429 TooManyRequests after retries; "
+		    "it is overloaded, try again later", verb, what);
+		break;
+	default:
+		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s: HTTP "
+		    "%ld%s%s%s%s%s", verb, what, status,
+		    reason ? " " : "", reason ? reason : "",
+		    m[0] ? ": " : "", m,
+		    status >= 500 ? " (the API server failed; retried "
+		    "already)" : "");
+		break;
+	}
+	cJSON_Delete(j);
+	return err->code;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static const char *
+kube_path_prefix(const char *group)
+{
+	if (group == NULL || *group == '\0')
+		return "/api/v1";
+	if (strcmp(group, "apps") == 0)
+		return "/apis/apps/v1";
+	if (strcmp(group, "autoscaling") == 0)
+		return "/apis/autoscaling/v2";
+	if (strcmp(group, "argoproj.io") == 0)
+		return "/apis/argoproj.io/v1alpha1";
+	if (strcmp(group, "events.k8s.io") == 0)
+		return "/apis/events.k8s.io/v1";
+	return NULL;
+}
+
+/*
+ * One API call.  verb is the RBAC verb (for messages); query is appended
+ * after '?' when non-NULL.  On a 2xx the JSON object body is in *out.
+ * *status gets the HTTP status (0 on transport errors).
+ */
+static int
+kube_call(struct kube *k, const char *method, const char *verb,
+    const char *group, const char *resource, const char *name,
+    const char *query, const char *ctype, const char *body,
+    cJSON **out, long *status, struct agent_err *err)
+{
+	struct http_request	 rq;
+	struct http_response	 rs;
+	char			 url[2048], authz[16384];
+	const char		*prefix = kube_path_prefix(group);
+	int			 rc, tries;
+	long			 t = k->opts->api_timeout_ms > 0 ?
+				    k->opts->api_timeout_ms : 10000;
+
+	*out = NULL;
+	*status = 0;
+	snprintf(url, sizeof(url), "%s%s/namespaces/%s/%s%s%s%s%s",
+	    k->cfg.server, prefix, k->ns, resource, name ? "/" : "",
+	    name ? name : "", query ? "?" : "", query ? query : "");
+	for (tries = 0; tries < 2; tries++) {
+		if ((rc = kube_config_refresh_token(&k->cfg,
+		    KUBE_TOKEN_MAX_AGE_MS, tries > 0, err)))
+			return rc;
+		memset(&rq, 0, sizeof(rq));
+		rq.method = method;
+		rq.url = url;
+		if (k->cfg.token != NULL) {
+			snprintf(authz, sizeof(authz), "Bearer %s",
+			    k->cfg.token);
+			rq.authorization = authz;
+		}
+		rq.content_type = ctype;
+		rq.body = body;
+		rq.body_len = body ? strlen(body) : 0;
+		rq.ca_file = k->cfg.ca_file;
+		rq.ca_pem = k->cfg.ca_pem;
+		rq.ca_pem_len = k->cfg.ca_pem_len;
+		rq.client_cert_pem = k->cfg.client_cert_pem;
+		rq.client_key_pem = k->cfg.client_key_pem;
+		rq.tls_server_name = k->cfg.tls_server_name;
+		rq.insecure = k->cfg.insecure;
+		rq.noproxy_host = k->cfg.noproxy_host;
+		rq.timeout_ms = t;
+		rq.max_body = KUBE_MAX_BODY;
+		rq.max_attempts = 4;
+		rq.deadline_ms = 2 * t + 10000;
+		rq.backoff_base_ms = 500;
+		rq.backoff_cap_ms = 5000;
+		rc = http_do(&rq, &rs, err);
+		k->requests += rs.attempts;
+		if (rc) {
+			http_response_release(&rs);
+			return err_prefix(err, "kubernetes: %s %s%s%s",
+			    verb, resource, name ? "/" : "", name ? name : "");
+		}
+		*status = rs.status;
+		/* A rotated token: re-read the file (or re-run the exec
+		 * plugin) once and retry once, like client-go's next call. */
+		if (rs.status == 401 && tries == 0 &&
+		    (k->cfg.token_file != NULL || k->cfg.exec_command)) {
+			char	*old = k->cfg.token ? a_strdup(k->cfg.token) :
+			    NULL;
+			bool	 same;
+
+			rc = kube_config_refresh_token(&k->cfg, 0, true, err);
+			same = rc != 0 || (old && k->cfg.token &&
+			    strcmp(old, k->cfg.token) == 0 &&
+			    k->cfg.exec_command == NULL);
+			a_free(old);
+			err_clear(err);
+			if (!same) {
+				http_response_release(&rs);
+				continue;
+			}
+		}
+		break;
+	}
+	if (rs.status < 200 || rs.status > 299) {
+		rc = kube_status_error(rs.status, rs.body, verb, group,
+		    resource, name, k->ns, err);
+		http_response_release(&rs);
+		return rc;
+	}
+	if (out != NULL && rs.len > 0) {
+		*out = cJSON_ParseWithLength(rs.body, rs.len);
+		if (*out == NULL || !cJSON_IsObject(*out)) {
+			cJSON_Delete(*out);
+			*out = NULL;
+			rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s "
+			    "%s%s%s: the API server answered %zu bytes that "
+			    "are not a JSON object; is %s a Kubernetes API "
+			    "server?", verb, resource, name ? "/" : "",
+			    name ? name : "", rs.len, k->cfg.server);
+		}
+	}
+	http_response_release(&rs);
+	return rc;
+}
+
+static int
+kube_get(struct kube *k, const char *group, const char *resource,
+    const char *name, cJSON **out, long *status, struct agent_err *err)
+{
+	return kube_call(k, "GET", "get", group, resource, name, NULL, NULL,
+	    NULL, out, status, err);
+}
+
+static void
+url_escape(const char *in, char *out, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t	o = 0;
+
+	for (; *in && o + 4 < n; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (isalnum(c) || c == '-' || c == '_' || c == '.' ||
+		    c == '~') {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
+typedef int (*item_fn)(void *ctx, const cJSON *item, struct agent_err *);
+
+/* LIST with limit/continue; an expired continue token (410) restarts the
+ * list once. */
+static int
+kube_list(struct kube *k, const char *group, const char *resource,
+    item_fn fn, void *ctx, struct agent_err *err)
+{
+	cJSON		*page = NULL, *it;
+	char		 query[4096], cont[2048] = "", esc[3000];
+	const char	*c;
+	long		 status;
+	int		 rc = 0, pages = 0, restarts = 0;
+
+	for (;;) {
+		if (cont[0]) {
+			url_escape(cont, esc, sizeof(esc));
+			snprintf(query, sizeof(query), "limit=%d&continue=%s",
+			    KUBE_LIST_LIMIT, esc);
+		} else
+			snprintf(query, sizeof(query), "limit=%d",
+			    KUBE_LIST_LIMIT);
+		rc = kube_call(k, "GET", "list", group, resource, NULL, query,
+		    NULL, NULL, &page, &status, err);
+		if (rc && status == 410 && restarts++ == 0) {
+			cont[0] = '\0';
+			err_clear(err);
+			continue;
+		}
+		if (rc)
+			return rc;
+		if (!cJSON_IsArray(j_at(page, "items"))) {
+			cJSON_Delete(page);
+			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+			    "list %s: the answer has no items array", resource);
+		}
+		cJSON_ArrayForEach(it, j_at(page, "items"))
+			if ((rc = fn(ctx, it, err)) != 0)
+				break;
+		c = j_str(page, "metadata.continue");
+		snprintf(cont, sizeof(cont), "%s", c ? c : "");
+		cJSON_Delete(page);
+		page = NULL;
+		if (rc || cont[0] == '\0')
+			return rc;
+		if (++pages >= KUBE_LIST_PAGES)
+			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+			    "list %s: more than %d pages; giving up", resource,
+			    KUBE_LIST_PAGES);
+	}
+}
+
+/* ---- identity and connection ------------------------------------------ */
+
+static bool
+dns_name_ok(const char *s, size_t max)
+{
+	size_t	n = strlen(s), i;
+
+	if (n == 0 || n > max)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!(islower((unsigned char)s[i]) ||
+		    isdigit((unsigned char)s[i]) || s[i] == '-' ||
+		    s[i] == '.'))
+			return false;
+	return true;
+}
+
+static int
+kube_open(struct kube *k, const struct options *opts, struct agent_err *err)
+{
+	const char	*pod, *ns;
+	int		 rc;
+
+	memset(k, 0, sizeof(*k));
+	k->opts = opts;
+	if (opts->kubeconfig != NULL && *opts->kubeconfig)
+		rc = kube_config_kubeconfig(opts->kubeconfig, &k->cfg, err);
+	else
+		rc = kube_config_incluster(opts->serviceaccount_dir ?
+		    opts->serviceaccount_dir :
+		    "/var/run/secrets/kubernetes.io/serviceaccount", &k->cfg,
+		    err);
+	if (rc)
+		return rc;
+	pod = getenv("POD_NAME");
+	if (pod == NULL || *pod == '\0')
+		pod = getenv("HOSTNAME");
+	if (pod == NULL || *pod == '\0') {
+		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: POD_NAME is "
+		    "not set; add it from the downward API (fieldRef "
+		    "metadata.name)");
+		goto fail;
+	}
+	if (!dns_name_ok(pod, 253)) {
+		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: POD_NAME "
+		    "\"%.100s\" is not a pod name; set it from the downward "
+		    "API (fieldRef metadata.name)", pod);
+		goto fail;
+	}
+	ns = getenv("POD_NAMESPACE");
+	if (ns == NULL || *ns == '\0')
+		ns = k->cfg.namespace;
+	if (ns == NULL || *ns == '\0')
+		ns = opts->kubeconfig ? "default" : NULL;
+	if (ns == NULL) {
+		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: the pod's "
+		    "namespace is unknown: POD_NAMESPACE is not set and the "
+		    "service-account namespace file is missing; add "
+		    "POD_NAMESPACE from the downward API (fieldRef "
+		    "metadata.namespace)");
+		goto fail;
+	}
+	if (!dns_name_ok(ns, 63) || strchr(ns, '.') != NULL) {
+		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: namespace "
+		    "\"%.100s\" is not a valid namespace name", ns);
+		goto fail;
+	}
+	snprintf(k->pod, sizeof(k->pod), "%s", pod);
+	snprintf(k->ns, sizeof(k->ns), "%s", ns);
+	return 0;
+fail:
+	kube_config_release(&k->cfg);
+	return rc;
+}
+
+static void
+kube_close(struct kube *k)
+{
+	kube_config_release(&k->cfg);
+}
+
+/* ---- discovery ---------------------------------------------------------- */
+
+/* The ownerReference with controller: true, or NULL. */
+static const cJSON *
+controller_of(const cJSON *obj)
+{
+	const cJSON	*r;
+
+	cJSON_ArrayForEach(r, j_at(obj, "metadata.ownerReferences"))
+		if (cJSON_IsTrue(j_at(r, "controller")))
+			return r;
+	return NULL;
+}
+
+/* "apps/v1" -> "apps"; "v1" -> "". */
+static void
+api_group(const char *api_version, char *out, size_t n)
+{
+	const char	*slash;
+
+	if (api_version == NULL || (slash = strchr(api_version, '/')) ==
+	    NULL) {
+		snprintf(out, n, "%s", "");
+		return;
+	}
+	snprintf(out, n, "%.*s", (int)(slash - api_version), api_version);
+}
+
+static bool
+native_sidecar_dropped(const cJSON *pod)
+{
+	const cJSON	*c;
+	const char	*me = getenv("PYLON_AGENT_CONTAINER_NAME");
+	const char	*nm, *rp;
+
+	if (me == NULL || *me == '\0')
+		me = DEFAULT_CONTAINER;
+	cJSON_ArrayForEach(c, j_at(pod, "spec.initContainers")) {
+		nm = j_str(c, "name");
+		if (nm == NULL || strcmp(nm, me) != 0)
+			continue;
+		rp = j_str(c, "restartPolicy");
+		return rp == NULL || strcmp(rp, "Always") != 0;
+	}
+	return false;
+}
+
+struct hpa_ctx {
+	const char	*group, *kind, *name;
+	int		 max;
+	char		 src[SRC_LEN];
+};
+
+static int
+hpa_item(void *vctx, const cJSON *it, struct agent_err *err)
+{
+	struct hpa_ctx	*c = vctx;
+	char		 g[128], s[SRC_LEN];
+	const char	*kind, *name, *hname;
+	int		 max;
+
+	(void)err;
+	kind = j_str(it, "spec.scaleTargetRef.kind");
+	name = j_str(it, "spec.scaleTargetRef.name");
+	api_group(j_str(it, "spec.scaleTargetRef.apiVersion"), g, sizeof(g));
+	if (kind == NULL || name == NULL || strcmp(kind, c->kind) != 0 ||
+	    strcmp(name, c->name) != 0 || strcmp(g, c->group) != 0)
+		return 0;
+	max = j_int(it, "spec.maxReplicas", 0);
+	hname = j_str(it, "metadata.name");
+	if (max <= 0)
+		return 0;
+	snprintf(s, sizeof(s), "hpa/%s max=%d", hname ? hname : "?", max);
+	if (max > c->max) {
+		c->max = max;
+		snprintf(c->src, sizeof(c->src), "%s", s);
+	}
+	return 0;
+}
+
+static int
+find_hpa(struct kube *k, const char *group, const char *kind,
+    const char *name, struct topology *t, struct agent_err *err)
+{
+	struct hpa_ctx	c;
+	int		rc;
+
+	memset(&c, 0, sizeof(c));
+	c.group = group;
+	c.kind = kind;
+	c.name = name;
+	if ((rc = kube_list(k, "autoscaling", "horizontalpodautoscalers",
+	    hpa_item, &c, err)))
+		return rc;
+	t->hpa_max = c.max;
+	snprintf(t->hpa_src, sizeof(t->hpa_src), "%s", c.src);
+	return 0;
+}
+
+struct colour_ctx {
+	const char	*selector;
+	const char	*kind;		/* "deployment" / "statefulset" */
+	const char	*own_kind, *own_name;
+	struct topology	*t;
+};
+
+static int
+colour_item(void *vctx, const cJSON *it, struct agent_err *err)
+{
+	struct colour_ctx	*c = vctx;
+	const char		*name = j_str(it, "metadata.name");
+	char			 s[SRC_LEN];
+	int			 m, r;
+
+	if (name == NULL)
+		return 0;
+	if (strcmp(c->kind, c->own_kind) == 0 &&
+	    strcmp(name, c->own_name) == 0)
+		return 0;
+	m = kube_selector_match(c->selector,
+	    j_at(it, "spec.template.metadata.labels"), err);
+	if (m < 0)
+		return err->code;
+	if (m == 0)
+		return 0;
+	if ((r = j_int(it, "spec.replicas", 1)) < 0)
+		r = 1;
+	c->t->colours += r;
+	snprintf(s, sizeof(s), "%s/%s replicas=%d", c->kind, name, r);
+	src_append(c->t->colours_src, sizeof(c->t->colours_src), s);
+	return 0;
+}
+
+static int
+find_colours(struct kube *k, const char *own_kind, const char *own_name,
+    struct topology *t, struct agent_err *err)
+{
+	struct colour_ctx	c;
+	int			rc;
+
+	memset(&c, 0, sizeof(c));
+	c.selector = k->opts->app_selector;
+	c.own_kind = own_kind;
+	c.own_name = own_name;
+	c.t = t;
+	c.kind = "deployment";
+	if ((rc = kube_list(k, "apps", "deployments", colour_item, &c, err)))
+		return rc;
+	c.kind = "statefulset";
+	return kube_list(k, "apps", "statefulsets", colour_item, &c, err);
+}
+
+/* Fills surge from a Deployment's (or canary Rollout's) strategy. */
+static void
+deployment_surge(const cJSON *d, const char *kind, const char *name,
+    int replicas, struct topology *t)
+{
+	const char	*type = j_str(d, "spec.strategy.type");
+	const cJSON	*ms;
+	char		 v[64];
+	int		 s;
+
+	if (type != NULL && strcmp(type, "Recreate") == 0) {
+		t->surge = 0;
+		snprintf(t->surge_src, sizeof(t->surge_src),
+		    "%s/%s strategy=Recreate (no surge)", kind, name);
+		return;
+	}
+	ms = strcmp(kind, "rollout") == 0 ?
+	    j_at(d, "spec.strategy.canary.maxSurge") :
+	    j_at(d, "spec.strategy.rollingUpdate.maxSurge");
+	if (ms == NULL || cJSON_IsNull(ms))
+		snprintf(v, sizeof(v), "25%% (default)");
+	else if (cJSON_IsNumber(ms))
+		snprintf(v, sizeof(v), "%d", (int)ms->valuedouble);
+	else
+		snprintf(v, sizeof(v), "%.40s",
+		    cJSON_GetStringValue(ms) ? cJSON_GetStringValue(ms) : "?");
+	s = kube_surge_resolve(ms, replicas);
+	if (s < 0) {
+		t->surge = 1;
+		snprintf(t->surge_src, sizeof(t->surge_src),
+		    "%s/%s maxSurge=%s unparseable, assumed 1", kind, name, v);
+		return;
+	}
+	t->surge = s;
+	snprintf(t->surge_src, sizeof(t->surge_src), "%s/%s maxSurge=%s "
+	    "surge=%d", kind, name, v, s);
+}
+
+static int
+discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
+{
+	cJSON		*pod = NULL, *rs = NULL, *ctl = NULL;
+	const cJSON	*ref;
+	const char	*kind, *name, *uid;
+	char		 g[128], rsname[254], cname[254];
+	long		 status;
+	int		 rc, r;
+
+	rc = kube_get(k, "", "pods", k->pod, &pod, &status, err);
+	if (rc) {
+		if (status == 404)
+			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod "
+			    "\"%s\" not found in namespace \"%s\": POD_NAME and "
+			    "POD_NAMESPACE must name this pod (set them from "
+			    "the downward API)", k->pod, k->ns);
+		goto out;
+	}
+	t->init_fallback = native_sidecar_dropped(pod);
+	uid = j_str(pod, "metadata.uid");
+	pthread_mutex_lock(&cache_mu);
+	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);
+	snprintf(cache_ns, sizeof(cache_ns), "%s", k->ns);
+	snprintf(cache_uid, sizeof(cache_uid), "%s", uid ? uid : "");
+	pthread_mutex_unlock(&cache_mu);
+
+	ref = controller_of(pod);
+	if (ref == NULL) {
+		t->base = 1;
+		snprintf(t->base_src, sizeof(t->base_src),
+		    "pod/%s (bare pod, no controller)", k->pod);
+		goto out;
+	}
+	kind = j_str(ref, "kind");
+	name = j_str(ref, "name");
+	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
+	if (kind == NULL || name == NULL || !dns_name_ok(name, 253)) {
+		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod/%s "
+		    "has a malformed controller ownerReference", k->pod);
+		goto out;
+	}
+	if (strcmp(kind, "StatefulSet") == 0 && strcmp(g, "apps") == 0) {
+		snprintf(cname, sizeof(cname), "%s", name);
+		rc = kube_get(k, "apps", "statefulsets", cname, &ctl, &status,
+		    err);
+		if (rc) {
+			if (status == 404)
+				err_prefix(err, "statefulset/%s, the controller "
+				    "of pod/%s, is gone", cname, k->pod);
+			goto out;
+		}
+		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
+			goto bad_replicas;
+		t->base = r;
+		snprintf(t->base_src, sizeof(t->base_src),
+		    "statefulset/%s replicas=%d", cname, r);
+		if ((rc = find_hpa(k, "apps", "StatefulSet", cname, t, err)))
+			goto out;
+		if (k->opts->app_selector)
+			rc = find_colours(k, "statefulset", cname, t, err);
+		goto out;
+	}
+	if (strcmp(kind, "ReplicaSet") != 0 || strcmp(g, "apps") != 0) {
+		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod/%s is "
+		    "controlled by %s/%s (%s), which pylon-agent cannot count; "
+		    "run it under a Deployment, StatefulSet or Argo Rollout, "
+		    "or use --platform static --replicas N", k->pod, kind,
+		    name, g[0] ? g : "core");
+		goto out;
+	}
+	snprintf(rsname, sizeof(rsname), "%s", name);
+	rc = kube_get(k, "apps", "replicasets", rsname, &rs, &status, err);
+	if (rc) {
+		if (status == 404)
+			err_prefix(err, "replicaset/%s, the controller of "
+			    "pod/%s, is gone", rsname, k->pod);
+		goto out;
+	}
+	ref = controller_of(rs);
+	if (ref == NULL) {
+		if ((r = j_int(rs, "spec.replicas", 1)) < 0)
+			goto bad_replicas;
+		t->base = r;
+		snprintf(t->base_src, sizeof(t->base_src),
+		    "replicaset/%s replicas=%d (no deployment)", rsname, r);
+		rc = find_hpa(k, "apps", "ReplicaSet", rsname, t, err);
+		goto out;
+	}
+	kind = j_str(ref, "kind");
+	name = j_str(ref, "name");
+	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
+	if (kind == NULL || name == NULL || !dns_name_ok(name, 253)) {
+		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+		    "replicaset/%s has a malformed controller ownerReference",
+		    rsname);
+		goto out;
+	}
+	snprintf(cname, sizeof(cname), "%s", name);
+	if (strcmp(kind, "Deployment") == 0 && strcmp(g, "apps") == 0) {
+		rc = kube_get(k, "apps", "deployments", cname, &ctl, &status,
+		    err);
+		if (rc) {
+			if (status == 404)
+				err_prefix(err, "deployment/%s, the owner of "
+				    "replicaset/%s, is gone", cname, rsname);
+			goto out;
+		}
+		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
+			goto bad_replicas;
+		t->base = r;
+		snprintf(t->base_src, sizeof(t->base_src),
+		    "deployment/%s replicas=%d", cname, r);
+		deployment_surge(ctl, "deployment", cname, r, t);
+		if ((rc = find_hpa(k, "apps", "Deployment", cname, t, err)))
+			goto out;
+		if (k->opts->app_selector)
+			rc = find_colours(k, "deployment", cname, t, err);
+		goto out;
+	}
+	if (strcmp(kind, "Rollout") == 0 && strcmp(g, "argoproj.io") == 0) {
+		rc = kube_get(k, "argoproj.io", "rollouts", cname, &ctl,
+		    &status, err);
+		if (rc) {
+			if (status == 404 && strstr(err->msg,
+			    "does not serve") != NULL)
+				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+				    "replicaset/%s is owned by rollout/%s, but "
+				    "the API server does not serve "
+				    "rollouts.argoproj.io/v1alpha1: Argo "
+				    "Rollouts is not installed (or its CRD was "
+				    "removed)", rsname, cname);
+			else if (status == 404)
+				err_prefix(err, "rollout/%s, the owner of "
+				    "replicaset/%s, is gone", cname, rsname);
+			goto out;
+		}
+		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
+			goto bad_replicas;
+		t->base = r;
+		if (cJSON_IsObject(j_at(ctl, "spec.strategy.blueGreen"))) {
+			int pr = j_int(ctl,
+			    "spec.strategy.blueGreen.previewReplicaCount", r);
+
+			if (pr < 0)
+				pr = r;
+			snprintf(t->base_src, sizeof(t->base_src),
+			    "rollout/%s replicas=%d strategy=blueGreen", cname,
+			    r);
+			/* Active and preview both serve during a switch. */
+			t->colours += pr;
+			snprintf(t->colours_src, sizeof(t->colours_src),
+			    "rollout/%s preview replicas=%d", cname, pr);
+		} else {
+			snprintf(t->base_src, sizeof(t->base_src),
+			    "rollout/%s replicas=%d strategy=canary", cname, r);
+			deployment_surge(ctl, "rollout", cname, r, t);
+		}
+		if ((rc = find_hpa(k, "argoproj.io", "Rollout", cname, t,
+		    err)))
+			goto out;
+		if (k->opts->app_selector)
+			rc = find_colours(k, "rollout", cname, t, err);
+		goto out;
+	}
+	rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: replicaset/%s is "
+	    "owned by %s/%s (%s), which pylon-agent cannot count; use "
+	    "--platform static --replicas N", rsname, kind, cname,
+	    g[0] ? g : "core");
+	goto out;
+bad_replicas:
+	rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the controller "
+	    "of pod/%s has a malformed spec.replicas", k->pod);
+out:
+	cJSON_Delete(pod);
+	cJSON_Delete(rs);
+	cJSON_Delete(ctl);
+	return rc;
+}
 
 static bool
 kube_detect(const struct options *o)
 {
-	(void)o;
-	return false;
+	const char	*h = getenv("KUBERNETES_SERVICE_HOST");
+
+	return (h != NULL && *h != '\0') ||
+	    (o->kubeconfig != NULL && *o->kubeconfig != '\0');
 }
 
 static int
-kube_discover(const struct options *o, struct topology *t,
+kube_discover(const struct options *opts, struct topology *t,
     struct agent_err *err)
 {
-	(void)o;
-	(void)t;
-	return err_set(err, EXIT_AGENT_DISCOVERY,
-	    "kubernetes discovery is not implemented in this build");
+	struct kube	k;
+	int		rc;
+
+	if (opts->app_selector != NULL &&
+	    kube_selector_match(opts->app_selector, NULL, err) < 0)
+		return err->code;
+	if ((rc = kube_open(&k, opts, err)))
+		return rc;
+	snprintf(t->platform, sizeof(t->platform), "kubernetes");
+	snprintf(t->instance, sizeof(t->instance), "%s", k.pod);
+	snprintf(t->pod_namespace, sizeof(t->pod_namespace), "%s", k.ns);
+	rc = discover_chain(&k, t, err);
+	t->api_requests = k.requests;
+	log_debug("kubernetes: %d API requests via %s", k.requests,
+	    k.cfg.source);
+	kube_close(&k);
+	return rc;
+}
+
+/* ---- reporting ------------------------------------------------------------ */
+
+static int
+report_annotations(struct kube *k, const struct decision *d,
+    struct agent_err *err)
+{
+	cJSON	*patch, *out = NULL;
+	char	*body = NULL, peers[16];
+	long	 status;
+	int	 rc;
+
+	snprintf(peers, sizeof(peers), "%d", d->peers);
+	patch = cJSON_CreateObject();
+	if (patch == NULL)
+		return err_oom(err, "annotations");
+	cJSON *ann = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch,
+	    "metadata"), "annotations");
+	if (ann == NULL ||
+	    !cJSON_AddStringToObject(ann, "pylon.dev/cluster-bus",
+	    mode_name(d->mode)) ||
+	    !cJSON_AddStringToObject(ann, "pylon.dev/cluster-peers", peers) ||
+	    (body = cJSON_PrintUnformatted(patch)) == NULL) {
+		cJSON_Delete(patch);
+		return err_oom(err, "annotations");
+	}
+	cJSON_Delete(patch);
+	rc = kube_call(k, "PATCH", "patch", "", "pods", k->pod, NULL,
+	    "application/merge-patch+json", body, &out, &status, err);
+	cJSON_Delete(out);
+	a_free(body);
+	return rc;
+}
+
+static int
+report_event(struct kube *k, const struct decision *d, enum report_kind kind,
+    const char *message, struct agent_err *err)
+{
+	static const char *reasons[] = { "ClusterBusReady",
+	    "ClusterBusUnavailable", "ClusterBusDrift" };
+	static const char *actions[] = { "ProveBus", "CheckBus",
+	    "CheckTopology" };
+	cJSON		*ev, *md, *reg, *out = NULL;
+	char		 name[254], inst[129], when[40], note[1025], red[1025];
+	char		 uid[64] = "", *body = NULL;
+	struct timespec	 ts;
+	long		 status;
+	int		 rc, ki = kind >= 0 && kind <= 2 ? (int)kind : 0;
+	size_t		 n;
+
+	pthread_mutex_lock(&cache_mu);
+	if (strcmp(cache_pod, k->pod) == 0 && strcmp(cache_ns, k->ns) == 0)
+		snprintf(uid, sizeof(uid), "%s", cache_uid);
+	pthread_mutex_unlock(&cache_mu);
+	if (uid[0] == '\0') {
+		/* kubectl describe matches events on the pod's uid. */
+		rc = kube_get(k, "", "pods", k->pod, &out, &status, err);
+		if (rc)
+			return rc;
+		snprintf(uid, sizeof(uid), "%s",
+		    j_str(out, "metadata.uid") ? j_str(out, "metadata.uid") :
+		    "");
+		cJSON_Delete(out);
+		out = NULL;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* <pod>.<hex unix nanos>, like client-go; a DNS subdomain. */
+	n = strlen(k->pod);
+	if (n > 253 - 17)
+		n = 253 - 17;
+	snprintf(name, sizeof(name), "%.*s.%llx", (int)n, k->pod,
+	    (unsigned long long)ts.tv_sec * 1000000000ull +
+	    (unsigned long long)ts.tv_nsec);
+	snprintf(inst, sizeof(inst), "pylon-agent-%s", k->pod);
+	iso8601_now_micro(when, sizeof(when));
+	snprintf(note, sizeof(note), "%s", message && *message ? message :
+	    d->reason);
+	redact(note, red, sizeof(red));
+	red[1024] = '\0';
+
+	if ((ev = cJSON_CreateObject()) == NULL)
+		return err_oom(err, "event");
+	cJSON_AddStringToObject(ev, "apiVersion", "events.k8s.io/v1");
+	cJSON_AddStringToObject(ev, "kind", "Event");
+	md = cJSON_AddObjectToObject(ev, "metadata");
+	cJSON_AddStringToObject(md, "name", name);
+	cJSON_AddStringToObject(md, "namespace", k->ns);
+	cJSON_AddStringToObject(ev, "eventTime", when);
+	cJSON_AddStringToObject(ev, "reportingController", "pylon.dev/agent");
+	cJSON_AddStringToObject(ev, "reportingInstance", inst);
+	cJSON_AddStringToObject(ev, "action", actions[ki]);
+	cJSON_AddStringToObject(ev, "reason", reasons[ki]);
+	cJSON_AddStringToObject(ev, "type", ki == 0 ? "Normal" : "Warning");
+	cJSON_AddStringToObject(ev, "note", red);
+	reg = cJSON_AddObjectToObject(ev, "regarding");
+	cJSON_AddStringToObject(reg, "apiVersion", "v1");
+	cJSON_AddStringToObject(reg, "kind", "Pod");
+	cJSON_AddStringToObject(reg, "name", k->pod);
+	cJSON_AddStringToObject(reg, "namespace", k->ns);
+	if (uid[0])
+		cJSON_AddStringToObject(reg, "uid", uid);
+	body = cJSON_PrintUnformatted(ev);
+	cJSON_Delete(ev);
+	if (body == NULL)
+		return err_oom(err, "event");
+	rc = kube_call(k, "POST", "create", "events.k8s.io", "events", NULL,
+	    NULL, "application/json", body, &out, &status, err);
+	cJSON_Delete(out);
+	a_free(body);
+	return rc;
+}
+
+static int
+kube_report(const struct options *opts, const struct decision *d,
+    enum report_kind kind, const char *message, struct agent_err *err)
+{
+	struct kube		k;
+	struct agent_err	e2;
+	int			rc = 0, rc2;
+
+	if ((opts->report & (REPORT_ANNOTATIONS | REPORT_EVENTS)) == 0)
+		return 0;
+	if ((rc = kube_open(&k, opts, err)))
+		return rc;
+	if (opts->report & REPORT_ANNOTATIONS)
+		rc = report_annotations(&k, d, err);
+	if (opts->report & REPORT_EVENTS) {
+		memset(&e2, 0, sizeof(e2));
+		rc2 = report_event(&k, d, kind, message, &e2);
+		if (rc2 && rc)
+			err_prefix(err, "%s; and", e2.msg);
+		else if (rc2) {
+			*err = e2;
+			rc = rc2;
+		}
+	}
+	kube_close(&k);
+	return rc;
 }
 
 const struct platform platform_kubernetes = {
 	.name = "kubernetes",
 	.detect = kube_detect,
 	.discover = kube_discover,
-	.report = NULL,
+	.report = kube_report,
 };
