@@ -1,9 +1,378 @@
-/* check.c - preflight (stub until the Fly issue lands). */
+/*
+ * check.c - `pylon-agent check`: the preflight for CI and Fly's
+ * release_command (SPEC 2).  Decides like init, proves the bus when it
+ * will be used (or a Redis URL is configured), looks for
+ * misconfigurations, and prints what it saw as a short table (or JSON).
+ * Exits 0 only when a deploy with this configuration is safe.
+ *
+ * Deadline: unless --timeout is given, the proof gets CHECK_TIMEOUT_MS
+ * (20 s), not init's 60 s: a preflight must answer within the release
+ * window and a bus that needs longer than that is itself a finding.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
 #include "agent.h"
+#include "bus.h"
+
+#define CHECK_TIMEOUT_MS	20000L
+#define CHECK_MAX_NOTES		8
+#define CHECK_NOTE_LEN		AGENT_ERR_LEN
+
+struct check_notes {
+	char	text[CHECK_MAX_NOTES][CHECK_NOTE_LEN];
+	int	n;
+};
+
+struct check_result {
+	struct topology		t;
+	struct decision		d;
+	bool			decided;
+	bool			release_machine;
+	char			app[64];
+	char			group[64];
+	bool			proof_tried;
+	bool			proven;
+	struct bus_result	br;
+	char			proof_error[AGENT_ERR_LEN];
+	char			redis_url[512];		/* redacted */
+	struct check_notes	problems;		/* unsafe */
+	struct check_notes	warnings;		/* safe, but look */
+	int			code;			/* exit code */
+	char			verdict[AGENT_ERR_LEN];
+};
+
+static void
+check_note(struct check_notes *n, const char *fmt, ...) AGENT_PRINTF(2, 3);
+
+static void
+check_note(struct check_notes *n, const char *fmt, ...)
+{
+	va_list	ap;
+	char	raw[CHECK_NOTE_LEN];
+
+	if (n->n == CHECK_MAX_NOTES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	va_end(ap);
+	redact(raw, n->text[n->n++], CHECK_NOTE_LEN);
+}
+
+/* The first problem decides the exit code. */
+static void
+check_problem(struct check_result *r, int code, const char *fmt, ...)
+    AGENT_PRINTF(3, 4);
+
+static void
+check_problem(struct check_result *r, int code, const char *fmt, ...)
+{
+	va_list	ap;
+	char	raw[CHECK_NOTE_LEN];
+
+	va_start(ap, fmt);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	va_end(ap);
+	check_note(&r->problems, "%s", raw);
+	if (r->code == 0)
+		r->code = code;
+}
+
+static void
+check_fill_identity(const struct options *o, struct check_result *r)
+{
+	const char *s;
+
+	s = getenv("RELEASE_COMMAND");
+	r->release_machine = s != NULL && strcmp(s, "1") == 0;
+	if (strcmp(r->d.platform, "fly") == 0) {
+		s = getenv("FLY_APP_NAME");
+		snprintf(r->app, sizeof(r->app), "%s", s ? s : "");
+		snprintf(r->group, sizeof(r->group), "%s",
+		    o->fly_group && *o->fly_group ? o->fly_group : "app");
+	} else if (strcmp(r->d.platform, "kubernetes") == 0)
+		snprintf(r->app, sizeof(r->app), "%s", r->t.pod_namespace);
+}
+
+/* The proof, with the check's own deadline. */
+static void
+check_prove(const struct options *o, struct check_result *r)
+{
+	struct agent_err	err;
+	long			timeout = o->timeout_set ? o->timeout_ms :
+				    CHECK_TIMEOUT_MS;
+	int			rc;
+
+	if (o->redis_url == NULL)
+		return;
+	r->proof_tried = true;
+	err_clear(&err);
+	memset(&r->br, 0, sizeof(r->br));
+	rc = bus_prove(o->redis_url, o->redis_ca_file, r->d.channel, timeout,
+	    &r->br, &err);
+	if (rc == 0) {
+		r->proven = true;
+		return;
+	}
+	redact(err.msg, r->proof_error, sizeof(r->proof_error));
+	if (r->d.mode == MODE_REDIS)
+		check_problem(r, rc, "the Redis bus is not usable: %s",
+		    r->proof_error);
+	else
+		check_note(&r->warnings, "the configured Redis URL does not "
+		    "work (%s): fine while this app runs one machine, but "
+		    "scaling out will need it", r->proof_error);
+}
+
+static void
+check_run(const struct options *o, struct check_result *r)
+{
+	struct agent_err	err;
+	char			*red;
+	int			rc;
+
+	err_clear(&err);
+	memset(&r->d, 0, sizeof(r->d));
+	rc = flow_decide(o, &r->t, &r->d, &err);
+	/* decide() fills the decision before refusing peers > 1 without a
+	 * URL, so the table still shows what was counted. */
+	r->decided = r->d.platform[0] != '\0';
+	if (!r->decided)
+		snprintf(r->d.platform, sizeof(r->d.platform), "%s",
+		    r->t.platform);
+	check_fill_identity(o, r);
+	if (o->redis_url != NULL && (red = redis_url_redact(o->redis_url))) {
+		snprintf(r->redis_url, sizeof(r->redis_url), "%s", red);
+		a_free(red);
+	}
+	if (rc != 0) {
+		check_problem(r, rc, "%s", err.msg);
+		return;
+	}
+	if (r->d.discovery_failed) {
+		/* A preflight that cannot see the topology cannot call the
+		 * deploy safe, unless the bus is on and proven anyway. */
+		if (r->d.mode != MODE_REDIS)
+			check_problem(r, EXIT_AGENT_DISCOVERY, "discovery "
+			    "failed, so the peer count is unknown: %s",
+			    r->d.reason);
+		else
+			check_note(&r->warnings, "discovery failed; the bus "
+			    "is on because a Redis URL is configured: %s",
+			    r->d.reason);
+	}
+	if (r->d.forced && r->d.mode == MODE_NOOP && r->d.peers > 1)
+		check_problem(r, EXIT_AGENT_CONFIG, "--mode noop with %d "
+		    "peers: clients on one machine will not see mutations "
+		    "made on another; use --mode auto and a Redis URL",
+		    r->d.peers);
+	if (r->d.mode == MODE_REDIS && strcmp(r->d.namespace, "pylon") == 0)
+		check_note(&r->warnings, "namespace is the default \"pylon\": "
+		    "two apps sharing this Redis would cross-talk; set "
+		    "--namespace to the app's name");
+	if (r->release_machine && r->decided && r->t.base == 0 &&
+	    !r->d.discovery_failed)
+		check_note(&r->warnings, "no machine of group %s exists yet "
+		    "(first deploy?): the count is --min-peers=%d; set "
+		    "--min-peers to the machine count you will deploy",
+		    r->group, o->min_peers);
+	check_prove(o, r);
+}
+
+static void
+check_verdict(struct check_result *r)
+{
+	if (r->code == 0 && r->problems.n == 0) {
+		if (r->d.mode == MODE_REDIS)
+			snprintf(r->verdict, sizeof(r->verdict), "safe: %d "
+			    "peers share the proven bus on channel %s",
+			    r->d.peers, r->d.channel);
+		else
+			snprintf(r->verdict, sizeof(r->verdict), "safe: %d "
+			    "peer%s, NoopBus", r->d.peers,
+			    r->d.peers == 1 ? "" : "s");
+		return;
+	}
+	snprintf(r->verdict, sizeof(r->verdict), "NOT safe: %s",
+	    r->problems.text[0]);
+}
+
+static void
+check_row(const char *k, const char *v)
+{
+	char clean[2 * AGENT_ERR_LEN];
+
+	printf("  %-10s %s\n", k, redact(v, clean, sizeof(clean)));
+}
+
+static void
+check_print_text(const struct options *o, const struct check_result *r)
+{
+	char	buf[2 * AGENT_ERR_LEN];
+	int	i;
+
+	printf("pylon-agent check\n");
+	snprintf(buf, sizeof(buf), "%s%s%s", r->d.platform,
+	    r->d.instance[0] ? " instance " : "", r->d.instance);
+	if (r->release_machine)
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
+		    " (release_command machine: counting group %s)",
+		    r->group);
+	check_row("platform", buf);
+	if (r->app[0]) {
+		snprintf(buf, sizeof(buf), "%s%s%s", r->app,
+		    r->group[0] ? " / group " : "", r->group);
+		check_row(strcmp(r->d.platform, "fly") == 0 ? "app" :
+		    "namespace", buf);
+	}
+	if (r->decided && !r->d.discovery_failed) {
+		snprintf(buf, sizeof(buf), "%d (%s)", r->t.base,
+		    r->t.base_src[0] ? r->t.base_src : "-");
+		check_row("counted", buf);
+		check_row("excluded", r->t.excluded[0] ? r->t.excluded :
+		    "none");
+	}
+	if (r->decided) {
+		snprintf(buf, sizeof(buf), "%d", r->d.peers);
+		check_row("peers", buf);
+		snprintf(buf, sizeof(buf), "%s%s", mode_name(r->d.mode),
+		    r->d.forced ? " (forced)" : "");
+		check_row("mode", buf);
+		/* The fly count is the whole reason, already shown. */
+		if (strcmp(r->d.platform, "fly") != 0 ||
+		    r->d.discovery_failed || r->d.forced ||
+		    r->d.peers != r->t.base)
+			check_row("reason", r->d.reason);
+		snprintf(buf, sizeof(buf), "%s (%s)", r->d.namespace,
+		    r->d.channel);
+		check_row("namespace", buf);
+	}
+	check_row("redis", r->redis_url[0] ? r->redis_url : "(none)");
+	if (!r->proof_tried)
+		check_row("proof", o->redis_url ? "not run" :
+		    "not needed (no Redis URL)");
+	else if (r->proven) {
+		snprintf(buf, sizeof(buf), "proven in %.1f ms "
+		    "(publish/subscribe round trip)", r->br.latency_ms);
+		check_row("proof", buf);
+	} else {
+		snprintf(buf, sizeof(buf), "FAILED: %s", r->proof_error);
+		check_row("proof", buf);
+	}
+	for (i = 0; i < r->problems.n; i++)
+		check_row("problem", r->problems.text[i]);
+	for (i = 0; i < r->warnings.n; i++)
+		check_row("warning", r->warnings.text[i]);
+	check_row("verdict", r->verdict);
+}
+
+static void
+check_add_notes(cJSON *root, const char *key, const struct check_notes *n)
+{
+	cJSON	*a;
+	int	 i;
+
+	if ((a = cJSON_AddArrayToObject(root, key)) == NULL)
+		return;
+	for (i = 0; i < n->n; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(n->text[i]));
+}
+
+static int
+check_print_json(const struct check_result *r, struct agent_err *err)
+{
+	cJSON	*root, *redis, *fly;
+	char	*s, *clean;
+	size_t	 n;
+
+	if ((root = cJSON_CreateObject()) == NULL)
+		return err_oom(err, "check: json");
+	cJSON_AddBoolToObject(root, "safe", r->code == 0);
+	cJSON_AddNumberToObject(root, "exit_code", r->code);
+	cJSON_AddStringToObject(root, "verdict", r->verdict);
+	cJSON_AddStringToObject(root, "platform", r->d.platform);
+	cJSON_AddStringToObject(root, "instance", r->d.instance);
+	if (strcmp(r->d.platform, "fly") == 0 &&
+	    (fly = cJSON_AddObjectToObject(root, "fly")) != NULL) {
+		cJSON_AddStringToObject(fly, "app", r->app);
+		cJSON_AddStringToObject(fly, "group", r->group);
+		cJSON_AddBoolToObject(fly, "release_command",
+		    r->release_machine);
+	}
+	if (r->decided) {
+		cJSON_AddStringToObject(root, "mode", mode_name(r->d.mode));
+		cJSON_AddBoolToObject(root, "forced", r->d.forced);
+		cJSON_AddNumberToObject(root, "peers", r->d.peers);
+		cJSON_AddStringToObject(root, "reason", r->d.reason);
+		cJSON_AddBoolToObject(root, "discovery_failed",
+		    r->d.discovery_failed);
+		cJSON_AddNumberToObject(root, "counted", r->t.base);
+		cJSON_AddStringToObject(root, "counted_source", r->t.base_src);
+		cJSON_AddStringToObject(root, "excluded", r->t.excluded);
+		cJSON_AddStringToObject(root, "namespace", r->d.namespace);
+		cJSON_AddStringToObject(root, "channel", r->d.channel);
+	} else {
+		cJSON_AddNullToObject(root, "mode");
+		cJSON_AddNullToObject(root, "peers");
+	}
+	if ((redis = cJSON_AddObjectToObject(root, "redis")) != NULL) {
+		if (r->redis_url[0])
+			cJSON_AddStringToObject(redis, "url", r->redis_url);
+		else
+			cJSON_AddNullToObject(redis, "url");
+		cJSON_AddBoolToObject(redis, "proof_tried", r->proof_tried);
+		cJSON_AddBoolToObject(redis, "proven", r->proven);
+		if (r->proven)
+			cJSON_AddNumberToObject(redis, "latency_ms",
+			    (double)(long)(r->br.latency_ms * 100 + 0.5) / 100);
+		else
+			cJSON_AddNullToObject(redis, "latency_ms");
+		if (r->proof_error[0])
+			cJSON_AddStringToObject(redis, "error",
+			    r->proof_error);
+		else
+			cJSON_AddNullToObject(redis, "error");
+	}
+	check_add_notes(root, "problems", &r->problems);
+	check_add_notes(root, "warnings", &r->warnings);
+	cJSON_AddStringToObject(root, "version", AGENT_VERSION);
+	s = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	if (s == NULL)
+		return err_oom(err, "check: json");
+	n = 2 * strlen(s) + 64;
+	if ((clean = a_malloc(n)) == NULL) {
+		a_free(s);
+		return err_oom(err, "check: json");
+	}
+	puts(redact(s, clean, n));
+	a_free(clean);
+	a_free(s);
+	return 0;
+}
 
 int
 cmd_check(struct options *o, struct agent_err *err)
 {
-	(void)o;
-	return err_set(err, EXIT_AGENT_USAGE, "check is not implemented yet");
+	struct check_result	*r;
+	int			 rc;
+
+	if ((r = a_calloc(1, sizeof(*r))) == NULL)
+		return err_oom(err, "check");
+	check_run(o, r);
+	check_verdict(r);
+	if (o->output == OUT_JSON)
+		rc = check_print_json(r, err);
+	else {
+		check_print_text(o, r);
+		rc = 0;
+	}
+	fflush(stdout);
+	if (rc == 0 && r->code != 0)
+		rc = err_set(err, r->code, "check: %s", r->verdict);
+	a_free(r);
+	return rc;
 }
