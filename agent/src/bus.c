@@ -1,36 +1,883 @@
-/* bus.c - the bus proof (stub until the bus-proof issue lands). */
+/*
+ * bus.c - the bus proof (SPEC 5) and the held session serve checks.
+ *
+ * RESP requests are built with hiredis's redisFormatCommandArgv and
+ * replies parsed with its redisReader, over transport.c (hiredis's own
+ * connection code is not used: Debian's 0.14 has no TLS).  Every reply is
+ * capped (REPLY_CAP bytes, ARRAY_CAP elements).
+ *
+ * One attempt:
+ *   connection 1: [AUTH] [SELECT db] SUBSCRIBE <channel>
+ *   connection 2: [AUTH] [SELECT db] PUBLISH <channel> <envelope>
+ *   connection 1: wait for ["message", <channel>, <envelope>]
+ * docs/bus.md lists every failure message and the one-envelope rule.
+ */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+
 #include "bus.h"
 
-int
-bus_prove(const char *url, const char *ca_file, const char *channel,
-    long timeout_ms, struct bus_result *res, struct agent_err *err)
+#define REPLY_CAP	(4u * 1024 * 1024)	/* bytes of one reply */
+#define ARRAY_CAP	4096			/* elements of one array */
+#define ATTEMPT_MS	10000L	/* one attempt's deadline, at most */
+#define MIN_ATTEMPT_MS	200L	/* no new attempt with less time left */
+#define BACKOFF_MS	200L
+#define BACKOFF_CAP_MS	5000L
+#define DRAIN_CAP	(64u * 1024 * 1024)	/* per check */
+
+/* ---- capped hiredis reader -------------------------------------------- */
+
+struct rconn {
+	struct transport	*t;
+	redisReader		*rd;
+	bool			 too_big;
+	bool			 timed_out;	/* the last recv */
+	char			 where[300];
+};
+
+#define RC_AGAIN	(-1)	/* rconn_recv polled: nothing there yet */
+
+static redisReplyObjectFunctions	 capfn;
+static void *(*orig_string)(const redisReadTask *, char *, size_t);
+static void *(*orig_array)(const redisReadTask *, int);
+static pthread_once_t			 capfn_once = PTHREAD_ONCE_INIT;
+
+static void *
+cap_string(const redisReadTask *task, char *s, size_t n)
 {
-	(void)url; (void)ca_file; (void)channel; (void)timeout_ms; (void)res;
-	return err_set(err, EXIT_AGENT_UNPROVEN,
-	    "bus proof is not implemented in this build: refusing to claim "
-	    "redis mode without proving it");
+	struct rconn	*c = task->privdata;
+
+	if (n > REPLY_CAP) {
+		if (c != NULL)
+			c->too_big = true;
+		return NULL;
+	}
+	return orig_string(task, s, n);
 }
 
-int
-bus_session_open(struct bus_session **s, const char *url,
-    const char *ca_file, const char *channel, long timeout_ms,
-    bool publish_probe, struct bus_result *res, struct agent_err *err)
+static void *
+cap_array(const redisReadTask *task, int n)
 {
-	(void)publish_probe;
-	*s = NULL;
-	return bus_prove(url, ca_file, channel, timeout_ms, res, err);
+	struct rconn	*c = task->privdata;
+
+	if (n > ARRAY_CAP) {
+		if (c != NULL)
+			c->too_big = true;
+		return NULL;
+	}
+	return orig_array(task, n);
 }
 
-int
-bus_session_check(struct bus_session *s, long timeout_ms, double *lat,
-    long *numsub, struct agent_err *err)
+static void
+capfn_init(void)
 {
-	(void)s; (void)timeout_ms; (void)lat; (void)numsub;
-	return err_set(err, EXIT_AGENT_UNPROVEN, "not implemented");
+	redisReader	*r;
+
+	/* Wrap hiredis's default object functions (static in hiredis.c;
+	 * reachable through a default reader's fn). */
+	if ((r = redisReaderCreate()) == NULL)
+		return;
+	capfn = *r->fn;
+	orig_string = capfn.createString;
+	orig_array = capfn.createArray;
+	capfn.createString = cap_string;
+	capfn.createArray = cap_array;
+	redisReaderFree(r);
+}
+
+static void
+rconn_close(struct rconn *c)
+{
+	transport_close(c->t);
+	c->t = NULL;
+	if (c->rd != NULL)
+		redisReaderFree(c->rd);
+	c->rd = NULL;
+	c->too_big = false;
+}
+
+/* Printable copy of a server error (never holds our password: Redis
+ * does not echo AUTH arguments, and log.c redacts on top). */
+STATIC void
+server_text(const char *s, size_t len, char *out, size_t n)
+{
+	size_t	i, o = 0;
+
+	for (i = 0; i < len && o + 1 < n && i < 200; i++)
+		out[o++] = isprint((unsigned char)s[i]) ? s[i] : '?';
+	out[o] = '\0';
+}
+
+static int
+rconn_open(struct rconn *c, const struct redis_url *u, const char *ca,
+    int64_t deadline, struct agent_err *err)
+{
+	enum tr_status	st;
+
+	pthread_once(&capfn_once, capfn_init);
+	memset(c, 0, sizeof(*c));
+	redis_url_where(u, c->where, sizeof(c->where));
+	if (capfn.createString == NULL ||
+	    (c->rd = redisReaderCreateWithFunctions(&capfn)) == NULL)
+		return err_oom(err, "redisReaderCreate");
+	c->rd->privdata = c;
+	st = transport_open(&c->t, u, ca, deadline, err);
+	if (st != TR_OK) {
+		rconn_close(c);
+		return err->code ? err->code : EXIT_AGENT_UNPROVEN;
+	}
+	return 0;
+}
+
+static int
+rconn_send(struct rconn *c, int argc, const char **argv,
+    const size_t *lens, int64_t deadline, struct agent_err *err)
+{
+	char	*cmd = NULL;
+	int	 len;
+
+	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	if (len < 0 || cmd == NULL)
+		return err_oom(err, "redisFormatCommandArgv");
+	if (transport_write(c->t, cmd, (size_t)len, deadline, err) != TR_OK) {
+		redisFreeCommand(cmd);
+		return EXIT_AGENT_UNPROVEN;
+	}
+	redisFreeCommand(cmd);
+	return 0;
+}
+
+/*
+ * Reads one reply.  what names the command for a timeout message.
+ * Returns 0 (*reply set, caller frees), or EXIT_AGENT_UNPROVEN.
+ */
+static int
+rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
+    const char *what, struct agent_err *err)
+{
+	char		 buf[16384], tmp[AGENT_ERR_LEN];
+	void		*r = NULL;
+	size_t		 got, pending = 0;
+	enum tr_status	 st;
+	long		 waited;
+	int64_t		 start = now_ms();
+
+	*reply = NULL;
+	c->timed_out = false;
+	for (;;) {
+		if (redisReaderGetReply(c->rd, &r) != REDIS_OK) {
+			if (c->too_big)
+				return err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: a reply larger than the agent "
+				    "accepts (%u bytes, %d elements) while "
+				    "waiting for %s", c->where, REPLY_CAP,
+				    ARRAY_CAP, what);
+			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			    "protocol error while waiting for %s: %s (is "
+			    "this a Redis server? for TLS use rediss://)",
+			    c->where, what, c->rd->errstr);
+		}
+		if (r != NULL) {
+			*reply = r;
+			return 0;
+		}
+		/* bytes buffered for the incomplete reply */
+		pending = c->rd->len - c->rd->pos;
+		if (pending > REPLY_CAP)
+			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: a "
+			    "reply larger than %u bytes while waiting for %s",
+			    c->where, REPLY_CAP, what);
+		st = transport_read(c->t, buf, sizeof(buf), &got, deadline,
+		    err);
+		if (st == TR_TIMEOUT) {
+			waited = (long)(now_ms() - start);
+			c->timed_out = true;
+			if (deadline <= start)	/* a poll, not a wait */
+				return RC_AGAIN;
+			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			    "read timeout: no reply to %s within %ld ms (the "
+			    "server accepted the connection but does not "
+			    "answer: is it Redis, is it overloaded, or does "
+			    "it expect TLS (rediss://)?)", c->where, what,
+			    waited);
+		}
+		if (st != TR_OK) {
+			snprintf(tmp, sizeof(tmp), "%s", err->msg);
+			return err_set(err, err->code ? err->code :
+			    EXIT_AGENT_UNPROVEN, "%s (waiting for %s)", tmp,
+			    what);
+		}
+		if (redisReaderFeed(c->rd, buf, got) != REDIS_OK)
+			return err_oom(err, "redisReaderFeed");
+	}
+}
+
+/* ---- command helpers ---------------------------------------------------- */
+
+struct ctx {
+	const struct redis_url	*u;
+	const char		*ca;
+	const char		*channel;
+};
+
+static const char *
+user_name(const struct redis_url *u)
+{
+	return u->user ? u->user : "default";
+}
+
+static bool
+err_is(const redisReply *r, const char *prefix)
+{
+	size_t	n = strlen(prefix);
+
+	return r->type == REDIS_REPLY_ERROR && r->len >= n &&
+	    strncmp(r->str, prefix, n) == 0;
+}
+
+/*
+ * Turns an error reply to cmd into the one-line cause.  verb: what the
+ * command does to the channel, for NOPERM ("subscribe to").
+ */
+STATIC int
+reply_error(const struct ctx *x, const char *where, const char *cmd,
+    const char *verb, const redisReply *r, struct agent_err *err)
+{
+	char	txt[256];
+
+	server_text(r->str, r->len, txt, sizeof(txt));
+	if (err_is(r, "NOAUTH"))
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOAUTH: "
+		    "the server requires a password and the URL has none "
+		    "(server: %s); put it in the URL: "
+		    "redis://:PASSWORD@host:port, or USER:PASSWORD@ for an "
+		    "ACL user", where, txt);
+	if (err_is(r, "WRONGPASS") || (strcmp(cmd, "AUTH") == 0 &&
+	    (err_is(r, "ERR invalid password") ||
+	    err_is(r, "ERR invalid username"))))
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+		    "WRONGPASS: AUTH as user '%s' was rejected (server: %s); "
+		    "check the user name and password in the Redis URL "
+		    "(percent-encode special characters) and that the ACL "
+		    "user is enabled", where, user_name(x->u), txt);
+	if (strcmp(cmd, "AUTH") == 0 && strstr(txt, "without any password "
+	    "configured") != NULL)
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: AUTH "
+		    "failed: the server has no password configured but the "
+		    "URL carries one (server: %s); drop the password from "
+		    "the URL or set requirepass on the server", where, txt);
+	if (err_is(r, "NOPERM")) {
+		if (verb != NULL && strstr(txt, "channel") != NULL)
+			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			    "NOPERM: ACL user '%s' may not %s channel \"%s\" "
+			    "(server: %s); allow it with: ACL SETUSER %s "
+			    "&%s", where, user_name(x->u), verb, x->channel,
+			    txt, user_name(x->u), x->channel);
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOPERM: "
+		    "ACL user '%s' may not run %s%s%s (server: %s); the "
+		    "agent needs: ACL SETUSER %s +auth +select +subscribe "
+		    "+publish +ping +pubsub|numsub &%s", where,
+		    user_name(x->u), cmd, verb ? " on channel " : "",
+		    verb ? x->channel : "", txt, user_name(x->u),
+		    x->channel);
+	}
+	if (strcmp(cmd, "SELECT") == 0)
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: SELECT %d "
+		    "failed: wrong db: %s (the server has fewer databases, "
+		    "or is a cluster that only has db 0; fix /%d in the "
+		    "Redis URL)", where, x->u->db, txt, x->u->db);
+	return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
+	    where, cmd, txt);
+}
+
+/* AUTH and SELECT on a fresh connection. */
+static int
+conn_setup(const struct ctx *x, struct rconn *c, int64_t deadline,
+    struct agent_err *err)
+{
+	const char	*argv[3];
+	size_t		 lens[3];
+	char		 dbs[16];
+	redisReply	*r = NULL;
+	int		 rc, argc = 0;
+
+	if ((rc = rconn_open(c, x->u, x->ca, deadline, err)) != 0)
+		return rc;
+	if (x->u->pass != NULL) {
+		argv[argc] = "AUTH";
+		lens[argc++] = 4;
+		if (x->u->user != NULL) {
+			argv[argc] = x->u->user;
+			lens[argc] = strlen(x->u->user);
+			argc++;
+		}
+		argv[argc] = x->u->pass;
+		lens[argc] = strlen(x->u->pass);
+		argc++;
+		if ((rc = rconn_send(c, argc, argv, lens, deadline, err)) ||
+		    (rc = rconn_recv(c, &r, deadline, "AUTH", err)))
+			goto fail;
+		if (r->type != REDIS_REPLY_STATUS) {
+			rc = reply_error(x, c->where, "AUTH", NULL, r, err);
+			goto fail;
+		}
+		freeReplyObject(r);
+		r = NULL;
+	}
+	if (x->u->db != 0) {
+		snprintf(dbs, sizeof(dbs), "%d", x->u->db);
+		argv[0] = "SELECT";
+		lens[0] = 6;
+		argv[1] = dbs;
+		lens[1] = strlen(dbs);
+		if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) ||
+		    (rc = rconn_recv(c, &r, deadline, "SELECT", err)))
+			goto fail;
+		if (r->type != REDIS_REPLY_STATUS) {
+			rc = reply_error(x, c->where, "SELECT", NULL, r, err);
+			goto fail;
+		}
+		freeReplyObject(r);
+		r = NULL;
+	}
+	return 0;
+fail:
+	if (r != NULL)
+		freeReplyObject(r);
+	rconn_close(c);
+	return rc ? rc : EXIT_AGENT_UNPROVEN;
+}
+
+/* A pub/sub push: ["message", channel, payload] (RESP2). */
+static bool
+is_push(const redisReply *r, const char *kind)
+{
+	return r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_STRING &&
+	    strcasecmp(r->element[0]->str, kind) == 0;
+}
+
+static int
+do_subscribe(const struct ctx *x, struct rconn *c, int64_t deadline,
+    struct agent_err *err)
+{
+	const char	*argv[2] = { "SUBSCRIBE", x->channel };
+	size_t		 lens[2] = { 9, strlen(x->channel) };
+	redisReply	*r = NULL;
+	int		 rc;
+
+	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) ||
+	    (rc = rconn_recv(c, &r, deadline, "SUBSCRIBE", err)))
+		return rc;
+	if (r->type == REDIS_REPLY_ERROR)
+		rc = reply_error(x, c->where, "SUBSCRIBE", "subscribe to", r,
+		    err);
+	else if (!is_push(r, "subscribe") || r->elements != 3)
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: SUBSCRIBE "
+		    "%s: unexpected reply (is this a Redis server that "
+		    "supports pub/sub? proxies like Twemproxy do not)",
+		    c->where, x->channel);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* PING; on a subscribed connection the reply is ["pong", ""] and pushes
+ * that arrived before it are skipped. */
+static int
+do_ping(struct rconn *c, bool subscribed, int64_t deadline,
+    struct agent_err *err)
+{
+	const char	*argv[1] = { "PING" };
+	size_t		 lens[1] = { 4 };
+	redisReply	*r = NULL;
+	int		 rc, skipped = 0;
+
+	if ((rc = rconn_send(c, 1, argv, lens, deadline, err)) != 0)
+		return rc;
+	for (;;) {
+		if ((rc = rconn_recv(c, &r, deadline, subscribed ?
+		    "PING on the subscription" : "PING", err)) != 0)
+			return rc;
+		if (subscribed && is_push(r, "message") && skipped++ <
+		    1000000) {
+			freeReplyObject(r);
+			continue;
+		}
+		break;
+	}
+	if (subscribed ? is_push(r, "pong") : (r->type == REDIS_REPLY_STATUS &&
+	    strcasecmp(r->str, "PONG") == 0))
+		rc = 0;
+	else if (r->type == REDIS_REPLY_ERROR) {
+		char	txt[256];
+
+		server_text(r->str, r->len, txt, sizeof(txt));
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PING%s "
+		    "failed: %s", c->where, subscribed ?
+		    " on the subscription" : "", txt);
+	} else
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PING%s: "
+		    "unexpected reply (the subscription is not alive)",
+		    c->where, subscribed ? " on the subscription" : "");
+	freeReplyObject(r);
+	return rc;
+}
+
+/* ---- the envelope ------------------------------------------------------- */
+
+static void
+hex(const unsigned char *b, size_t n, char *out)
+{
+	static const char	d[] = "0123456789abcdef";
+	size_t			i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = d[b[i] >> 4];
+		out[2 * i + 1] = d[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* "pylon-agent-<8 hex>" into id (>= 21 bytes). */
+STATIC void
+make_instance_id(char *id, size_t n)
+{
+	unsigned char	b[4];
+	char		h[9];
+
+	random_bytes(b, sizeof(b));
+	hex(b, sizeof(b), h);
+	snprintf(id, n, "pylon-agent-%s", h);
+}
+
+/* {"instance_id":id,"kind":"agent_probe","payload":{"nonce":<32 hex>}} */
+STATIC char *
+make_envelope(const char *instance_id)
+{
+	cJSON		*o, *p;
+	unsigned char	 b[16];
+	char		 nonce[33], *s = NULL;
+
+	random_bytes(b, sizeof(b));
+	hex(b, sizeof(b), nonce);
+	if ((o = cJSON_CreateObject()) == NULL)
+		return NULL;
+	if (cJSON_AddStringToObject(o, "instance_id", instance_id) == NULL ||
+	    cJSON_AddStringToObject(o, "kind", "agent_probe") == NULL ||
+	    (p = cJSON_AddObjectToObject(o, "payload")) == NULL ||
+	    cJSON_AddStringToObject(p, "nonce", nonce) == NULL)
+		goto out;
+	s = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return s;
+}
+
+/* ---- one attempt -------------------------------------------------------- */
+
+/* What the earlier PUBLISHes of this proof may have done. */
+enum pub_state {
+	PUB_NONE,		/* none reached anybody: publishing is ok */
+	PUB_DELIVERED,		/* "N > 0 receivers" */
+	PUB_UNKNOWN,		/* sent, reply never seen */
+};
+
+struct attempt {
+	struct rconn	sub;
+	struct rconn	pub;
+	enum pub_state	pub_state;
+	long long	receivers;
+	double		latency_ms;
+};
+
+static void
+attempt_close(struct attempt *a)
+{
+	rconn_close(&a->sub);
+	rconn_close(&a->pub);
+}
+
+/* Waits on the subscription for the exact envelope. */
+static int
+await_envelope(const struct ctx *x, struct attempt *a, const char *env,
+    int64_t deadline, struct agent_err *err)
+{
+	redisReply	*r = NULL;
+	size_t		 elen = strlen(env);
+	long		 others = 0;
+	int		 rc;
+	int64_t		 start = now_ms();
+
+	for (;;) {
+		rc = rconn_recv(&a->sub, &r, deadline, "the envelope", err);
+		if (rc != 0) {
+			if (!a->sub.timed_out)
+				return rc;
+			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			    "envelope not received on channel \"%s\" within "
+			    "%ld ms although PUBLISH reported %lld "
+			    "receiver(s) (%ld other message(s) seen): "
+			    "pub/sub does not deliver here (a proxy without "
+			    "pub/sub support, or two different servers "
+			    "behind one address?)", a->sub.where, x->channel,
+			    (long)(now_ms() - start), a->receivers, others);
+		}
+		if (is_push(r, "message") && r->elements == 3 &&
+		    r->element[2]->type == REDIS_REPLY_STRING &&
+		    r->element[2]->len == elen &&
+		    memcmp(r->element[2]->str, env, elen) == 0) {
+			freeReplyObject(r);
+			return 0;
+		}
+		others++;
+		freeReplyObject(r);
+	}
+}
+
+static int
+attempt_run(const struct ctx *x, struct attempt *a, const char *env,
+    int64_t deadline, struct agent_err *err)
+{
+	const char	*argv[3];
+	size_t		 lens[3];
+	redisReply	*r = NULL;
+	double		 t0;
+	int		 rc;
+
+	a->receivers = 0;
+	if ((rc = conn_setup(x, &a->sub, deadline, err)) != 0)
+		return rc;
+	if ((rc = do_subscribe(x, &a->sub, deadline, err)) != 0)
+		goto fail;
+	if ((rc = conn_setup(x, &a->pub, deadline, err)) != 0)
+		goto fail;
+	if (env == NULL) {
+		/* reconnect: no envelope; prove both connections answer */
+		if ((rc = do_ping(&a->pub, false, deadline, err)) != 0 ||
+		    (rc = do_ping(&a->sub, true, deadline, err)) != 0)
+			goto fail;
+		return 0;
+	}
+	argv[0] = "PUBLISH";
+	lens[0] = 7;
+	argv[1] = x->channel;
+	lens[1] = strlen(x->channel);
+	argv[2] = env;
+	lens[2] = strlen(env);
+	t0 = now_ms_f();
+	/* An incomplete command is never executed: a failed write
+	 * delivered nothing. */
+	if ((rc = rconn_send(&a->pub, 3, argv, lens, deadline, err)) != 0)
+		goto fail;
+	a->pub_state = PUB_UNKNOWN;
+	if ((rc = rconn_recv(&a->pub, &r, deadline, "PUBLISH", err)) != 0)
+		goto fail;
+	if (r->type == REDIS_REPLY_ERROR) {
+		a->pub_state = PUB_NONE;
+		rc = reply_error(x, a->pub.where, "PUBLISH", "publish to", r,
+		    err);
+		freeReplyObject(r);
+		goto fail;
+	}
+	if (r->type != REDIS_REPLY_INTEGER) {
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PUBLISH: "
+		    "unexpected reply type %d", a->pub.where, r->type);
+		freeReplyObject(r);
+		goto fail;
+	}
+	a->receivers = r->integer;
+	a->pub_state = r->integer > 0 ? PUB_DELIVERED : PUB_NONE;
+	freeReplyObject(r);
+	if ((rc = await_envelope(x, a, env, deadline, err)) != 0)
+		goto fail;
+	a->latency_ms = now_ms_f() - t0;
+	return 0;
+fail:
+	attempt_close(a);
+	return rc ? rc : EXIT_AGENT_UNPROVEN;
+}
+
+/* ---- the proof with retries --------------------------------------------- */
+
+struct bus_session {
+	struct redis_url	 u;
+	char			*ca;
+	char			*channel;
+	struct rconn		 sub;
+	struct rconn		 pub;
+	bool			 broken;
+};
+
+static void
+register_secrets(const char *url, const struct redis_url *u)
+{
+	const char	*c, *at;
+	char		 raw[512];
+	size_t		 n;
+
+	if (u->pass == NULL)
+		return;
+	log_add_secret(u->pass);
+	/* the percent-encoded form as it appears in the URL */
+	if (u->kind == REDIS_TCP && (c = strstr(url, "://")) != NULL) {
+		c += 3;
+		at = strrchr(c, '@');
+		c = strchr(c, ':');
+		if (at != NULL && c != NULL && c < at && (n = (size_t)(at -
+		    c - 1)) > 0 && n < sizeof(raw)) {
+			memcpy(raw, c + 1, n);
+			raw[n] = '\0';
+			log_add_secret(raw);
+		}
+	}
+}
+
+/* Backoff before attempt n+1 (n >= 1): equal jitter, capped. */
+STATIC long
+backoff_ms(int n)
+{
+	long	d = BACKOFF_MS;
+
+	while (--n > 0 && d < BACKOFF_CAP_MS)
+		d *= 2;
+	if (d > BACKOFF_CAP_MS)
+		d = BACKOFF_CAP_MS;
+	return d / 2 + (long)(random_unit() * (double)(d / 2));
+}
+
+static int
+session_run(struct bus_session *s, const char *url, long timeout_ms,
+    bool publish, struct bus_result *res, struct agent_err *err)
+{
+	struct ctx		 x = { &s->u, s->ca, s->channel };
+	struct attempt		 a;
+	struct agent_err	 last;
+	char			*env = NULL, where[300];
+	int64_t			 start = now_ms(), deadline, ad;
+	long			 wait;
+	int			 rc, n = 0;
+
+	memset(&a, 0, sizeof(a));
+	memset(res, 0, sizeof(*res));
+	err_clear(&last);
+	deadline = start + (timeout_ms > 0 ? timeout_ms : 1);
+	redis_url_where(&s->u, where, sizeof(where));
+	register_secrets(url, &s->u);
+	if (s->u.tls && s->u.insecure)
+		log_warnx("TLS certificate verification is DISABLED for "
+		    "redis %s (insecure in the Redis URL): anyone on the "
+		    "network path can impersonate the server and read the "
+		    "bus; remove #insecure and pass --redis-ca-file instead",
+		    where);
+	make_instance_id(res->instance_id, sizeof(res->instance_id));
+	if (publish && (env = make_envelope(res->instance_id)) == NULL)
+		return err_oom(err, "make_envelope");
+
+	for (;;) {
+		n++;
+		ad = now_ms() + ATTEMPT_MS;
+		if (ad > deadline)
+			ad = deadline;
+		rc = attempt_run(&x, &a, publish && a.pub_state == PUB_NONE ?
+		    env : NULL, ad, &last);
+		if (rc == 0)
+			break;
+		if (rc == EXIT_AGENT_CONFIG || rc == EXIT_AGENT_SOFTWARE) {
+			*err = last;
+			goto out;
+		}
+		if (publish && a.pub_state != PUB_NONE) {
+			/* One envelope per start: it may have reached
+			 * Pylon's subscribers, so no second one. */
+			rc = err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven "
+			    "(attempt %d): %s; not retrying: the envelope "
+			    "may already have reached subscribers and the "
+			    "agent publishes at most one per start", n,
+			    last.msg);
+			goto out;
+		}
+		wait = backoff_ms(n);
+		if (now_ms() + wait + MIN_ATTEMPT_MS > deadline) {
+			rc = err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven "
+			    "within %ld ms (%d attempt%s): %s", timeout_ms, n,
+			    n == 1 ? "" : "s", last.msg);
+			goto out;
+		}
+		log_warnx("bus attempt %d failed: %s; retrying in %ld ms", n,
+		    last.msg, wait);
+		sleep_ms(wait, NULL);
+	}
+	res->attempts = n;
+	res->latency_ms = a.latency_ms;
+	res->published = env != NULL;
+	s->sub = a.sub;
+	s->pub = a.pub;
+	s->sub.rd->privdata = &s->sub;
+	s->pub.rd->privdata = &s->pub;
+	rc = 0;
+out:
+	if (rc != 0) {
+		res->attempts = n;
+		res->published = a.pub_state != PUB_NONE;
+	}
+	if (env != NULL)
+		cJSON_free(env);
+	return rc;
 }
 
 void
 bus_session_close(struct bus_session *s)
 {
-	(void)s;
+	if (s == NULL)
+		return;
+	rconn_close(&s->sub);
+	rconn_close(&s->pub);
+	redis_url_release(&s->u);
+	a_free(s->ca);
+	a_free(s->channel);
+	a_free(s);
+}
+
+int
+bus_session_open(struct bus_session **sp, const char *url,
+    const char *ca_file, const char *channel, long timeout_ms,
+    bool publish_probe, struct bus_result *res, struct agent_err *err)
+{
+	struct bus_session	*s;
+	struct bus_result	 tmp;
+	int			 rc;
+
+	*sp = NULL;
+	if (res == NULL)
+		res = &tmp;
+	memset(res, 0, sizeof(*res));
+	if (channel == NULL || *channel == '\0')
+		return err_set(err, EXIT_AGENT_CONFIG, "bus: no channel");
+	if ((s = a_calloc(1, sizeof(*s))) == NULL)
+		return err_oom(err, "bus_session_open");
+	if ((rc = redis_url_parse(url, &s->u, err)) != 0) {
+		a_free(s);
+		return rc;
+	}
+	if ((ca_file != NULL && (s->ca = a_strdup(ca_file)) == NULL) ||
+	    (s->channel = a_strdup(channel)) == NULL) {
+		bus_session_close(s);
+		return err_oom(err, "bus_session_open");
+	}
+	rc = session_run(s, url, timeout_ms, publish_probe, res, err);
+	if (rc != 0) {
+		bus_session_close(s);
+		return rc;
+	}
+	*sp = s;
+	return 0;
+}
+
+int
+bus_prove(const char *url, const char *ca_file, const char *channel,
+    long timeout_ms, struct bus_result *res, struct agent_err *err)
+{
+	struct bus_session	*s = NULL;
+	int			 rc;
+
+	rc = bus_session_open(&s, url, ca_file, channel, timeout_ms, true,
+	    res, err);
+	bus_session_close(s);
+	return rc;
+}
+
+/* Reads and discards what the subscription holds now (Pylon's traffic),
+ * so it never piles up in Redis's output buffer for us. */
+static int
+drain(struct bus_session *s, struct agent_err *err)
+{
+	redisReply	*r;
+	size_t		 total = 0;
+	int		 rc;
+
+	while (total < DRAIN_CAP) {
+		rc = rconn_recv(&s->sub, &r, 0, "the subscription", err);
+		if (rc == RC_AGAIN) {
+			err_clear(err);
+			return 0;
+		}
+		if (rc != 0)
+			return rc;
+		if (!is_push(r, "message")) {
+			freeReplyObject(r);
+			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			    "unexpected reply on the subscription", s->sub.where);
+		}
+		total += r->elements == 3 ? r->element[2]->len + 64 : 64;
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+int
+bus_session_check(struct bus_session *s, long timeout_ms,
+    double *latency_ms, long *numsub, struct agent_err *err)
+{
+	struct ctx	 x;
+	const char	*argv[3];
+	size_t		 lens[3];
+	redisReply	*r = NULL;
+	double		 t0 = now_ms_f();
+	int64_t		 deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+	int		 rc;
+
+	if (latency_ms != NULL)
+		*latency_ms = 0;
+	if (numsub != NULL)
+		*numsub = -1;
+	if (s == NULL || s->broken || s->sub.t == NULL || s->pub.t == NULL)
+		return err_set(err, EXIT_AGENT_UNPROVEN, "bus session is "
+		    "closed after an earlier failure; reconnect");
+	x.u = &s->u;
+	x.ca = s->ca;
+	x.channel = s->channel;
+	err_clear(err);
+	if ((rc = drain(s, err)) != 0 ||
+	    (rc = do_ping(&s->pub, false, deadline, err)) != 0 ||
+	    (rc = do_ping(&s->sub, true, deadline, err)) != 0)
+		goto fail;
+	argv[0] = "PUBSUB";
+	lens[0] = 6;
+	argv[1] = "NUMSUB";
+	lens[1] = 6;
+	argv[2] = s->channel;
+	lens[2] = strlen(s->channel);
+	if ((rc = rconn_send(&s->pub, 3, argv, lens, deadline, err)) != 0 ||
+	    (rc = rconn_recv(&s->pub, &r, deadline, "PUBSUB NUMSUB",
+	    err)) != 0)
+		goto fail;
+	if (r->type == REDIS_REPLY_ERROR) {
+		rc = reply_error(&x, s->pub.where, "PUBSUB", NULL, r, err);
+		goto fail;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER) {
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PUBSUB "
+		    "NUMSUB: unexpected reply", s->pub.where);
+		goto fail;
+	}
+	if (numsub != NULL)
+		*numsub = (long)r->element[1]->integer;
+	freeReplyObject(r);
+	if (latency_ms != NULL)
+		*latency_ms = now_ms_f() - t0;
+	return 0;
+fail:
+	if (r != NULL)
+		freeReplyObject(r);
+	s->broken = true;
+	rconn_close(&s->sub);
+	rconn_close(&s->pub);
+	return rc ? rc : EXIT_AGENT_UNPROVEN;
 }

@@ -2,11 +2,14 @@
  * bus.h - Redis URLs, transport and the bus proof (redis_url.c,
  * transport.c, bus.c).  RESP goes through hiredis's reader and
  * redisFormatCommand over our own TCP/unix/TLS transport.
+ * docs/bus.md explains the proof and every failure message.
  */
 #ifndef PYLON_AGENT_BUS_H
 #define PYLON_AGENT_BUS_H
 
 #include "agent.h"
+
+/* ---- Redis URLs (redis_url.c) ------------------------------------------ */
 
 enum redis_kind { REDIS_TCP, REDIS_UNIX };
 
@@ -23,18 +26,59 @@ struct redis_url {
 };
 
 /* Returns 0 or EXIT_AGENT_CONFIG with a message that never holds the
- * password. */
+ * password.  On error *u is left empty (nothing to release). */
 int	redis_url_parse(const char *url, struct redis_url *,
 	    struct agent_err *);
 void	redis_url_release(struct redis_url *);
-/* The URL with the password replaced by "***" (malloc'd). For input that
- * does not parse, a safe placeholder, never the raw input. */
+/* The URL with the password replaced by "***" (malloc'd, NULL on OOM).
+ * For input that does not parse, "(invalid Redis URL)", never the raw
+ * input. */
 char	*redis_url_redact(const char *url);
+/* "host:port", "[::1]:port" or "unix:/path", for messages. */
+void	redis_url_where(const struct redis_url *, char *buf, size_t n);
+
+/* ---- transport (transport.c): TCP/unix/TLS with deadlines -------------- */
+
+/*
+ * Deadlines are absolute now_ms() values.  Every function fills *err with
+ * one complete line ("redis HOST:PORT: <what>; <what to do>") on failure.
+ */
+struct transport;
+
+enum tr_status {
+	TR_OK = 0,
+	TR_TIMEOUT,		/* deadline passed */
+	TR_EOF,			/* peer closed the connection */
+	TR_ERROR,		/* anything else (err->code says how bad) */
+};
+
+/*
+ * Connects (DNS with a deadline, non-blocking connect, TLS handshake with
+ * SNI and certificate + host name verification unless u->insecure).
+ * ca_file NULL: the system CAs.  err->code is EXIT_AGENT_CONFIG when the
+ * CA file cannot be loaded (retrying cannot help), else
+ * EXIT_AGENT_UNPROVEN.
+ */
+enum tr_status	transport_open(struct transport **, const struct redis_url *,
+		    const char *ca_file, int64_t deadline, struct agent_err *);
+/* Writes all n bytes. */
+enum tr_status	transport_write(struct transport *, const void *, size_t n,
+		    int64_t deadline, struct agent_err *);
+/* Reads 1..n bytes into buf (*got).  deadline <= now_ms() polls once
+ * without waiting (TR_TIMEOUT when nothing is there). */
+enum tr_status	transport_read(struct transport *, void *buf, size_t n,
+		    size_t *got, int64_t deadline, struct agent_err *);
+/* Closes and frees; NULL is fine. */
+void		transport_close(struct transport *);
+const char	*transport_where(const struct transport *);
+
+/* ---- the proof and the held session (bus.c) ---------------------------- */
 
 struct bus_result {
 	double	latency_ms;	/* the successful round trip */
 	int	attempts;
 	char	instance_id[32];	/* pylon-agent-<8 hex> */
+	bool	published;	/* this call put an envelope on the channel */
 };
 
 /*
@@ -42,24 +86,47 @@ struct bus_result {
  * connection, PUBLISH one envelope on a second, receive it back.  Retries
  * with capped exponential backoff and jitter until timeout_ms.  Returns 0
  * or EXIT_AGENT_UNPROVEN (the last attempt's precise cause in *err), or
- * EXIT_AGENT_CONFIG for a URL that cannot work.
+ * EXIT_AGENT_CONFIG for a URL or CA file that cannot work.
+ *
+ * At most one envelope per call: a retry publishes again only when every
+ * earlier PUBLISH provably reached nobody (never sent, answered with an
+ * error, or answered "0 receivers").  Once a PUBLISH may have been
+ * delivered and the envelope does not come back, the call fails at once
+ * (docs/bus.md, "One envelope per start").
  */
 int	bus_prove(const char *url, const char *ca_file, const char *channel,
 	    long timeout_ms, struct bus_result *, struct agent_err *);
 
 /*
- * A held session for serve: the subscription stays open, the publish
- * connection is kept for PING and PUBSUB NUMSUB.  open proves the bus
- * (publishing one envelope) when publish_probe is true, else only
- * connects and subscribes (reconnects never publish again).
+ * A held session for serve: the subscription connection stays open, the
+ * publish connection is kept for PING and PUBSUB NUMSUB.
+ *
+ * open: with publish_probe true it is bus_prove() that keeps both
+ * connections (one envelope).  With publish_probe false (reconnects) it
+ * only connects, AUTHs, SELECTs, SUBSCRIBEs and PINGs both connections,
+ * retrying until timeout_ms; it never publishes.  On success *s is set
+ * and owned by the caller (bus_session_close); on failure *s is NULL.
+ *
+ * check: one steady-state check within timeout_ms: drains whatever
+ * arrived on the subscription (Pylon's own traffic, discarded), PING on
+ * the publish connection, PING on the subscribed connection (answered
+ * ["pong",""] only while the subscription is alive), PUBSUB NUMSUB of the
+ * channel into *numsub (our own subscription included).  *latency_ms is
+ * the whole check's duration.  Never publishes.  Returns 0 or
+ * EXIT_AGENT_UNPROVEN; after a failure the session is broken for good:
+ * the caller closes it and opens a new one (publish_probe false).
+ *
+ * A session is used by one thread at a time.  Call check at least every
+ * minute or so: messages on the channel pile up in Redis's output buffer
+ * for our subscriber until check drains them (client-output-buffer-limit
+ * pubsub would eventually drop the subscription; check then fails and the
+ * reconnect recovers).
  */
 struct bus_session;
 
 int	bus_session_open(struct bus_session **, const char *url,
 	    const char *ca_file, const char *channel, long timeout_ms,
 	    bool publish_probe, struct bus_result *, struct agent_err *);
-/* One steady-state check: PING on the publish connection, the held
- * subscription still alive, PUBSUB NUMSUB of the channel. No PUBLISH. */
 int	bus_session_check(struct bus_session *, long timeout_ms,
 	    double *latency_ms, long *numsub, struct agent_err *);
 void	bus_session_close(struct bus_session *);

@@ -1,26 +1,498 @@
-/* redis_url.c - stub until the bus-proof issue lands. */
+/*
+ * redis_url.c - parse and redact the Redis URL handed to Pylon as
+ * PYLON_CLUSTER_BUS.
+ *
+ * Accepted forms (the ones Pylon's Redis client accepts, see docs/bus.md):
+ *   redis://[[user][:pass]@]host[:port][/db][?protocol=resp2|resp3]
+ *   rediss://...same...[?insecure][#insecure]
+ *   redis+unix:///path/to/socket[?db=N&user=U&pass=P&protocol=...]
+ *   unix:///path/to/socket[?...same...]
+ * user and password are percent-decoded; invalid escapes stay literal.
+ *
+ * Error messages never echo the authority (it may hold the password), and
+ * echo a path, query key or fragment only when no '@' follows it (an '@'
+ * there means a password with an unescaped '/', '?' or '#').
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
 #include "bus.h"
+
+#define URL_MAX		4096
+#define DB_MAX		1000000
+
+/* Where the password sits in the raw URL, for redaction. */
+struct url_span {
+	size_t	off;
+	size_t	len;
+};
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Percent-decodes s[0..n) into a new string.  Invalid escapes are kept
+ * literally (as Pylon's client does).  Returns NULL on allocation failure
+ * or when the result would hold a NUL (*nul set).
+ */
+STATIC char *
+pct_decode(const char *s, size_t n, bool *nul)
+{
+	char	*out;
+	size_t	 i, o = 0;
+	int	 hi, lo;
+
+	*nul = false;
+	if ((out = a_malloc(n + 1)) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n &&
+		    (hi = hexval(s[i + 1])) >= 0 &&
+		    (lo = hexval(s[i + 2])) >= 0) {
+			out[o] = (char)(hi * 16 + lo);
+			if (out[o] == '\0') {
+				*nul = true;
+				a_free(out);
+				return NULL;
+			}
+			o++;
+			i += 2;
+		} else
+			out[o++] = s[i];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static bool
+all_digits(const char *s, size_t n)
+{
+	size_t	i;
+
+	if (n == 0)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!isdigit((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+/* Parses a decimal in [lo, hi]; -1 when not. */
+static long
+num_in(const char *s, size_t n, long lo, long hi)
+{
+	long	v = 0;
+	size_t	i;
+
+	if (!all_digits(s, n) || n > 9)
+		return -1;
+	for (i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v < lo || v > hi ? -1 : v;
+}
+
+static bool
+host_char_ok(int c)
+{
+	return isalnum(c) || c == '.' || c == '-' || c == '_';
+}
+
+static bool
+has_at(const char *s, const char *end)
+{
+	return memchr(s, '@', (size_t)(end - s)) != NULL;
+}
+
+static int
+bad(struct agent_err *err, const char *what)
+{
+	return err_set(err, EXIT_AGENT_CONFIG, "bad Redis URL: %s", what);
+}
+
+/* The query string: "k=v&k2&..." (without '?'), unix or tcp rules. */
+static int
+parse_query(const char *q, const char *qend, bool unixsock,
+    struct redis_url *u, struct url_span *pass, const char *base,
+    struct agent_err *err)
+{
+	const char	*p = q, *amp, *eq, *v;
+	size_t		 klen, vlen;
+	bool		 nul;
+	char		 key[32], *val;
+	long		 db;
+
+	while (p < qend) {
+		amp = memchr(p, '&', (size_t)(qend - p));
+		if (amp == NULL)
+			amp = qend;
+		if (amp == p) {
+			p++;
+			continue;
+		}
+		eq = memchr(p, '=', (size_t)(amp - p));
+		klen = (size_t)((eq ? eq : amp) - p);
+		v = eq ? eq + 1 : amp;
+		vlen = (size_t)(amp - v);
+		if (klen >= sizeof(key)) {
+			return bad(err, "a query parameter name is too long "
+			    "(known: protocol, insecure; unix sockets also "
+			    "db, user, pass)");
+		}
+		memcpy(key, p, klen);
+		key[klen] = '\0';
+
+		if (strcmp(key, "protocol") == 0) {
+			if (!(vlen == 5 && (!strncmp(v, "resp2", 5) ||
+			    !strncmp(v, "resp3", 5))) &&
+			    !(vlen == 1 && (*v == '2' || *v == '3')))
+				return bad(err, "protocol= must be resp2 or "
+				    "resp3");
+		} else if (strcmp(key, "insecure") == 0 && !unixsock) {
+			if (eq != NULL && !(vlen == 4 &&
+			    !strncasecmp(v, "true", 4)) && !(vlen == 1 &&
+			    *v == '1'))
+				return bad(err, "insecure takes no value "
+				    "(write ?insecure or #insecure)");
+			u->insecure = true;
+		} else if (unixsock && strcmp(key, "db") == 0) {
+			if ((db = num_in(v, vlen, 0, DB_MAX)) < 0)
+				return bad(err, "db= must be a database "
+				    "number (0, 1, ...)");
+			u->db = (int)db;
+		} else if (unixsock && (strcmp(key, "user") == 0 ||
+		    strcmp(key, "pass") == 0 || strcmp(key, "password") ==
+		    0)) {
+			if ((val = pct_decode(v, vlen, &nul)) == NULL) {
+				if (nul)
+					return bad(err, "user/pass holds "
+					    "%00");
+				return err_oom(err, "redis_url_parse");
+			}
+			if (key[0] == 'u') {
+				a_free(u->user);
+				u->user = val;
+			} else {
+				a_free(u->pass);
+				u->pass = val;
+				pass->off = (size_t)(v - base);
+				pass->len = vlen;
+			}
+			if (*val == '\0') {
+				a_free(val);
+				if (key[0] == 'u')
+					u->user = NULL;
+				else
+					u->pass = NULL;
+			}
+		} else {
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "bad Redis URL: unknown query parameter '%s' "
+			    "(known: %s)", key, unixsock ?
+			    "db, user, pass, protocol" :
+			    "protocol, insecure");
+		}
+		p = amp;
+	}
+	return 0;
+}
+
+/* host[:port] or [v6][:port] */
+static int
+parse_hostport(const char *h, const char *hend, struct redis_url *u,
+    struct agent_err *err)
+{
+	const char	*colon = NULL, *p;
+	char		 buf[INET6_ADDRSTRLEN + 8];
+	unsigned char	 a6[16];
+	long		 port;
+	size_t		 n;
+
+	if (h == hend)
+		return bad(err, "no host (expected redis://host:port)");
+	if (*h == '[') {
+		p = memchr(h, ']', (size_t)(hend - h));
+		if (p == NULL)
+			return bad(err, "unterminated '[' in the host");
+		n = (size_t)(p - h - 1);
+		if (n == 0 || n >= sizeof(buf))
+			return bad(err, "bad IPv6 address in brackets");
+		memcpy(buf, h + 1, n);
+		buf[n] = '\0';
+		if (inet_pton(AF_INET6, buf, a6) != 1)
+			return bad(err, "bad IPv6 address in brackets");
+		if ((u->host = a_strdup(buf)) == NULL)
+			return err_oom(err, "redis_url_parse");
+		p++;
+		if (p < hend && *p != ':')
+			return bad(err, "unexpected text after ']' in the "
+			    "host");
+		colon = p < hend ? p : NULL;
+	} else {
+		for (p = h; p < hend; p++) {
+			if (*p == ':') {
+				if (colon != NULL)
+					return bad(err, "more than one ':' in "
+					    "host:port (put an IPv6 address "
+					    "in brackets: [::1]:6379; "
+					    "percent-encode ':' in a "
+					    "password)");
+				colon = p;
+			} else if (!host_char_ok((unsigned char)*p))
+				return bad(err, "the host holds a character "
+				    "that is not allowed in a host name "
+				    "(percent-encode special characters "
+				    "in the password)");
+		}
+		n = (size_t)((colon ? colon : hend) - h);
+		if (n == 0)
+			return bad(err, "no host (expected "
+			    "redis://host:port)");
+		if (n > 253)
+			return bad(err, "host name longer than 253 "
+			    "characters");
+		if ((u->host = a_strndup(h, n)) == NULL)
+			return err_oom(err, "redis_url_parse");
+	}
+	u->port = 6379;
+	if (colon != NULL && colon + 1 < hend) {
+		port = num_in(colon + 1, (size_t)(hend - colon - 1), 1,
+		    65535);
+		if (port < 0)
+			return bad(err, "the port must be a number in "
+			    "1-65535");
+		u->port = (int)port;
+	}
+	return 0;
+}
+
+STATIC int
+url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
+    struct agent_err *err)
+{
+	const char	*p, *end, *auth, *aend, *at, *colon, *path, *pend;
+	const char	*q = NULL, *qend = NULL, *frag = NULL;
+	size_t		 n, i;
+	bool		 unixsock, nul;
+	long		 db;
+	int		 rc;
+
+	memset(u, 0, sizeof(*u));
+	pass->off = pass->len = 0;
+	if (url == NULL || *url == '\0')
+		return bad(err, "empty (expected redis://host:port)");
+	n = strlen(url);
+	if (n > URL_MAX)
+		return bad(err, "longer than 4096 characters");
+	for (i = 0; i < n; i++)
+		if ((unsigned char)url[i] <= ' ' || url[i] == 0x7f)
+			return bad(err, "it holds a space or control "
+			    "character (percent-encode it, e.g. %20)");
+	end = url + n;
+
+	if (strncasecmp(url, "redis://", 8) == 0) {
+		p = url + 8;
+		unixsock = false;
+	} else if (strncasecmp(url, "rediss://", 9) == 0) {
+		p = url + 9;
+		unixsock = false;
+		u->tls = true;
+	} else if (strncasecmp(url, "redis+unix://", 13) == 0) {
+		p = url + 13;
+		unixsock = true;
+	} else if (strncasecmp(url, "unix://", 7) == 0) {
+		p = url + 7;
+		unixsock = true;
+	} else
+		return bad(err, "unknown scheme (expected redis://, "
+		    "rediss://, redis+unix:// or unix://)");
+	u->kind = unixsock ? REDIS_UNIX : REDIS_TCP;
+
+	/* fragment, query */
+	frag = memchr(p, '#', (size_t)(end - p));
+	pend = frag ? frag : end;
+	q = memchr(p, '?', (size_t)(pend - p));
+	if (q != NULL) {
+		qend = pend;
+		pend = q;
+		q++;
+	}
+	/* authority: up to the first '/' */
+	auth = p;
+	aend = memchr(p, '/', (size_t)(pend - p));
+	if (aend == NULL)
+		aend = pend;
+	path = aend;
+
+	/* An '@' past the authority: a password with an unescaped
+	 * '/', '?' or '#'.  Say so without echoing anything. */
+	if (!unixsock && has_at(aend, end)) {
+		rc = bad(err, "an '@' follows a '/', '?' or '#': "
+		    "percent-encode '/', '?', '#' and '@' in the user name "
+		    "and password (e.g. %2F %3F %23 %40)");
+		goto fail;
+	}
+	if (frag != NULL) {
+		if (strcmp(frag + 1, "insecure") == 0)
+			u->insecure = true;
+		else if (frag[1] != '\0') {
+			rc = bad(err, "unknown fragment (only #insecure is "
+			    "known)");
+			goto fail;
+		}
+	}
+
+	if (unixsock) {
+		if (auth != aend) {
+			rc = bad(err, "a unix socket URL has no host: write "
+			    "redis+unix:///path/to/redis.sock (three "
+			    "slashes; user and password go in ?user= and "
+			    "?pass=)");
+			goto fail;
+		}
+		if (pend - path < 2) {
+			rc = bad(err, "no socket path (expected "
+			    "redis+unix:///path/to/redis.sock)");
+			goto fail;
+		}
+		if ((u->path = pct_decode(path, (size_t)(pend - path),
+		    &nul)) == NULL) {
+			rc = nul ? bad(err, "the socket path holds %00") :
+			    err_oom(err, "redis_url_parse");
+			goto fail;
+		}
+		if (strlen(u->path) >= 108) {
+			rc = bad(err, "the socket path is longer than 107 "
+			    "bytes (the limit of a unix socket address)");
+			goto fail;
+		}
+		if (q != NULL && (rc = parse_query(q, qend, true, u, pass,
+		    url, err)) != 0)
+			goto fail;
+		if (u->insecure) {
+			rc = bad(err, "#insecure applies to rediss:// only");
+			goto fail;
+		}
+		return 0;
+	}
+
+	/* userinfo: up to the last '@' of the authority */
+	at = NULL;
+	for (i = 0; auth + i < aend; i++)
+		if (auth[i] == '@')
+			at = auth + i;
+	if (at != NULL) {
+		colon = memchr(auth, ':', (size_t)(at - auth));
+		n = (size_t)((colon ? colon : at) - auth);
+		if (n > 0) {
+			if ((u->user = pct_decode(auth, n, &nul)) == NULL) {
+				rc = nul ? bad(err, "the user name holds "
+				    "%00") : err_oom(err, "redis_url_parse");
+				goto fail;
+			}
+		}
+		if (colon != NULL && at - colon > 1) {
+			pass->off = (size_t)(colon + 1 - url);
+			pass->len = (size_t)(at - colon - 1);
+			if ((u->pass = pct_decode(colon + 1, pass->len,
+			    &nul)) == NULL) {
+				rc = nul ? bad(err, "the password holds "
+				    "%00") : err_oom(err, "redis_url_parse");
+				goto fail;
+			}
+		}
+		auth = at + 1;
+	}
+	if ((rc = parse_hostport(auth, aend, u, err)) != 0)
+		goto fail;
+
+	/* path: "", "/" or "/<db>" */
+	if (pend - path > 1) {
+		db = num_in(path + 1, (size_t)(pend - path - 1), 0, DB_MAX);
+		if (db < 0) {
+			rc = err_set(err, EXIT_AGENT_CONFIG, "bad Redis URL: "
+			    "the path must be /<database number>, got "
+			    "'%.*s'", (int)(pend - path > 40 ? 40 :
+			    pend - path), path);
+			goto fail;
+		}
+		u->db = (int)db;
+	}
+	if (q != NULL && (rc = parse_query(q, qend, false, u, pass, url,
+	    err)) != 0)
+		goto fail;
+	return 0;
+fail:
+	redis_url_release(u);
+	return rc;
+}
 
 int
 redis_url_parse(const char *url, struct redis_url *u, struct agent_err *err)
 {
-	memset(u, 0, sizeof(*u));
-	if (strncmp(url, "redis://", 8) && strncmp(url, "rediss://", 9) &&
-	    strncmp(url, "unix://", 7) && strncmp(url, "redis+unix://", 13))
-		return err_set(err, EXIT_AGENT_CONFIG, "bad Redis URL scheme");
-	return 0;
+	struct url_span	span;
+
+	return url_parse_span(url, u, &span, err);
 }
 
 void
 redis_url_release(struct redis_url *u)
 {
-	(void)u;
+	if (u == NULL)
+		return;
+	a_free(u->user);
+	a_free(u->pass);
+	a_free(u->host);
+	a_free(u->path);
+	memset(u, 0, sizeof(*u));
 }
 
 char *
 redis_url_redact(const char *url)
 {
-	(void)url;
-	return a_strdup("redis://***");
+	struct redis_url	 u;
+	struct url_span		 span;
+	struct agent_err	 err;
+	char			*out;
+	size_t			 n;
+
+	if (url == NULL)
+		return a_strdup("(none)");
+	if (url_parse_span(url, &u, &span, &err) != 0)
+		return a_strdup("(invalid Redis URL)");
+	redis_url_release(&u);
+	if (span.len == 0)
+		return a_strdup(url);
+	n = strlen(url);
+	if ((out = a_malloc(n - span.len + 4)) == NULL)
+		return NULL;
+	memcpy(out, url, span.off);
+	memcpy(out + span.off, "***", 3);
+	memcpy(out + span.off + 3, url + span.off + span.len,
+	    n - span.off - span.len + 1);
+	return out;
+}
+
+/* Where the URL points, for messages: "host:port", "[v6]:port", path. */
+void
+redis_url_where(const struct redis_url *u, char *buf, size_t n)
+{
+	if (u->kind == REDIS_UNIX)
+		snprintf(buf, n, "unix:%s", u->path ? u->path : "?");
+	else if (u->host != NULL && strchr(u->host, ':') != NULL)
+		snprintf(buf, n, "[%s]:%d", u->host, u->port);
+	else
+		snprintf(buf, n, "%s:%d", u->host ? u->host : "?", u->port);
 }

@@ -1,0 +1,745 @@
+/*
+ * transport.c - TCP, unix and TLS connections with deadlines for the bus.
+ *
+ * Debian's hiredis 0.14 has no TLS, so the bus speaks RESP over this:
+ * getaddrinfo_a (a DNS lookup cannot outlive the deadline), non-blocking
+ * connect, poll() for every read and write, OpenSSL with SNI and host name
+ * or IP verification.  Each failure becomes one line that names the cause
+ * (DNS, refused, timeout, TLS verification with the certificate subject).
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "bus.h"
+
+struct transport {
+	int		 fd;
+	SSL_CTX		*ctx;
+	SSL		*ssl;
+	bool		 live;	/* handshake done, no fatal TLS error */
+	char		 where[300];
+	/* TLS verification: the first failure the callback saw */
+	long		 verr;
+	int		 vdepth;
+	char		 vsubject[256];
+};
+
+const char *
+transport_where(const struct transport *t)
+{
+	return t->where;
+}
+
+/* Milliseconds left until deadline, >= 0, capped for poll(). */
+static int
+left_ms(int64_t deadline)
+{
+	int64_t	l = deadline - now_ms();
+
+	if (l < 0)
+		return 0;
+	return l > 3600000 ? 3600000 : (int)l;
+}
+
+/* Waits for ev on fd; 1 ready, 0 deadline passed, -1 error (errno). */
+static int
+wait_fd(int fd, short ev, int64_t deadline)
+{
+	struct pollfd	pfd;
+	int		rc;
+
+	for (;;) {
+		pfd.fd = fd;
+		pfd.events = ev;
+		pfd.revents = 0;
+		rc = poll(&pfd, 1, left_ms(deadline));
+		if (rc > 0)
+			return 1;
+		if (rc == 0)
+			return 0;
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
+/*
+ * SIGPIPE: OpenSSL writes to the socket with write(2), which raises
+ * SIGPIPE on a dead peer.  Ignoring it process-wide would leak SIG_IGN
+ * into the command exec runs, so it is blocked around TLS calls and a
+ * SIGPIPE they raised is consumed (the curl/OpenSSL idiom).
+ */
+struct sigpipe_guard {
+	sigset_t	old;
+	bool		pending;
+};
+
+static void
+sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t	s, pend;
+
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	sigemptyset(&pend);
+	sigpending(&pend);
+	g->pending = sigismember(&pend, SIGPIPE) == 1;
+	pthread_sigmask(SIG_BLOCK, &s, &g->old);
+}
+
+static void
+sigpipe_unblock(struct sigpipe_guard *g)
+{
+	sigset_t		s, pend;
+	struct timespec		zero = { 0, 0 };
+
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	if (!g->pending) {
+		sigemptyset(&pend);
+		sigpending(&pend);
+		if (sigismember(&pend, SIGPIPE) == 1)
+			(void)sigtimedwait(&s, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* ---- DNS ---------------------------------------------------------------- */
+
+struct dns_req {
+	struct gaicb	cb;
+	struct addrinfo	hints;
+	char		name[256];
+	char		serv[8];
+};
+
+/*
+ * Resolves t's host with a deadline.  A lookup that is still running at
+ * the deadline and cannot be cancelled keeps its request block (glibc
+ * writes into it later): a small, bounded leak instead of a hang.
+ */
+static enum tr_status
+resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
+    struct addrinfo **res, struct agent_err *err)
+{
+	struct dns_req		*r;
+	struct gaicb		*list[1];
+	const struct gaicb	*wait[1];
+	struct timespec		 ts;
+	int			 rc, l;
+
+	*res = NULL;
+	if ((r = a_calloc(1, sizeof(*r))) == NULL) {
+		err_oom(err, "resolve");
+		return TR_ERROR;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", u->host);
+	snprintf(r->serv, sizeof(r->serv), "%d", u->port);
+	r->hints.ai_family = AF_UNSPEC;
+	r->hints.ai_socktype = SOCK_STREAM;
+	r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+	r->cb.ar_name = r->name;
+	r->cb.ar_service = r->serv;
+	r->cb.ar_request = &r->hints;
+	list[0] = &r->cb;
+	if ((rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL)) != 0) {
+		a_free(r);
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: cannot start "
+		    "the DNS lookup of '%s': %s", t->where, u->host,
+		    gai_strerror(rc));
+		return TR_ERROR;
+	}
+	wait[0] = &r->cb;
+	for (;;) {
+		rc = gai_error(&r->cb);
+		if (rc != EAI_INPROGRESS)
+			break;
+		l = left_ms(deadline);
+		if (l <= 0) {
+			if (gai_cancel(&r->cb) == EAI_NOTCANCELED)
+				r = NULL;	/* still owned by glibc */
+			else if (gai_error(&r->cb) == 0 &&
+			    r->cb.ar_result != NULL)
+				freeaddrinfo(r->cb.ar_result);
+			a_free(r);
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS "
+			    "lookup of '%s' timed out (check the cluster DNS "
+			    "and the host name in the Redis URL)", t->where,
+			    u->host);
+			return TR_TIMEOUT;
+		}
+		ts.tv_sec = l / 1000;
+		ts.tv_nsec = (long)(l % 1000) * 1000000L;
+		(void)gai_suspend(wait, 1, &ts);
+	}
+	if (rc != 0) {
+		a_free(r);
+		if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL)
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
+			    "cannot resolve host '%s': %s (check the host "
+			    "name in the Redis URL, e.g. the Service name "
+			    "and namespace)", t->where, u->host,
+			    gai_strerror(rc));
+		else if (rc == EAI_AGAIN)
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
+			    "temporary failure resolving '%s': %s (the DNS "
+			    "server did not answer; retrying)", t->where,
+			    u->host, gai_strerror(rc));
+		else if (rc == EAI_SYSTEM)
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
+			    "lookup of '%s' failed: %s", t->where, u->host,
+			    strerror(errno));
+		else
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
+			    "lookup of '%s' failed: %s", t->where, u->host,
+			    gai_strerror(rc));
+		return TR_ERROR;
+	}
+	*res = r->cb.ar_result;
+	a_free(r);
+	return TR_OK;
+}
+
+/* ---- connect ------------------------------------------------------------ */
+
+/* Non-blocking connect of fd to sa by deadline; 0 ok, else errno-ish:
+ * ETIMEDOUT when the deadline passed. */
+static int
+connect_fd(int fd, const struct sockaddr *sa, socklen_t len,
+    int64_t deadline)
+{
+	int		e;
+	socklen_t	el = sizeof(e);
+
+	if (connect(fd, sa, len) == 0)
+		return 0;
+	if (errno != EINPROGRESS && errno != EINTR)
+		return errno;
+	switch (wait_fd(fd, POLLOUT, deadline)) {
+	case 0:
+		return ETIMEDOUT;
+	case -1:
+		return errno;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == -1)
+		return errno;
+	return e;
+}
+
+static enum tr_status
+open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
+    struct agent_err *err)
+{
+	struct addrinfo	*res = NULL, *ai;
+	enum tr_status	 st;
+	int64_t		 start = now_ms();
+	int		 e = 0, one = 1, fd;
+
+	if ((st = resolve(t, u, deadline, &res, err)) != TR_OK)
+		return st;
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd == -1) {
+			e = errno;
+			continue;
+		}
+		e = connect_fd(fd, ai->ai_addr, ai->ai_addrlen, deadline);
+		if (e == 0) {
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+			    sizeof(one));
+			(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one,
+			    sizeof(one));
+			t->fd = fd;
+			break;
+		}
+		close(fd);
+		if (e == ETIMEDOUT)
+			break;
+	}
+	freeaddrinfo(res);
+	if (t->fd >= 0)
+		return TR_OK;
+	if (e == ETIMEDOUT) {
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect timed "
+		    "out after %ld ms (no answer: a firewall or "
+		    "NetworkPolicy dropping packets, or the wrong address)",
+		    t->where, (long)(now_ms() - start));
+		return TR_TIMEOUT;
+	}
+	if (e == ECONNREFUSED)
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connection "
+		    "refused (nothing listening there: is Redis running, "
+		    "and are the host and port right?)", t->where);
+	else
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect "
+		    "failed: %s", t->where, strerror(e));
+	return TR_ERROR;
+}
+
+static enum tr_status
+open_unix(struct transport *t, const struct redis_url *u, int64_t deadline,
+    struct agent_err *err)
+{
+	struct sockaddr_un	sun;
+	int			fd, e;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(u->path) >= sizeof(sun.sun_path)) {
+		err_set(err, EXIT_AGENT_CONFIG, "redis %s: socket path too "
+		    "long", t->where);
+		return TR_ERROR;
+	}
+	memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: socket: %s",
+		    t->where, strerror(errno));
+		return TR_ERROR;
+	}
+	e = connect_fd(fd, (struct sockaddr *)&sun, sizeof(sun), deadline);
+	if (e == 0) {
+		t->fd = fd;
+		return TR_OK;
+	}
+	close(fd);
+	switch (e) {
+	case ENOENT:
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: no such socket "
+		    "file (is Redis running with unixsocket %s, and is the "
+		    "directory shared with this container?)", t->where,
+		    u->path);
+		break;
+	case EACCES:
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: permission "
+		    "denied (check unixsocketperm and this process's user "
+		    "and groups)", t->where);
+		break;
+	case ECONNREFUSED:
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connection "
+		    "refused (a stale socket file: Redis is not running)",
+		    t->where);
+		break;
+	case ETIMEDOUT:
+	case EAGAIN:
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect timed "
+		    "out (the server's backlog is full)", t->where);
+		return TR_TIMEOUT;
+	default:
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect "
+		    "failed: %s", t->where, strerror(e));
+	}
+	return TR_ERROR;
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static int
+verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+	SSL			*ssl;
+	struct transport	*t;
+	X509			*cert;
+	BIO			*b;
+	int			 n;
+
+	if (ok)
+		return ok;
+	ssl = X509_STORE_CTX_get_ex_data(ctx,
+	    SSL_get_ex_data_X509_STORE_CTX_idx());
+	if (ssl == NULL || (t = SSL_get_app_data(ssl)) == NULL ||
+	    t->verr != 0)
+		return ok;
+	t->verr = X509_STORE_CTX_get_error(ctx);
+	t->vdepth = X509_STORE_CTX_get_error_depth(ctx);
+	cert = X509_STORE_CTX_get_current_cert(ctx);
+	if (cert != NULL && (b = BIO_new(BIO_s_mem())) != NULL) {
+		X509_NAME_print_ex(b, X509_get_subject_name(cert), 0,
+		    XN_FLAG_RFC2253);
+		n = BIO_read(b, t->vsubject, sizeof(t->vsubject) - 1);
+		t->vsubject[n > 0 ? n : 0] = '\0';
+		BIO_free(b);
+	}
+	return ok;
+}
+
+static void
+ssl_errstr(char *buf, size_t n)
+{
+	unsigned long	e, last = 0;
+
+	while ((e = ERR_get_error()) != 0)
+		last = e;
+	if (last == 0)
+		snprintf(buf, n, "unexpected end of the handshake");
+	else
+		ERR_error_string_n(last, buf, n);
+}
+
+static bool
+is_ip(const char *h)
+{
+	unsigned char	a[16];
+
+	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) ==
+	    1;
+}
+
+static enum tr_status
+tls_fail(struct transport *t, const struct redis_url *u, const char *why,
+    struct agent_err *err)
+{
+	const char	*hint;
+
+	if (t->verr == X509_V_ERR_HOSTNAME_MISMATCH ||
+	    t->verr == X509_V_ERR_IP_ADDRESS_MISMATCH)
+		hint = "connect with a host name the certificate is issued "
+		    "for (its subjectAltName), or reissue the certificate";
+	else if (t->verr == X509_V_ERR_CERT_HAS_EXPIRED ||
+	    t->verr == X509_V_ERR_CERT_NOT_YET_VALID)
+		hint = "renew the server certificate (or fix this machine's "
+		    "clock)";
+	else
+		hint = "give the CA that signed the server certificate with "
+		    "--redis-ca-file";
+	if (t->verr != 0) {
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS certificate "
+		    "verification failed: %s (certificate subject: %s, "
+		    "depth %d; server name %s); %s", t->where,
+		    X509_verify_cert_error_string(t->verr),
+		    t->vsubject[0] ? t->vsubject : "(none)", t->vdepth,
+		    u->host, hint);
+		return TR_ERROR;
+	}
+	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS handshake "
+	    "failed: %s (does this port speak TLS? rediss:// needs Redis's "
+	    "tls-port)", t->where, why);
+	return TR_ERROR;
+}
+
+static enum tr_status
+open_tls(struct transport *t, const struct redis_url *u,
+    const char *ca_file, int64_t deadline, struct agent_err *err)
+{
+	X509_VERIFY_PARAM	*vp;
+	struct sigpipe_guard	 g;
+	char			 why[256];
+	int			 rc, e, w;
+
+	ERR_clear_error();
+	if ((t->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		err_oom(err, "SSL_CTX_new");
+		return TR_ERROR;
+	}
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	if (!u->insecure) {
+		if (ca_file != NULL && *ca_file != '\0') {
+			if (SSL_CTX_load_verify_locations(t->ctx, ca_file,
+			    NULL) != 1) {
+				ssl_errstr(why, sizeof(why));
+				err_set(err, EXIT_AGENT_CONFIG, "redis CA file "
+				    "%s cannot be loaded: %s (--redis-ca-file "
+				    "must be a PEM bundle)", ca_file, why);
+				return TR_ERROR;
+			}
+		} else if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+			ssl_errstr(why, sizeof(why));
+			err_set(err, EXIT_AGENT_CONFIG, "the system CA "
+			    "certificates cannot be loaded: %s (install "
+			    "ca-certificates or use --redis-ca-file)", why);
+			return TR_ERROR;
+		}
+		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
+	} else
+		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+
+	if ((t->ssl = SSL_new(t->ctx)) == NULL) {
+		err_oom(err, "SSL_new");
+		return TR_ERROR;
+	}
+	SSL_set_app_data(t->ssl, t);
+	if (!is_ip(u->host))
+		SSL_set_tlsext_host_name(t->ssl, u->host);
+	if (!u->insecure) {
+		vp = SSL_get0_param(t->ssl);
+		X509_VERIFY_PARAM_set_hostflags(vp,
+		    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (is_ip(u->host))
+			rc = X509_VERIFY_PARAM_set1_ip_asc(vp, u->host);
+		else
+			rc = X509_VERIFY_PARAM_set1_host(vp, u->host, 0);
+		if (rc != 1) {
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: cannot "
+			    "set up host name verification", t->where);
+			return TR_ERROR;
+		}
+	}
+	SSL_set_fd(t->ssl, t->fd);
+	for (;;) {
+		ERR_clear_error();
+		sigpipe_block(&g);
+		rc = SSL_connect(t->ssl);
+		e = SSL_get_error(t->ssl, rc);
+		sigpipe_unblock(&g);
+		if (rc == 1) {
+			t->live = true;
+			return TR_OK;
+		}
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			w = wait_fd(t->fd, e == SSL_ERROR_WANT_READ ? POLLIN :
+			    POLLOUT, deadline);
+			if (w == 1)
+				continue;
+			if (w == 0) {
+				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+				    "TLS handshake timed out (does this port "
+				    "speak TLS? rediss:// needs Redis's "
+				    "tls-port)", t->where);
+				return TR_TIMEOUT;
+			}
+			snprintf(why, sizeof(why), "%s", strerror(errno));
+			return tls_fail(t, u, why, err);
+		}
+		if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+			snprintf(why, sizeof(why), "the server closed the "
+			    "connection");
+		else
+			ssl_errstr(why, sizeof(why));
+		if (t->verr == 0 && SSL_get_verify_result(t->ssl) !=
+		    X509_V_OK)
+			t->verr = SSL_get_verify_result(t->ssl);
+		return tls_fail(t, u, why, err);
+	}
+}
+
+enum tr_status
+transport_open(struct transport **tp, const struct redis_url *u,
+    const char *ca_file, int64_t deadline, struct agent_err *err)
+{
+	struct transport	*t;
+	enum tr_status		 st;
+
+	*tp = NULL;
+	if ((t = a_calloc(1, sizeof(*t))) == NULL) {
+		err_oom(err, "transport_open");
+		return TR_ERROR;
+	}
+	t->fd = -1;
+	redis_url_where(u, t->where, sizeof(t->where));
+	if (u->kind == REDIS_UNIX)
+		st = open_unix(t, u, deadline, err);
+	else
+		st = open_tcp(t, u, deadline, err);
+	if (st == TR_OK && u->tls)
+		st = open_tls(t, u, ca_file, deadline, err);
+	if (st != TR_OK) {
+		transport_close(t);
+		return st;
+	}
+	*tp = t;
+	return TR_OK;
+}
+
+/* ---- I/O ---------------------------------------------------------------- */
+
+static enum tr_status
+io_timeout(struct transport *t, const char *what, struct agent_err *err)
+{
+	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s timed out",
+	    t->where, what);
+	return TR_TIMEOUT;
+}
+
+static enum tr_status
+io_eof(struct transport *t, struct agent_err *err)
+{
+	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server closed the "
+	    "connection%s", t->where, t->ssl ? "" : " (if it expects TLS, "
+	    "use rediss://)");
+	return TR_EOF;
+}
+
+static enum tr_status
+io_error(struct transport *t, const char *what, int e,
+    struct agent_err *err)
+{
+	if (e == ECONNRESET || e == EPIPE)
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server "
+		    "reset the connection during %s", t->where, what);
+	else
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
+		    t->where, what, strerror(e));
+	return e == ECONNRESET || e == EPIPE ? TR_EOF : TR_ERROR;
+}
+
+enum tr_status
+transport_write(struct transport *t, const void *buf, size_t n,
+    int64_t deadline, struct agent_err *err)
+{
+	const char		*p = buf;
+	struct sigpipe_guard	 g;
+	char			 why[256];
+	ssize_t			 w;
+	int			 rc, e, ev;
+
+	while (n > 0) {
+		if (t->ssl == NULL) {
+			w = send(t->fd, p, n, MSG_NOSIGNAL);
+			if (w > 0) {
+				p += w;
+				n -= (size_t)w;
+				continue;
+			}
+			if (w == -1 && errno == EINTR)
+				continue;
+			if (w == -1 && errno != EAGAIN)
+				return io_error(t, "write", errno, err);
+			ev = POLLOUT;
+		} else {
+			ERR_clear_error();
+			sigpipe_block(&g);
+			rc = SSL_write(t->ssl, p, n > 1048576 ? 1048576 :
+			    (int)n);
+			e = SSL_get_error(t->ssl, rc);
+			sigpipe_unblock(&g);
+			if (rc > 0) {
+				p += rc;
+				n -= (size_t)rc;
+				continue;
+			}
+			if (e != SSL_ERROR_WANT_READ &&
+			    e != SSL_ERROR_WANT_WRITE)
+				t->live = false;
+			if (e == SSL_ERROR_WANT_READ)
+				ev = POLLIN;
+			else if (e == SSL_ERROR_WANT_WRITE)
+				ev = POLLOUT;
+			else if (e == SSL_ERROR_ZERO_RETURN)
+				return io_eof(t, err);
+			else if (e == SSL_ERROR_SYSCALL && errno != 0)
+				return io_error(t, "write", errno, err);
+			else {
+				ssl_errstr(why, sizeof(why));
+				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+				    "TLS write failed: %s", t->where, why);
+				return TR_ERROR;
+			}
+		}
+		switch (wait_fd(t->fd, (short)ev, deadline)) {
+		case 0:
+			return io_timeout(t, "write", err);
+		case -1:
+			return io_error(t, "write", errno, err);
+		}
+	}
+	return TR_OK;
+}
+
+enum tr_status
+transport_read(struct transport *t, void *buf, size_t n, size_t *got,
+    int64_t deadline, struct agent_err *err)
+{
+	struct sigpipe_guard	 g;
+	char			 why[256];
+	ssize_t			 r;
+	int			 rc, e, ev;
+
+	*got = 0;
+	if (n > 1048576)
+		n = 1048576;
+	for (;;) {
+		if (t->ssl == NULL) {
+			r = recv(t->fd, buf, n, 0);
+			if (r > 0) {
+				*got = (size_t)r;
+				return TR_OK;
+			}
+			if (r == 0)
+				return io_eof(t, err);
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return io_error(t, "read", errno, err);
+			ev = POLLIN;
+		} else {
+			ERR_clear_error();
+			errno = 0;
+			sigpipe_block(&g);
+			rc = SSL_read(t->ssl, buf, (int)n);
+			e = SSL_get_error(t->ssl, rc);
+			sigpipe_unblock(&g);
+			if (rc > 0) {
+				*got = (size_t)rc;
+				return TR_OK;
+			}
+			if (e != SSL_ERROR_WANT_READ &&
+			    e != SSL_ERROR_WANT_WRITE)
+				t->live = false;
+			if (e == SSL_ERROR_WANT_READ)
+				ev = POLLIN;
+			else if (e == SSL_ERROR_WANT_WRITE)
+				ev = POLLOUT;
+			else if (e == SSL_ERROR_ZERO_RETURN ||
+			    (e == SSL_ERROR_SYSCALL && errno == 0))
+				return io_eof(t, err);
+			else if (e == SSL_ERROR_SYSCALL)
+				return io_error(t, "read", errno, err);
+			else {
+				ssl_errstr(why, sizeof(why));
+				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+				    "TLS read failed: %s", t->where, why);
+				return TR_ERROR;
+			}
+		}
+		switch (wait_fd(t->fd, (short)ev, deadline)) {
+		case 0:
+			return io_timeout(t, "read", err);
+		case -1:
+			return io_error(t, "read", errno, err);
+		}
+	}
+}
+
+void
+transport_close(struct transport *t)
+{
+	struct sigpipe_guard	g;
+
+	if (t == NULL)
+		return;
+	if (t->ssl != NULL) {
+		/* close_notify, best effort, never waiting */
+		ERR_clear_error();
+		if (t->live) {
+			sigpipe_block(&g);
+			(void)SSL_shutdown(t->ssl);
+			sigpipe_unblock(&g);
+		}
+		SSL_free(t->ssl);
+		ERR_clear_error();
+	}
+	if (t->ctx != NULL)
+		SSL_CTX_free(t->ctx);
+	if (t->fd >= 0)
+		close(t->fd);
+	a_free(t);
+}
