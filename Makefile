@@ -25,7 +25,7 @@ TOBJS	 = $(LIBSRCS:agent/src/%.c=$(BUILD)/tobj/%.o)
 UNITS	 = $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN	 = $(UNITS:tests/unit/%.c=$(BUILD)/tests/%)
 
-PYTEST	?= python3 -m pytest
+PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \

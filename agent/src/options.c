@@ -823,6 +823,18 @@ options_dump(const struct options *o, void *vfp)
 }
 
 /* The reference table (docs/reference.md is checked against this). */
+static void
+md_cell(FILE *fp, const char *pre, const char *s, const char *post)
+{
+	fputs(pre, fp);
+	for (; s && *s; s++) {
+		if (*s == '|')
+			fputc('\\', fp);
+		fputc(*s, fp);
+	}
+	fputs(post, fp);
+}
+
 void
 options_reference(void *vfp)
 {
@@ -830,12 +842,13 @@ options_reference(void *vfp)
 	size_t	 i;
 
 	fprintf(fp, "| flag | env | default | meaning |\n|---|---|---|---|\n");
-	for (i = 0; i < NROWS; i++)
-		fprintf(fp, "| `--%s%s%s` | %s%s%s | %s%s%s | %s |\n",
-		    rows[i].name, rows[i].metavar ? " " : "",
-		    rows[i].metavar ? rows[i].metavar : "",
-		    rows[i].env ? "`" : "", rows[i].env ? rows[i].env : "—",
-		    rows[i].env ? "`" : "", rows[i].def ? "`" : "",
-		    rows[i].def ? rows[i].def : "—", rows[i].def ? "`" : "",
-		    rows[i].help);
+	for (i = 0; i < NROWS; i++) {
+		md_cell(fp, "| `--", rows[i].name, "");
+		md_cell(fp, rows[i].metavar ? " " : "", rows[i].metavar, "` | ");
+		md_cell(fp, rows[i].env ? "`" : "—", rows[i].env,
+		    rows[i].env ? "` | " : " | ");
+		md_cell(fp, rows[i].def ? "`" : "—", rows[i].def,
+		    rows[i].def ? "` | " : " | ");
+		md_cell(fp, "", rows[i].help, " |\n");
+	}
 }
