@@ -165,7 +165,7 @@ FAULTS = {"401", "403", "404", "429", "429_retry_after", "429_date", "500", "503
 
 class FlyFake:
     def __init__(self, scenario="one", app=APP, token=TOKEN, fault=None, fault_count=None,
-                 machines=None, hang_s=30.0):
+                 machines=None, hang_s=30.0, fault_on=None):
         if scenario in FAULTS and fault is None:
             fault, scenario = scenario, "one"
         if machines is None:
@@ -177,6 +177,7 @@ class FlyFake:
         self.fault_count = fault_count
         self.machines = machines
         self.hang_s = hang_s
+        self.fault_on = fault_on    # None: every method; "GET"/"POST": only that one
         self.requests = []
         self.lock = threading.Lock()
         self.server = None
@@ -228,9 +229,11 @@ class FlyFake:
             return [r for r in self.requests if r["method"] == "POST"
                     and "/metadata/" in r["path"]]
 
-    def take_fault(self):
+    def take_fault(self, method):
         with self.lock:
             if self.fault is None:
+                return None
+            if self.fault_on is not None and method != self.fault_on:
                 return None
             if self.fault_count is not None:
                 if self.fault_count <= 0:
@@ -280,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         return a in ("Bearer " + tok, "FlyV1 " + tok)
 
     def _fault(self):
-        f = self.fake.take_fault()
+        f = self.fake.take_fault(self.command)
         if f is None:
             return False
         if f in ("401", "403"):
