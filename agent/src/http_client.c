@@ -595,8 +595,8 @@ http_error_text(const struct http_response *rs, char *out, size_t n)
 	if (s == NULL)
 		s = rs->body;
 	/* First line, printable ASCII only, bounded. */
-	for (i = 0, k = 0; s[i] != '\0' && s[i] != '\n' && k + 1 < n &&
-	    k < 200; i++)
+	for (i = 0, k = 0; s[i] != '\0' && s[i] != '\n' && s[i] != '\r' &&
+	    k + 1 < n && k < 200; i++)
 		out[k++] = isprint((unsigned char)s[i]) ? s[i] : '?';
 	out[k] = '\0';
 	rstrip(out);
