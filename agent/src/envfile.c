@@ -216,9 +216,16 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 		if (nl == NULL)
 			nl = end;
 		if (*p == '#') {
-			if (lineno == 1 && (m = strstr(p, " mode=")) != NULL &&
-			    m < nl)
-				sscanf(m + 6, "%15[a-z]", ef->mode);
+			/* text is not NUL-terminated: stay within the line. */
+			if (lineno == 1 && (m = memmem(p, (size_t)(nl - p),
+			    " mode=", 6)) != NULL) {
+				size_t	k = 0;
+
+				for (m += 6; m < nl && k + 1 < sizeof(ef->mode) &&
+				    *m >= 'a' && *m <= 'z'; m++)
+					ef->mode[k++] = *m;
+				ef->mode[k] = '\0';
+			}
 		} else if (p == nl) {
 			;	/* blank */
 		} else if ((size_t)(nl - p) == 23 &&
@@ -226,8 +233,10 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 			a_free(ef->bus);
 			ef->bus = NULL;
 			seen_bus = true;
-		} else if (!strncmp(p, "export PYLON_CLUSTER_BUS=", 25) ||
-		    !strncmp(p, "export PYLON_CLUSTER_NAMESPACE=", 31)) {
+		} else if (((size_t)(nl - p) >= 25 &&
+		    !strncmp(p, "export PYLON_CLUSTER_BUS=", 25)) ||
+		    ((size_t)(nl - p) >= 31 &&
+		    !strncmp(p, "export PYLON_CLUSTER_NAMESPACE=", 31))) {
 			bool bus = p[21] == 'B';
 
 			q = p + (bus ? 25 : 31);
