@@ -1,0 +1,476 @@
+"""The Helm chart (charts/pylon), rendered without helm or a cluster.
+
+Every value set under charts/pylon/ci/ renders with the offline renderer
+(tests/chart/render: Go text/template + sprig) and every object validates
+against the Kubernetes schemas (npm kubernetes-models).  Then the wiring
+the agent depends on is asserted: RBAC per reporter set, probes per shape,
+downward API and secret-file env, the blue/green selector, no secret in
+values.
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "chart"))
+import chartlib  # noqa: E402
+from chartlib import env_map, objects, one  # noqa: E402
+
+CI_VALUES = sorted(glob.glob(os.path.join(chartlib.CHART, "ci", "*-values.yaml")))
+SECRET = {"redis": {"existingSecret": "pylon-redis"}}
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    try:
+        return chartlib.build_renderer()
+    except chartlib.Unavailable as e:
+        print("SKIP reason:", e)
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def validator():
+    try:
+        return chartlib.ensure_validator()
+    except chartlib.Unavailable as e:
+        print("SKIP reason:", e)
+        pytest.skip(str(e))
+
+
+def merge(*dicts):
+    out = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = merge(out[k], v)
+            else:
+                out[k] = v
+    return out
+
+
+def rendered(renderer, values=None, files=(), **kw):
+    rc, doc, err = chartlib.render(renderer, values_files=files, values=values, **kw)
+    assert rc == 0, "render failed: " + err
+    return doc
+
+
+def pod_spec(doc):
+    return one(doc, "Deployment")["spec"]["template"]["spec"]
+
+
+def container(spec, name):
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        if c["name"] == name:
+            return c
+    return None
+
+
+def rules_as_set(role):
+    out = set()
+    for r in role["rules"]:
+        for g in r["apiGroups"]:
+            for res in r["resources"]:
+                for v in r["verbs"]:
+                    out.add((g, res, v))
+    return out
+
+
+# ---- every CI value set renders and validates ---------------------------
+
+def test_ci_value_sets_exist():
+    names = {os.path.basename(f) for f in CI_VALUES}
+    for want in ("native-sidecar-values.yaml", "init-values.yaml",
+                 "classic-sidecar-values.yaml", "bluegreen-values.yaml",
+                 "hpa-values.yaml"):
+        assert want in names
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=os.path.basename)
+def test_ci_values_render_and_validate(renderer, validator, values_file):
+    doc = rendered(renderer, files=[values_file])
+    kinds = sorted(o["kind"] for o in objects(doc))
+    assert "Deployment" in kinds and "Role" in kinds and "RoleBinding" in kinds
+    assert "ServiceAccount" in kinds and "Service" in kinds
+    rc, out = chartlib.validate(validator, doc["manifests"])
+    print(out)
+    assert rc == 0, out
+    assert "0 invalid" in out
+
+
+def test_validator_rejects_a_broken_object(renderer, validator):
+    # The validator must be able to fail: corrupt one rendered field.
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci", "init-values.yaml")])
+    dep = one(doc, "Deployment")
+    dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    rc, out = chartlib.validate(validator, doc["manifests"])
+    assert rc != 0 and "containerPort" in out, out
+
+
+def test_values_match_schema(renderer):
+    jsonschema = pytest.importorskip("jsonschema")
+    with open(os.path.join(chartlib.CHART, "values.schema.json")) as f:
+        schema = json.load(f)
+    for vf in CI_VALUES:
+        doc = rendered(renderer, files=[vf])
+        jsonschema.validate(doc["values"], schema)
+    # and the schema rejects what it should
+    doc = rendered(renderer, values=merge(SECRET, {"agent": {"shape": "init"}}))
+    for bad in ({"agent": {"shape": "sidecar"}}, {"agent": {"report": ["metadata"]}},
+                {"agent": {"timeout": "60"}}, {"redis": {"url": "redis://x"}},
+                {"agent": {"namespace": "bad ns"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(merge(doc["values"], bad), schema)
+
+
+# ---- no secret in values -------------------------------------------------
+
+def test_values_yaml_holds_no_secret():
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(chartlib.CHART, "values.yaml")) as f:
+        text = f.read()
+    values = yaml.safe_load(text)
+    # no URL with credentials, no redis URL at all, anywhere in the file
+    assert not re.search(r"rediss?://[^\s\"']*@", text)
+    assert not re.search(r"^\s*[A-Za-z_]*(password|token|url)\s*:\s*\S", text,
+                         re.I | re.M), "a credential-like key holds a value"
+
+    def walk(v, path):
+        if isinstance(v, dict):
+            for k, e in v.items():
+                lk = k.lower()
+                if any(w in lk for w in ("password", "token", "secret", "url")):
+                    # only names/keys of existing Secrets are allowed
+                    assert lk in ("existingsecret", "secretkey", "casecret",
+                                  "imagepullsecrets"), path + k
+                    assert "://" not in str(e) and "@" not in str(e), path + k
+                walk(e, path + k + ".")
+        elif isinstance(v, list):
+            for i, e in enumerate(v):
+                walk(e, path + str(i) + ".")
+    walk(values, "")
+    assert values["redis"]["existingSecret"] == ""
+
+
+def test_redis_url_only_from_secret_file(renderer):
+    for vf in CI_VALUES:
+        doc = rendered(renderer, files=[vf])
+        spec = pod_spec(doc)
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert vols["redis-url"]["secret"]["secretName"] == "pylon-redis"
+        assert vols["redis-url"]["secret"]["items"] == [{"key": "url", "path": "url"}]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            env = env_map(c)
+            assert "PYLON_AGENT_REDIS_URL" not in env
+            assert "PYLON_CLUSTER_BUS" not in env
+            for e in c.get("env", []):
+                assert "://" not in e.get("value", ""), (c["name"], e)
+            if c["name"] in ("pylon-agent-init", "pylon-agent"):
+                f = env["PYLON_AGENT_REDIS_URL_FILE"]["value"]
+                mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+                assert f == mounts["redis-url"] + "/url"
+        # nothing in the rendered output carries a literal URL
+        assert "redis://" not in json.dumps(doc["manifests"])
+
+
+def test_missing_secret_fails_with_instructions(renderer):
+    rc, _, err = chartlib.render(renderer, values={"replicaCount": 3})
+    assert rc != 0
+    assert "redis.existingSecret is required" in err and "kubectl create secret" in err
+    # HPA and blue/green count as several peers too
+    rc, _, err = chartlib.render(renderer, values={"replicaCount": 1,
+                                                   "autoscaling": {"enabled": True}})
+    assert rc != 0 and "redis.existingSecret" in err
+    # a single replica is fine without Redis: NoopBus, no secret volume
+    doc = rendered(renderer, values={"replicaCount": 1})
+    spec = pod_spec(doc)
+    assert "redis-url" not in {v["name"] for v in spec["volumes"]}
+    assert "PYLON_AGENT_REDIS_URL_FILE" not in env_map(container(spec, "pylon-agent"))
+    # forced noop at scale is the operator's explicit choice
+    rendered(renderer, values={"replicaCount": 3, "agent": {"mode": "noop"}})
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"agent": {"shape": "sidecar"}}, "agent.shape"),
+    ({"agent": {"report": ["log", "metadata"]}}, "not a Kubernetes reporter"),
+    ({"agent": {"mode": "redis"}, "redis": {"existingSecret": ""}, "replicaCount": 1},
+     "agent.mode=redis"),
+    ({"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}},
+     "not both"),
+])
+def test_bad_values_fail_render(renderer, bad, msg):
+    rc, _, err = chartlib.render(renderer, values=merge(SECRET, bad))
+    assert rc != 0 and msg in err, err
+
+
+# ---- RBAC ----------------------------------------------------------------
+
+BASE_RULES = {("", "pods", "get"), ("apps", "replicasets", "get"),
+              ("apps", "deployments", "get"), ("apps", "statefulsets", "get"),
+              ("autoscaling", "horizontalpodautoscalers", "list")}
+
+
+@pytest.mark.parametrize("shape", ["nativeSidecar", "init", "classicSidecar"])
+@pytest.mark.parametrize("report,selector,argo", [
+    (["log"], False, False),
+    (["log", "annotations"], False, False),
+    (["log", "events"], False, False),
+    (["log", "annotations", "events"], True, False),
+    (["log"], True, True),
+])
+def test_rbac_exactly_what_is_needed(renderer, shape, report, selector, argo):
+    values = merge(SECRET, {"agent": {"shape": shape, "report": report,
+                                      "argoRollouts": argo}})
+    if selector:
+        values["agent"]["appSelector"] = "pylon.dev/app=chat"
+    doc = rendered(renderer, values=values)
+    kinds = [o["kind"] for o in objects(doc)]
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    role = one(doc, "Role")
+    want = set(BASE_RULES)
+    if "annotations" in report:
+        want.add(("", "pods", "patch"))
+    if "events" in report:
+        want |= {("", "events", "create"), ("events.k8s.io", "events", "create")}
+    if selector:
+        want |= {("apps", "deployments", "list"), ("apps", "statefulsets", "list")}
+    if argo:
+        want.add(("argoproj.io", "rollouts", "get"))
+    got = rules_as_set(role)
+    assert got == want
+    for g, res, v in got:
+        assert "*" not in (g, res, v)
+        assert res != "secrets"
+    # bound to the chart's own service account, which the pod uses
+    rb = one(doc, "RoleBinding")
+    sa = one(doc, "ServiceAccount")
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                             "name": role["metadata"]["name"]}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                               "namespace": "default"}]
+    assert pod_spec(doc)["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_rbac_can_be_disabled(renderer):
+    doc = rendered(renderer, values=merge(SECRET, {"rbac": {"create": False}}))
+    kinds = [o["kind"] for o in objects(doc)]
+    assert "Role" not in kinds and "RoleBinding" not in kinds
+
+
+# ---- shapes and probes ---------------------------------------------------
+
+def http_probe(c, kind):
+    p = c.get(kind)
+    if p is None:
+        return None
+    return (p["httpGet"]["path"], p["httpGet"]["port"])
+
+
+def agent_port(c):
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    return ports.get("agent-http")
+
+
+def test_native_sidecar_shape(renderer):
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci",
+                                                 "native-sidecar-values.yaml")])
+    spec = pod_spec(doc)
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names == ["pylon-agent-install", "pylon-agent-init", "pylon-agent"]
+    assert [c["name"] for c in spec["containers"]] == ["pylon"]
+    serve = spec["initContainers"][2]
+    assert serve["restartPolicy"] == "Always"
+    assert serve["command"][-1] == "serve"
+    assert http_probe(serve, "startupProbe") == ("/startupz", "agent-http")
+    assert http_probe(serve, "readinessProbe") == ("/readyz", "agent-http")
+    assert http_probe(serve, "livenessProbe") == ("/livez", "agent-http")
+    assert agent_port(serve) == 4320
+    assert env_map(serve)["PYLON_AGENT_LISTEN"]["value"] == "0.0.0.0:4320"
+    # startup budget covers the agent's proof deadline (60s)
+    sp = serve["startupProbe"]
+    assert sp["periodSeconds"] * sp["failureThreshold"] > 60
+    for c in spec["initContainers"][:2]:
+        assert "restartPolicy" not in c
+        assert "readinessProbe" not in c and "startupProbe" not in c
+
+
+def test_init_shape(renderer):
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci", "init-values.yaml")])
+    spec = pod_spec(doc)
+    assert [c["name"] for c in spec["initContainers"]] == ["pylon-agent-install",
+                                                           "pylon-agent-init"]
+    assert [c["name"] for c in spec["containers"]] == ["pylon"]
+    init = spec["initContainers"][1]
+    assert init["command"][-1] == "init"
+    for c in spec["initContainers"]:
+        assert "restartPolicy" not in c and "readinessProbe" not in c
+    # with no sidecar, init does the pod-level reporting
+    assert env_map(init)["PYLON_AGENT_REPORT"]["value"] == "log,annotations"
+    assert "prometheus.io/scrape" not in one(doc, "Deployment")["spec"]["template"][
+        "metadata"]["annotations"]
+
+
+def test_classic_sidecar_shape(renderer):
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci",
+                                                 "classic-sidecar-values.yaml")])
+    spec = pod_spec(doc)
+    assert [c["name"] for c in spec["initContainers"]] == ["pylon-agent-install",
+                                                           "pylon-agent-init"]
+    assert [c["name"] for c in spec["containers"]] == ["pylon", "pylon-agent"]
+    serve = spec["containers"][1]
+    assert "restartPolicy" not in serve
+    assert serve["command"][-1] == "serve"
+    assert http_probe(serve, "readinessProbe") == ("/readyz", "agent-http")
+    assert http_probe(serve, "livenessProbe") == ("/livez", "agent-http")
+    assert "startupProbe" not in serve
+    # serve reports; init only logs (no duplicate events)
+    assert env_map(serve)["PYLON_AGENT_REPORT"]["value"] == "log,events"
+    assert env_map(spec["initContainers"][1])["PYLON_AGENT_REPORT"]["value"] == "log"
+    pdb = one(doc, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == one(doc, "Deployment")["spec"][
+        "selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("shape", ["nativeSidecar", "init", "classicSidecar"])
+def test_env_and_start_wiring(renderer, shape):
+    doc = rendered(renderer, values=merge(SECRET, {
+        "agent": {"shape": shape, "namespace": "chat", "onDrift": "unready"},
+        "pylon": {"command": ["/usr/bin/pylon"], "args": ["serve", "--port", "8080"]}}))
+    spec = pod_spec(doc)
+    install = container(spec, "pylon-agent-install")
+    assert install["command"] == ["cp", "-R", "/opt/pylon-agent/bin", "/opt/pylon-agent/lib",
+                                  "/pylon-agent/"]
+    agents = [c for c in (container(spec, "pylon-agent-init"), container(spec, "pylon-agent"))
+              if c is not None]
+    assert len(agents) == (1 if shape == "init" else 2)
+    for c in agents:
+        env = env_map(c)
+        assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["POD_NAMESPACE"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "metadata.namespace"}}
+        assert env["PYLON_AGENT_PLATFORM"]["value"] == "kubernetes"
+        assert env["PYLON_AGENT_NAMESPACE"]["value"] == "chat"
+        assert env["PYLON_AGENT_ENV_FILE"]["value"] == "/pylon-agent/cluster.env"
+        for e in c["env"]:
+            if "value" in e:
+                assert isinstance(e["value"], str), e
+        assert c["command"][0] == "/opt/pylon-agent/bin/pylon-agent"
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["pylon-agent"]["mountPath"] == "/pylon-agent"
+        assert mounts["kube-api-access"]["mountPath"] == \
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+    if shape != "init":
+        assert env_map(container(spec, "pylon-agent"))["PYLON_AGENT_ON_DRIFT"]["value"] == \
+            "unready"
+    # Pylon: started through exec --env-file, no shell, no API token, no
+    # Redis secret, the shared volume read-only
+    pylon = container(spec, "pylon")
+    assert pylon["command"] == ["/pylon-agent/bin/pylon-agent", "exec", "--env-file",
+                                "/pylon-agent/cluster.env", "--"]
+    assert pylon["args"] == ["/usr/bin/pylon", "serve", "--port", "8080"]
+    assert pylon["volumeMounts"] == [{"name": "pylon-agent", "mountPath": "/pylon-agent",
+                                      "readOnly": True}]
+    assert spec["automountServiceAccountToken"] is False
+    # the env file (0600) is readable by Pylon only as the same user
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def test_agent_resources_are_small(renderer):
+    doc = rendered(renderer, values=SECRET)
+    for c in pod_spec(doc)["initContainers"]:
+        req = c["resources"]["requests"]
+        assert req["cpu"] == "5m" and req["memory"] == "16Mi"
+        assert c["resources"]["limits"]["memory"] == "64Mi"
+
+
+# ---- HPA and blue/green --------------------------------------------------
+
+def test_hpa(renderer):
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci", "hpa-values.yaml")])
+    dep = one(doc, "Deployment")
+    hpa = one(doc, "HorizontalPodAutoscaler")
+    assert "replicas" not in dep["spec"]  # the HPA owns it
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": dep["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    spec = pod_spec(doc)
+    assert spec["volumes"][0]["emptyDir"]["medium"] == "Memory"
+    env = env_map(container(spec, "pylon-agent"))
+    assert env["PYLON_AGENT_REDIS_CA_FILE"]["value"] == \
+        "/var/run/secrets/pylon-agent/redis-ca/ca.crt"
+
+
+def selector_matches(selector, labels):
+    for term in selector.split(","):
+        k, v = term.split("=", 1)
+        if labels.get(k.strip()) != v.strip():
+            return False
+    return True
+
+
+def test_bluegreen_pair(renderer, validator):
+    bg = os.path.join(chartlib.CHART, "ci", "bluegreen-values.yaml")
+    blue = rendered(renderer, files=[bg], release="pylon-blue")
+    green = rendered(renderer, files=[bg], release="pylon-green",
+                     values={"bluegreen": {"colour": "green", "sharedService": False}})
+    rc, out = chartlib.validate(validator, blue["manifests"] + green["manifests"])
+    assert rc == 0, out
+    deps = [one(blue, "Deployment"), one(green, "Deployment")]
+    assert [d["metadata"]["name"] for d in deps] == ["pylon-blue", "pylon-green"]
+    sels, nss = set(), set()
+    for d in deps:
+        spec = d["spec"]["template"]["spec"]
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        for name in ("pylon-agent-init", "pylon-agent"):
+            env = env_map(container(spec, name))
+            sels.add(env["PYLON_AGENT_APP_SELECTOR"]["value"])
+            nss.add(env["PYLON_AGENT_NAMESPACE"]["value"])
+        # own selector never matches the other colour, the app selector does
+        assert labels["pylon.dev/app"] == "pylon"
+        assert d["spec"]["selector"]["matchLabels"]["pylon.dev/colour"] in ("blue", "green")
+    assert sels == {"pylon.dev/app=pylon"}
+    assert nss == {"pylon"}  # one channel for both colours
+    for d in deps:
+        assert selector_matches("pylon.dev/app=pylon", d["spec"]["template"]["metadata"]["labels"])
+    b_sel = deps[0]["spec"]["selector"]["matchLabels"]
+    g_labels = deps[1]["spec"]["template"]["metadata"]["labels"]
+    assert any(g_labels.get(k) != v for k, v in b_sel.items())
+    # list on deployments/statefulsets for the other colour
+    for doc in (blue, green):
+        assert ("apps", "deployments", "list") in rules_as_set(one(doc, "Role"))
+    # exactly one shared Service, following the active colour
+    shared = [s for s in objects(blue, "Service") + objects(green, "Service")
+              if s["metadata"]["name"] == "pylon"]
+    assert len(shared) == 1
+    assert shared[0]["spec"]["selector"] == {"pylon.dev/app": "pylon", "pylon.dev/colour": "blue"}
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects(blue) + objects(green)
+             if o["kind"] in ("Role", "RoleBinding", "ServiceAccount")]
+    # Role, RoleBinding, ServiceAccount per colour, none shared
+    assert len(names) == 6 and len(set(names)) == 6
+
+
+def test_standard_labels(renderer):
+    doc = rendered(renderer, values=SECRET, release="chat")
+    for o in objects(doc):
+        labels = o["metadata"]["labels"]
+        for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                  "app.kubernetes.io/version", "app.kubernetes.io/managed-by",
+                  "helm.sh/chart"):
+            assert k in labels, (o["kind"], k)
+        assert labels["app.kubernetes.io/instance"] == "chat"
+
+
+def test_notes_render_for_every_shape(renderer):
+    for vf in CI_VALUES:
+        rc, doc, err = chartlib.render(renderer, values_files=[vf], notes=True)
+        assert rc == 0, err
+        notes = doc["notes"]
+        assert "kubectl" in notes and "docs/troubleshooting.md" in notes
+        assert "pylon-agent exec --env-file /pylon-agent/cluster.env" in notes
+        assert "<no value>" not in notes and "redis://" not in notes
