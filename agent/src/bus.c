@@ -614,29 +614,18 @@ struct bus_session {
 	bool			 broken;
 };
 
-static void
-register_secrets(const char *url, const struct redis_url *u)
-{
-	const char	*c, *at;
-	char		 raw[512];
-	size_t		 n;
+/* Set once an envelope of this process may have reached subscribers:
+ * the agent publishes at most one per start (SPEC 5). */
+static int	envelope_out;
 
-	if (u->pass == NULL)
-		return;
-	log_add_secret(u->pass);
-	/* the percent-encoded form as it appears in the URL */
-	if (u->kind == REDIS_TCP && (c = strstr(url, "://")) != NULL) {
-		c += 3;
-		at = strrchr(c, '@');
-		c = strchr(c, ':');
-		if (at != NULL && c != NULL && c < at && (n = (size_t)(at -
-		    c - 1)) > 0 && n < sizeof(raw)) {
-			memcpy(raw, c + 1, n);
-			raw[n] = '\0';
-			log_add_secret(raw);
-		}
-	}
+#ifdef UNITTEST
+void	bus_test_reset_envelope(void);
+void
+bus_test_reset_envelope(void)
+{
+	__atomic_store_n(&envelope_out, 0, __ATOMIC_SEQ_CST);
 }
+#endif
 
 /* Backoff before attempt n+1 (n >= 1): equal jitter, capped. */
 STATIC long
@@ -668,7 +657,7 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 	err_clear(&last);
 	deadline = start + (timeout_ms > 0 ? timeout_ms : 1);
 	redis_url_where(&s->u, where, sizeof(where));
-	register_secrets(url, &s->u);
+	redis_url_register_secrets(url);
 	if (s->u.tls && s->u.insecure)
 		log_warnx("TLS certificate verification is DISABLED for "
 		    "redis %s (insecure in the Redis URL): anyone on the "
@@ -676,6 +665,11 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 		    "bus; remove #insecure and pass --redis-ca-file instead",
 		    where);
 	make_instance_id(res->instance_id, sizeof(res->instance_id));
+	if (publish && __atomic_load_n(&envelope_out, __ATOMIC_SEQ_CST))
+		return err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven: this "
+		    "start already published its one probe envelope and it "
+		    "did not come back; restart the agent to prove the bus "
+		    "again");
 	if (publish && (env = make_envelope(res->instance_id)) == NULL)
 		return err_oom(err, "make_envelope");
 
@@ -686,6 +680,8 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 			ad = deadline;
 		rc = attempt_run(&x, &a, publish && a.pub_state == PUB_NONE ?
 		    env : NULL, ad, &last);
+		if (a.pub_state != PUB_NONE)
+			__atomic_store_n(&envelope_out, 1, __ATOMIC_SEQ_CST);
 		if (rc == 0)
 			break;
 		if (rc == EXIT_AGENT_CONFIG || rc == EXIT_AGENT_SOFTWARE) {

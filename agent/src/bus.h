@@ -34,6 +34,8 @@ void	redis_url_release(struct redis_url *);
  * For input that does not parse, "(invalid Redis URL)", never the raw
  * input. */
 char	*redis_url_redact(const char *url);
+/* log_add_secret() of the password, decoded and as written in the URL. */
+void	redis_url_register_secrets(const char *url);
 /* "host:port", "[::1]:port" or "unix:/path", for messages. */
 void	redis_url_where(const struct redis_url *, char *buf, size_t n);
 
@@ -92,7 +94,11 @@ struct bus_result {
  * earlier PUBLISH provably reached nobody (never sent, answered with an
  * error, or answered "0 receivers").  Once a PUBLISH may have been
  * delivered and the envelope does not come back, the call fails at once
- * (docs/bus.md, "One envelope per start").
+ * (docs/bus.md, "One envelope per start").  The rule holds per process:
+ * after an envelope of this process may have been delivered, every later
+ * call with publishing (bus_prove, bus_session_open with publish_probe)
+ * fails at once with EXIT_AGENT_UNPROVEN instead of publishing again
+ * (bus_result.published tells the caller an envelope went out).
  */
 int	bus_prove(const char *url, const char *ca_file, const char *channel,
 	    long timeout_ms, struct bus_result *, struct agent_err *);

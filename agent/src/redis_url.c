@@ -485,6 +485,26 @@ redis_url_redact(const char *url)
 	return out;
 }
 
+void
+redis_url_register_secrets(const char *url)
+{
+	struct redis_url	 u;
+	struct url_span		 span;
+	struct agent_err	 err;
+	char			 raw[URL_MAX + 1];
+
+	if (url == NULL || url_parse_span(url, &u, &span, &err) != 0)
+		return;
+	if (u.pass != NULL)
+		log_add_secret(u.pass);
+	if (span.len > 0 && span.len <= URL_MAX) {
+		memcpy(raw, url + span.off, span.len);
+		raw[span.len] = '\0';
+		log_add_secret(raw);
+	}
+	redis_url_release(&u);
+}
+
 /* Where the URL points, for messages: "host:port", "[v6]:port", path. */
 void
 redis_url_where(const struct redis_url *u, char *buf, size_t n)
