@@ -851,7 +851,11 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 		return;
 	}
 	v->good_checks = 0;
-	log_warnx("serve: bus check failed (%d in a row): %s", fails, err.msg);
+	/* Every failure up to unready, then 4, 8, 16...: an outage of
+	 * hours does not flood the log. */
+	if (fails <= SERVE_FAILS_UNREADY || (fails & (fails - 1)) == 0)
+		log_warnx("serve: bus check failed (%d in a row): %s", fails,
+		    err.msg);
 	if (became_unready) {
 		char msg[AGENT_ERR_LEN + 64];
 

@@ -1,0 +1,609 @@
+"""serve (SPEC 2, 6, 7) through the real binary: every endpoint's codes and
+bodies over real HTTP, Prometheus text that a strict parser accepts, a real
+redis-server killed and restarted under it, exactly one bus message per
+start, no password anywhere, drift through the fake Fly API, SIGTERM, and
+flat memory over 10k requests.
+
+The helpers at the top are shared with test_supervise.py and test_probe.py.
+"""
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import SLOW, clean_env, free_port, wait_port
+
+PASSWORD = "s3cret-Pa55word"
+INTERVAL = "200ms"
+
+
+# ---- helpers ---------------------------------------------------------------
+
+def wait_for(pred, timeout, step=0.05, what="condition"):
+    """Polls pred() until truthy; returns its value or fails the test."""
+    end = time.monotonic() + timeout * SLOW
+    last = None
+    while time.monotonic() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(step)
+    pytest.fail("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def http(port, path, method="GET", host="127.0.0.1", timeout=5.0):
+    """One real HTTP request; returns (status, body text, headers)."""
+    url = "http://%s:%d%s" % (host if ":" not in host else "[%s]" % host, port, path)
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers
+
+
+def status_json(port):
+    code, body, hdr = http(port, "/status")
+    assert code == 200
+    assert hdr["Content-Type"] == "application/json"
+    return json.loads(body)
+
+
+class Redis:
+    """A real redis-server on a free loopback port, killable and restartable
+    on the same port."""
+
+    def __init__(self, procs, tmp_path, password=PASSWORD, port=None):
+        self.procs = procs
+        self.dir = str(tmp_path)
+        self.password = password
+        self.port = port or free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        auth = ":%s@" % self.password if self.password else ""
+        return "redis://%s127.0.0.1:%d/0" % (auth, self.port)
+
+    def start(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no", "--loglevel", "warning"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = self.procs.start(argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+class RawSubscriber:
+    """A raw RESP client subscribed to a channel that counts every message."""
+
+    def __init__(self, port, channel, password=PASSWORD):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = b""
+        self.messages = []
+        if password:
+            self._cmd("AUTH", password)
+            assert self._read() == "OK"
+        self._cmd("SUBSCRIBE", channel)
+        reply = self._read()
+        assert reply[0] == b"subscribe", reply
+        self.sock.settimeout(0.1)
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _cmd(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a.encode() if isinstance(a, str) else a
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.sock.sendall(out)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _read(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError
+                self.buf += chunk
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data
+        if t in (b"*", b">"):
+            return [self._read() for _ in range(int(rest))]
+        raise RuntimeError("bad RESP %r" % line)
+
+    def _run(self):
+        while not self.stop:
+            try:
+                r = self._read()
+            except socket.timeout:
+                continue
+            except (EOFError, OSError):
+                return
+            if isinstance(r, list) and r and r[0] == b"message":
+                self.messages.append(r[2].decode())
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def serve_args(port, *extra, interval=INTERVAL):
+    return ["serve", "--platform", "static", "--listen", "127.0.0.1:%d" % port,
+            "--interval", interval] + list(extra)
+
+
+def start_serve(procs, args, env=None, wait="/livez"):
+    """Starts serve and waits for its HTTP server (and `wait` == 200)."""
+    port = int(re.search(r":(\d+)$", args[args.index("--listen") + 1]).group(1))
+    p = procs.start_agent(args, env=env if env is not None else clean_env())
+    wait_port(port, timeout=10)
+    if wait:
+        wait_for(lambda: http(port, wait)[0] == 200, 15, what=wait + " == 200")
+    return p, port
+
+
+def stderr_of(procs, p, sig=signal.SIGTERM):
+    procs.stop(p, sig)
+    return p.stderr.read().decode()
+
+
+# ---- a strict Prometheus text-format (0.0.4) parser -------------------------
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(r"^(%s)(?:\{(%s(?:,%s)*)?\})? (\S+)(?: (-?\d+))?$" % (_NAME, _LABEL, _LABEL))
+_VALUE = re.compile(r"^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|[+-]?Inf|NaN)$")
+
+
+def parse_prometheus(text):
+    """Returns {family: {"type", "help", "samples": [(name, labels, value)]}};
+    fails on anything the 0.0.4 text format does not allow."""
+    assert text.endswith("\n"), "exposition must end with a newline"
+    fams, current = {}, None
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        assert line == line.strip() and line, "line %d: blank or padded: %r" % (n, line)
+        if line.startswith("# HELP "):
+            name, help_ = line[7:].split(" ", 1)
+            assert re.fullmatch(_NAME, name), line
+            assert name not in fams, "duplicate family %s" % name
+            fams[name] = {"help": help_, "type": None, "samples": []}
+            current = name
+            continue
+        if line.startswith("# TYPE "):
+            name, typ = line[7:].split(" ")
+            assert name == current, "TYPE for %s after HELP for %s" % (name, current)
+            assert typ in ("counter", "gauge", "histogram", "summary", "untyped"), line
+            assert fams[name]["type"] is None and not fams[name]["samples"]
+            fams[name]["type"] = typ
+            continue
+        assert not line.startswith("#"), "line %d: stray comment %r" % (n, line)
+        m = _SAMPLE.match(line)
+        assert m, "line %d: not a sample: %r" % (n, line)
+        name, labels, value = m.group(1), m.group(2), m.group(3)
+        assert _VALUE.match(value), "line %d: bad value %r" % (n, value)
+        fam = current
+        typ = fams[fam]["type"]
+        if typ == "histogram":
+            assert name in (fam + "_bucket", fam + "_sum", fam + "_count"), line
+        elif typ == "counter":
+            assert name == fam and fam.endswith("_total"), line
+        else:
+            assert name == fam, "sample %s outside its family %s" % (name, fam)
+        lab = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels or ""))
+        fams[fam]["samples"].append((name, lab, float(value)))
+    for name, f in fams.items():
+        assert f["type"], "family %s without TYPE" % name
+        if f["type"] == "histogram":
+            buckets = [(s[1]["le"], s[2]) for s in f["samples"] if s[0].endswith("_bucket")]
+            assert buckets and buckets[-1][0] == "+Inf"
+            les = [float(b[0]) for b in buckets]
+            assert les == sorted(les), "buckets out of order"
+            counts = [b[1] for b in buckets]
+            assert counts == sorted(counts), "buckets not cumulative"
+            count = [s[2] for s in f["samples"] if s[0].endswith("_count")]
+            assert count == [counts[-1]], "+Inf bucket != _count"
+            assert len([s for s in f["samples"] if s[0].endswith("_sum")]) == 1
+    return fams
+
+
+def metrics(port):
+    code, body, hdr = http(port, "/metrics")
+    assert code == 200
+    assert hdr["Content-Type"].startswith("text/plain; version=0.0.4")
+    return parse_prometheus(body), body
+
+
+def value(fams, name, **labels):
+    """The value of the first sample called name with these labels."""
+    for fam in fams.values():
+        for s in fam["samples"]:
+            if s[0] == name and all(s[1].get(k) == v for k, v in labels.items()):
+                return s[2]
+    return None
+
+
+REQUIRED = ["pylon_agent_bus_mode", "pylon_agent_peers", "pylon_agent_bus_ready",
+            "pylon_agent_bus_check_seconds", "pylon_agent_bus_check_failures_total",
+            "pylon_agent_bus_subscribers", "pylon_agent_drift",
+            "pylon_agent_discovery_errors_total", "pylon_agent_build_info"]
+
+
+# ---- endpoints ---------------------------------------------------------------
+
+def test_noop_endpoints_codes_and_bodies(procs):
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port), wait="/startupz")
+    for path in ("/livez", "/startupz", "/readyz"):
+        code, body, hdr = http(port, path)
+        assert (code, body) == (200, "ok\n"), path
+        assert hdr["Content-Type"].startswith("text/plain")
+    st = status_json(port)
+    assert list(st) == ["mode", "reason", "platform", "peers", "namespace", "channel",
+                        "redis", "instance", "drift", "version"]
+    assert st["mode"] == "noop" and st["peers"] == 1 and st["platform"] == "static"
+    assert st["channel"] == "pylon:cluster:bus" and st["drift"] is False
+    assert st["redis"] == {"url": None, "proven": False, "latency_ms": None, "error": None}
+    assert st["version"] == "0.1.0" and st["instance"]
+    fams, _ = metrics(port)
+    for name in REQUIRED:
+        assert name in fams, name
+    assert value(fams, "pylon_agent_bus_mode", mode="noop") == 1
+    assert value(fams, "pylon_agent_bus_mode", mode="redis") == 0
+    assert value(fams, "pylon_agent_peers") == 1
+    assert value(fams, "pylon_agent_bus_ready") == 1
+    assert value(fams, "pylon_agent_build_info", version="0.1.0") == 1
+
+    code, body, _ = http(port, "/nope")
+    assert code == 404 and body.endswith("\n") and body.count("\n") == 1
+    code, body, hdr = http(port, "/readyz", method="POST")
+    assert code == 405 and "GET" in hdr["Allow"]
+    assert http(port, "/metrics", method="DELETE")[0] == 405
+    assert http(port, "/readyz", method="HEAD")[0] == 200
+    assert p.poll() is None
+
+
+def test_redis_mode_status_metrics_and_no_password(procs, tmp_path):
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "3", "--namespace", "my-app",
+                                         "--redis-url", r.url), wait="/startupz")
+    assert http(port, "/readyz")[:2] == (200, "ok\n")
+    wait_for(lambda: value(metrics(port)[0], "pylon_agent_bus_check_seconds_count") >= 3,
+             10, what="three checks")
+    st = status_json(port)
+    assert st["mode"] == "redis" and st["peers"] == 3
+    assert st["channel"] == "my-app:cluster:bus" and st["namespace"] == "my-app"
+    assert st["redis"]["proven"] is True and st["redis"]["error"] is None
+    assert st["redis"]["url"] == "redis://:***@127.0.0.1:%d/0" % r.port
+    assert isinstance(st["redis"]["latency_ms"], (int, float)) and st["redis"]["latency_ms"] >= 0
+    fams, text = metrics(port)
+    assert value(fams, "pylon_agent_bus_mode", mode="redis") == 1
+    assert value(fams, "pylon_agent_bus_ready") == 1
+    assert value(fams, "pylon_agent_bus_subscribers") >= 1
+    assert value(fams, "pylon_agent_bus_check_failures_total") == 0
+    for path in ("/status", "/metrics", "/readyz", "/startupz", "/livez"):
+        assert PASSWORD not in http(port, path)[1], path
+    assert PASSWORD not in text
+    err = stderr_of(procs, p)
+    assert PASSWORD not in err
+    assert "bus mode: redis" in err
+
+
+def test_startup_waits_for_the_proof(procs, tmp_path):
+    r = Redis(procs, tmp_path)  # not started yet
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--redis-url", r.url))
+    # The agent retries the proof; meanwhile startup and readiness fail
+    # with a one-line reason and liveness holds.
+    code, body, _ = http(port, "/startupz")
+    assert code == 503 and body.startswith("starting: ") and body.count("\n") == 1
+    wait_for(lambda: "refused" in http(port, "/startupz")[1], 10, what="refused in /startupz")
+    code, body, _ = http(port, "/readyz")
+    assert code == 503 and "proving the bus" in body
+    assert http(port, "/livez")[0] == 200
+    st = status_json(port)
+    assert st["mode"] == "redis" and st["redis"]["proven"] is False
+    assert "refused" in st["redis"]["error"]
+    assert PASSWORD not in json.dumps(st)
+    r.start()
+    wait_for(lambda: http(port, "/startupz")[0] == 200, 20, what="proof after Redis starts")
+    assert http(port, "/readyz")[0] == 200
+    assert status_json(port)["redis"]["proven"] is True
+
+
+def test_redis_outage_and_recovery(procs, tmp_path):
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--redis-url", r.url),
+                       wait="/readyz")
+    r.kill()
+    t0 = time.monotonic()
+    # 3 intervals (0.6 s) plus slack for three failing checks.
+    wait_for(lambda: http(port, "/readyz")[0] == 503, 3.0, step=0.02, what="/readyz 503")
+    took = time.monotonic() - t0
+    assert took < 3.0 * SLOW, took
+    code, body, _ = http(port, "/readyz")
+    assert code == 503 and body.startswith("bus check failed") and body.count("\n") == 1
+    assert http(port, "/livez")[0] == 200
+    assert http(port, "/startupz")[0] == 200
+    fams, _ = metrics(port)
+    assert value(fams, "pylon_agent_bus_ready") == 0
+    assert value(fams, "pylon_agent_bus_check_failures_total") >= 3
+    st = status_json(port)
+    assert st["redis"]["error"] and PASSWORD not in st["redis"]["error"]
+    # Back on the same port: ready again without a restart of the agent.
+    r.start()
+    wait_for(lambda: http(port, "/readyz")[0] == 200, 10, what="/readyz 200 after restart")
+    fams, _ = metrics(port)
+    assert value(fams, "pylon_agent_bus_ready") == 1
+    assert value(fams, "pylon_agent_bus_reconnects_total") >= 1
+    assert status_json(port)["redis"]["error"] is None
+    assert p.poll() is None
+    err = stderr_of(procs, p)
+    assert "/readyz now answers 503" in err and "bus recovered" in err
+    assert PASSWORD not in err
+
+
+def test_exactly_one_bus_message_per_start(procs, tmp_path):
+    r = Redis(procs, tmp_path).start()
+    sub = RawSubscriber(r.port, "one:cluster:bus")
+    try:
+        port = free_port()
+        p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--namespace", "one",
+                                             "--redis-url", r.url), wait="/readyz")
+        # Many intervals: at 200 ms, 3 s is ~15 checks.
+        wait_for(lambda: value(metrics(port)[0], "pylon_agent_bus_check_seconds_count") >= 12,
+                 10, what="12 checks")
+        time.sleep(0.3)
+        assert len(sub.messages) == 1, sub.messages
+        env = json.loads(sub.messages[0])
+        assert env["kind"] == "agent_probe"
+        assert re.fullmatch(r"pylon-agent-[0-9a-f]{8}", env["instance_id"])
+        # Our raw subscriber and the agent's own subscription.
+        assert value(metrics(port)[0], "pylon_agent_bus_subscribers") == 2
+    finally:
+        sub.close()
+
+
+def test_numsub_warning_when_namespace_is_shared(procs, tmp_path):
+    r = Redis(procs, tmp_path).start()
+    subs = [RawSubscriber(r.port, "shared:cluster:bus") for _ in range(4)]
+    try:
+        port = free_port()
+        p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--namespace", "shared",
+                                             "--redis-url", r.url), wait="/readyz")
+        wait_for(lambda: value(metrics(port)[0], "pylon_agent_bus_subscribers") == 5, 5,
+                 what="5 subscribers")
+        err = stderr_of(procs, p)
+        assert "5 subscribers on the channel, more than 2 peers" in err
+    finally:
+        for s in subs:
+            s.close()
+
+
+# ---- shutdown -----------------------------------------------------------------
+
+def test_sigterm_alone_exits_0_quickly(procs):
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port), wait="/readyz")
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=5 * SLOW)
+    assert rc == 0
+    assert time.monotonic() - t0 < 1.0 * SLOW
+    assert "shutting down" in p.stderr.read().decode()
+
+
+def test_sigterm_while_proof_is_retrying(procs, tmp_path):
+    # The loop is inside a Redis attempt with its own deadline; the agent
+    # must not wait for it.
+    r = Redis(procs, tmp_path)
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--redis-url", r.url,
+                                         "--timeout", "60s"))
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=5 * SLOW) == 0
+    assert time.monotonic() - t0 < 1.0 * SLOW
+
+
+# ---- configuration errors -------------------------------------------------------
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:0", "[::1", "999.1.1.1:80"])
+def test_bad_listen_is_config_error(listen):
+    from conftest import run_agent
+    r = run_agent(["serve", "--platform", "static", "--listen", listen], timeout=10)
+    assert r.returncode == 78, r.stderr
+    assert "--listen" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_listen_port_in_use(procs):
+    from conftest import run_agent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = run_agent(["serve", "--platform", "static", "--listen", "127.0.0.1:%d" % port],
+                      timeout=10)
+    assert r.returncode == 78
+    assert "in use" in r.stderr
+
+
+def test_listen_ipv6(procs):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    p = procs.start_agent(["serve", "--platform", "static", "--listen", "[::]:%d" % port])
+    wait_for(lambda: _connects("::1", port), 10, what="listening on [::1]")
+    assert http(port, "/livez", host="::1")[0] == 200
+    # [::] is dual-stack: IPv4 clients get in too.
+    assert http(port, "/livez")[0] == 200
+
+
+def _connects(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def test_peers_without_redis_url_exits_78():
+    from conftest import run_agent
+    port = free_port()
+    r = run_agent(serve_args(port, "--replicas", "3"), timeout=10)
+    assert r.returncode == 78, r.stderr
+    assert "3" in r.stderr
+
+
+# ---- drift and discovery errors via the fake Fly API ----------------------------
+
+def _fly_env(fake):
+    from fly_fake import APP, SELF_ID, TOKEN
+    return clean_env(FLY_APP_NAME=APP, FLY_MACHINE_ID=SELF_ID, FLY_API_TOKEN=TOKEN,
+                     FLY_PROCESS_GROUP="app")
+
+
+def _fly_args(port, fake, *extra):
+    return ["serve", "--platform", "fly", "--fly-api-url", fake.url,
+            "--listen", "127.0.0.1:%d" % port, "--interval", INTERVAL,
+            "--resync", "1s", "--api-timeout", "2s"] + list(extra)
+
+
+@pytest.mark.parametrize("policy", ["report", "unready"])
+def test_drift_noop_pod_scaled_to_three(procs, tmp_path, policy):
+    fly_fake = pytest.importorskip("fly_fake")
+    r = Redis(procs, tmp_path).start()
+    fake = fly_fake.FlyFake("one").start()
+    try:
+        port = free_port()
+        p, _ = start_serve(procs, _fly_args(port, fake, "--redis-url", r.url,
+                                            "--on-drift", policy), env=_fly_env(fake),
+                           wait="/readyz")
+        st = status_json(port)
+        assert st["mode"] == "noop" and st["drift"] is False and st["platform"] == "fly"
+        with fake.lock:
+            fake.machines = json.loads(json.dumps(fly_fake.SCENARIOS["three_regions"]))
+        wait_for(lambda: status_json(port)["drift"], 8, what="drift in /status")
+        st = status_json(port)
+        assert st["mode"] == "noop" and st["peers"] == 3
+        fams, _ = metrics(port)
+        assert value(fams, "pylon_agent_drift") == 1
+        assert value(fams, "pylon_agent_peers") == 3
+        code, body, _ = http(port, "/readyz")
+        if policy == "unready":
+            assert code == 503 and body.startswith("drift")
+        else:
+            assert code == 200
+        assert http(port, "/livez")[0] == 200
+        # Back to one machine: drift clears.
+        with fake.lock:
+            fake.machines = json.loads(json.dumps(fly_fake.SCENARIOS["one"]))
+        wait_for(lambda: not status_json(port)["drift"], 8, what="drift cleared")
+        assert http(port, "/readyz")[0] == 200
+        err = stderr_of(procs, p)
+        assert "drift: this pod runs noop but the topology now wants redis" in err
+        assert "drift cleared" in err
+    finally:
+        fake.stop()
+
+
+def test_discovery_errors_keep_the_last_decision(procs):
+    fly_fake = pytest.importorskip("fly_fake")
+    fake = fly_fake.FlyFake("one").start()
+    try:
+        port = free_port()
+        p, _ = start_serve(procs, _fly_args(port, fake), env=_fly_env(fake), wait="/readyz")
+        with fake.lock:
+            fake.fault = "500"
+        wait_for(lambda: value(metrics(port)[0], "pylon_agent_discovery_errors_total") >= 1,
+                 15, what="a discovery error counted")
+        st = status_json(port)
+        assert st["mode"] == "noop" and st["peers"] == 1 and st["drift"] is False
+        assert http(port, "/readyz")[0] == 200
+        assert p.poll() is None
+    finally:
+        fake.stop()
+
+
+# ---- memory ---------------------------------------------------------------------
+
+def _rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _raw_get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET %s HTTP/1.0\r\nHost: x\r\n\r\n" % path.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_rss_flat_over_10k_requests(procs, tmp_path):
+    if SLOW > 1:
+        pytest.skip("RSS under valgrind/ASan says nothing about the agent")
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--redis-url", r.url),
+                       wait="/readyz")
+    paths = ["/metrics", "/status", "/readyz", "/livez", "/startupz", "/nope"]
+    for i in range(1000):
+        _raw_get(port, paths[i % len(paths)])
+    before = _rss_kb(p.pid)
+    for i in range(10000):
+        data = _raw_get(port, paths[i % len(paths)])
+        assert data.startswith(b"HTTP/1.")
+    after = _rss_kb(p.pid)
+    assert after - before < 1024, "RSS grew %d kB over 10k requests" % (after - before)
+    assert http(port, "/readyz")[0] == 200
