@@ -205,11 +205,22 @@ cmd_init(struct options *o, struct agent_err *err)
 	return 0;
 }
 
+/* PYLON_AGENT_ALLOC_STATS=1: print how many allocations went through
+ * alloc.c (tests/integration/test_alloc_failure.py caps its loop by it). */
+static void
+alloc_stats(const char *when)
+{
+	if (getenv("PYLON_AGENT_ALLOC_STATS") != NULL)
+		fprintf(stderr, "[pylon-agent] alloc_count=%ld at %s\n",
+		    alloc_count(), when);
+}
+
 static int
 run_cmd(char **argv, struct agent_err *err)
 {
 	int	e;
 
+	alloc_stats("exec");
 	fflush(NULL);
 	execvp(argv[0], argv);
 	e = errno;
@@ -316,5 +327,6 @@ out:
 	}
 	options_release(&o);
 	log_clear_secrets();
+	alloc_stats("exit");
 	return rc;
 }
