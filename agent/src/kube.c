@@ -431,7 +431,7 @@ kube_call(struct kube *k, const char *method, const char *verb,
 		rq.timeout_ms = t;
 		rq.max_body = KUBE_MAX_BODY;
 		rq.max_attempts = 4;
-		rq.deadline_ms = 2 * t + 10000;
+		rq.deadline_ms = 3 * t + 2000;
 		rq.backoff_base_ms = 500;
 		rq.backoff_cap_ms = 5000;
 		rc = http_do(&rq, &rs, err);
@@ -833,8 +833,9 @@ deployment_surge(const cJSON *d, const char *kind, const char *name,
 		return;
 	}
 	t->surge = s;
-	snprintf(t->surge_src, sizeof(t->surge_src), "%s/%s maxSurge=%s "
-	    "surge=%d", kind, name, v, s);
+	snprintf(t->surge_src, sizeof(t->surge_src), "%smaxSurge=%s",
+	    strcmp(kind, "rollout") == 0 ? "canary " : "", v);
+	(void)name;
 }
 
 static int
