@@ -210,3 +210,18 @@ def test_check_help():
     p = run_agent(["check", "--help"], env=clean_env())
     assert p.returncode == 0
     assert "check" in p.stdout
+
+
+def test_fly_toml_manifest_runs_check_as_release_command():
+    tomllib = pytest.importorskip("tomllib")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "manifests", "fly", "fly.toml"), "rb") as f:
+        d = tomllib.load(f)
+    assert d["deploy"]["release_command"] == "pylon-agent check"
+    assert d["processes"]["app"].startswith("pylon-agent serve -- ")
+    assert d["checks"]["cluster_bus"]["port"] == 4320
+    assert d["checks"]["cluster_bus"]["path"] == "/readyz"
+    # No secret in the file.
+    assert "FLY_API_TOKEN" not in d.get("env", {})
+    assert "PYLON_AGENT_REDIS_URL" not in d.get("env", {})
