@@ -1,0 +1,121 @@
+"""scripts/bundle.sh: the relocatable bundle the agent image ships and the
+chart's install container copies into Pylon's pod.
+
+The bundle must run from wherever it is copied, with LD_LIBRARY_PATH unset,
+and take every non-glibc library from its own lib/.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import AGENT, ROOT
+
+BUNDLE = os.path.join(ROOT, "scripts", "bundle.sh")
+GLIBC = ("linux-vdso", "linux-gate", "ld-linux", "ld64", "libc.so", "libm.so", "libmvec",
+         "libpthread", "libdl.so", "librt.so", "libresolv", "libutil", "libanl", "libnsl")
+
+
+def plain_env():
+    return {"PATH": "/usr/bin:/bin", "LANG": "C"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    if shutil.which("patchelf") is None:
+        print("SKIP reason: patchelf not installed (apt-get install patchelf / make deps)")
+        pytest.skip("no patchelf")
+    if not os.access(AGENT, os.X_OK):
+        pytest.fail("no agent binary at %s (make first)" % AGENT)
+    out = tmp_path_factory.mktemp("bundle")
+    p = subprocess.run(["sh", BUNDLE, AGENT, str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    print(p.stdout)
+    return out
+
+
+def ldd_map(binary):
+    p = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30,
+                       env=plain_env())
+    assert p.returncode == 0, p.stderr
+    libs = {}
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>":
+            libs[parts[0]] = parts[2]
+    assert "not found" not in p.stdout, p.stdout
+    return libs
+
+
+def test_usage_errors(tmp_path):
+    p = subprocess.run(["sh", BUNDLE], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 64 and "usage" in p.stderr
+    p = subprocess.run(["sh", BUNDLE, str(tmp_path / "nope"), str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0 and "not an executable" in p.stderr
+
+
+def test_layout_and_runpath(bundle):
+    d = bundle / "pylon-agent"
+    assert sorted(os.listdir(d)) == ["bin", "lib"]
+    assert os.listdir(d / "bin") == ["pylon-agent"]
+    libs = os.listdir(d / "lib")
+    assert libs, "no libraries bundled"
+    for name in libs:
+        assert not name.startswith(GLIBC), "glibc library bundled: " + name
+    for want in ("libcurl", "libcjson", "libyaml", "libhiredis", "libmicrohttpd",
+                 "libssl", "libcrypto"):
+        assert any(n.startswith(want) for n in libs), want
+    p = subprocess.run(["patchelf", "--print-rpath", str(d / "bin" / "pylon-agent")],
+                       capture_output=True, text=True, timeout=10)
+    assert p.stdout.strip() == "$ORIGIN/../lib"
+
+
+def test_runs_from_a_copied_location(bundle, tmp_path):
+    # copied somewhere else entirely, like the install init container does
+    dest = tmp_path / "elsewhere" / "pylon-agent"
+    shutil.copytree(bundle / "pylon-agent", dest, symlinks=True)
+    binary = str(dest / "bin" / "pylon-agent")
+    env = plain_env()
+    assert "LD_LIBRARY_PATH" not in env
+    p = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10,
+                       env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("pylon-agent ")
+    # the libraries really work (options, decision, JSON)
+    p = subprocess.run([binary, "decide", "--platform", "static", "--output", "json"],
+                       capture_output=True, text=True, timeout=10, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["mode"] == "noop"
+    # every non-glibc library resolves from the copied bundle's lib/
+    lib = os.path.realpath(dest / "lib")
+    resolved = ldd_map(binary)
+    bundled = 0
+    for name, path in resolved.items():
+        if name.startswith(GLIBC):
+            continue
+        assert os.path.dirname(os.path.realpath(path)) == lib, (name, path)
+        bundled += 1
+    assert bundled == len(os.listdir(dest / "lib"))
+
+
+def test_tarball(bundle, tmp_path):
+    tars = [n for n in os.listdir(bundle) if n.endswith(".tar.gz")]
+    assert len(tars) == 1 and tars[0].startswith("pylon-agent-")
+    with tarfile.open(bundle / tars[0]) as t:
+        names = t.getnames()
+        assert all(n == "pylon-agent" or n.startswith("pylon-agent/") for n in names)
+        for m in t.getmembers():
+            assert m.uid == 0 and m.gid == 0
+        t.extractall(tmp_path)
+    p = subprocess.run([str(tmp_path / "pylon-agent" / "bin" / "pylon-agent"), "version"],
+                       capture_output=True, text=True, timeout=10, env=plain_env())
+    assert p.returncode == 0, p.stderr
+    # small enough for the chart's 64Mi emptyDir with room to spare
+    total = sum(os.path.getsize(os.path.join(r, f))
+                for r, _, fs in os.walk(tmp_path / "pylon-agent") for f in fs)
+    assert total < 48 * 1024 * 1024, total
