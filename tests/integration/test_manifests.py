@@ -147,13 +147,13 @@ def test_shapes_and_rbac():
     assert [c["name"] for c in spec["containers"]] == ["pylon"]
     assert all("restartPolicy" not in c for c in spec["initContainers"])
     assert ("", "pods", "patch") in role_verbs(init)
-    assert ("", "events", "create") not in role_verbs(init)
+    assert ("events.k8s.io", "events", "create") not in role_verbs(init)
 
     classic = os.path.join(MANIFESTS, "classic-sidecar", "pylon.yaml")
     spec = deployment(classic)["spec"]["template"]["spec"]
     assert [c["name"] for c in spec["containers"]] == ["pylon", "pylon-agent"]
     assert ("", "pods", "patch") not in role_verbs(classic)
-    assert ("", "events", "create") in role_verbs(classic)
+    assert ("events.k8s.io", "events", "create") in role_verbs(classic)
 
     for colour in ("blue", "green"):
         path = os.path.join(MANIFESTS, "bluegreen", colour + ".yaml")
