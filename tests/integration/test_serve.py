@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -21,6 +20,7 @@ import urllib.request
 import pytest
 
 from conftest import SLOW, clean_env, free_port, wait_port
+from redisfix import RedisServer
 
 PASSWORD = "s3cret-Pa55word"
 INTERVAL = "200ms"
@@ -59,35 +59,27 @@ def status_json(port):
 
 
 class Redis:
-    """A real redis-server on a free loopback port, killable and restartable
-    on the same port."""
+    """A real redis-server (tests/integration/redisfix.py) on a free loopback
+    port with a password, killable and restartable on the same port; every
+    process is registered with `procs` so teardown stops it by pid."""
 
     def __init__(self, procs, tmp_path, password=PASSWORD, port=None):
         self.procs = procs
-        self.dir = str(tmp_path)
         self.password = password
-        self.port = port or free_port()
-        self.proc = None
+        self.server = RedisServer(str(tmp_path), requirepass=password, port=port)
+        self.port = self.server.port
 
     @property
     def url(self):
-        auth = ":%s@" % self.password if self.password else ""
-        return "redis://%s127.0.0.1:%d/0" % (auth, self.port)
+        return self.server.url()
 
     def start(self):
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no", "--loglevel", "warning"]
-        if self.password:
-            argv += ["--requirepass", self.password]
-        self.proc = self.procs.start(argv, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self.server.start()
+        self.procs.items.append(self.server.proc)
         return self
 
     def kill(self):
-        self.proc.kill()
-        self.proc.wait(timeout=5)
+        self.server.kill()
 
 
 class RawSubscriber:
@@ -312,7 +304,7 @@ def test_redis_mode_status_metrics_and_no_password(procs, tmp_path):
     assert st["mode"] == "redis" and st["peers"] == 3
     assert st["channel"] == "my-app:cluster:bus" and st["namespace"] == "my-app"
     assert st["redis"]["proven"] is True and st["redis"]["error"] is None
-    assert st["redis"]["url"] == "redis://:***@127.0.0.1:%d/0" % r.port
+    assert st["redis"]["url"] == "redis://:***@127.0.0.1:%d" % r.port
     assert isinstance(st["redis"]["latency_ms"], (int, float)) and st["redis"]["latency_ms"] >= 0
     fams, text = metrics(port)
     assert value(fams, "pylon_agent_bus_mode", mode="redis") == 1
