@@ -599,3 +599,92 @@ def test_rss_flat_over_10k_requests(procs, tmp_path):
     after = _rss_kb(p.pid)
     assert after - before < 1024, "RSS grew %d kB over 10k requests" % (after - before)
     assert http(port, "/readyz")[0] == 200
+
+
+# ---- Kubernetes: native-sidecar fallback, events on ready/unavailable/drift -----
+
+KPOD = "chat-7d4b9c8f6d-x2k9p"
+
+
+@pytest.fixture
+def kfake(tmp_path):
+    kube_fake = pytest.importorskip("kube_fake")
+    f = kube_fake.KubeFake(str(tmp_path / "kfake"))
+    f.start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def _kenv(kfake, tmp_path):
+    kc = kfake.kubeconfig(str(tmp_path / "kubeconfig"))
+    return clean_env(KUBECONFIG=kc, POD_NAME=KPOD, POD_NAMESPACE="prod")
+
+
+def _event_reasons(kfake):
+    with kfake.lock:
+        return [e.get("reason") for e in kfake.events]
+
+
+def test_kube_init_fallback_acts_as_init(procs, kfake, tmp_path):
+    # A cluster without SidecarContainers dropped restartPolicy: Always, so
+    # the agent runs as a plain init container: it must write the env file
+    # and exit 0 instead of blocking the pod forever.
+    from kube_fake import deployment_objects
+    kfake.add(*deployment_objects("chat", replicas=3, sidecar=False))
+    r = Redis(procs, tmp_path).start()
+    env_file = tmp_path / "cluster.env"
+    port = free_port()
+    p = procs.start_agent(["serve", "--platform", "kubernetes", "--listen",
+                           "127.0.0.1:%d" % port, "--redis-url", r.url,
+                           "--env-file", str(env_file)], env=_kenv(kfake, tmp_path))
+    assert p.wait(timeout=20 * SLOW) == 0, p.stderr.read().decode()
+    text = env_file.read_text()
+    assert "mode=redis" in text and "export PYLON_CLUSTER_BUS=" in text
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert "acting as init" in p.stderr.read().decode()
+
+
+def test_kube_native_sidecar_serves_and_reports_drift(procs, kfake, tmp_path):
+    from kube_fake import deployment, deployment_objects
+    kfake.add(*deployment_objects("chat", replicas=1, sidecar=True))
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, ["serve", "--platform", "kubernetes", "--listen",
+                               "127.0.0.1:%d" % port, "--redis-url", r.url,
+                               "--interval", INTERVAL, "--resync", "1s",
+                               "--report", "log,events,annotations"],
+                       env=_kenv(kfake, tmp_path), wait="/readyz")
+    st = status_json(port)
+    assert st["mode"] == "noop" and st["platform"] == "kubernetes" and st["instance"] == KPOD
+    wait_for(lambda: "ClusterBusReady" in _event_reasons(kfake), 5, what="ClusterBusReady")
+    # kubectl scale deployment/chat --replicas=3
+    kfake.add(deployment("chat", replicas=3))
+    wait_for(lambda: status_json(port)["drift"], 10, what="drift")
+    assert status_json(port)["peers"] == 3
+    wait_for(lambda: "ClusterBusDrift" in _event_reasons(kfake), 5, what="ClusterBusDrift")
+    assert http(port, "/readyz")[0] == 200     # --on-drift report
+    assert p.poll() is None
+
+
+def test_kube_events_for_unavailable_and_recovery(procs, kfake, tmp_path):
+    from kube_fake import deployment_objects
+    kfake.add(*deployment_objects("chat", replicas=2, sidecar=True))
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, ["serve", "--platform", "kubernetes", "--listen",
+                               "127.0.0.1:%d" % port, "--redis-url", r.url,
+                               "--interval", INTERVAL, "--report", "events"],
+                       env=_kenv(kfake, tmp_path), wait="/readyz")
+    wait_for(lambda: "ClusterBusReady" in _event_reasons(kfake), 5, what="ClusterBusReady")
+    r.kill()
+    wait_for(lambda: "ClusterBusUnavailable" in _event_reasons(kfake), 10,
+             what="ClusterBusUnavailable")
+    with kfake.lock:
+        msgs = json.dumps(kfake.events)
+    assert PASSWORD not in msgs
+    r.start()
+    wait_for(lambda: _event_reasons(kfake).count("ClusterBusReady") == 2, 10,
+             what="a second ClusterBusReady after recovery")
+    assert http(port, "/readyz")[0] == 200
