@@ -886,8 +886,10 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 		    err);
 		if (rc) {
 			if (status == 404)
-				err_prefix(err, "statefulset/%s, the controller "
-				    "of pod/%s, is gone", cname, k->pod);
+				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+				    "statefulset/%s, the controller of pod/%s, is "
+				    "not found in namespace \"%s\"; was it deleted?",
+				    cname, k->pod, k->ns);
 			goto out;
 		}
 		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
@@ -913,8 +915,10 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 	rc = kube_get(k, "apps", "replicasets", rsname, &rs, &status, err);
 	if (rc) {
 		if (status == 404)
-			err_prefix(err, "replicaset/%s, the controller of "
-			    "pod/%s, is gone", rsname, k->pod);
+			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+			    "replicaset/%s, the controller of pod/%s, is not "
+			    "found in namespace \"%s\"; was it deleted?", rsname,
+			    k->pod, k->ns);
 		goto out;
 	}
 	ref = controller_of(rs);
@@ -942,8 +946,10 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 		    err);
 		if (rc) {
 			if (status == 404)
-				err_prefix(err, "deployment/%s, the owner of "
-				    "replicaset/%s, is gone", cname, rsname);
+				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+				    "deployment/%s, the owner of replicaset/%s, is "
+				    "not found in namespace \"%s\"; was it deleted?",
+				    cname, rsname, k->ns);
 			goto out;
 		}
 		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
@@ -971,8 +977,10 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 				    "Rollouts is not installed (or its CRD was "
 				    "removed)", rsname, cname);
 			else if (status == 404)
-				err_prefix(err, "rollout/%s, the owner of "
-				    "replicaset/%s, is gone", cname, rsname);
+				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+				    "rollout/%s, the owner of replicaset/%s, is "
+				    "not found in namespace \"%s\"; was it deleted?",
+				    cname, rsname, k->ns);
 			goto out;
 		}
 		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)

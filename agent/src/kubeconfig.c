@@ -510,7 +510,7 @@ kube_config_kubeconfig(const char *paths, struct kube_config *cfg,
 		    strchr(paths, ':') != NULL)
 			continue;	/* missing files in a list are skipped */
 		if ((rc = read_file(p, KUBECONFIG_MAX, &text, &len, err))) {
-			err_prefix(err, "kubeconfig");
+			err_prefix(err, "kubeconfig (--kubeconfig/KUBECONFIG)");
 			goto out;
 		}
 		snprintf(dir, sizeof(dir), "%s", p);

@@ -589,7 +589,8 @@ def test_missing_controller_names_the_object(fake, tmp_path):
     fake.add(objs[0], objs[1])        # no Deployment
     r, _ = decide(kenv(fake, tmp_path), "--on-discovery-error", "fail")
     assert r.returncode == 75
-    assert "deployment/chat, the owner of replicaset/chat-7d4b9c8f6d, is gone" in r.stderr
+    assert ("deployment/chat, the owner of replicaset/chat-7d4b9c8f6d, is not found in "
+            'namespace "prod"') in r.stderr
     assert len(fake.log) == 3         # 404 is not retried
 
 
