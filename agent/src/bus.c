@@ -29,6 +29,7 @@
 #define MIN_ATTEMPT_MS	200L	/* no new attempt with less time left */
 #define BACKOFF_MS	200L
 #define BACKOFF_CAP_MS	5000L
+#define ZERO_GRACE_MS	1000L	/* wait after "0 receivers" */
 #define DRAIN_CAP	(64u * 1024 * 1024)	/* per check */
 
 /* ---- capped hiredis reader -------------------------------------------- */
@@ -514,11 +515,25 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 	int		 rc;
 	int64_t		 start = now_ms();
 
+	/* "0 receivers" although our subscription was confirmed: the two
+	 * connections reached different servers.  A short grace for a
+	 * Redis Cluster, where PUBLISH counts local subscribers only. */
+	if (a->receivers == 0 && deadline > start + ZERO_GRACE_MS)
+		deadline = start + ZERO_GRACE_MS;
 	for (;;) {
 		rc = rconn_recv(&a->sub, &r, deadline, "the envelope", err);
 		if (rc != 0) {
 			if (!a->sub.timed_out)
 				return rc;
+			if (a->receivers == 0)
+				return err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: envelope not received on "
+				    "channel \"%s\": PUBLISH reported 0 "
+				    "receivers although the subscription was "
+				    "confirmed: the two connections reached "
+				    "different servers (a load balancer in "
+				    "front of independent Redis servers?)",
+				    a->sub.where, x->channel);
 			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
 			    "envelope not received on channel \"%s\" within "
 			    "%ld ms although PUBLISH reported %lld "

@@ -40,7 +40,9 @@ struct transport {
 	/* TLS verification: the first failure the callback saw */
 	long		 verr;
 	int		 vdepth;
-	char		 vsubject[256];
+	char		 vsubject[256];	/* the certificate that failed */
+	char		 lsubject[256];	/* the server's (leaf) certificate */
+	char		 lissuer[256];
 };
 
 const char *
@@ -353,14 +355,27 @@ open_unix(struct transport *t, const struct redis_url *u, int64_t deadline,
 
 /* ---- TLS ---------------------------------------------------------------- */
 
+static void
+name_str(X509_NAME *nm, char *out, size_t n)
+{
+	BIO	*b;
+	int	 r;
+
+	out[0] = '\0';
+	if (nm == NULL || (b = BIO_new(BIO_s_mem())) == NULL)
+		return;
+	X509_NAME_print_ex(b, nm, 0, XN_FLAG_RFC2253);
+	r = BIO_read(b, out, (int)n - 1);
+	out[r > 0 ? r : 0] = '\0';
+	BIO_free(b);
+}
+
 static int
 verify_cb(int ok, X509_STORE_CTX *ctx)
 {
 	SSL			*ssl;
 	struct transport	*t;
 	X509			*cert;
-	BIO			*b;
-	int			 n;
 
 	if (ok)
 		return ok;
@@ -371,13 +386,14 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 		return ok;
 	t->verr = X509_STORE_CTX_get_error(ctx);
 	t->vdepth = X509_STORE_CTX_get_error_depth(ctx);
-	cert = X509_STORE_CTX_get_current_cert(ctx);
-	if (cert != NULL && (b = BIO_new(BIO_s_mem())) != NULL) {
-		X509_NAME_print_ex(b, X509_get_subject_name(cert), 0,
-		    XN_FLAG_RFC2253);
-		n = BIO_read(b, t->vsubject, sizeof(t->vsubject) - 1);
-		t->vsubject[n > 0 ? n : 0] = '\0';
-		BIO_free(b);
+	if ((cert = X509_STORE_CTX_get_current_cert(ctx)) != NULL)
+		name_str(X509_get_subject_name(cert), t->vsubject,
+		    sizeof(t->vsubject));
+	if ((cert = X509_STORE_CTX_get0_cert(ctx)) != NULL) {
+		name_str(X509_get_subject_name(cert), t->lsubject,
+		    sizeof(t->lsubject));
+		name_str(X509_get_issuer_name(cert), t->lissuer,
+		    sizeof(t->lissuer));
 	}
 	return ok;
 }
@@ -422,12 +438,19 @@ tls_fail(struct transport *t, const struct redis_url *u, const char *why,
 		hint = "give the CA that signed the server certificate with "
 		    "--redis-ca-file";
 	if (t->verr != 0) {
+		char	failing[300] = "";
+
+		if (t->vdepth > 0)
+			snprintf(failing, sizeof(failing), "; failing "
+			    "certificate at depth %d: %s", t->vdepth,
+			    t->vsubject[0] ? t->vsubject : "(none)");
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS certificate "
 		    "verification failed: %s (certificate subject: %s, "
-		    "depth %d; server name %s); %s", t->where,
+		    "issuer: %s%s; server name %s); %s", t->where,
 		    X509_verify_cert_error_string(t->verr),
-		    t->vsubject[0] ? t->vsubject : "(none)", t->vdepth,
-		    u->host, hint);
+		    t->lsubject[0] ? t->lsubject : t->vsubject[0] ?
+		    t->vsubject : "(none)", t->lissuer[0] ? t->lissuer :
+		    "(unknown)", failing, u->host, hint);
 		return TR_ERROR;
 	}
 	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS handshake "
@@ -584,7 +607,8 @@ io_error(struct transport *t, const char *what, int e,
 {
 	if (e == ECONNRESET || e == EPIPE)
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server "
-		    "reset the connection during %s", t->where, what);
+		    "reset the connection during %s%s", t->where, what,
+		    t->ssl ? "" : " (if it expects TLS, use rediss://)");
 	else
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
 		    t->where, what, strerror(e));

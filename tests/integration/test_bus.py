@@ -1,0 +1,419 @@
+"""The bus proof (SPEC 5) against real redis-server processes and a few
+misbehaving fake servers: every failure cause, TLS, ACLs, unix sockets,
+retries, the one-envelope rule, and that the password never leaks."""
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import SLOW, clean_env, free_port, run_agent
+from redisfix import RespError, make_tls_material, redis_factory  # noqa: F401
+
+NASTY = "p@ss:w/rd'\"% x#?&=é"   # every character a URL parser trips on
+ENVELOPE_RE = re.compile(
+    rb'^\{"instance_id":"pylon-agent-[0-9a-f]{8}","kind":"agent_probe",'
+    rb'"payload":\{"nonce":"[0-9a-f]{32}"\}\}$')
+
+
+def prove(url, timeout="3s", ns=None, extra=(), env=None):
+    args = ["decide", "--prove", "--platform", "static", "--replicas", "2",
+            "--redis-url", url, "--timeout", timeout]
+    if ns:
+        args += ["--namespace", ns]
+    return run_agent(args + list(extra), env=env, timeout=60)
+
+
+def assert_no_secret(r, *secrets):
+    for s in secrets:
+        for enc in {s, __import__("urllib.parse").parse.quote(s, safe="")}:
+            assert enc not in r.stdout, "secret on stdout: %r" % r.stdout
+            assert enc not in r.stderr, "secret on stderr: %r" % r.stderr
+
+
+def assert_proven(r):
+    assert r.returncode == 0, r.stderr
+    assert "proven in" in r.stdout, r.stdout
+
+
+def assert_unproven(r, *needles):
+    assert r.returncode == 69, (r.returncode, r.stdout, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert "bus not proven" in last, last
+    for n in needles:
+        assert n in last, "%r not in %r" % (n, last)
+
+
+# ---- success paths --------------------------------------------------------
+
+def test_no_auth(redis_factory):
+    r = redis_factory()
+    res = prove(r.url())
+    assert_proven(res)
+    res = prove(r.url(), extra=["--output", "json"])
+    d = json.loads(res.stdout)
+    assert d["redis"]["proven"] is True and d["redis"]["error"] is None
+    assert d["redis"]["latency_ms"] >= 0 and d["channel"] == "pylon:cluster:bus"
+
+
+def test_requirepass_nasty_password(redis_factory):
+    r = redis_factory(requirepass=NASTY)
+    url = r.url()
+    assert "%40" in url and "%3A" in url and "%2F" in url
+    res = prove(url, extra=["--output", "json"])
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert d["redis"]["proven"] is True
+    assert "***" in d["redis"]["url"]
+    assert_no_secret(res, NASTY)
+    # wrong password: WRONGPASS, still no secret anywhere
+    bad = r.url(password=NASTY + "zz")
+    res = prove(bad, timeout="1s")
+    assert_unproven(res, "WRONGPASS", "user 'default'")
+    assert_no_secret(res, NASTY, NASTY + "zz")
+    # no password at all: NOAUTH
+    res = prove("redis://127.0.0.1:%d" % r.port, timeout="1s")
+    assert_unproven(res, "NOAUTH")
+
+
+def test_db3_and_bad_db(redis_factory):
+    r = redis_factory(databases=4)
+    assert_proven(prove(r.url(db=3)))
+    res = prove(r.url(db=7), timeout="1s")
+    assert_unproven(res, "SELECT 7 failed", "wrong db", "DB index is out of range")
+
+
+def test_unix_socket(redis_factory):
+    r = redis_factory(unixsocket=True, requirepass=NASTY)
+    for scheme in ("redis+unix", "unix"):
+        res = prove(r.url(unix=True, scheme=scheme, db=3))
+        assert_proven(res)
+        assert_no_secret(res, NASTY)
+    res = prove("redis+unix://%s.nope" % r.unixsocket, timeout="1s")
+    assert_unproven(res, "no such socket file")
+
+
+def test_acl_channels(redis_factory):
+    r = redis_factory(users=[
+        "alice on >alicepw ~* resetchannels &other:* +@all",
+        "bob on >bobpw ~* resetchannels &ns1:* +@all",
+        "carol on >carolpw ~* allchannels +@all -publish",
+    ])
+    res = prove(r.url(user="alice", password="alicepw"), ns="ns1", timeout="1s")
+    assert_unproven(res, "NOPERM", "user 'alice'", '"ns1:cluster:bus"',
+                    "ACL SETUSER alice &ns1:cluster:bus")
+    assert_no_secret(res, "alicepw")
+    res = prove(r.url(user="bob", password="bobpw"), ns="ns1")
+    assert_proven(res)
+    assert_no_secret(res, "bobpw")
+    # allowed to subscribe but not to PUBLISH (a command rule)
+    res = prove(r.url(user="carol", password="carolpw"), ns="ns1", timeout="1s")
+    assert_unproven(res, "NOPERM", "user 'carol'", "PUBLISH")
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    good = make_tls_material(str(d / "good"))
+    wrong = make_tls_material(str(d / "wrong"), ca_name="some other CA")
+    other = make_tls_material(str(d / "other"), cn="otherhost", sans=("otherhost",))
+    return good, wrong, other
+
+
+def test_tls(redis_factory, tls_files):
+    good, wrong, _ = tls_files
+    r = redis_factory(tls=good, requirepass="tlspw")
+    # IP verification, then host name verification with SNI
+    assert_proven(prove(r.url(), extra=["--redis-ca-file", good.ca]))
+    assert_proven(prove(r.url(host="localhost"), extra=["--redis-ca-file", good.ca]))
+    # wrong CA: verification failure naming the certificate subject
+    res = prove(r.url(), timeout="1s", extra=["--redis-ca-file", wrong.ca])
+    assert_unproven(res, "TLS certificate verification failed",
+                    "certificate subject: CN=localhost", "--redis-ca-file")
+    assert_no_secret(res, "tlspw")
+    # system CAs do not know our test CA
+    res = prove(r.url(), timeout="1s")
+    assert_unproven(res, "TLS certificate verification failed")
+    # #insecure: proven, with a loud warning
+    res = prove(r.url(insecure=True), extra=["--redis-ca-file", wrong.ca])
+    assert_proven(res)
+    assert "verification is DISABLED" in res.stderr
+    # plain redis:// against the TLS port: a clear hint, no hang
+    res = prove(r.url(scheme="redis"), timeout="2s")
+    assert_unproven(res, "rediss://")
+    # a CA file that is no PEM: configuration error, at once
+    bad = os.path.join(good.dir, "server.key.notpem")
+    with open(bad, "w") as f:
+        f.write("not a certificate\n")
+    res = prove(r.url(), timeout="5s", extra=["--redis-ca-file", bad])
+    assert res.returncode == 78, res.stderr
+    assert "cannot be loaded" in res.stderr
+
+
+def test_tls_hostname_mismatch(redis_factory, tls_files):
+    _, _, other = tls_files
+    r = redis_factory(tls=other)
+    res = prove(r.url(), timeout="1s", extra=["--redis-ca-file", other.ca])
+    assert_unproven(res, "TLS certificate verification failed", "mismatch",
+                    "CN=otherhost")
+
+
+# ---- failure causes -------------------------------------------------------
+
+def test_refused():
+    port = free_port()
+    t0 = time.monotonic()
+    res = prove("redis://127.0.0.1:%d" % port, timeout="1500ms")
+    assert_unproven(res, "connection refused", "127.0.0.1:%d" % port, "within 1500 ms")
+    assert time.monotonic() - t0 < 1.5 + 2 * SLOW
+    # it retried with backoff before giving up
+    assert "bus attempt 1 failed" in res.stderr
+
+
+def test_dns_failure():
+    res = prove("redis://nonexistent.invalid:6379", timeout="1s")
+    assert_unproven(res, "DNS", "nonexistent.invalid")
+
+
+class SilentListener:
+    """Accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns, self.stop = [], False
+        self.sock.settimeout(0.1)
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+            except OSError:
+                continue
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_listener_never_answers():
+    s = SilentListener()
+    try:
+        t0 = time.monotonic()
+        res = prove("redis://:pw@127.0.0.1:%d" % s.port, timeout="2s")
+        elapsed = time.monotonic() - t0
+        assert_unproven(res, "read timeout", "no reply to AUTH")
+        assert 1.5 <= elapsed < 2 + 1.5 * SLOW, elapsed
+        # TLS: the handshake times out
+        t0 = time.monotonic()
+        res = prove("rediss://127.0.0.1:%d" % s.port, timeout="1s")
+        assert_unproven(res, "TLS handshake timed out")
+        assert time.monotonic() - t0 < 1 + 1.5 * SLOW
+    finally:
+        s.close()
+
+
+def test_redis_starts_after_retrying_began(redis_factory, procs):
+    r = redis_factory(start=False)
+    p = procs.start_agent(["decide", "--prove", "--platform", "static", "--replicas", "2",
+                           "--redis-url", r.url(), "--timeout", "20s"])
+    time.sleep(1.0 * SLOW)
+    assert p.poll() is None, "the agent gave up before Redis came"
+    r.start()
+    out, err = p.communicate(timeout=20 * SLOW)
+    assert p.returncode == 0, err
+    assert "connection refused" in err.decode()     # the retries before
+    assert "proven in" in out.decode()
+
+
+def test_redis_restarted_during_retries(redis_factory, procs):
+    r = redis_factory()
+    r.stop()
+    p = procs.start_agent(["decide", "--prove", "--platform", "static", "--replicas", "2",
+                           "--redis-url", r.url(), "--timeout", "20s"])
+    time.sleep(0.7 * SLOW)
+    r.start()
+    out, err = p.communicate(timeout=20 * SLOW)
+    assert p.returncode == 0, err
+    assert "proven in" in out.decode()
+
+
+def test_bad_urls_are_config_errors():
+    for url, want in [("redis://:hunter2xyz@h:99999", "port"),
+                      ("redis://h?foo=1", "unknown query parameter 'foo'"),
+                      ("http://h", "unknown scheme"),
+                      ("redis://:hunter2/xyz@h", "percent-encode")]:
+        res = prove(url, timeout="1s")
+        assert res.returncode == 78, (url, res.stderr)
+        assert want in res.stderr, res.stderr
+        assert "hunter2" not in res.stderr and "hunter2" not in res.stdout
+
+
+# ---- one envelope per start -----------------------------------------------
+
+def test_one_envelope_per_init_zero_for_decide(redis_factory, tmp_path):
+    r = redis_factory(requirepass=NASTY)
+    obs = r.subscribe("app1:cluster:bus")
+    envf = tmp_path / "cluster.env"
+    res = run_agent(["init", "--platform", "static", "--replicas", "2", "--namespace", "app1",
+                     "--redis-url", r.url(), "--env-file", str(envf), "--timeout", "5s"])
+    assert res.returncode == 0, res.stderr
+    msgs = obs.wait_count(1)
+    msgs = obs.settle()
+    assert len(msgs) == 1, msgs
+    assert ENVELOPE_RE.match(msgs[0]), msgs[0]
+    env = json.loads(msgs[0])
+    assert env["kind"] == "agent_probe"
+    # the password: only in the env file's export line
+    assert_no_secret(res, NASTY)
+    text = envf.read_text()
+    lines = [l for l in text.splitlines() if "PYLON_CLUSTER_BUS" in l]
+    assert len(lines) == 1 and lines[0].startswith("export PYLON_CLUSTER_BUS=")
+    enc = r.url().split("//", 1)[1].split("@")[0].split(":", 1)[1]
+    assert enc in lines[0]
+    assert sum(enc in l for l in text.splitlines()) == 1
+    # decide without --prove: nothing on the channel
+    res = run_agent(["decide", "--platform", "static", "--replicas", "2", "--namespace",
+                     "app1", "--redis-url", r.url()])
+    assert res.returncode == 0, res.stderr
+    assert_no_secret(res, NASTY)
+    # probe checks the bus without publishing
+    res = run_agent(["probe", "--platform", "static", "--replicas", "2", "--namespace",
+                     "app1", "--redis-url", r.url(), "--timeout", "3s",
+                     "--env-file", str(tmp_path / "none.env")])
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    assert_no_secret(res, NASTY)
+    assert len(obs.settle()) == 1
+
+
+# ---- fake servers for what a real Redis will not do ------------------------
+
+class FakeRedis:
+    """A scripted RESP server: counts PUBLISHes; publish_reply is what
+    PUBLISH answers; deliver says whether it reaches subscribers;
+    subscribe_reply, when set, replaces the SUBSCRIBE answer (raw bytes)."""
+
+    def __init__(self, publish_reply=1, deliver=False, subscribe_reply=None):
+        self.publish_reply, self.deliver = publish_reply, deliver
+        self.subscribe_reply = subscribe_reply
+        self.publishes, self.subs, self.lock = 0, [], threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.stop, self.conns = False, []
+        self.t = threading.Thread(target=self._accept, daemon=True)
+        self.t.start()
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        from redisfix import RespReader
+        rd = RespReader(c)
+        try:
+            while True:
+                cmd = rd.read()
+                name = cmd[0].decode().upper()
+                if name == "SUBSCRIBE":
+                    if self.subscribe_reply is not None:
+                        c.sendall(self.subscribe_reply)
+                        continue
+                    with self.lock:
+                        self.subs.append(c)
+                    ch = cmd[1]
+                    c.sendall(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(ch), ch))
+                elif name == "PUBLISH":
+                    with self.lock:
+                        self.publishes += 1
+                        subs = list(self.subs)
+                    if self.deliver:
+                        ch, m = cmd[1], cmd[2]
+                        for s in subs:
+                            s.sendall(b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" %
+                                      (len(ch), ch, len(m), m))
+                    c.sendall(b":%d\r\n" % self.publish_reply)
+                elif name == "PING":
+                    c.sendall(b"+PONG\r\n")
+                else:
+                    c.sendall(b"+OK\r\n")
+        except (OSError, ConnectionError, ValueError, IndexError):
+            pass
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
+def test_delivered_but_not_received_never_republishes():
+    f = FakeRedis(publish_reply=1, deliver=False)
+    try:
+        t0 = time.monotonic()
+        res = prove("redis://127.0.0.1:%d" % f.port, timeout="3s")
+        assert res.returncode == 69, res.stderr
+        assert "envelope not received" in res.stderr
+        assert "not retrying" in res.stderr and "at most one per start" in res.stderr
+        assert f.publishes == 1
+        assert time.monotonic() - t0 < 3 + 1.5 * SLOW
+    finally:
+        f.close()
+
+
+def test_zero_receivers_may_republish():
+    f = FakeRedis(publish_reply=0, deliver=False)
+    try:
+        res = prove("redis://127.0.0.1:%d" % f.port, timeout="2500ms")
+        assert res.returncode == 69
+        last = res.stderr.strip().splitlines()[-1]
+        assert "envelope not received" in last and "0 receivers" in last
+        assert "different servers" in last
+        # PUBLISH said nobody got it: the retry is allowed to publish
+        assert f.publishes >= 2, f.publishes
+    finally:
+        f.close()
+
+
+def test_fake_that_delivers_is_proven():
+    f = FakeRedis(publish_reply=1, deliver=True)
+    try:
+        assert_proven(prove("redis://127.0.0.1:%d" % f.port))
+        assert f.publishes == 1
+    finally:
+        f.close()
+
+
+def test_oversized_replies_are_refused():
+    for reply, want in [(b"*100000\r\n", "larger than"),
+                        (b"$99999999\r\n" + b"x" * (5 << 20), "larger than"),
+                        (b"!garbage\r\n", "protocol error")]:
+        f = FakeRedis(subscribe_reply=reply)
+        try:
+            res = prove("redis://127.0.0.1:%d" % f.port, timeout="1s")
+            assert_unproven(res, want)
+        finally:
+            f.close()
