@@ -11,7 +11,13 @@ import glob
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -474,3 +480,205 @@ def test_notes_render_for_every_shape(renderer):
         assert "kubectl" in notes and "docs/troubleshooting.md" in notes
         assert "pylon-agent exec --env-file /pylon-agent/cluster.env" in notes
         assert "<no value>" not in notes and "redis://" not in notes
+
+
+# ---- the rendered pod, run for real -------------------------------------
+#
+# No cluster here, so the pod's containers run as local processes in the
+# order the kubelet runs them, with the chart's own commands and env: the
+# absolute paths are mapped into a temporary root, the downward API and
+# the service-account mount are filled in, and the API server is
+# tests/fakes/kube_fake.py denying everything the chart's Role does not
+# grant.  Pylon is tests/fakes/standin.py.
+
+
+from conftest import AGENT, free_port  # noqa: E402
+from kube_fake import KINDS, KubeFake, deployment_objects  # noqa: E402
+from redisfix import redis_factory  # noqa: E402,F401
+
+POD = "chat-7d4b9c8f6d-x2k9p"
+STANDIN = os.path.join(chartlib.ROOT, "tests", "fakes", "standin.py")
+VERBS = ("get", "list", "create", "patch", "update", "delete")
+
+
+def role_denials(role):
+    """Every (verb, group, plural) the fake knows that the Role does not grant."""
+    granted = rules_as_set(role)
+    plurals = {(g, p) for g, _v, p in KINDS.values()} | {("events.k8s.io", "events")}
+    return {(v, g, p) for g, p in plurals for v in VERBS if (g, p, v) not in granted}
+
+
+def request_rule(method, path):
+    import re as _re
+    m = _re.match(r"^/api/v1/namespaces/[^/]+/([^/]+)(?:/([^/]+))?", path)
+    if m:
+        group, plural, name = "", m.group(1), m.group(2)
+    else:
+        m = _re.match(r"^/apis/([^/]+)/[^/]+/namespaces/[^/]+/([^/]+)(?:/([^/]+))?", path)
+        assert m, path
+        group, plural, name = m.groups()
+    verb = {"GET": "get" if name else "list", "POST": "create", "PATCH": "patch",
+            "PUT": "update", "DELETE": "delete"}[method]
+    return (group, plural, verb)
+
+
+class PodSim:
+    def __init__(self, root, fake, spec, agent_dir):
+        self.root, self.fake, self.spec = str(root), fake, spec
+        self.maps = [("/opt/pylon-agent", agent_dir),
+                     ("/var/run/secrets/kubernetes.io/serviceaccount",
+                      os.path.join(self.root, "sa")),
+                     ("/var/run/secrets/pylon-agent", os.path.join(self.root, "secrets")),
+                     ("/pylon-agent", os.path.join(self.root, "shared"))]
+        os.makedirs(os.path.join(self.root, "shared"), exist_ok=True)
+        fake.serviceaccount_dir(os.path.join(self.root, "sa"), namespace="prod")
+        self.port = free_port()
+
+    def path(self, s):
+        for a, b in self.maps:
+            if s == a or s.startswith(a + "/"):
+                return b + s[len(a):]
+        return s
+
+    def env(self, c):
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C",
+               "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+               "KUBERNETES_SERVICE_PORT": str(self.fake.port),
+               "PYLON_AGENT_SERVICEACCOUNT_DIR": self.path(
+                   "/var/run/secrets/kubernetes.io/serviceaccount")}
+        for e in c.get("env", []):
+            if "value" in e:
+                v = self.path(e["value"])
+                if e["name"] == "PYLON_AGENT_LISTEN":
+                    v = "127.0.0.1:%d" % self.port
+                env[e["name"]] = v
+            else:
+                field = e["valueFrom"]["fieldRef"]["fieldPath"]
+                env[e["name"]] = {"metadata.name": POD, "metadata.namespace": "prod"}[field]
+        return env
+
+    def argv(self, c):
+        return [self.path(a) for a in c["command"] + c.get("args", [])]
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def wait_http(port, path, want=200, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        code, body = http_get(port, path)
+        if code == want:
+            return body
+        time.sleep(0.05)
+    raise AssertionError("%s never answered %d (last %r)" % (path, want, http_get(port, path)))
+
+
+@pytest.fixture(scope="module")
+def agent_dir(tmp_path_factory):
+    """The agent image's /opt/pylon-agent: the bundle when patchelf is
+    there, else the plain binary (system libraries)."""
+    out = tmp_path_factory.mktemp("image")
+    if shutil.which("patchelf"):
+        p = subprocess.run(["sh", os.path.join(chartlib.ROOT, "scripts", "bundle.sh"),
+                            AGENT, str(out)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return str(out / "pylon-agent")
+    print("note: patchelf missing, using the unbundled binary")
+    os.makedirs(out / "pylon-agent" / "bin")
+    os.makedirs(out / "pylon-agent" / "lib")
+    shutil.copy(AGENT, out / "pylon-agent" / "bin" / "pylon-agent")
+    return str(out / "pylon-agent")
+
+
+
+@pytest.mark.parametrize("shape,report", [
+    ("nativeSidecar", ["log", "annotations", "events"]),
+    ("init", ["log", "annotations"]),
+    ("classicSidecar", ["log", "events"]),
+])
+def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, shape, report):
+    if not os.access(AGENT, os.X_OK):
+        pytest.fail("no agent binary at %s" % AGENT)
+    r = redis_factory(requirepass="pod-s3cret")
+    doc = rendered(renderer, release="chat", namespace="prod", values={
+        "replicaCount": 3, "redis": {"existingSecret": "chat-redis"},
+        "agent": {"shape": shape, "report": report, "namespace": "chat", "timeout": "20s"},
+        "pylon": {"command": [sys.executable, STANDIN]}})
+    spec = pod_spec(doc)
+    labels = one(doc, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    fake = KubeFake(str(tmp_path / "fake")).start()
+    try:
+        for verb, group, plural in role_denials(one(doc, "Role")):
+            fake.deny(verb, group, plural)
+        fake.add(*deployment_objects(dep="chat", replicas=3, podname=POD, labels=labels))
+        sim = PodSim(tmp_path / "root", fake, spec, agent_dir)
+        # the kubelet's secret volume: the URL as a file
+        os.makedirs(sim.path("/var/run/secrets/pylon-agent/redis"))
+        with open(sim.path("/var/run/secrets/pylon-agent/redis/url"), "w") as f:
+            f.write(r.url() + "\n")
+
+        serve = None
+        for c in spec["initContainers"]:
+            if c.get("restartPolicy") == "Always":
+                serve = procs.start(sim.argv(c), env=sim.env(c))
+                # the kubelet starts Pylon only after the startup probe passes
+                wait_http(sim.port, "/startupz")
+                continue
+            p = subprocess.run(sim.argv(c), env=sim.env(c), capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0, "%s: %s" % (c["name"], p.stderr)
+            assert "pod-s3cret" not in p.stderr + p.stdout
+        envfile = sim.path("/pylon-agent/cluster.env")
+        assert os.stat(envfile).st_mode & 0o777 == 0o600
+        with open(envfile) as f:
+            text = f.read()
+        assert "export PYLON_CLUSTER_BUS=" in text and "PYLON_CLUSTER_NAMESPACE='chat'" in text
+
+        for c in spec["containers"]:
+            if c["name"] == "pylon-agent":  # classic sidecar
+                serve = procs.start(sim.argv(c), env=sim.env(c))
+        # Pylon: only PATH and what the env file gives it
+        pylon = container(spec, "pylon")
+        pp = procs.start(sim.argv(pylon), env={"PATH": "/usr/bin:/bin"},
+                         stdin=subprocess.PIPE, text=True)
+        line = pp.stdout.readline()
+        assert "bus=redis" in line and "channel=chat:cluster:bus" in line, \
+            line + pp.stderr.read() if pp.poll() is not None else line
+        pp.stdin.write("quit\n")
+        pp.stdin.flush()
+        assert pp.wait(timeout=10) == 0
+
+        if serve is not None:
+            wait_http(sim.port, "/readyz")
+            code, body = http_get(sim.port, "/status")
+            st = json.loads(body)
+            assert (st["mode"], st["peers"], st["namespace"]) == ("redis", 3, "chat")
+            assert "pod-s3cret" not in body
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(timeout=10) == 0
+
+        # every API request the agent made is one the Role grants
+        granted = rules_as_set(one(doc, "Role"))
+        reqs = [(q["method"], q["path"]) for q in fake.log]
+        assert reqs, "the agent made no API request"
+        for method, path in reqs:
+            assert request_rule(method, path) in granted, (method, path)
+        pod_obj = fake.get("Pod", POD)
+        anns = pod_obj["metadata"].get("annotations", {})
+        if "annotations" in report:
+            assert anns.get("pylon.dev/cluster-bus") == "redis"
+            assert anns.get("pylon.dev/cluster-peers") == "3"
+        else:
+            assert "pylon.dev/cluster-bus" not in anns
+        posted = [p for m, p in reqs if m == "POST" and p.endswith("/events")]
+        assert bool(posted) == ("events" in report)
+    finally:
+        fake.stop()
