@@ -97,6 +97,12 @@ bench: all
 bundle: all
 	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle
 
+# The Helm chart, manifests/ and the bundle (offline renderer, schemas).
+chart-test: all
+	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
+	    tests/integration/test_chart.py tests/integration/test_manifests.py \
+	    tests/integration/test_bundle.py
+
 demo: deps all
 	scripts/demo.sh
 
