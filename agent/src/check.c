@@ -9,6 +9,7 @@
  * (20 s), not init's 60 s: a preflight must answer within the release
  * window and a bus that needs longer than that is itself a finding.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,8 @@ check_fill_identity(const struct options *o, struct check_result *r)
 {
 	const char *s;
 
+	size_t i;
+
 	s = getenv("RELEASE_COMMAND");
 	r->release_machine = s != NULL && strcmp(s, "1") == 0;
 	if (strcmp(r->d.platform, "fly") == 0) {
@@ -93,6 +96,10 @@ check_fill_identity(const struct options *o, struct check_result *r)
 		snprintf(r->app, sizeof(r->app), "%s", s ? s : "");
 		snprintf(r->group, sizeof(r->group), "%s",
 		    o->fly_group && *o->fly_group ? o->fly_group : "app");
+		/* From the environment: printable only in the table. */
+		for (i = 0; r->app[i] != '\0'; i++)
+			if (!isprint((unsigned char)r->app[i]))
+				r->app[i] = '?';
 	} else if (strcmp(r->d.platform, "kubernetes") == 0)
 		snprintf(r->app, sizeof(r->app), "%s", r->t.pod_namespace);
 }

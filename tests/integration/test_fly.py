@@ -384,3 +384,32 @@ def test_no_metadata_without_report_metadata(fly, tmp_path):
     p, _ = run_init(fake, tmp_path)
     assert p.returncode == 0, p.stderr
     assert fake.metadata_posts() == []
+
+
+def test_report_metadata_redis_mode_after_proof(fly, tmp_path, procs):
+    import shutil
+    from conftest import free_port, wait_port
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (apt-get install redis-server)")
+    port = free_port()
+    procs.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(tmp_path)])
+    wait_port(port)
+    fake = fly("three_regions")
+    p, envfile = run_init(fake, tmp_path, "--report", "log,metadata", "--redis-url",
+                          "redis://127.0.0.1:%d/0" % port, "--namespace", "demo")
+    assert p.returncode == 0, p.stderr
+    assert "export PYLON_CLUSTER_BUS=" in envfile.read_text()
+    posts = fake.metadata_posts()
+    assert [json.loads(x["body"]) for x in posts] == [{"value": "redis"}]
+    assert "bus mode: redis — 3 peers (fly app pylon-demo group app: 3 machines" in p.stderr
+
+
+def test_report_metadata_unavailable_when_bus_fails(fly, tmp_path):
+    from conftest import free_port
+    fake = fly("three_regions")
+    p, envfile = run_init(fake, tmp_path, "--report", "metadata", "--redis-url",
+                          "redis://127.0.0.1:%d/0" % free_port(), "--timeout", "500ms")
+    assert p.returncode == 69, p.stderr
+    assert not envfile.exists()
+    assert [json.loads(x["body"]) for x in fake.metadata_posts()] == [{"value": "unavailable"}]
