@@ -714,6 +714,43 @@ act_as_init(struct serve_ctx *c, const struct decision *dec,
 	return 0;
 }
 
+/*
+ * Kubernetes shapes with an init container: Pylon already runs with the
+ * env file `init` wrote in this pod, so that file, not our own (slightly
+ * later) decision, is the mode this pod started with.  A difference is
+ * drift from the start.  Returns true when the file's mode was adopted.
+ */
+static bool
+adopt_env_file(struct serve_ctx *c, struct decision *dec)
+{
+	const struct options *o = c->opts;
+	struct envfile ef;
+	struct agent_err err;
+	enum bus_mode fm;
+
+	if (c->supervising || o->env_file == NULL ||
+	    access(o->env_file, F_OK) != 0)
+		return false;
+	memset(&ef, 0, sizeof(ef));
+	if (envfile_read(o->env_file, &ef, &err) != 0) {
+		log_warnx("serve: ignoring %s: %s", o->env_file, err.msg);
+		return false;
+	}
+	fm = ef.bus != NULL ? MODE_REDIS : MODE_NOOP;
+	envfile_release(&ef);
+	if (fm == dec->mode)
+		return false;
+	if (fm == MODE_REDIS && (o->redis_url == NULL || !o->redis_url[0])) {
+		log_warnx("serve: %s says redis but no Redis URL is configured "
+		    "here; checking the decision's mode instead", o->env_file);
+		return false;
+	}
+	log_warnx("serve: Pylon in this pod runs %s (%s) while the topology "
+	    "now wants %s", mode_name(fm), o->env_file, mode_name(dec->mode));
+	dec->mode = fm;
+	return true;
+}
+
 /* The first proof: publish one envelope, retrying until it works. */
 static int
 first_proof(struct serve_ctx *c, const struct decision *dec,
@@ -866,6 +903,9 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 	}
 }
 
+static void drift_apply(struct serve_ctx *, struct loop_vars *, int,
+    const struct decision *, const struct agent_err *);
+
 /* Re-reads the topology; drift when the new mode differs from ours. */
 static void
 resync_tick(struct serve_ctx *c, struct loop_vars *v)
@@ -874,9 +914,6 @@ resync_tick(struct serve_ctx *c, struct loop_vars *v)
 	struct topology topo;
 	struct decision nd;
 	struct agent_err err;
-	enum bus_mode want;
-	bool drift, was, cfg = false;
-	char msg[1200];
 	int rc;
 
 	memset(&topo, 0, sizeof(topo));
@@ -893,6 +930,21 @@ resync_tick(struct serve_ctx *c, struct loop_vars *v)
 		return;
 	}
 	v->disc_fails = 0;
+	drift_apply(c, v, rc, &nd, &err);
+}
+
+/* Compares a new decision (or decide's refusal rc) with the pod's mode. */
+static void
+drift_apply(struct serve_ctx *c, struct loop_vars *v, int rc,
+    const struct decision *ndp, const struct agent_err *errp)
+{
+	const struct options *o = c->opts;
+	const struct decision nd = *ndp;
+	const struct agent_err err = *errp;
+	enum bus_mode want;
+	bool drift, was, cfg = false;
+	char msg[1200];
+
 	if (rc == EXIT_AGENT_CONFIG && v->dec.mode == MODE_NOOP) {
 		/* Peers > 1 without a Redis URL: the topology wants the
 		 * bus and this pod could not even get it. */
@@ -944,7 +996,9 @@ serve_loop(void *arg)
 	struct serve_ctx *c = arg;
 	const struct options *o = c->opts;
 	struct loop_vars v;
+	struct decision first;
 	struct topology topo;
+	bool adopted;
 	struct bus_result res;
 	struct agent_err err;
 	int64_t now, next_check, next_resync, next;
@@ -960,18 +1014,23 @@ serve_loop(void *arg)
 		loop_exit(c, rc, &err);
 		goto out;
 	}
+	/* Pylon has not started yet in this shape: our decision is the
+	 * one to write. */
+	if (topo.init_fallback && !c->supervising) {
+		rc = act_as_init(c, &v.dec, &err);
+		loop_exit(c, rc, rc ? &err : NULL);
+		goto out;
+	}
+	first = v.dec;
+	adopted = adopt_env_file(c, &v.dec);
 	pthread_mutex_lock(&c->st.mu);
 	c->st.s.decided = true;
 	c->st.s.dec = v.dec;
 	c->st.s.start_mode = v.dec.mode;
 	c->st.s.heartbeat_ms = now_ms();
 	pthread_mutex_unlock(&c->st.mu);
-
-	if (topo.init_fallback && !c->supervising) {
-		rc = act_as_init(c, &v.dec, &err);
-		loop_exit(c, rc, rc ? &err : NULL);
-		goto out;
-	}
+	if (adopted)
+		drift_apply(c, &v, 0, &first, &err);
 
 	memset(&res, 0, sizeof(res));
 	res.latency_ms = -1;

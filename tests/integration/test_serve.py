@@ -542,6 +542,32 @@ def test_drift_noop_pod_scaled_to_three(procs, tmp_path, policy):
         fake.stop()
 
 
+@pytest.mark.parametrize("policy", ["report", "unready"])
+def test_env_file_from_init_is_the_pods_mode(procs, tmp_path, policy):
+    # Kubernetes shapes with an init container: Pylon runs with the env
+    # file init wrote.  When the topology changed in between, serve must
+    # report the pod's real mode and drift from its first decision.
+    from conftest import run_agent
+    r = Redis(procs, tmp_path).start()
+    env_file = tmp_path / "cluster.env"
+    res = run_agent(["init", "--platform", "static", "--env-file", str(env_file)])
+    assert res.returncode == 0, res.stderr
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "3", "--redis-url", r.url,
+                                         "--env-file", str(env_file), "--on-drift", policy),
+                       wait="/startupz")
+    st = status_json(port)
+    assert st["mode"] == "noop" and st["drift"] is True and st["peers"] == 3
+    assert value(metrics(port)[0], "pylon_agent_drift") == 1
+    assert http(port, "/readyz")[0] == (503 if policy == "unready" else 200)
+    # The same file with a matching topology: no drift.
+    procs.stop(p)
+    port = free_port()
+    start_serve(procs, serve_args(port, "--env-file", str(env_file)), wait="/readyz")
+    st = status_json(port)
+    assert st["mode"] == "noop" and st["drift"] is False
+
+
 def test_discovery_errors_keep_the_last_decision(procs):
     fly_fake = pytest.importorskip("fly_fake")
     fake = fly_fake.FlyFake("one").start()
