@@ -7,8 +7,114 @@
 // Prints one line per object ("ok <source> <kind>/<name>" or
 // "INVALID <source> <kind>/<name>: <errors>") and exits 1 when any object
 // is invalid or of an unknown apiVersion/kind.
-import { readFileSync } from "node:fs";
+//
+// kubernetes-models checks types, required fields and enums, but (like the
+// OpenAPI schemas it is generated from) lets unknown fields through, while
+// the API server drops or rejects them (kubectl --validate=strict).  So
+// field names are checked too, strictly, against the property lists of the
+// package's TypeScript declarations (.d.ts), which mirror the schemas.
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import * as models from "kubernetes-models";
+
+const NM = join(dirname(fileURLToPath(import.meta.url)), "node_modules");
+const dtsCache = new Map();
+
+// Parses the first `export interface` of a .d.ts file into
+// {props: Map(name -> type text), imports: Map(ident -> file)}.
+function parseDts(file) {
+	if (dtsCache.has(file))
+		return dtsCache.get(file);
+	let res = null;
+	if (existsSync(file)) {
+		const text = readFileSync(file, "utf8").replace(/\/\*[\s\S]*?\*\//g, "");
+		const imports = new Map();
+		for (const m of text.matchAll(/import \{ (\w+) \} from "([^"]+)";/g)) {
+			let f = m[2];
+			if (f.startsWith("."))
+				f = resolve(dirname(file), f.replace(/\.js$/, ".d.ts"));
+			else
+				f = join(NM, f + ".d.ts");
+			imports.set(m[1], f);
+		}
+		const start = text.search(/export interface \w+[^{]*\{/);
+		if (start >= 0) {
+			let i = text.indexOf("{", start) + 1, depth = 1;
+			const body0 = i;
+			while (depth > 0 && i < text.length) {
+				if (text[i] === "{") depth++;
+				else if (text[i] === "}") depth--;
+				i++;
+			}
+			const body = text.slice(body0, i - 1);
+			const props = new Map();
+			// top-level `"name"?: TYPE;` entries (TYPE may hold braces)
+			let j = 0, d = 0, cur = "";
+			for (; j < body.length; j++) {
+				const c = body[j];
+				if (c === "{" || c === "<") d++;
+				if (c === "}" || c === ">") d--;
+				if (c === ";" && d === 0) {
+					const m = cur.match(/^\s*"([^"]+)"\??:\s*([\s\S]*)$/);
+					if (m)
+						props.set(m[1], m[2].trim());
+					cur = "";
+				} else {
+					cur += c;
+				}
+			}
+			res = { props, imports };
+		}
+	}
+	dtsCache.set(file, res);
+	return res;
+}
+
+// Returns the unknown field paths of value against a type text.
+function strictCheck(value, type, ctx, path, out) {
+	if (value === null || typeof value !== "object")
+		return;
+	let m;
+	if ((m = type.match(/^Array<([\s\S]+)>$/))) {
+		if (Array.isArray(value))
+			value.forEach((v, i) => strictCheck(v, m[1].trim(), ctx, `${path}/${i}`, out));
+		return;
+	}
+	if ((m = type.match(/^\{\s*\[key: string\]:\s*([\s\S]+?);?\s*\}$/))) {
+		for (const [k, v] of Object.entries(value))
+			strictCheck(v, m[1].trim(), ctx, `${path}/${k}`, out);
+		return;
+	}
+	if (!/^I\w+$/.test(type) || !ctx.imports.has(type))
+		return;		/* primitive, union, or not a known interface */
+	checkAgainst(value, ctx.imports.get(type), path, out);
+}
+
+function checkAgainst(value, file, path, out) {
+	const iface = parseDts(file);
+	if (!iface || Array.isArray(value))
+		return;
+	for (const [k, v] of Object.entries(value)) {
+		if (!iface.props.has(k)) {
+			out.push(`${path}/${k} is not a field of ${file.split("/").pop().replace(".d.ts", "")}`);
+			continue;
+		}
+		strictCheck(v, iface.props.get(k), iface, `${path}/${k}`, out);
+	}
+}
+
+function unknownFields(object) {
+	const [group, version] = object.apiVersion.includes("/") ?
+	    object.apiVersion.split("/") : [null, object.apiVersion];
+	const file = join(NM, "kubernetes-models", group ?? "", version,
+	    object.kind + ".d.ts");
+	const out = [];
+	if (!parseDts(file))
+		return [`no type declarations at ${file}`];
+	checkAgainst(object, file, "", out);
+	return out;
+}
 
 function groupKey(group) {
 	// rbac.authorization.k8s.io -> rbacAuthorizationK8sIo
@@ -50,6 +156,12 @@ for (const file of process.argv.slice(2)) {
 		if (!object.metadata || typeof object.metadata.name !== "string" ||
 		    object.metadata.name === "") {
 			console.log(`INVALID ${id}: metadata.name is required`);
+			bad++;
+			continue;
+		}
+		const unknown = unknownFields(object);
+		if (unknown.length) {
+			console.log(`INVALID ${id}: unknown field(s): ${unknown.join("; ")}`);
 			bad++;
 			continue;
 		}

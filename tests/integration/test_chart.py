@@ -115,6 +115,12 @@ def test_validator_rejects_a_broken_object(renderer, validator):
     dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
     rc, out = chartlib.validate(validator, doc["manifests"])
     assert rc != 0 and "containerPort" in out, out
+    # and a misspelt field, which the API server would drop or reject
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci", "init-values.yaml")])
+    spec = one(doc, "Deployment")["spec"]["template"]["spec"]
+    spec["initContainers"][1]["volumeMount"] = spec["initContainers"][1].pop("volumeMounts")
+    rc, out = chartlib.validate(validator, doc["manifests"])
+    assert rc != 0 and "volumeMount is not a field of Container" in out, out
 
 
 def test_values_match_schema(renderer):
