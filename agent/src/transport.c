@@ -2,7 +2,7 @@
  * transport.c - TCP, unix and TLS connections with deadlines for the bus.
  *
  * Debian's hiredis 0.14 has no TLS, so the bus speaks RESP over this:
- * getaddrinfo_a (a DNS lookup cannot outlive the deadline), non-blocking
+ * getaddrinfo on a thread (a DNS lookup cannot outlive the deadline), non-blocking
  * connect, poll() for every read and write, OpenSSL with SNI and host name
  * or IP verification.  Each failure becomes one line that names the cause
  * (DNS, refused, timeout, TLS verification with the certificate subject).
@@ -126,98 +126,150 @@ sigpipe_unblock(struct sigpipe_guard *g)
 
 /* ---- DNS ---------------------------------------------------------------- */
 
-struct dns_req {
-	struct gaicb	cb;
-	struct addrinfo	hints;
-	char		name[256];
-	char		serv[8];
+/*
+ * getaddrinfo() has no timeout, so it runs on a thread of its own and the
+ * caller waits for it until the deadline.  A lookup still running at the
+ * deadline is abandoned: the thread is detached and frees the job when
+ * getaddrinfo returns (the last of the two references).
+ */
+struct dns_job {
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int		 refs;
+	bool		 done;
+	int		 rc;
+	int		 eno;
+	struct addrinfo	*res;
+	char		 name[256];
+	char		 serv[8];
 };
 
-/*
- * Resolves t's host with a deadline.  A lookup that is still running at
- * the deadline and cannot be cancelled keeps its request block (glibc
- * writes into it later): a small, bounded leak instead of a hang.
- */
+static void
+dns_job_unref(struct dns_job *j)
+{
+	bool	last;
+
+	pthread_mutex_lock(&j->mu);
+	last = --j->refs == 0;
+	pthread_mutex_unlock(&j->mu);
+	if (!last)
+		return;
+	if (j->res != NULL)
+		freeaddrinfo(j->res);
+	pthread_cond_destroy(&j->cv);
+	pthread_mutex_destroy(&j->mu);
+	a_free(j);
+}
+
+static void
+dns_lookup(struct dns_job *j)
+{
+	struct addrinfo	hints, *res = NULL;
+	int		rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+	rc = getaddrinfo(j->name, j->serv, &hints, &res);
+	pthread_mutex_lock(&j->mu);
+	j->rc = rc;
+	j->eno = errno;
+	j->res = res;
+	j->done = true;
+	pthread_cond_signal(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+}
+
+static void *
+dns_thread(void *arg)
+{
+	sigset_t	all;
+
+	/* signals stay with the main thread */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	dns_lookup(arg);
+	dns_job_unref(arg);
+	return NULL;
+}
+
 static enum tr_status
 resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
     struct addrinfo **res, struct agent_err *err)
 {
-	struct dns_req		*r;
-	struct gaicb		*list[1];
-	const struct gaicb	*wait[1];
+	struct dns_job		*j;
+	pthread_condattr_t	 ca;
+	pthread_t		 th;
 	struct timespec		 ts;
-	int			 rc, l;
+	int64_t			 ns;
+	bool			 done;
+	int			 rc, eno;
 
 	*res = NULL;
-	if ((r = a_calloc(1, sizeof(*r))) == NULL) {
+	if ((j = a_calloc(1, sizeof(*j))) == NULL) {
 		err_oom(err, "resolve");
 		return TR_ERROR;
 	}
-	snprintf(r->name, sizeof(r->name), "%s", u->host);
-	snprintf(r->serv, sizeof(r->serv), "%d", u->port);
-	r->hints.ai_family = AF_UNSPEC;
-	r->hints.ai_socktype = SOCK_STREAM;
-	r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
-	r->cb.ar_name = r->name;
-	r->cb.ar_service = r->serv;
-	r->cb.ar_request = &r->hints;
-	list[0] = &r->cb;
-	if ((rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL)) != 0) {
-		a_free(r);
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: cannot start "
-		    "the DNS lookup of '%s': %s", t->where, u->host,
-		    gai_strerror(rc));
-		return TR_ERROR;
-	}
-	wait[0] = &r->cb;
-	for (;;) {
-		rc = gai_error(&r->cb);
-		if (rc != EAI_INPROGRESS)
-			break;
-		l = left_ms(deadline);
-		if (l <= 0) {
-			if (gai_cancel(&r->cb) == EAI_NOTCANCELED)
-				r = NULL;	/* still owned by glibc */
-			else if (gai_error(&r->cb) == 0 &&
-			    r->cb.ar_result != NULL)
-				freeaddrinfo(r->cb.ar_result);
-			a_free(r);
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS "
-			    "lookup of '%s' timed out (check the cluster DNS "
-			    "and the host name in the Redis URL)", t->where,
-			    u->host);
-			return TR_TIMEOUT;
-		}
-		ts.tv_sec = l / 1000;
-		ts.tv_nsec = (long)(l % 1000) * 1000000L;
-		(void)gai_suspend(wait, 1, &ts);
-	}
-	if (rc != 0) {
-		a_free(r);
-		if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL)
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
-			    "cannot resolve host '%s': %s (check the host "
-			    "name in the Redis URL, e.g. the Service name "
-			    "and namespace)", t->where, u->host,
-			    gai_strerror(rc));
-		else if (rc == EAI_AGAIN)
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
-			    "temporary failure resolving '%s': %s (the DNS "
-			    "server did not answer; retrying)", t->where,
-			    u->host, gai_strerror(rc));
-		else if (rc == EAI_SYSTEM)
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
-			    "lookup of '%s' failed: %s", t->where, u->host,
-			    strerror(errno));
+	snprintf(j->name, sizeof(j->name), "%s", u->host);
+	snprintf(j->serv, sizeof(j->serv), "%d", u->port);
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&j->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	j->refs = 2;
+	if (pthread_create(&th, NULL, dns_thread, j) != 0) {
+		/* no thread: look up inline, without a deadline */
+		dns_lookup(j);
+		j->refs = 1;
+		done = true;
+	} else {
+		/* now_ms() is CLOCK_MONOTONIC too */
+		ns = deadline * 1000000LL;
+		ts.tv_sec = (time_t)(ns / 1000000000LL);
+		ts.tv_nsec = (long)(ns % 1000000000LL);
+		pthread_mutex_lock(&j->mu);
+		while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu,
+		    &ts) == 0)
+			;
+		done = j->done;
+		pthread_mutex_unlock(&j->mu);
+		if (done)
+			pthread_join(th, NULL);
 		else
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: "
-			    "lookup of '%s' failed: %s", t->where, u->host,
-			    gai_strerror(rc));
-		return TR_ERROR;
+			pthread_detach(th);
 	}
-	*res = r->cb.ar_result;
-	a_free(r);
-	return TR_OK;
+	if (!done) {
+		dns_job_unref(j);
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS lookup of "
+		    "'%s' timed out (check the cluster DNS and the host name "
+		    "in the Redis URL)", t->where, u->host);
+		return TR_TIMEOUT;
+	}
+	rc = j->rc;
+	eno = j->eno;
+	*res = j->res;
+	j->res = NULL;
+	dns_job_unref(j);
+	if (rc == 0)
+		return TR_OK;
+	if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL)
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: cannot "
+		    "resolve host '%s': %s (check the host name in the Redis "
+		    "URL, e.g. the Service name and namespace)", t->where,
+		    u->host, gai_strerror(rc));
+	else if (rc == EAI_AGAIN)
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: temporary "
+		    "failure resolving '%s': %s (the DNS server did not "
+		    "answer; retrying)", t->where, u->host, gai_strerror(rc));
+	else if (rc == EAI_SYSTEM)
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: lookup of "
+		    "'%s' failed: %s", t->where, u->host, strerror(eno));
+	else
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: lookup of "
+		    "'%s' failed: %s", t->where, u->host, gai_strerror(rc));
+	return TR_ERROR;
 }
 
 /* ---- connect ------------------------------------------------------------ */
