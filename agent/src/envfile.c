@@ -251,6 +251,12 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 					goto out;
 				}
 				val = *lp == '\'' ? unquote(&lp) : NULL;
+				if (val == NULL && lp != NULL && *lp == '\'') {
+					/* unquote ran out of memory */
+					a_free(ln);
+					rc = err_oom(err, "env file");
+					goto out;
+				}
 				if (val == NULL || lp == NULL || *lp != '\0') {
 					a_free(val);
 					a_free(ln);
@@ -302,6 +308,8 @@ envfile_read(const char *path, struct envfile *ef, struct agent_err *err)
 	memset(ef, 0, sizeof(*ef));
 	if ((rc = read_file(path, ENVFILE_MAX, &text, &len, err))) {
 		err_prefix(err, "env file");
+		if (rc == EXIT_AGENT_SOFTWARE)
+			return rc;	/* out of memory, not a bad file */
 		strncat(err->msg, " (was pylon-agent init run with the same "
 		    "--env-file?)", sizeof(err->msg) - strlen(err->msg) - 1);
 		return EXIT_AGENT_CONFIG;

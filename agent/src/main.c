@@ -65,39 +65,46 @@ decision_json(const struct decision *d, const struct options *o,
 {
 	cJSON	*root, *redis;
 	char	*red = NULL, *out = NULL, clean[AGENT_ERR_LEN];
+	bool	 miss = false;	/* an allocation failed: no partial JSON */
 	bool	 proven = br != NULL && br->latency_ms >= 0 &&
 		    (proof_err == NULL || proof_err->code == 0);
 
 	if ((root = cJSON_CreateObject()) == NULL)
 		return NULL;
-	cJSON_AddStringToObject(root, "mode", mode_name(d->mode));
-	cJSON_AddStringToObject(root, "reason", d->reason);
-	cJSON_AddStringToObject(root, "platform", d->platform);
-	cJSON_AddNumberToObject(root, "peers", d->peers);
-	cJSON_AddStringToObject(root, "namespace", d->namespace);
-	cJSON_AddStringToObject(root, "channel", d->channel);
-	if ((redis = cJSON_AddObjectToObject(root, "redis")) != NULL) {
+	miss |= !cJSON_AddStringToObject(root, "mode", mode_name(d->mode));
+	miss |= !cJSON_AddStringToObject(root, "reason", d->reason);
+	miss |= !cJSON_AddStringToObject(root, "platform", d->platform);
+	miss |= !cJSON_AddNumberToObject(root, "peers", d->peers);
+	miss |= !cJSON_AddStringToObject(root, "namespace", d->namespace);
+	miss |= !cJSON_AddStringToObject(root, "channel", d->channel);
+	if ((redis = cJSON_AddObjectToObject(root, "redis")) == NULL)
+		miss = true;
+	else {
 		if (o->redis_url && (red = redis_url_redact(o->redis_url)))
-			cJSON_AddStringToObject(redis, "url", red);
+			miss |= !cJSON_AddStringToObject(redis, "url", red);
+		else if (o->redis_url)
+			miss = true;
 		else
-			cJSON_AddNullToObject(redis, "url");
-		cJSON_AddBoolToObject(redis, "proven", proven);
+			miss |= !cJSON_AddNullToObject(redis, "url");
+		miss |= !cJSON_AddBoolToObject(redis, "proven", proven);
 		if (proven)
-			cJSON_AddNumberToObject(redis, "latency_ms",
+			miss |= !cJSON_AddNumberToObject(redis, "latency_ms",
 			    (double)(long)(br->latency_ms * 100 + 0.5) / 100);
 		else
-			cJSON_AddNullToObject(redis, "latency_ms");
+			miss |= !cJSON_AddNullToObject(redis, "latency_ms");
 		if (proof_err && proof_err->code) {
 			redact(proof_err->msg, clean, sizeof(clean));
-			cJSON_AddStringToObject(redis, "error", clean);
+			miss |= !cJSON_AddStringToObject(redis, "error", clean);
 		} else
-			cJSON_AddNullToObject(redis, "error");
+			miss |= !cJSON_AddNullToObject(redis, "error");
 	}
-	cJSON_AddStringToObject(root, "instance", d->instance);
-	cJSON_AddBoolToObject(root, "drift", false);
-	cJSON_AddBoolToObject(root, "discovery_failed", d->discovery_failed);
-	cJSON_AddStringToObject(root, "version", AGENT_VERSION);
-	out = cJSON_PrintUnformatted(root);
+	miss |= !cJSON_AddStringToObject(root, "instance", d->instance);
+	miss |= !cJSON_AddBoolToObject(root, "drift", false);
+	miss |= !cJSON_AddBoolToObject(root, "discovery_failed",
+	    d->discovery_failed);
+	miss |= !cJSON_AddStringToObject(root, "version", AGENT_VERSION);
+	if (!miss)
+		out = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
 	a_free(red);
 	return out;
@@ -124,14 +131,24 @@ cmd_decide(struct options *o, struct agent_err *err)
 	case OUT_JSON:
 		if ((s = decision_json(&d, o, &br, &perr)) == NULL)
 			return err_oom(err, "json");
-		redact(s, clean, sizeof(clean));
-		puts(strlen(s) < sizeof(clean) - 1 ? clean : "{}");
+		/* Redaction never lengthens (secrets are 3+ bytes, "***"
+		 * replaces them), so a buffer of the same size holds it;
+		 * a fixed one would cut long reasons/errors. */
+		if ((red = a_malloc(strlen(s) + 1)) == NULL) {
+			a_free(s);
+			return err_oom(err, "json");
+		}
+		puts(redact(s, red, strlen(s) + 1));
+		a_free(red);
+		red = NULL;
 		a_free(s);
 		break;
 	case OUT_ENV:
 		/* What init would write, password masked: a usable file
 		 * only ever comes from init (0600, atomic). */
 		red = o->redis_url ? redis_url_redact(o->redis_url) : NULL;
+		if (o->redis_url && red == NULL)
+			return err_oom(err, "decide");
 		if ((s = envfile_render(&d, red, err)) == NULL) {
 			a_free(red);
 			return err->code;
@@ -142,6 +159,8 @@ cmd_decide(struct options *o, struct agent_err *err)
 		break;
 	case OUT_TEXT:
 		red = o->redis_url ? redis_url_redact(o->redis_url) : NULL;
+		if (o->redis_url && red == NULL)
+			return err_oom(err, "decide");
 		printf("mode:      %s%s\npeers:     %d\nreason:    %s\n"
 		    "platform:  %s\ninstance:  %s\nnamespace: %s\n"
 		    "channel:   %s\n", mode_name(d.mode),
