@@ -2,7 +2,8 @@
  * fuzz_resp.c - libFuzzer target: RESP replies as the bus reads them,
  * through hiredis's reader (the reader bus.c feeds from its own
  * transport).  The input is fed in pieces of varying size, as a socket
- * would deliver it; every reply is walked like bus.c inspects them.
+ * would deliver it; every reply is walked like bus.c inspects them, and
+ * error/status texts go through bus.c's server_text().
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,12 +14,16 @@
 
 #include "agent.h"
 
+/* bus.c (STATIC, visible with -DUNITTEST): the printable copy of a
+ * server's error reply that goes into the one-line error. */
+void	server_text(const char *, size_t, char *, size_t);
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static size_t
 walk(const redisReply *r, int depth)
 {
 	size_t	i, n = 1;
+	char	txt[256];
 
 	if (depth > 64)
 		abort();	/* hiredis caps nesting at 7 */
@@ -27,6 +32,9 @@ walk(const redisReply *r, int depth)
 	case REDIS_REPLY_STATUS:
 	case REDIS_REPLY_ERROR:
 		if (r->str == NULL || r->str[r->len] != '\0')
+			abort();
+		server_text(r->str, r->len, txt, sizeof(txt));
+		if (strlen(txt) >= sizeof(txt) || strchr(txt, '\n'))
 			abort();
 		break;
 	case REDIS_REPLY_ARRAY:
