@@ -515,12 +515,13 @@ url_escape(const char *in, char *out, size_t n)
 }
 
 typedef int (*item_fn)(void *ctx, const cJSON *item, struct agent_err *);
+typedef void (*reset_fn)(void *ctx);
 
 /* LIST with limit/continue; an expired continue token (410) restarts the
- * list once. */
+ * list once, after reset undid what the earlier pages added. */
 static int
 kube_list(struct kube *k, const char *group, const char *resource,
-    item_fn fn, void *ctx, struct agent_err *err)
+    item_fn fn, reset_fn reset, void *ctx, struct agent_err *err)
 {
 	cJSON		*page = NULL, *it;
 	char		 query[4096], cont[2048] = "", esc[3000];
@@ -538,9 +539,11 @@ kube_list(struct kube *k, const char *group, const char *resource,
 			    KUBE_LIST_LIMIT);
 		rc = kube_call(k, "GET", "list", group, resource, NULL, query,
 		    NULL, NULL, &page, &status, err);
-		if (rc && status == 410 && restarts++ == 0) {
+		if (rc && status == 410 && cont[0] && restarts++ == 0) {
 			cont[0] = '\0';
 			err_clear(err);
+			pages = 0;
+			reset(ctx);
 			continue;
 		}
 		if (rc)
@@ -700,6 +703,15 @@ struct hpa_ctx {
 	char		 src[SRC_LEN];
 };
 
+static void
+hpa_reset(void *vctx)
+{
+	struct hpa_ctx	*c = vctx;
+
+	c->max = 0;
+	c->src[0] = '\0';
+}
+
 static int
 hpa_item(void *vctx, const cJSON *it, struct agent_err *err)
 {
@@ -739,7 +751,7 @@ find_hpa(struct kube *k, const char *group, const char *kind,
 	c.kind = kind;
 	c.name = name;
 	if ((rc = kube_list(k, "autoscaling", "horizontalpodautoscalers",
-	    hpa_item, &c, err)))
+	    hpa_item, hpa_reset, &c, err)))
 		return rc;
 	t->hpa_max = c.max;
 	snprintf(t->hpa_src, sizeof(t->hpa_src), "%s", c.src);
@@ -751,7 +763,25 @@ struct colour_ctx {
 	const char	*kind;		/* "deployment" / "statefulset" */
 	const char	*own_kind, *own_name;
 	struct topology	*t;
+	int		 saved;			/* before this list */
+	char		 saved_src[SRC_LEN];
 };
+
+static void
+colour_reset(void *vctx)
+{
+	struct colour_ctx	*c = vctx;
+
+	c->t->colours = c->saved;
+	memcpy(c->t->colours_src, c->saved_src, sizeof(c->saved_src));
+}
+
+static void
+colour_save(struct colour_ctx *c)
+{
+	c->saved = c->t->colours;
+	memcpy(c->saved_src, c->t->colours_src, sizeof(c->saved_src));
+}
 
 static int
 colour_item(void *vctx, const cJSON *it, struct agent_err *err)
@@ -793,10 +823,14 @@ find_colours(struct kube *k, const char *own_kind, const char *own_name,
 	c.own_name = own_name;
 	c.t = t;
 	c.kind = "deployment";
-	if ((rc = kube_list(k, "apps", "deployments", colour_item, &c, err)))
+	colour_save(&c);
+	if ((rc = kube_list(k, "apps", "deployments", colour_item,
+	    colour_reset, &c, err)))
 		return rc;
 	c.kind = "statefulset";
-	return kube_list(k, "apps", "statefulsets", colour_item, &c, err);
+	colour_save(&c);
+	return kube_list(k, "apps", "statefulsets", colour_item, colour_reset,
+	    &c, err);
 }
 
 /* Fills surge from a Deployment's (or canary Rollout's) strategy. */

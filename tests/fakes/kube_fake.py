@@ -270,8 +270,9 @@ class Fault:
     """What a matching request gets instead of the real answer."""
 
     def __init__(self, path, method=None, kind="status", status=500, times=None,
-                 retry_after=None, delay=30.0, message=None, reason=None):
+                 retry_after=None, delay=30.0, message=None, reason=None, query=None):
         self.path = re.compile(path)
+        self.query = re.compile(query) if query else None
         self.method = method
         self.kind = kind          # status | hang | garbage | huge | deny
         self.status = status
@@ -282,10 +283,12 @@ class Fault:
         self.reason = reason
         self.hits = 0
 
-    def matches(self, method, path):
+    def matches(self, method, path, query=""):
         if self.times is not None and self.hits >= self.times:
             return False
         if self.method and self.method != method:
+            return False
+        if self.query and not self.query.search(query):
             return False
         return bool(self.path.search(path))
 
@@ -540,7 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status(401, "Unauthorized", "Unauthorized")
         # faults
         with fake.lock:
-            f = next((f for f in fake.faults if f.matches(method, path)), None)
+            f = next((f for f in fake.faults if f.matches(method, path, u.query)), None)
             if f:
                 f.hits += 1
         if f:

@@ -249,6 +249,17 @@ def test_bluegreen_list_pagination(fake, tmp_path):
     assert len(deps) == 2 and "continue=" in deps[1]["query"] and "limit=500" in deps[0]["query"]
 
 
+def test_expired_continue_token_restarts_the_list(fake, tmp_path):
+    _bluegreen(fake)
+    fake.add(*[deployment("filler-%03d" % i, 1, labels={"app": "filler"}) for i in range(510)])
+    fake.fault(r"/deployments$", query="continue=", status=410, times=1)
+    r, d = decide(kenv(fake, tmp_path), "--app-selector", "app=chat")
+    assert r.returncode == 0, r.stderr
+    assert d["peers"] == 7         # nothing counted twice after the restart
+    deps = fake.requests("GET", r"/deployments$")
+    assert ["continue=" in x["query"] for x in deps] == [False, True, False, True]
+
+
 def test_bad_selector_is_config_error(fake, tmp_path):
     fake.add(*deployment_objects(replicas=1))
     r, _ = decide(kenv(fake, tmp_path), "--app-selector", "app in (chat")
@@ -817,3 +828,40 @@ def test_kubectl_get_raw_reads_the_fake(fake, tmp_path):
     assert r.returncode != 0
     assert 'Error from server (NotFound): pods "nope" not found' in r.stderr
     assert any(x["user_agent"] and x["user_agent"].startswith("kubectl") for x in fake.log)
+
+
+def test_fake_validates_events_like_the_api_server(fake):
+    """The fake's Event validation is real: a bad Event gets 422 Invalid."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=fake.ca_file)
+
+    def post(ev):
+        rq = urllib.request.Request(
+            fake.server + "/apis/events.k8s.io/v1/namespaces/prod/events",
+            data=json.dumps(ev).encode(), method="POST",
+            headers={"Authorization": "Bearer " + fake.valid_token(),
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(rq, context=ctx, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    good = {"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "p.181a2b3c4d5e6f70", "namespace": "prod"},
+            "eventTime": "2025-01-01T00:00:06.123456Z", "reportingController": "pylon.dev/agent",
+            "reportingInstance": "pylon-agent-p", "action": "ProveBus",
+            "reason": "ClusterBusReady", "type": "Normal", "note": "ok",
+            "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": "prod"}}
+    assert post(good)[0] == 201
+    code, st = post(good)
+    assert code == 409 and st["reason"] == "AlreadyExists"
+    bad = dict(good, metadata={"name": "p.2", "namespace": "prod"},
+               eventTime="2025-01-01T00:00:06Z", type="Info")
+    del bad["action"]
+    code, st = post(bad)
+    assert code == 422 and st["reason"] == "Invalid"
+    fields = {c["field"] for c in st["details"]["causes"]}
+    assert fields == {"eventTime", "type", "action"}
