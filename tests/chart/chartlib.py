@@ -57,8 +57,11 @@ def ensure_validator():
     marker = os.path.join(HERE, "node_modules", "kubernetes-models", "package.json")
     if not os.path.exists(marker):
         try:
+            env = dict(os.environ)
+            if not env.get("HOME"):
+                env["npm_config_cache"] = os.path.join(ROOT, "build", "chart", "npm-cache")
             p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                               cwd=HERE, capture_output=True, text=True, timeout=240)
+                               cwd=HERE, capture_output=True, text=True, timeout=240, env=env)
         except subprocess.TimeoutExpired:
             raise Unavailable("npm ci in tests/chart timed out (npm registry unreachable?)")
         if p.returncode != 0 or not os.path.exists(marker):

@@ -119,3 +119,40 @@ def test_tarball(bundle, tmp_path):
     total = sum(os.path.getsize(os.path.join(r, f))
                 for r, _, fs in os.walk(tmp_path / "pylon-agent") for f in fs)
     assert total < 48 * 1024 * 1024, total
+
+
+def test_dockerfile_recipe():
+    """No container engine runs here, so the Dockerfile is checked by
+    reading it: multi-stage, the build stage runs the same make + make
+    bundle the tests run, the runtime stage holds only the bundle at the
+    path the chart copies from, as a non-root user."""
+    with open(os.path.join(ROOT, "agent", "Dockerfile")) as f:
+        lines = [ln.strip() for ln in f.read().replace("\\\n", " ").splitlines()
+                 if ln.strip() and not ln.strip().startswith("#")]
+    froms = [ln for ln in lines if ln.upper().startswith("FROM ")]
+    assert len(froms) == 2
+    assert froms[0].split()[1].startswith("debian:bookworm") and froms[0].endswith("AS build")
+    assert froms[1].split()[1] in ("debian:bookworm-slim",) or "distroless" in froms[1]
+    runtime = lines[lines.index(froms[1]):]
+    build = lines[lines.index(froms[0]):lines.index(froms[1])]
+    build_run = " ".join(ln for ln in build if ln.startswith("RUN"))
+    for pkg in ("libcurl4-openssl-dev", "libcjson-dev", "libhiredis-dev", "libyaml-dev",
+                "libssl-dev", "libmicrohttpd-dev", "patchelf"):
+        assert pkg in build_run, pkg
+    assert "make bundle" in build_run
+    copies = [ln for ln in runtime if ln.startswith("COPY")]
+    assert copies == ["COPY --from=build /src/build/bundle/pylon-agent/ /opt/pylon-agent/"]
+    users = [ln.split()[1] for ln in runtime if ln.startswith("USER")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    entry = [ln for ln in runtime if ln.startswith("ENTRYPOINT")]
+    assert entry == ['ENTRYPOINT ["/opt/pylon-agent/bin/pylon-agent"]']
+    # the chart copies from and runs exactly these paths
+    with open(os.path.join(ROOT, "charts", "pylon", "templates", "_helpers.tpl")) as f:
+        helpers = f.read()
+    assert '{{- define "pylon.agentBundleDir" -}}/opt/pylon-agent{{- end }}' in helpers
+    assert '{{- define "pylon.agentBin" -}}/opt/pylon-agent/bin/pylon-agent{{- end }}' in helpers
+    # the Makefile's bundle target writes where the Dockerfile copies from
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        mk = f.read()
+    assert "scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle" in mk
+    assert "BUILD\t?= build" in mk or "BUILD ?= build" in mk
