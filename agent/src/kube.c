@@ -406,8 +406,9 @@ kube_call(struct kube *k, const char *method, const char *verb,
 	    k->cfg.server, prefix, k->ns, resource, name ? "/" : "",
 	    name ? name : "", query ? "?" : "", query ? query : "");
 	for (tries = 0; tries < 2; tries++) {
+		/* The 401 branch below already forced the re-read. */
 		if ((rc = kube_config_refresh_token(&k->cfg,
-		    KUBE_TOKEN_MAX_AGE_MS, tries > 0, err)))
+		    KUBE_TOKEN_MAX_AGE_MS, false, err)))
 			return rc;
 		memset(&rq, 0, sizeof(rq));
 		rq.method = method;

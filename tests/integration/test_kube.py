@@ -447,6 +447,27 @@ print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exec
     assert fake.log[0]["token"] == fake.valid_token()
 
 
+def test_kubeconfig_exec_plugin_rerun_after_401(fake, tmp_path):
+    fake.add(*deployment_objects(replicas=2))
+    count = tmp_path / "runs"
+    kc = _exec_kubeconfig(fake, tmp_path, """#!/usr/bin/env python3
+import json, os
+p = %r
+n = int(open(p).read()) + 1 if os.path.exists(p) else 1
+open(p, "w").write(str(n))
+# the first credential is stale; the plugin's second answer is valid
+tok = "stale-token" if n == 1 else os.environ["PLUGIN_TOKEN"]
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+                  "status": {"token": tok}}))
+""" % str(count))
+    r, d = decide(clean_env(KUBECONFIG=kc, POD_NAME=POD, PYLON_AGENT_REDIS_URL=REDIS % 1))
+    assert r.returncode == 0, r.stderr
+    assert count.read_text() == "2"        # re-run once after the 401, then cached
+    toks = [x["token"] for x in fake.log]
+    assert toks[0] == "stale-token" and set(toks[1:]) == {fake.valid_token()}
+    assert len(toks) == 5
+
+
 def test_kubeconfig_exec_plugin_failure(fake, tmp_path):
     fake.add(*deployment_objects(replicas=2))
     kc = _exec_kubeconfig(fake, tmp_path, "#!/bin/sh\necho 'no creds' >&2\nexit 3\n")
