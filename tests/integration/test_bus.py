@@ -114,6 +114,20 @@ def test_acl_channels(redis_factory):
     assert_unproven(res, "NOPERM", "user 'carol'", "PUBLISH")
 
 
+def test_acl_minimal_user_documented_in_docs(redis_factory, tmp_path):
+    # the least-privilege user docs/bus.md recommends: proof, probe, serve
+    r = redis_factory(databases=4, users=[
+        "pylon on >pylonpw resetchannels &ns1:cluster:bus resetkeys -@all "
+        "+subscribe +publish +ping +pubsub|numsub +select"])
+    url = r.url(user="pylon", password="pylonpw", db=2)
+    assert_proven(prove(url, ns="ns1"))
+    res = run_agent(["probe", "--platform", "static", "--replicas", "2", "--namespace",
+                     "ns1", "--redis-url", url, "--timeout", "3s",
+                     "--env-file", str(tmp_path / "none.env")])
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    assert "subscriber" in res.stdout
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
