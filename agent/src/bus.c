@@ -282,8 +282,8 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 			    txt, user_name(x->u), x->channel);
 		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOPERM: "
 		    "ACL user '%s' may not run %s%s%s (server: %s); the "
-		    "agent needs: ACL SETUSER %s +auth +select +subscribe "
-		    "+publish +ping +pubsub|numsub &%s", where,
+		    "agent needs: ACL SETUSER %s +subscribe +publish "
+		    "+ping +pubsub|numsub +select &%s", where,
 		    user_name(x->u), cmd, verb ? " on channel " : "",
 		    verb ? x->channel : "", txt, user_name(x->u),
 		    x->channel);
