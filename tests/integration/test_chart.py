@@ -688,3 +688,54 @@ def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, 
         assert bool(posted) == ("events" in report)
     finally:
         fake.stop()
+
+
+def test_every_optional_value_renders_and_validates(renderer, validator):
+    jsonschema = pytest.importorskip("jsonschema")
+    values = merge(SECRET, {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podLabels": {"team": "rt"}, "podAnnotations": {"a": "b"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                "labelSelector": {"matchLabels": {
+                                                    "app.kubernetes.io/name": "pylon"}}}}]}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "pylon": {"env": [{"name": "RUST_LOG", "value": "info"}],
+                  "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                  "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                  "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}}},
+        "agent": {"shape": "classicSidecar", "extraEnv": [{"name": "HTTPS_PROXY",
+                                                           "value": "http://proxy:3128"}],
+                  "install": False, "binaryPath": "/usr/local/bin/pylon-agent",
+                  "logFormat": "json", "countSurge": True, "minPeers": 2,
+                  "onDiscoveryError": "fail"},
+        "serviceAccount": {"annotations": {"x": "y"}},
+        "service": {"annotations": {"s": "t"}, "type": "LoadBalancer"},
+        "podDisruptionBudget": {"enabled": True, "minAvailable": "50%", "maxUnavailable": ""},
+    })
+    doc = rendered(renderer, values=values)
+    with open(os.path.join(chartlib.CHART, "values.schema.json")) as f:
+        jsonschema.validate(doc["values"], json.load(f))
+    rc, out = chartlib.validate(validator, doc["manifests"])
+    assert rc == 0, out
+    spec = pod_spec(doc)
+    assert [c["name"] for c in spec["initContainers"]] == ["pylon-agent-init"]
+    pylon = container(spec, "pylon")
+    assert pylon["command"][0] == "/usr/local/bin/pylon-agent"
+    assert pylon["env"] == [{"name": "RUST_LOG", "value": "info"}]
+    assert pylon["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    serve = container(spec, "pylon-agent")
+    env = env_map(serve)
+    assert env["HTTPS_PROXY"]["value"] == "http://proxy:3128"
+    assert env["PYLON_AGENT_LOG_FORMAT"]["value"] == "json"
+    assert env["PYLON_AGENT_COUNT_SURGE"]["value"] == "true"
+    assert env["PYLON_AGENT_MIN_PEERS"]["value"] == "2"
+    assert env["PYLON_AGENT_ON_DISCOVERY_ERROR"]["value"] == "fail"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert one(doc, "PodDisruptionBudget")["spec"] == {
+        "minAvailable": "50%", "selector": one(doc, "PodDisruptionBudget")["spec"]["selector"]}
+    labels = one(doc, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "rt"
