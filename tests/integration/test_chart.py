@@ -706,7 +706,12 @@ def test_every_optional_value_renders_and_validates(renderer, validator):
         "pylon": {"env": [{"name": "RUST_LOG", "value": "info"}],
                   "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
                   "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                  "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}}},
+                  "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                  "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                  "securityContext": {"readOnlyRootFilesystem": False}},
+        "extraVolumes": [{"name": "tmp", "emptyDir": {}}],
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1,
+                                                                "maxUnavailable": 0}},
         "agent": {"shape": "classicSidecar", "extraEnv": [{"name": "HTTPS_PROXY",
                                                            "value": "http://proxy:3128"}],
                   "install": False, "binaryPath": "/usr/local/bin/pylon-agent",
@@ -727,6 +732,11 @@ def test_every_optional_value_renders_and_validates(renderer, validator):
     assert pylon["command"][0] == "/usr/local/bin/pylon-agent"
     assert pylon["env"] == [{"name": "RUST_LOG", "value": "info"}]
     assert pylon["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pylon["volumeMounts"][1] == {"name": "tmp", "mountPath": "/tmp"}
+    assert pylon["securityContext"] == {"readOnlyRootFilesystem": False}
+    assert container(spec, "pylon-agent")["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "emptyDir": {}} in spec["volumes"]
+    assert one(doc, "Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1
     serve = container(spec, "pylon-agent")
     env = env_map(serve)
     assert env["HTTPS_PROXY"]["value"] == "http://proxy:3128"
