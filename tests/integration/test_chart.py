@@ -749,3 +749,56 @@ def test_every_optional_value_renders_and_validates(renderer, validator):
         "minAvailable": "50%", "selector": one(doc, "PodDisruptionBudget")["spec"]["selector"]}
     labels = one(doc, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert labels["team"] == "rt"
+
+
+# ---- the renderer behaves like Helm where the chart relies on it ----------
+
+def test_renderer_helm_semantics(renderer, tmp_path):
+    chart = tmp_path / "mini"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: mini\nversion: 1.2.3\n"
+                                      "appVersion: \"9.9\"\n")
+    (chart / "values.yaml").write_text("a: {b: 1, c: 2}\nn: 3\nmsg: hi\nlist: [x, z]\n"
+                                       "tplv: '{{ .Values.msg }}-{{ .Release.Name }}'\n")
+    (chart / "templates" / "_h.tpl").write_text(
+        '{{- define "mini.name" -}}{{ .Chart.Name }}-{{ .Release.Name }}{{- end }}\n')
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+        "  name: {{ include \"mini.name\" . }}\n"
+        "  namespace: {{ .Release.Namespace }}\n"
+        "data:\n"
+        "  a: {{ .Values.a | toJson | quote }}\n"
+        "  n: {{ .Values.n | quote }}\n"
+        "  kind: {{ kindOf .Values.n | quote }}\n"
+        "  tpl: {{ tpl .Values.tplv . | quote }}\n"
+        "  req: {{ required \"need msg\" .Values.msg | quote }}\n"
+        "  missing: {{ .Values.nope | quote }}\n"
+        "  list: |\n    {{- toYaml .Values.list | nindent 4 }}\n"
+        "  app: {{ .Chart.AppVersion | quote }}\n"
+        "  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n")
+    (chart / "templates" / "NOTES.txt").write_text("notes for {{ .Release.Name }}\n")
+    over = tmp_path / "over.yaml"
+    over.write_text("a: {c: null, d: 4}\n")
+    p = subprocess.run([renderer, "--release", "r1", "--namespace", "ns1", "-f", str(over),
+                        "--notes", str(chart)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["values"]["a"] == {"b": 1, "d": 4}         # null deletes, maps merge
+    (m,) = doc["manifests"]
+    assert m["source"] == "mini/templates/cm.yaml"
+    data = m["object"]["data"]
+    assert m["object"]["metadata"] == {"name": "mini-r1", "namespace": "ns1"}
+    assert json.loads(data["a"]) == {"b": 1, "d": 4}
+    assert data["n"] == "3" and data["kind"] == "float64"  # Helm decodes numbers as floats
+    # sprig quote drops nil, as in Helm: an empty YAML value
+    assert data["tpl"] == "hi-r1" and data["req"] == "hi" and data["missing"] is None
+    assert data["list"].split() == ["-", "x", "-", "z"]
+    assert data["app"] == "9.9" and data["kube"].startswith("v1.")
+    assert doc["notes"] == "notes for r1\n"
+    # required and fail stop the render with the message
+    p = subprocess.run([renderer, "--set-string", "msg=", str(chart)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and "need msg" in p.stderr
+    (chart / "templates" / "bad.yaml").write_text("a: b\na: c\n")
+    p = subprocess.run([renderer, str(chart)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "rendered YAML is invalid" in p.stderr  # duplicate key
