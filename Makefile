@@ -92,7 +92,7 @@ fuzz fuzz-smoke:
 	    else echo "fuzz: no targets yet"; fi
 
 bench: all
-	tests/bench/run.sh
+	BUILD=$(BUILD) tests/bench/run.sh
 
 bundle: all
 	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle
