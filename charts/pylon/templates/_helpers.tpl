@@ -259,6 +259,7 @@ livenessProbe:
   command:
     - {{ include "pylon.agentBin" . }}
     - serve
+  terminationMessagePolicy: FallbackToLogsOnError
   ports:
     - name: agent-http
       containerPort: {{ .Values.agent.port | int }}
