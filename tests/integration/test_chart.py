@@ -587,6 +587,18 @@ def wait_http(port, path, want=200, timeout=20.0):
     raise AssertionError("%s never answered %d (last %r)" % (path, want, http_get(port, path)))
 
 
+def readline_within(p, timeout):
+    """The first stdout line of p, waiting at most timeout seconds."""
+    import threading
+    box = []
+    t = threading.Thread(target=lambda: box.append(p.stdout.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise AssertionError("no output from %r within %.0fs" % (p.args, timeout))
+    return box[0]
+
+
 @pytest.fixture(scope="module")
 def agent_dir(tmp_path_factory):
     """The agent image's /opt/pylon-agent: the bundle when patchelf is
@@ -655,9 +667,8 @@ def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, 
         pylon = container(spec, "pylon")
         pp = procs.start(sim.argv(pylon), env={"PATH": "/usr/bin:/bin"},
                          stdin=subprocess.PIPE, text=True)
-        line = pp.stdout.readline()
-        assert "bus=redis" in line and "channel=chat:cluster:bus" in line, \
-            line + pp.stderr.read() if pp.poll() is not None else line
+        line = readline_within(pp, 15.0)
+        assert "bus=redis" in line and "channel=chat:cluster:bus" in line, line
         pp.stdin.write("quit\n")
         pp.stdin.flush()
         assert pp.wait(timeout=10) == 0
