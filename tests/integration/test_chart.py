@@ -820,3 +820,52 @@ def test_renderer_helm_semantics(renderer, tmp_path):
     (chart / "templates" / "bad.yaml").write_text("a: b\na: c\n")
     p = subprocess.run([renderer, str(chart)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "rendered YAML is invalid" in p.stderr  # duplicate key
+
+
+def test_rendered_bluegreen_pods_count_both_colours(renderer, agent_dir, redis_factory,
+                                                    tmp_path):
+    """Blue's init container, with the chart's selector and Role, counts
+    green's replicas too (3 + 2 = 5 peers)."""
+    if not os.access(AGENT, os.X_OK):
+        pytest.fail("no agent binary at %s" % AGENT)
+    from kube_fake import deployment
+    r = redis_factory()
+    bg = os.path.join(chartlib.CHART, "ci", "bluegreen-values.yaml")
+    docs = {}
+    for colour, replicas in (("blue", 3), ("green", 2)):
+        docs[colour] = rendered(renderer, files=[bg], release="pylon-" + colour,
+                                namespace="prod", values={
+                                    "replicaCount": replicas,
+                                    "bluegreen": {"colour": colour,
+                                                  "sharedService": colour == "blue"}})
+    labels = {c: one(d, "Deployment")["spec"]["template"]["metadata"]["labels"]
+              for c, d in docs.items()}
+    fake = KubeFake(str(tmp_path / "fake")).start()
+    try:
+        for verb, group, plural in role_denials(one(docs["blue"], "Role")):
+            fake.deny(verb, group, plural)
+        fake.add(*deployment_objects(dep="pylon-blue", replicas=3, podname=POD,
+                                     labels=labels["blue"]))
+        fake.add(deployment("pylon-green", replicas=2, labels=labels["green"]))
+        spec = pod_spec(docs["blue"])
+        sim = PodSim(tmp_path / "root", fake, spec, agent_dir)
+        os.makedirs(sim.path("/var/run/secrets/pylon-agent/redis"))
+        with open(sim.path("/var/run/secrets/pylon-agent/redis/url"), "w") as f:
+            f.write(r.url() + "\n")
+        for name in ("pylon-agent-install", "pylon-agent-init"):
+            c = container(spec, name)
+            p = subprocess.run(sim.argv(c), env=sim.env(c), capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0, "%s: %s" % (name, p.stderr)
+        with open(sim.path("/pylon-agent/cluster.env")) as f:
+            text = f.read()
+        assert "mode=redis" in text and "peers=5" in text, text
+        assert "pylon-green" in text  # the reason names the other colour
+        assert "PYLON_CLUSTER_NAMESPACE='pylon'" in text
+        granted = rules_as_set(one(docs["blue"], "Role"))
+        for q in fake.log:
+            assert request_rule(q["method"], q["path"]) in granted, q["path"]
+        assert any(q["method"] == "GET" and q["path"].endswith("/deployments")
+                   for q in fake.log), "the selector did not list deployments"
+    finally:
+        fake.stop()
