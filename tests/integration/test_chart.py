@@ -869,3 +869,37 @@ def test_rendered_bluegreen_pods_count_both_colours(renderer, agent_dir, redis_f
                    for q in fake.log), "the selector did not list deployments"
     finally:
         fake.stop()
+
+
+def test_rendered_hpa_pod_counts_max_replicas(renderer, agent_dir, redis_factory, tmp_path):
+    """The chart's own HPA object, served by the fake API: the first pod
+    already counts maxReplicas (10) while the Deployment runs 2."""
+    if not os.access(AGENT, os.X_OK):
+        pytest.fail("no agent binary at %s" % AGENT)
+    r = redis_factory()
+    doc = rendered(renderer, release="chat", namespace="prod",
+                   files=[os.path.join(chartlib.CHART, "ci", "hpa-values.yaml")],
+                   values={"redis": {"caSecret": ""}})
+    labels = one(doc, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    fake = KubeFake(str(tmp_path / "fake")).start()
+    try:
+        for verb, group, plural in role_denials(one(doc, "Role")):
+            fake.deny(verb, group, plural)
+        dep_name = one(doc, "Deployment")["metadata"]["name"]
+        fake.add(*deployment_objects(dep=dep_name, replicas=2, podname=POD, labels=labels))
+        fake.add(one(doc, "HorizontalPodAutoscaler"))
+        spec = pod_spec(doc)
+        sim = PodSim(tmp_path / "root", fake, spec, agent_dir)
+        os.makedirs(sim.path("/var/run/secrets/pylon-agent/redis"))
+        with open(sim.path("/var/run/secrets/pylon-agent/redis/url"), "w") as f:
+            f.write(r.url() + "\n")
+        for name in ("pylon-agent-install", "pylon-agent-init"):
+            c = container(spec, name)
+            p = subprocess.run(sim.argv(c), env=sim.env(c), capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0, "%s: %s" % (name, p.stderr)
+        with open(sim.path("/pylon-agent/cluster.env")) as f:
+            text = f.read()
+        assert "mode=redis" in text and "peers=10" in text, text
+    finally:
+        fake.stop()
