@@ -37,6 +37,7 @@
 struct rconn {
 	struct transport	*t;
 	redisReader		*rd;
+	size_t			 fed;	/* bytes of the reply in progress */
 	bool			 too_big;
 	bool			 timed_out;	/* the last recv */
 	char			 where[300];
@@ -164,7 +165,7 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 {
 	char		 buf[16384], tmp[AGENT_ERR_LEN];
 	void		*r = NULL;
-	size_t		 got, pending = 0;
+	size_t		 got;
 	enum tr_status	 st;
 	long		 waited;
 	int64_t		 start = now_ms();
@@ -185,12 +186,15 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 			    c->where, what, c->rd->errstr);
 		}
 		if (r != NULL) {
+			/* what is left belongs to the next reply */
+			c->fed = c->rd->len - c->rd->pos;
 			*reply = r;
 			return 0;
 		}
-		/* bytes buffered for the incomplete reply */
-		pending = c->rd->len - c->rd->pos;
-		if (pending > REPLY_CAP)
+		/* Every byte fed since the last complete reply belongs to
+		 * this one (hiredis consumes parsed elements of an
+		 * unfinished array, so its buffer alone says too little). */
+		if (c->fed > REPLY_CAP)
 			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: a "
 			    "reply larger than %u bytes while waiting for %s",
 			    c->where, REPLY_CAP, what);
@@ -214,6 +218,7 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 			    EXIT_AGENT_UNPROVEN, "%s (waiting for %s)", tmp,
 			    what);
 		}
+		c->fed += got;
 		if (redisReaderFeed(c->rd, buf, got) != REDIS_OK)
 			return err_oom(err, "redisReaderFeed");
 	}

@@ -424,6 +424,9 @@ def test_fake_that_delivers_is_proven():
 def test_oversized_replies_are_refused():
     for reply, want in [(b"*100000\r\n", "larger than"),
                         (b"$99999999\r\n" + b"x" * (5 << 20), "larger than"),
+                        # many small elements: 6 MB in one reply
+                        (b"*3000\r\n" + (b"$2000\r\n" + b"x" * 2000 + b"\r\n") * 3000,
+                         "larger than"),
                         (b"!garbage\r\n", "protocol error")]:
         f = FakeRedis(subscribe_reply=reply)
         try:
