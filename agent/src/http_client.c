@@ -1,7 +1,7 @@
 /*
  * http_client.c - the libcurl wrapper used by the Kubernetes and Fly
- * adapters.  One easy handle per request (requests are rare: one
- * discovery at start, one per resync).  See http_client.h.
+ * adapters.  One easy handle per thread, reset for each request, so the
+ * requests of a discovery reuse one connection.  See http_client.h.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -24,10 +24,57 @@
 static pthread_once_t	http_once = PTHREAD_ONCE_INIT;
 static CURLcode		http_init_rc = CURLE_OK;
 
+static pthread_key_t	http_key;
+static bool		http_key_ok;
+
+/* A thread's cached easy handle goes with the thread. */
+static void
+http_handle_free(void *h)
+{
+	curl_easy_cleanup(h);
+}
+
 static void
 http_global_init(void)
 {
 	http_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	http_key_ok = pthread_key_create(&http_key, http_handle_free) == 0;
+}
+
+/*
+ * This thread's easy handle, options reset.  Keeping it keeps its
+ * connection cache (curl_easy_reset leaves live connections and TLS
+ * sessions alone): the requests of one discovery share one TLS
+ * connection instead of a handshake (and an SSL_CTX with the CA loaded)
+ * each.  One handle per thread: a curl handle is never shared between
+ * threads.
+ */
+static CURL *
+http_handle(void)
+{
+	CURL	*h;
+
+	if (!http_key_ok)
+		return curl_easy_init();
+	if ((h = pthread_getspecific(http_key)) != NULL) {
+		curl_easy_reset(h);
+		return h;
+	}
+	if ((h = curl_easy_init()) == NULL)
+		return NULL;
+	if (pthread_setspecific(http_key, h) != 0) {
+		curl_easy_cleanup(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* Done with the handle of http_handle(). */
+static void
+http_handle_done(CURL *h)
+{
+	if (!http_key_ok)
+		curl_easy_cleanup(h);
 }
 
 /* The body collected by the write callback, capped. */
@@ -301,7 +348,7 @@ http_once_do(const struct http_request *rq, const char *url,
 
 	*status = 0;
 	errbuf[0] = '\0';
-	if ((h = curl_easy_init()) == NULL)
+	if ((h = http_handle()) == NULL)
 		return CURLE_OUT_OF_MEMORY;
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -371,7 +418,7 @@ http_once_do(const struct http_request *rq, const char *url,
 	c = curl_easy_perform(h);
 	if (c == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-	curl_easy_cleanup(h);
+	http_handle_done(h);
 	return c;
 }
 
