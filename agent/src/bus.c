@@ -818,13 +818,15 @@ drain(struct bus_session *s, struct agent_err *err)
 	int		 rc;
 
 	while (total < DRAIN_CAP) {
-		rc = rconn_recv(&s->sub, &r, 0, "the subscription", err);
+		rc = rconn_recv(&s->sub, &r, 0, "messages on the subscription",
+		    err);
 		if (rc == RC_AGAIN) {
 			err_clear(err);
 			return 0;
 		}
 		if (rc != 0)
-			return rc;
+			return err_prefix(err, "subscription lost (killed, or "
+			    "dropped by client-output-buffer-limit pubsub)");
 		if (!is_push(r, "message")) {
 			freeReplyObject(r);
 			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "

@@ -36,6 +36,7 @@ struct transport {
 	SSL_CTX		*ctx;
 	SSL		*ssl;
 	bool		 live;	/* handshake done, no fatal TLS error */
+	bool		 got_data;	/* read anything yet */
 	char		 where[300];
 	/* TLS verification: the first failure the callback saw */
 	long		 verr;
@@ -648,8 +649,8 @@ static enum tr_status
 io_eof(struct transport *t, struct agent_err *err)
 {
 	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server closed the "
-	    "connection%s", t->where, t->ssl ? "" : " (if it expects TLS, "
-	    "use rediss://)");
+	    "connection%s", t->where, t->ssl || t->got_data ? "" :
+	    " (if it expects TLS, use rediss://)");
 	return TR_EOF;
 }
 
@@ -660,7 +661,8 @@ io_error(struct transport *t, const char *what, int e,
 	if (e == ECONNRESET || e == EPIPE)
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server "
 		    "reset the connection during %s%s", t->where, what,
-		    t->ssl ? "" : " (if it expects TLS, use rediss://)");
+		    t->ssl || t->got_data ? "" : " (if it expects TLS, use "
+		    "rediss://)");
 	else
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
 		    t->where, what, strerror(e));
@@ -747,6 +749,7 @@ transport_read(struct transport *t, void *buf, size_t n, size_t *got,
 			r = recv(t->fd, buf, n, 0);
 			if (r > 0) {
 				*got = (size_t)r;
+				t->got_data = true;
 				return TR_OK;
 			}
 			if (r == 0)

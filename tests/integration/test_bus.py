@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import SLOW, clean_env, free_port, run_agent
-from redisfix import RespError, make_tls_material, redis_factory  # noqa: F401
+from redisfix import RespReader, make_tls_material, redis_factory, resp_encode  # noqa: F401
 
 NASTY = "p@ss:w/rd'\"% x#?&=é"   # every character a URL parser trips on
 ENVELOPE_RE = re.compile(
@@ -434,3 +434,70 @@ def test_oversized_replies_are_refused():
             assert_unproven(res, want)
         finally:
             f.close()
+
+
+# ---- the held session under serve -----------------------------------------
+
+def _get(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=2) as f:
+            return f.status, f.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def _wait(cond, timeout, what):
+    end = time.monotonic() + timeout * SLOW
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_session_drains_traffic_and_detects_a_dead_subscription(redis_factory, procs):
+    r = redis_factory(requirepass=NASTY)
+    obs = r.subscribe("sess:cluster:bus")
+    port = free_port()
+    p = procs.start_agent(["serve", "--platform", "static", "--replicas", "2",
+                           "--namespace", "sess", "--redis-url", r.url(),
+                           "--interval", "300ms", "--listen", "127.0.0.1:%d" % port])
+    _wait(lambda: _get(port, "/readyz")[0] == 200, 15, "/readyz 200")
+    # Pylon-like traffic on the channel (8 MB): checks drain it and pass
+    big = b'{"instance_id":"other","kind":"change","payload":"' + b"x" * 8000 + b'"}'
+    s = r._connect()
+    try:
+        for _ in range(8):
+            s.sendall(b"".join(resp_encode("PUBLISH", "sess:cluster:bus", big)
+                               for _ in range(128)))
+        rd = RespReader(s)
+        for _ in range(8 * 128):
+            assert rd.read() >= 2   # the agent and the observer
+    finally:
+        s.close()
+    time.sleep(1.0 * SLOW)
+    st = json.loads(_get(port, "/status")[1])
+    assert st["redis"]["error"] is None, st
+    assert _get(port, "/readyz")[0] == 200
+    # kill only the agent's subscription: the publish connection still
+    # answers PING, the subscription's PING does not
+    clients = r.cmd("CLIENT", "LIST").decode()
+    obs_addr = obs.sock.getsockname()
+    ids = [l.split()[0].split("=")[1] for l in clients.splitlines()
+           if " sub=1 " in l and ("addr=127.0.0.1:%d " % obs_addr[1]) not in l]
+    assert len(ids) == 1, clients
+    err = []
+    threading.Thread(target=lambda: [err.append(l.decode()) for l in p.stderr],
+                     daemon=True).start()
+    r.cmd("CLIENT", "KILL", "ID", ids[0])
+    _wait(lambda: any("bus reconnected" in l for l in list(err)), 15,
+          "reconnect after the subscription was killed")
+    assert any("bus check failed" in l and "subscription lost" in l for l in err), err
+    # one envelope for the whole life of serve, none for checks/reconnects
+    msgs = [m for m in obs.settle() if b"agent_probe" in m]
+    assert len(msgs) == 1, msgs
+    assert NASTY not in "".join(err)
