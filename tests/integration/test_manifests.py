@@ -6,6 +6,7 @@ they are generated from, and RBAC is least-privilege.
 """
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -176,3 +177,37 @@ def test_fly_toml_release_command():
     with open(path, "rb") as f:
         fly = tomllib.load(f)
     assert "pylon-agent check" in fly["deploy"]["release_command"]
+
+
+def test_error_index_in_troubleshooting():
+    """docs/troubleshooting.md ends with every error line, generated from
+    the err_set() calls (scripts/gen-error-index.py).  A stale index is a
+    warning, not a failure: a reworded message must not break the build,
+    and the generator is one command."""
+    import importlib.util
+    import warnings
+    path = os.path.join(chartlib.ROOT, "scripts", "gen-error-index.py")
+    spec = importlib.util.spec_from_file_location("gen_error_index", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    msgs = gen.messages()
+    assert len(msgs) >= 100, len(msgs)
+    codes = {c for _, c, _ in msgs}
+    assert {"64", "69", "73", "75", "78"} <= codes, codes
+    # the exit codes the troubleshooting page documents all occur
+    with open(gen.DOC) as f:
+        doc = f.read()
+    for code in ("64", "69", "70", "73", "75", "78"):
+        assert "| %s |" % code in doc
+    for name, _, _ in msgs:
+        target = gen.SEE.get(name)
+        assert target, "no troubleshooting pointer for %s" % name
+        m = re.match(r"\[[^\]]*\]\(([^)#]+)", target)
+        if m:
+            assert os.path.exists(os.path.join(chartlib.ROOT, "docs", m.group(1))), target
+    # a known message is indexed with its code
+    assert "| 78 | `… peers (…) need the Redis cluster bus but no Redis URL" in doc
+    p = subprocess.run([sys.executable, path, "--check"], capture_output=True, text=True,
+                       timeout=30)
+    if p.returncode != 0:
+        warnings.warn(p.stdout.strip())
