@@ -830,7 +830,8 @@ drain(struct bus_session *s, struct agent_err *err)
 		if (!is_push(r, "message")) {
 			freeReplyObject(r);
 			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
-			    "unexpected reply on the subscription", s->sub.where);
+			    "unexpected reply on the subscription",
+			    s->sub.where);
 		}
 		total += r->elements == 3 ? r->element[2]->len + 64 : 64;
 		freeReplyObject(r);
@@ -847,9 +848,10 @@ bus_session_check(struct bus_session *s, long timeout_ms,
 	size_t		 lens[3];
 	redisReply	*r = NULL;
 	double		 t0 = now_ms_f();
-	int64_t		 deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+	int64_t		 deadline;
 	int		 rc;
 
+	deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 	if (latency_ms != NULL)
 		*latency_ms = 0;
 	if (numsub != NULL)

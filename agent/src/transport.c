@@ -2,10 +2,11 @@
  * transport.c - TCP, unix and TLS connections with deadlines for the bus.
  *
  * Debian's hiredis 0.14 has no TLS, so the bus speaks RESP over this:
- * getaddrinfo on a thread (a DNS lookup cannot outlive the deadline), non-blocking
- * connect, poll() for every read and write, OpenSSL with SNI and host name
- * or IP verification.  Each failure becomes one line that names the cause
- * (DNS, refused, timeout, TLS verification with the certificate subject).
+ * getaddrinfo on a thread (a DNS lookup cannot outlive the deadline),
+ * non-blocking connect, poll() for every read and write, OpenSSL with SNI
+ * and host name or IP verification.  Each failure becomes one line that
+ * names the cause (DNS, refused, timeout, TLS verification with the
+ * certificate subject).
  */
 #include <sys/socket.h>
 #include <sys/un.h>
