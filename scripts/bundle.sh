@@ -66,6 +66,7 @@ while read -r name arrow path rest; do
 	is_glibc "$name" && continue
 	cp -L "$path" "$dir/lib/$name"
 	chmod 0644 "$dir/lib/$name"
+	# shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader
 	patchelf --set-rpath '$ORIGIN' "$dir/lib/$name"
 	if [ "${BUNDLE_STRIP:-1}" != 0 ] && command -v strip >/dev/null 2>&1; then
 		strip --strip-unneeded "$dir/lib/$name" 2>/dev/null || true
@@ -73,6 +74,7 @@ while read -r name arrow path rest; do
 	n=$((n + 1))
 done < "$out/.ldd.$$"
 rm -f "$out/.ldd.$$"
+# shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader
 patchelf --set-rpath '$ORIGIN/../lib' "$dir/bin/pylon-agent"
 
 # Every bundled library must now resolve from the bundle.
