@@ -142,3 +142,43 @@ def test_standin_is_fatal_when_bus_unreachable(procs):
     assert p.returncode != 0
     assert "fatal" in p.stderr and "unreachable" in p.stderr
     assert "ready" not in p.stdout
+
+
+def test_exec_without_env_file_proves_then_runs(redis_factory, procs, tmp_path):
+    # the Fly shape: exec decides, proves (one envelope), then execs Pylon
+    r = redis_factory(requirepass=NASTY)
+    obs = r.subscribe("e2e:cluster:bus")
+    envf = tmp_path / "cluster.env"
+    init(envf, r.url(), 2)
+    assert len(obs.wait_count(1)) == 1
+    a = Standin(procs, envf, "A")
+
+    class Direct(Standin):
+        def __init__(self):
+            self.name = "B"
+            self.p = procs.start_agent(
+                ["exec", "--platform", "static", "--replicas", "2", "--namespace", "e2e",
+                 "--redis-url", r.url(), "--timeout", "5s", "--", sys.executable, STANDIN],
+                stdin=subprocess.PIPE, text=True, bufsize=1)
+            self.lines, self.err = queue.Queue(), []
+            threading.Thread(target=self._pump, args=(self.p.stdout, self.lines.put),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(self.p.stderr, self.err.append),
+                             daemon=True).start()
+            self.ready = self.expect("ready ")
+
+    b = Direct()
+    assert "bus=redis" in b.ready
+    # B's agent published its one probe; A skipped it as an unknown kind
+    assert len([m for m in obs.settle() if b"agent_probe" in m]) == 2
+    end = time.monotonic() + 3 * SLOW
+    while not any("skipped kind=agent_probe" in e for e in a.err) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert any("skipped kind=agent_probe" in e for e in a.err), a.err
+    a.send('mutate {"from": "A"}')
+    assert json.loads(b.expect("received ").split(" ", 1)[1]) == {"from": "A"}
+    assert not any(l.startswith("received") for l in a.drain())
+    assert NASTY not in "".join(a.err + b.err)
+    for s in (a, b):
+        s.send("quit")
+        assert s.p.wait(timeout=5 * SLOW) == 0
