@@ -13,7 +13,7 @@ Options: requirepass, users (ACL rules, one string per user, as for the
 `user` config directive), tls (a TLSMaterial: CA + server cert made at
 test time with python3-cryptography, else the openssl CLI), unixsocket
 (True: a socket in the server's directory), databases, port, extra
-(config lines).  Every server is pid-tracked and stopped (SIGTERM, then
+(config lines), bind (default "127.0.0.1"; "127.0.0.1 ::1" for IPv6 too).  Every server is pid-tracked and stopped (SIGTERM, then
 SIGKILL) when the fixture ends, also when the test fails.  Every wait is
 bounded.
 """
@@ -255,14 +255,14 @@ class Subscriber:
 
 class RedisServer:
     def __init__(self, workdir, requirepass=None, users=(), tls=None, unixsocket=False,
-                 databases=16, port=None, extra=()):
+                 databases=16, port=None, extra=(), bind="127.0.0.1"):
         if REDIS_SERVER is None:
             pytest.skip("redis-server not installed (make deps installs redis-server)")
         self.dir = tempfile.mkdtemp(prefix="redis-", dir=workdir)
         self.requirepass, self.users, self.tls = requirepass, list(users), tls
         self.port = port or free_port()
         self.unixsocket = os.path.join(self.dir, "redis.sock") if unixsocket else None
-        self.databases, self.extra = databases, list(extra)
+        self.databases, self.extra, self.bind = databases, list(extra), bind
         self.proc = None
         self.log = os.path.join(self.dir, "redis.log")
         self._subs = []
@@ -270,7 +270,7 @@ class RedisServer:
 
     def _write_conf(self):
         lines = [
-            "bind 127.0.0.1",
+            "bind %s" % self.bind,
             "protected-mode no",
             "save %s" % _q(""),
             "appendonly no",

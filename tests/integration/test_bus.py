@@ -79,6 +79,18 @@ def test_requirepass_nasty_password(redis_factory):
     assert_unproven(res, "NOAUTH")
 
 
+def test_ipv6_literal(redis_factory):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip("no IPv6 loopback here: %s" % e)
+    r = redis_factory(bind="127.0.0.1 ::1", requirepass="v6pw")
+    res = prove(r.url(host="::1", db=1))
+    assert_proven(res)
+    assert "[::1]:%d" % r.port in res.stdout
+
+
 def test_db3_and_bad_db(redis_factory):
     r = redis_factory(databases=4)
     assert_proven(prove(r.url(db=3)))
