@@ -73,6 +73,9 @@ void	 a_free(void *);
  * fails; 0 disables.  Also set from PYLON_AGENT_FAIL_ALLOC at start. */
 void	 alloc_fail_after(long n);
 long	 alloc_count(void);
+/* Allocations that failed so far: a parser that returns NULL (cJSON) can
+ * tell "out of memory" from "malformed" by comparing it around the call. */
+long	 alloc_failures(void);
 /* Routes cJSON through a_malloc/a_free. */
 void	 alloc_init_cjson(void);
 

@@ -12,6 +12,7 @@
 
 static long	fail_at;	/* 0: never */
 static long	count;
+static long	failures;
 
 void
 alloc_fail_after(long n)
@@ -25,11 +26,30 @@ alloc_count(void)
 	return count;
 }
 
+long
+alloc_failures(void)
+{
+	return failures;
+}
+
 static bool
 should_fail(void)
 {
 	count++;
-	return fail_at > 0 && count >= fail_at;
+	if (fail_at > 0 && count >= fail_at) {
+		failures++;
+		return true;
+	}
+	return false;
+}
+
+/* A real allocation failure counts as a failure too. */
+static void *
+counted(void *p)
+{
+	if (p == NULL)
+		failures++;
+	return p;
 }
 
 void *
@@ -37,7 +57,7 @@ a_malloc(size_t n)
 {
 	if (should_fail())
 		return NULL;
-	return malloc(n ? n : 1);
+	return counted(malloc(n ? n : 1));
 }
 
 void *
@@ -45,7 +65,7 @@ a_calloc(size_t n, size_t sz)
 {
 	if (should_fail())
 		return NULL;
-	return calloc(n ? n : 1, sz ? sz : 1);
+	return counted(calloc(n ? n : 1, sz ? sz : 1));
 }
 
 void *
@@ -53,7 +73,7 @@ a_realloc(void *p, size_t n)
 {
 	if (should_fail())
 		return NULL;
-	return realloc(p, n ? n : 1);
+	return counted(realloc(p, n ? n : 1));
 }
 
 char *

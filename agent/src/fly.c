@@ -253,10 +253,13 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 	int		 i, rc = 0, total = 0;
 	bool		 incomplete, self_seen = false;
 	enum fly_excl	 why;
+	long		 fails = alloc_failures();
 
 	memset(&st, 0, sizeof(st));
 	memset(excl, 0, sizeof(excl));
 	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL && alloc_failures() != fails)
+		return err_oom(err, "fly: machines list");
 	if (root == NULL)
 		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: the Machines "
 		    "API answered with a body that is not JSON (%zu bytes); "

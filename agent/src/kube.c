@@ -471,8 +471,12 @@ kube_call(struct kube *k, const char *method, const char *verb,
 		return rc;
 	}
 	if (out != NULL && rs.len > 0) {
+		long	fails = alloc_failures();
+
 		*out = cJSON_ParseWithLength(rs.body, rs.len);
-		if (*out == NULL || !cJSON_IsObject(*out)) {
+		if (*out == NULL && alloc_failures() != fails)
+			rc = err_oom(err, "kubernetes: API response");
+		else if (*out == NULL || !cJSON_IsObject(*out)) {
 			cJSON_Delete(*out);
 			*out = NULL;
 			rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s "

@@ -245,7 +245,11 @@ load_pem_field(yaml_document_t *d, yaml_node_t *m, const char *dir,
 	int		 rc;
 
 	if ((v = y_str(d, m, key)) != NULL) {
-		if (b64_decode(v, out, &len) != 0)
+		long	fails = alloc_failures();
+
+		if (b64_decode(v, out, &len) != 0 && alloc_failures() != fails)
+			return err_oom(err, "kubeconfig");
+		if (*out == NULL)
 			return err_set(err, EXIT_AGENT_CONFIG,
 			    "kubeconfig %s: %s is not valid base64; it must be "
 			    "the base64 of a PEM block", where, key);
