@@ -374,6 +374,30 @@ def test_redis_outage_and_recovery(procs, tmp_path):
     assert PASSWORD not in err
 
 
+def test_hung_redis_fails_readiness_then_recovers(procs, tmp_path):
+    # A Redis that accepts nothing (SIGSTOP) must fail the checks by their
+    # timeout (interval clamped to >= 500 ms), not hang the loop.
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--redis-url", r.url),
+                       wait="/readyz")
+    os.kill(r.server.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: http(port, "/readyz")[0] == 503, 6, what="/readyz 503")
+        assert time.monotonic() - t0 < 3 * (0.2 + 0.5) + 2.0 * SLOW
+        # Handlers never wait on Redis.
+        t1 = time.monotonic()
+        for path in ("/livez", "/status", "/metrics"):
+            assert http(port, path, timeout=1.0)[0] == 200
+        assert time.monotonic() - t1 < 1.0 * SLOW
+        assert "timeout" in status_json(port)["redis"]["error"].lower() or \
+            "timed out" in status_json(port)["redis"]["error"].lower()
+    finally:
+        os.kill(r.server.pid, signal.SIGCONT)
+    wait_for(lambda: http(port, "/readyz")[0] == 200, 10, what="/readyz 200 after SIGCONT")
+
+
 def test_exactly_one_bus_message_per_start(procs, tmp_path):
     r = Redis(procs, tmp_path).start()
     sub = RawSubscriber(r.port, "one:cluster:bus")
