@@ -293,6 +293,16 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 		    verb ? x->channel : "", txt, user_name(x->u),
 		    x->channel);
 	}
+	if (err_is(r, "DENIED"))
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DENIED: "
+		    "Redis runs in protected mode and refuses clients from "
+		    "other hosts (server: %s); set a password (requirepass, "
+		    "and put it in the URL) or configure bind and "
+		    "protected-mode", where, txt);
+	if (err_is(r, "LOADING"))
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: "
+		    "Redis is still loading its dataset (server: %s); the "
+		    "agent retries", where, cmd, txt);
 	if (strcmp(cmd, "SELECT") == 0)
 		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: SELECT %d "
 		    "failed: wrong db: %s (the server has fewer databases, "

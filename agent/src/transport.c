@@ -646,12 +646,24 @@ io_timeout(struct transport *t, const char *what, struct agent_err *err)
 	return TR_TIMEOUT;
 }
 
+/* Why a fresh connection may be dropped before its first reply. */
+static const char *
+early_hint(const struct transport *t)
+{
+	if (t->got_data)
+		return "";
+	if (t->ssl != NULL)
+		return " (a TLS server that demands a client certificate, "
+		    "tls-auth-clients yes, drops the agent here: that is not "
+		    "supported)";
+	return " (if it expects TLS, use rediss://)";
+}
+
 static enum tr_status
 io_eof(struct transport *t, struct agent_err *err)
 {
 	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server closed the "
-	    "connection%s", t->where, t->ssl || t->got_data ? "" :
-	    " (if it expects TLS, use rediss://)");
+	    "connection%s", t->where, early_hint(t));
 	return TR_EOF;
 }
 
@@ -662,8 +674,7 @@ io_error(struct transport *t, const char *what, int e,
 	if (e == ECONNRESET || e == EPIPE)
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server "
 		    "reset the connection during %s%s", t->where, what,
-		    t->ssl || t->got_data ? "" : " (if it expects TLS, use "
-		    "rediss://)");
+		    early_hint(t));
 	else
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
 		    t->where, what, strerror(e));
@@ -719,7 +730,8 @@ transport_write(struct transport *t, const void *buf, size_t n,
 			else {
 				ssl_errstr(why, sizeof(why));
 				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
-				    "TLS write failed: %s", t->where, why);
+				    "TLS write failed: %s%s", t->where, why,
+				    early_hint(t));
 				return TR_ERROR;
 			}
 		}
@@ -769,6 +781,7 @@ transport_read(struct transport *t, void *buf, size_t n, size_t *got,
 			sigpipe_unblock(&g);
 			if (rc > 0) {
 				*got = (size_t)rc;
+				t->got_data = true;
 				return TR_OK;
 			}
 			if (e != SSL_ERROR_WANT_READ &&
@@ -786,7 +799,8 @@ transport_read(struct transport *t, void *buf, size_t n, size_t *got,
 			else {
 				ssl_errstr(why, sizeof(why));
 				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
-				    "TLS read failed: %s", t->where, why);
+				    "TLS read failed: %s%s", t->where, why,
+				    early_hint(t));
 				return TR_ERROR;
 			}
 		}

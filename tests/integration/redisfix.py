@@ -310,13 +310,20 @@ class RedisServer:
                 raise RuntimeError("redis-server exited %s: %s" % (self.proc.returncode,
                                                                     self._log_tail()))
             try:
-                if self.ping():
+                if self._ready():
                     return self
             except OSError:
                 pass
             time.sleep(0.02)
         raise TimeoutError("redis-server did not answer within %.0fs: %s" %
                            (timeout, self._log_tail()))
+
+    def _ready(self):
+        if self.tls and any("tls-auth-clients yes" in e for e in self.extra):
+            # no client certificate here: a TCP accept is all we can see
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        return self.ping()
 
     def _log_tail(self):
         try:

@@ -179,6 +179,13 @@ def test_tls(redis_factory, tls_files):
     assert "cannot be loaded" in res.stderr
 
 
+def test_tls_client_certificate_required(redis_factory, tls_files):
+    good, _, _ = tls_files
+    r = redis_factory(tls=good, extra=["tls-auth-clients yes"])
+    res = prove(r.url(), timeout="1s", extra=["--redis-ca-file", good.ca])
+    assert_unproven(res, "client certificate")
+
+
 def test_tls_hostname_mismatch(redis_factory, tls_files):
     _, _, other = tls_files
     r = redis_factory(tls=other)

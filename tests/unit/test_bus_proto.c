@@ -138,6 +138,11 @@ static const struct ecase ecases[] = {
 	  { "SELECT 3 failed", "wrong db", "/3" } },
 	{ "PUBSUB", NULL, "ERR something", { "PUBSUB failed: ERR something",
 	  NULL } },
+	{ "SUBSCRIBE", "subscribe to", "DENIED Redis is running in protected "
+	  "mode because protected mode is enabled", { "DENIED",
+	  "protected mode", "requirepass" } },
+	{ "SELECT", NULL, "LOADING Redis is loading the dataset in memory",
+	  { "still loading", "retries", NULL } },
 };
 
 static void
