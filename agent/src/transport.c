@@ -172,7 +172,7 @@ dns_lookup(struct dns_job *j)
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+	hints.ai_flags = AI_NUMERICSERV;	/* as Pylon: no AI_ADDRCONFIG */
 	rc = getaddrinfo(j->name, j->serv, &hints, &res);
 	pthread_mutex_lock(&j->mu);
 	j->rc = rc;
@@ -308,6 +308,7 @@ open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
 	enum tr_status	 st;
 	int64_t		 start = now_ms();
 	int		 e = 0, one = 1, fd;
+	bool		 refused = false;
 
 	if ((st = resolve(t, u, deadline, &res, err)) != TR_OK)
 		return st;
@@ -328,6 +329,8 @@ open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
 			break;
 		}
 		close(fd);
+		if (e == ECONNREFUSED)
+			refused = true;
 		if (e == ETIMEDOUT)
 			break;
 	}
@@ -341,7 +344,9 @@ open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
 		    t->where, (long)(now_ms() - start));
 		return TR_TIMEOUT;
 	}
-	if (e == ECONNREFUSED)
+	/* "refused" from any address says more than, say, an
+	 * unreachable IPv6 address next to it */
+	if (e == ECONNREFUSED || refused)
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connection "
 		    "refused (nothing listening there: is Redis running, "
 		    "and are the host and port right?)", t->where);
