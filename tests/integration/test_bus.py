@@ -206,6 +206,35 @@ def test_refused():
     assert "bus attempt 1 failed" in res.stderr
 
 
+def test_connect_timeout():
+    # a listener whose accept queue is full and never drained: Linux drops
+    # further SYNs, so connect() hangs like behind a dropping firewall
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    port = lst.getsockname()[1]
+    fill = []
+    try:
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fill.append(c)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        res = prove("redis://127.0.0.1:%d" % port, timeout="1500ms")
+        elapsed = time.monotonic() - t0
+        assert_unproven(res, "connect timed out")
+        assert elapsed < 1.5 + 1.5 * SLOW, elapsed
+    finally:
+        for c in fill:
+            c.close()
+        lst.close()
+
+
 def test_dns_failure():
     res = prove("redis://nonexistent.invalid:6379", timeout="1s")
     assert_unproven(res, "DNS", "nonexistent.invalid")
