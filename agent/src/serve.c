@@ -877,8 +877,9 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 	if (rc == 0) {
 		v->good_checks++;
 		if (reconnected)
-			log_info("serve: bus reconnected (subscription on \"%s\" "
-			    "restored, nothing published)", v->dec.channel);
+			log_info("serve: bus reconnected (subscription on "
+			    "\"%s\" restored, nothing published)",
+			    v->dec.channel);
 		if (recovered) {
 			log_info("serve: bus recovered; /readyz answers 200");
 			report_platform(o, &v->dec, REPORT_KIND_READY,
@@ -990,6 +991,36 @@ drift_apply(struct serve_ctx *c, struct loop_vars *v, int rc,
 		    mode_name(v->dec.mode));
 }
 
+/* The next check: every interval; once /readyz failed, reconnects back
+ * off to 10 intervals (1 s at least, 30 s at most). */
+static long
+check_delay(struct serve_ctx *c)
+{
+	long iv = c->opts->interval_ms, cap = iv * 10;
+	int f;
+
+	pthread_mutex_lock(&c->st.mu);
+	f = c->st.s.consecutive_failures;
+	pthread_mutex_unlock(&c->st.mu);
+	if (f < SERVE_FAILS_UNREADY)
+		return iv;
+	if (cap < 1000)
+		cap = 1000;
+	if (cap > 30000)
+		cap = 30000;
+	return backoff_ms(iv, f - SERVE_FAILS_UNREADY + 1, cap);
+}
+
+/* The next resync: --resync +-10 %, doubled per failed discovery (x8). */
+static long
+resync_delay(const struct options *o, int disc_fails)
+{
+	int shift = disc_fails > 3 ? 3 : disc_fails;
+
+	return (long)(o->resync_ms * (double)(1L << shift) *
+	    (0.9 + 0.2 * random_unit()));
+}
+
 static void *
 serve_loop(void *arg)
 {
@@ -1079,7 +1110,7 @@ serve_loop(void *arg)
 		bus_tick(c, &v);
 	now = now_ms();
 	next_check = now + o->interval_ms;
-	next_resync = now + (long)(o->resync_ms * (0.9 + 0.2 * random_unit()));
+	next_resync = now + resync_delay(o, 0);
 	while (!c->stop) {
 		now = now_ms();
 		next = next_resync;
@@ -1090,24 +1121,12 @@ serve_loop(void *arg)
 			continue;
 		}
 		if (v.dec.mode == MODE_REDIS && now >= next_check) {
-			int f;
-
 			bus_tick(c, &v);
-			pthread_mutex_lock(&c->st.mu);
-			f = c->st.s.consecutive_failures;
-			pthread_mutex_unlock(&c->st.mu);
-			/* Back off reconnects only once /readyz failed. */
-			next_check = now_ms() + (f < SERVE_FAILS_UNREADY ?
-			    o->interval_ms : backoff_ms(o->interval_ms,
-			    f - SERVE_FAILS_UNREADY + 1, o->interval_ms * 10 >
-			    30000 ? 30000 : (o->interval_ms * 10 < 1000 ?
-			    1000 : o->interval_ms * 10)));
+			next_check = now_ms() + check_delay(c);
 		}
 		if (!c->stop && now_ms() >= next_resync) {
 			resync_tick(c, &v);
-			next_resync = now_ms() + (long)(o->resync_ms *
-			    (1L << (v.disc_fails > 3 ? 3 : v.disc_fails)) *
-			    (0.9 + 0.2 * random_unit()));
+			next_resync = now_ms() + resync_delay(o, v.disc_fails);
 		}
 	}
 out:
