@@ -435,6 +435,32 @@ def test_numsub_warning_when_namespace_is_shared(procs, tmp_path):
             s.close()
 
 
+def test_idle_and_slow_clients_do_not_block_probes(procs):
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port), wait="/readyz")
+    idle = []
+    try:
+        for i in range(30):
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            if i % 2:
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")   # never finished
+            idle.append(s)
+        t0 = time.monotonic()
+        for _ in range(20):
+            assert http(port, "/readyz", timeout=2.0)[0] == 200
+        assert time.monotonic() - t0 < 2.0 * SLOW
+        # A huge header is refused, not buffered without bound.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 +
+                      b"\r\n\r\n")
+            head = s.recv(200)
+        assert head.startswith(b"HTTP/1.1 4"), head
+    finally:
+        for s in idle:
+            s.close()
+    assert http(port, "/livez")[0] == 200
+
+
 # ---- shutdown -----------------------------------------------------------------
 
 def test_sigterm_alone_exits_0_quickly(procs):
