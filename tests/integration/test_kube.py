@@ -886,3 +886,25 @@ def test_fake_validates_events_like_the_api_server(fake):
     assert code == 422 and st["reason"] == "Invalid"
     fields = {c["field"] for c in st["details"]["causes"]}
     assert fields == {"eventTime", "type", "action"}
+
+
+def test_serve_reports_annotations_and_event(fake, tmp_path, procs):
+    fake.add(*deployment_objects(replicas=1, sidecar=True))
+    env = kenv(fake, tmp_path, redis=False)
+    port = free_port()
+    p = procs.start_agent(["serve", "--platform", "kubernetes", "--listen",
+                           "127.0.0.1:%d" % port, "--env-file", str(tmp_path / "s.env"),
+                           "--report", "log,annotations,events"], env=env)
+    end = time.monotonic() + 15 * SLOW
+    while time.monotonic() < end and not fake.events:
+        assert p.poll() is None, p.stderr.read().decode()
+        time.sleep(0.05)
+    assert fake.events, "serve posted no Event within 15 s"
+    assert fake.events[0]["reason"] == "ClusterBusReady"
+    ann = fake.get("Pod", POD)["metadata"].get("annotations", {})
+    end = time.monotonic() + 5 * SLOW
+    while time.monotonic() < end and "pylon.dev/cluster-bus" not in ann:
+        time.sleep(0.05)
+        ann = fake.get("Pod", POD)["metadata"].get("annotations", {})
+    assert ann.get("pylon.dev/cluster-bus") == "noop"
+    assert_no_pod_list(fake)
