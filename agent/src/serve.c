@@ -1284,7 +1284,7 @@ out:
 		MHD_stop_daemon(d);
 	done = !th_started;
 	/* The loop may be inside a Redis or API call with its own deadline;
-	 * wait a little, then leave it to exit(). */
+	 * wait a little for it, no longer. */
 	for (i = 0; th_started && i < 40; i++) {
 		pthread_mutex_lock(&c->st.mu);
 		done = c->loop_done;
@@ -1304,6 +1304,8 @@ out:
 		 * not wait for it (SPEC 6: exit within a second), nor run
 		 * library destructors under its feet. */
 		log_debug("serve: the check loop is busy; exiting without it");
+		if (code != 0 && err->msg[0] != '\0')
+			log_errorx("%s", err->msg);
 		fflush(stdout);
 		fflush(stderr);
 		_exit(code);
