@@ -1285,7 +1285,7 @@ out:
 	done = !th_started;
 	/* The loop may be inside a Redis or API call with its own deadline;
 	 * wait a little for it, no longer. */
-	for (i = 0; th_started && i < 40; i++) {
+	for (i = 0; th_started && i < 25; i++) {
 		pthread_mutex_lock(&c->st.mu);
 		done = c->loop_done;
 		pthread_mutex_unlock(&c->st.mu);
