@@ -202,3 +202,24 @@ def test_sigterm_before_cmd_started_exits_0(procs, tmp_path):
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=5 * SLOW) == 0
     assert lines(out) == []
+
+
+def test_cmd_inherits_no_agent_sockets(procs, tmp_path):
+    r = Redis(procs, tmp_path).start()
+    out = tmp_path / "fds.txt"
+    script = ("import os\n"
+              "fds = {}\n"
+              "for f in os.listdir('/proc/self/fd'):\n"
+              "    try:\n"
+              "        fds[f] = os.readlink('/proc/self/fd/' + f)\n"
+              "    except OSError:\n"
+              "        pass\n"
+              "open(%r, 'w').write(repr(fds))\n" % str(out))
+    port = free_port()
+    p = procs.start_agent(serve_args(port, "--replicas", "2", "--redis-url", r.url, "--",
+                                     sys.executable, "-c", script))
+    assert p.wait(timeout=15 * SLOW) == 0, p.stderr.read().decode()
+    fds = eval(out.read_text())
+    sockets = {k: v for k, v in fds.items() if v.startswith("socket:")}
+    assert "0" in fds and "2" in fds
+    assert sockets == {}, "CMD inherited the agent's sockets: %r" % sockets
