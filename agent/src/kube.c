@@ -447,9 +447,10 @@ kube_call(struct kube *k, const char *method, const char *verb,
 		 * plugin) once and retry once, like client-go's next call. */
 		if (rs.status == 401 && tries == 0 &&
 		    (k->cfg.token_file != NULL || k->cfg.exec_command)) {
-			char	*old = k->cfg.token ? a_strdup(k->cfg.token) :
-			    NULL;
+			char	*old;
 			bool	 same;
+
+			old = k->cfg.token ? a_strdup(k->cfg.token) : NULL;
 
 			rc = kube_config_refresh_token(&k->cfg, 0, true, err);
 			same = rc != 0 || (old && k->cfg.token &&
@@ -765,7 +766,7 @@ find_hpa(struct kube *k, const char *group, const char *kind,
 
 struct colour_ctx {
 	const char	*selector;
-	const char	*kind;		/* "deployment" / "statefulset" */
+	const char	*kind;	/* "deployment" / "statefulset" */
 	const char	*own_kind, *own_name;
 	struct topology	*t;
 	int		 saved;			/* before this list */
@@ -877,6 +878,18 @@ deployment_surge(const cJSON *d, const char *kind, const char *name,
 	(void)name;
 }
 
+/* A 404 on a link of the controller chain, e.g. "deployment/chat, the
+ * owner of replicaset/chat-7d4b, is not found". */
+static int
+chain_gone(struct kube *k, const char *kind, const char *name,
+    const char *rel, const char *of_kind, const char *of,
+    struct agent_err *err)
+{
+	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s, the %s "
+	    "of %s/%s, is not found in namespace \"%s\"; was it deleted?",
+	    kind, name, rel, of_kind, of, k->ns);
+}
+
 static int
 discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 {
@@ -925,10 +938,8 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 		    err);
 		if (rc) {
 			if (status == 404)
-				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-				    "statefulset/%s, the controller of pod/%s, is "
-				    "not found in namespace \"%s\"; was it deleted?",
-				    cname, k->pod, k->ns);
+				chain_gone(k, "statefulset", cname,
+				    "controller", "pod", k->pod, err);
 			goto out;
 		}
 		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
@@ -954,10 +965,8 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 	rc = kube_get(k, "apps", "replicasets", rsname, &rs, &status, err);
 	if (rc) {
 		if (status == 404)
-			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-			    "replicaset/%s, the controller of pod/%s, is not "
-			    "found in namespace \"%s\"; was it deleted?", rsname,
-			    k->pod, k->ns);
+			chain_gone(k, "replicaset", rsname, "controller",
+			    "pod", k->pod, err);
 		goto out;
 	}
 	ref = controller_of(rs);
@@ -985,10 +994,8 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 		    err);
 		if (rc) {
 			if (status == 404)
-				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-				    "deployment/%s, the owner of replicaset/%s, is "
-				    "not found in namespace \"%s\"; was it deleted?",
-				    cname, rsname, k->ns);
+				chain_gone(k, "deployment", cname, "owner",
+				    "replicaset", rsname, err);
 			goto out;
 		}
 		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
@@ -1016,10 +1023,8 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 				    "Rollouts is not installed (or its CRD was "
 				    "removed)", rsname, cname);
 			else if (status == 404)
-				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-				    "rollout/%s, the owner of replicaset/%s, is "
-				    "not found in namespace \"%s\"; was it deleted?",
-				    cname, rsname, k->ns);
+				chain_gone(k, "rollout", cname, "owner",
+				    "replicaset", rsname, err);
 			goto out;
 		}
 		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
@@ -1097,13 +1102,13 @@ kube_discover(const struct options *opts, struct topology *t,
 	return rc;
 }
 
-/* ---- reporting ------------------------------------------------------------ */
+/* ---- reporting ---------------------------------------------------------- */
 
 static int
 report_annotations(struct kube *k, const struct decision *d,
     struct agent_err *err)
 {
-	cJSON	*patch, *out = NULL;
+	cJSON	*patch, *ann, *out = NULL;
 	char	*body = NULL, peers[16];
 	long	 status;
 	int	 rc;
@@ -1112,7 +1117,7 @@ report_annotations(struct kube *k, const struct decision *d,
 	patch = cJSON_CreateObject();
 	if (patch == NULL)
 		return err_oom(err, "annotations");
-	cJSON *ann = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch,
+	ann = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch,
 	    "metadata"), "annotations");
 	if (ann == NULL ||
 	    !cJSON_AddStringToObject(ann, "pylon.dev/cluster-bus",
@@ -1139,7 +1144,8 @@ report_event(struct kube *k, const struct decision *d, enum report_kind kind,
 	static const char *actions[] = { "ProveBus", "CheckBus",
 	    "CheckTopology" };
 	cJSON		*ev, *md, *reg, *out = NULL;
-	char		 name[254], inst[129], when[40], note[1025], red[1025];
+	char		 name[254], inst[129], when[40];
+	char		 note[1025], red[1025];
 	char		 uid[64] = "", *body = NULL;
 	struct timespec	 ts;
 	long		 status;

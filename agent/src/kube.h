@@ -15,17 +15,17 @@
 struct kube_config {
 	char	*server;	/* "https://host:port", no trailing slash */
 	char	*ca_file;	/* PEM bundle path, or NULL */
-	char	*ca_pem;	/* in-memory PEM (certificate-authority-data) */
+	char	*ca_pem;	/* certificate-authority-data, decoded */
 	size_t	 ca_pem_len;
 	char	*client_cert_pem;
 	char	*client_key_pem;
 	char	*tls_server_name;
 	bool	 insecure;	/* insecure-skip-tls-verify */
 	char	*token;		/* current bearer token, or NULL */
-	char	*token_file;	/* re-read by path (rotation), or NULL */
+	char	*token_file;	/* re-read by path (rotation) */
 	int64_t	 token_read_ms;	/* now_ms() of the last read */
-	char	*namespace;	/* context namespace / serviceaccount file */
-	char	*noproxy_host;	/* host part of server, for CURLOPT_NOPROXY */
+	char	*namespace;	/* context's / serviceaccount file */
+	char	*noproxy_host;	/* in-cluster: CURLOPT_NOPROXY */
 	/* exec credential plugin (kubeconfig users[].user.exec) */
 	char	*exec_command;
 	char	**exec_argv;	/* NULL-ended, argv[0] = command */
@@ -51,7 +51,8 @@ int	kube_config_kubeconfig(const char *paths, struct kube_config *,
 struct kube_kubeconfig;
 struct kube_kubeconfig *kube_kubeconfig_new(void);
 int	kube_kubeconfig_add(struct kube_kubeconfig *, const char *text,
-	    size_t len, const char *dir, const char *name, struct agent_err *);
+	    size_t len, const char *dir, const char *name,
+	    struct agent_err *);
 /* Resolves current-context into cfg. */
 int	kube_kubeconfig_resolve(struct kube_kubeconfig *, struct kube_config *,
 	    struct agent_err *);
