@@ -1231,9 +1231,12 @@ kube_report(const struct options *opts, const struct decision *d,
 	if (opts->report & REPORT_EVENTS) {
 		memset(&e2, 0, sizeof(e2));
 		rc2 = report_event(&k, d, kind, message, &e2);
-		if (rc2 && rc)
-			err_prefix(err, "%s; and", e2.msg);
-		else if (rc2) {
+		if (rc2 && rc) {
+			char	first[AGENT_ERR_LEN];
+
+			memcpy(first, err->msg, sizeof(first));
+			err_set(err, rc, "%.500s; and %.500s", first, e2.msg);
+		} else if (rc2) {
 			*err = e2;
 			rc = rc2;
 		}
