@@ -678,12 +678,57 @@ exec_cache_key(const struct kube_config *cfg)
 	return k;
 }
 
+/* "KUBERNETES_EXEC_INFO=<ExecCredential>", with spec.cluster when the
+ * kubeconfig says provideClusterInfo: true. */
+static char *
+exec_info(const struct kube_config *cfg)
+{
+	cJSON		*j, *spec, *cl;
+	char		*json = NULL, *out = NULL, *b64 = NULL;
+	size_t		 n;
+
+	if ((j = cJSON_CreateObject()) == NULL)
+		return NULL;
+	cJSON_AddStringToObject(j, "apiVersion", cfg->exec_api_version);
+	cJSON_AddStringToObject(j, "kind", "ExecCredential");
+	spec = cJSON_AddObjectToObject(j, "spec");
+	cJSON_AddBoolToObject(spec, "interactive", 0);
+	if (cfg->exec_provide_cluster_info && spec != NULL &&
+	    (cl = cJSON_AddObjectToObject(spec, "cluster")) != NULL) {
+		cJSON_AddStringToObject(cl, "server", cfg->server);
+		if (cfg->tls_server_name)
+			cJSON_AddStringToObject(cl, "tls-server-name",
+			    cfg->tls_server_name);
+		if (cfg->insecure)
+			cJSON_AddBoolToObject(cl, "insecure-skip-tls-verify", 1);
+		if (cfg->ca_pem != NULL && cfg->ca_pem_len > 0 &&
+		    (b64 = a_malloc(4 * ((cfg->ca_pem_len + 2) / 3) + 1)) !=
+		    NULL) {
+			EVP_EncodeBlock((unsigned char *)b64,
+			    (const unsigned char *)cfg->ca_pem,
+			    (int)cfg->ca_pem_len);
+			cJSON_AddStringToObject(cl,
+			    "certificate-authority-data", b64);
+			a_free(b64);
+		}
+	}
+	json = cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	if (json == NULL)
+		return NULL;
+	n = strlen(json) + sizeof("KUBERNETES_EXEC_INFO=");
+	if ((out = a_malloc(n)) != NULL)
+		snprintf(out, n, "KUBERNETES_EXEC_INFO=%s", json);
+	cJSON_free(json);
+	return out;
+}
+
 static int
 run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 {
 	int		 outp[2] = { -1, -1 }, status, rc = 0, w;
 	pid_t		 pid;
-	char		*buf = NULL, info[512];
+	char		*buf = NULL, *info = NULL;
 	size_t		 len = 0;
 	ssize_t		 r;
 	int64_t		 deadline = now_ms() + EXEC_TIMEOUT_MS, left;
@@ -693,16 +738,16 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 	char		**envp;
 	size_t		 i, ne;
 
-	snprintf(info, sizeof(info), "KUBERNETES_EXEC_INFO={\"apiVersion\":"
-	    "\"%s\",\"kind\":\"ExecCredential\",\"spec\":"
-	    "{\"interactive\":false}}",
-	    cfg->exec_api_version);
+	if ((info = exec_info(cfg)) == NULL)
+		return err_oom(err, "exec plugin");
 	for (ne = 0; environ[ne]; ne++)
 		;
 	for (i = 0; cfg->exec_env[i]; i++)
 		ne++;
-	if ((envp = a_calloc(ne + 2, sizeof(char *))) == NULL)
+	if ((envp = a_calloc(ne + 2, sizeof(char *))) == NULL) {
+		a_free(info);
 		return err_oom(err, "exec plugin");
+	}
 	ne = 0;
 	for (i = 0; environ[i]; i++)
 		if (strncmp(environ[i], "KUBERNETES_EXEC_INFO=", 21) != 0)
@@ -712,6 +757,7 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 	envp[ne++] = info;
 	if ((buf = a_malloc(EXEC_OUT_MAX + 1)) == NULL) {
 		a_free(envp);
+		a_free(info);
 		return err_oom(err, "exec plugin");
 	}
 	if (pipe2(outp, O_CLOEXEC) != 0) {
@@ -809,6 +855,7 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 out:
 	cJSON_Delete(j);
 	a_free(envp);
+	a_free(info);
 	if (outp[0] >= 0)
 		close(outp[0]);
 	if (outp[1] >= 0)

@@ -419,15 +419,16 @@ def test_kubeconfig_errors_are_config_errors(tmp_path, text, msg):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def _exec_kubeconfig(fake, tmp_path, script):
+def _exec_kubeconfig(fake, tmp_path, script, **exec_extra):
     plugin = tmp_path / "plugin.py"
     plugin.write_text(script)
     plugin.chmod(0o755)
-    return _kc(fake, tmp_path, auth=None, extra_user={"exec": {
-        "apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin),
-        "args": ["--cluster", "fake"], "env": [{"name": "PLUGIN_TOKEN",
-                                               "value": fake.valid_token()}],
-        "interactiveMode": "Never"}})
+    ex = {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin),
+          "args": ["--cluster", "fake"], "env": [{"name": "PLUGIN_TOKEN",
+                                                 "value": fake.valid_token()}],
+          "interactiveMode": "Never"}
+    ex.update(exec_extra)
+    return _kc(fake, tmp_path, auth=None, extra_user={"exec": ex})
 
 
 def test_kubeconfig_exec_plugin_token(fake, tmp_path):
@@ -445,6 +446,22 @@ print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exec
     assert r.returncode == 0, r.stderr
     assert d["peers"] == 2
     assert fake.log[0]["token"] == fake.valid_token()
+
+
+def test_kubeconfig_exec_plugin_cluster_info(fake, tmp_path):
+    fake.add(*deployment_objects(replicas=2))
+    kc = _exec_kubeconfig(fake, tmp_path, """#!/usr/bin/env python3
+import base64, json, os
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+cl = info["spec"]["cluster"]
+assert cl["server"].startswith("https://127.0.0.1:"), cl
+assert base64.b64decode(cl["certificate-authority-data"]).startswith(b"-----BEGIN CERT")
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+                  "status": {"token": os.environ["PLUGIN_TOKEN"]}}))
+""", provideClusterInfo=True)
+    r, d = decide(clean_env(KUBECONFIG=kc, POD_NAME=POD, PYLON_AGENT_REDIS_URL=REDIS % 1))
+    assert r.returncode == 0, r.stderr
+    assert d["peers"] == 2
 
 
 def test_kubeconfig_exec_plugin_rerun_after_401(fake, tmp_path):
