@@ -571,25 +571,9 @@ resolve(struct options *o, bool *set, struct agent_err *err)
 	if (o->redis_url) {
 		if ((rc = redis_url_parse(o->redis_url, &u, err)))
 			return rc;
-		if (u.pass)
-			log_add_secret(u.pass);
 		redis_url_release(&u);
-		/* The raw (percent-encoded) password too. */
-		{
-			const char *s = strstr(o->redis_url, "://"), *at, *c;
-
-			if (s && (at = strrchr(s + 3, '@')) != NULL &&
-			    (c = memchr(s + 3, ':', (size_t)(at - s - 3)))) {
-				char raw[512];
-				size_t n = (size_t)(at - c - 1);
-
-				if (n < sizeof(raw)) {
-					memcpy(raw, c + 1, n);
-					raw[n] = '\0';
-					log_add_secret(raw);
-				}
-			}
-		}
+		/* Decoded and raw (percent-encoded) forms, unix ?pass= too. */
+		redis_url_register_secrets(o->redis_url);
 	}
 	if (!namespace_valid(o->namespace))
 		return err_set(err, EXIT_AGENT_CONFIG, "namespace \"%s\" is "
