@@ -2,6 +2,11 @@
  * http_client helpers: Retry-After parsing, full-jitter backoff bounds,
  * error-body extraction, and transport errors that need no server.
  */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,6 +104,26 @@ test_retryable(void **state)
 	assert_false(http_status_retryable(200));
 }
 
+/* A loopback port nothing listens on: bound, read, closed. */
+static int
+closed_port(void)
+{
+	struct sockaddr_in	sin;
+	socklen_t		len = sizeof(sin);
+	int			fd, port;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}
+
 static void
 test_transport_errors(void **state)
 {
@@ -106,10 +131,14 @@ test_transport_errors(void **state)
 	struct http_response	rs;
 	struct agent_err	err;
 	int64_t			t0;
+	char			url[64], url2[64];
 
 	(void)state;
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/apps/x/machines",
+	    closed_port());
+	snprintf(url2, sizeof(url2), "https://127.0.0.1:%d/x", closed_port());
 	memset(&rq, 0, sizeof(rq));
-	rq.url = "http://127.0.0.1:1/v1/apps/x/machines";
+	rq.url = url;
 	rq.timeout_ms = 1000;
 	rq.max_attempts = 3;
 	rq.backoff_base_ms = 10;
@@ -140,7 +169,7 @@ test_transport_errors(void **state)
 	http_response_release(&rs);
 
 	memset(&rq, 0, sizeof(rq));
-	rq.url = "https://127.0.0.1:1/x";
+	rq.url = url2;
 	rq.tls_server_name = "bad name with spaces";
 	assert_int_not_equal(http_do(&rq, &rs, &err), 0);
 	assert_non_null(strstr(err.msg, "tls-server-name"));
