@@ -32,6 +32,8 @@
 #endif
 
 #define PROBE_DEFAULT_MS	3000
+#define SERVE_MIN_INTERVAL_MS	100
+#define SERVE_MIN_RESYNC_MS	1000
 #define NUMSUB_GRACE_CHECKS	10
 #define HTTP_CONN_LIMIT		64
 #define HTTP_CONN_TIMEOUT_S	10
@@ -1167,6 +1169,17 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	int lfd, sig, wst = 0, code = 0, fd_floor, i;
 	char *red;
 
+	/* Floors: a zero period would hammer Redis or the API server. */
+	if (opts->interval_ms < SERVE_MIN_INTERVAL_MS) {
+		log_warnx("serve: --interval %ld ms is too short; using %d ms",
+		    opts->interval_ms, SERVE_MIN_INTERVAL_MS);
+		opts->interval_ms = SERVE_MIN_INTERVAL_MS;
+	}
+	if (opts->resync_ms < SERVE_MIN_RESYNC_MS) {
+		log_warnx("serve: --resync %ld ms is too short; using %d ms",
+		    opts->resync_ms, SERVE_MIN_RESYNC_MS);
+		opts->resync_ms = SERVE_MIN_RESYNC_MS;
+	}
 	if ((c = a_calloc(1, sizeof(*c))) == NULL)
 		return err_oom(err, "serve");
 	c->opts = opts;

@@ -770,3 +770,13 @@ def test_kube_events_for_unavailable_and_recovery(procs, kfake, tmp_path):
     wait_for(lambda: _event_reasons(kfake).count("ClusterBusReady") == 2, 10,
              what="a second ClusterBusReady after recovery")
     assert http(port, "/readyz")[0] == 200
+
+
+def test_too_short_periods_are_raised(procs):
+    port = free_port()
+    p, _ = start_serve(procs, serve_args(port, "--resync", "0s", interval="0s"), wait="/readyz")
+    time.sleep(0.5)
+    assert http(port, "/readyz")[0] == 200
+    err = stderr_of(procs, p)
+    assert "--interval 0 ms is too short; using 100 ms" in err
+    assert "--resync 0 ms is too short; using 1000 ms" in err
