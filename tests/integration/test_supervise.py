@@ -223,3 +223,28 @@ def test_cmd_inherits_no_agent_sockets(procs, tmp_path):
     sockets = {k: v for k, v in fds.items() if v.startswith("socket:")}
     assert "0" in fds and "2" in fds
     assert sockets == {}, "CMD inherited the agent's sockets: %r" % sockets
+
+
+def test_as_pid_1_reaps_and_gets_signals(tmp_path):
+    # In a container the supervisor is PID 1: signals from inside the
+    # namespace reach it only because it blocks and collects them, and
+    # every orphan of the namespace is its child.
+    import shutil
+    import subprocess
+    from conftest import AGENT, WRAPPER
+    unshare = shutil.which("unshare")
+    if unshare is None or shutil.which("ps") is None or WRAPPER:
+        pytest.skip("needs unshare(1), ps(1) and no wrapper")
+    probe = subprocess.run([unshare, "-fp", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot create a PID namespace here: %s" % probe.stderr.decode().strip())
+    port = free_port()
+    script = ("for i in 1 2 3; do (sleep 0.2 &); done; sleep 0.8; "
+              "ps -o stat= ax > %s; kill -TERM 1; sleep 5" % (tmp_path / "ps.txt"))
+    r = subprocess.run([unshare, "-fp", "--mount-proc", AGENT] +
+                       serve_args(port, "--", "sh", "-c", script),
+                       env=clean_env(), capture_output=True, text=True, timeout=20)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+    assert "forwarding SIGTERM" in r.stderr
+    states = (tmp_path / "ps.txt").read_text().split()
+    assert states and not [s for s in states if s.startswith("Z")], states
