@@ -336,6 +336,38 @@ if command -v cc >/dev/null 2>&1; then
 		LIBCOST="$LIBCOST| $n | $nl | $ms ms | $rss kB |
 "
 	done
+	# ... and what initialising them costs.
+	cat >"$W/c_curl.c" <<'EOF'
+#include <curl/curl.h>
+int main(void) { curl_global_init(CURL_GLOBAL_DEFAULT); return 0; }
+EOF
+	cat >"$W/c_ctx.c" <<'EOF'
+#include <openssl/ssl.h>
+int main(void) { SSL_CTX *c = SSL_CTX_new(TLS_client_method()); SSL_CTX_free(c); return 0; }
+EOF
+	cat >"$W/c_ca.c" <<'EOF'
+#include <openssl/ssl.h>
+int main(void) { SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+	SSL_CTX_set_default_verify_paths(c);
+	X509_STORE_load_file(SSL_CTX_get_cert_store(c), "/etc/ssl/certs/ca-certificates.crt");
+	SSL_CTX_free(c); return 0; }
+EOF
+	for set in "libcurl + curl_global_init():c_curl:-lcurl" \
+	    "openssl + SSL_CTX_new():c_ctx:-lssl -lcrypto" \
+	    "openssl + SSL_CTX_new() + system CA bundle:c_ca:-lssl -lcrypto"; do
+		n=${set%%:*}
+		rest=${set#*:}
+		src=${rest%%:*}
+		l=${rest#*:}
+		f="$W/$src"
+		# shellcheck disable=SC2086
+		cc -O2 "$W/$src.c" -o "$f" $l 2>/dev/null || continue
+		nl=$(ldd "$f" | grep -c '=>' || true)
+		rss=$(peak_rss "$f")
+		ms=$(printf '%s\n' "$n=$f" | time_cmds | awk '{ print $(NF-3) }')
+		LIBCOST="$LIBCOST| $n | $nl | $ms ms | $rss kB |
+"
+	done
 fi
 
 # ---- sizes ------------------------------------------------------------------------------
