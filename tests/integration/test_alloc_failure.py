@@ -280,3 +280,73 @@ def test_kube_discovery(tmp_path):
         sweep("kube", argv, env, lambda p: json.loads(_norm(p.stdout)))
     finally:
         fake.stop()
+
+
+# ---- serve: start, answer, stop -------------------------------------------------
+
+def test_serve(redis_url):
+    """serve with the Nth allocation failing: it either exits at once with
+    one clean error, or runs (answering /livez from its cached state) and
+    stops on SIGTERM with a clean exit code; never a signal death."""
+    import signal
+    import time
+    import urllib.request
+    port = free_port()
+    argv = ["serve", "--replicas", "3", "--listen", "127.0.0.1:%d" % port,
+            "--interval", "200ms"]
+    env = clean_env(PYLON_AGENT_REDIS_URL=redis_url, PYLON_AGENT_ALLOC_STATS="1")
+    slow = 4 if (WRAPPER or ASAN) else 1
+
+    def one(fail_at):
+        e = dict(env)
+        if fail_at:
+            e["PYLON_AGENT_FAIL_ALLOC"] = str(fail_at)
+        p = subprocess.Popen(WRAPPER + [AGENT] + argv, env=e, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        codes = []
+        end = time.monotonic() + 2.0 * slow
+        while time.monotonic() < end and p.poll() is None:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/livez" % port,
+                                            timeout=1) as r:
+                    codes.append(r.status)
+            except urllib.error.HTTPError as ex:
+                codes.append(ex.code)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if codes:
+                break
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=10 * slow)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise AssertionError("serve FAIL_ALLOC=%s: no exit 10 s after SIGTERM\n%s"
+                                 % (fail_at, err))
+        return p, codes, err
+
+    p, codes, err = one(None)
+    assert p.returncode == 0 and codes == [200], err
+    total = int(_STATS.findall(err)[-1][0])
+    step = -(-total // (MAX_RUNS // 5))
+    ns = sorted(set(list(range(1, total + 1, step)) + [total]))
+    if WRAPPER:
+        ns = ns[:: max(1, len(ns) // 6)]
+    seen = {}
+    for n in ns:
+        p, codes, err = one(n)
+        where = "serve: FAIL_ALLOC=%d" % n
+        assert p.returncode >= 0, "%s: killed by signal %d\n%s" % (where, -p.returncode, err)
+        assert p.returncode in OK_CODES, "%s: exit %d\n%s" % (where, p.returncode, err)
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "==ERROR"):
+            assert bad not in err, "%s: %s\n%s" % (where, bad, err)
+        assert PASSWORD not in err, where
+        if p.returncode != 0:
+            errs = _error_lines(err)
+            assert len(errs) == 1 and "memory" in errs[0], "%s: exit %d:\n%s" % (
+                where, p.returncode, err)
+        seen[p.returncode] = seen.get(p.returncode, 0) + 1
+    print("serve: %d allocations, %d runs, exit codes %s" % (total, len(ns), seen))
