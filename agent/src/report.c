@@ -15,9 +15,9 @@ report_log_decision(const struct decision *d, double latency_ms)
 	    d->channel);
 	if (d->mode == MODE_REDIS && latency_ms >= 0)
 		log_line("info", fields, "bus mode: redis — %d peer%s (%s); "
-		    "channel \"%s\" proven in %.1f ms", d->peers,
+		    "channel \"%s\" proven in %.*f ms", d->peers,
 		    d->peers == 1 ? "" : "s", d->reason, d->channel,
-		    latency_ms);
+		    latency_ms < 1 ? 2 : 1, latency_ms);
 	else if (d->mode == MODE_REDIS)
 		log_line("info", fields, "bus mode: redis — %d peer%s (%s); "
 		    "channel \"%s\" not proven", d->peers,
