@@ -17,7 +17,8 @@
 #
 # Environment: FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 5),
 # FUZZ_TARGETS (space list, default all), FUZZ_BUILD (default build/fuzz),
-# FUZZ_CC (default clang, else clang-14), FUZZ_JOBS (parallel compiles, 2).
+# FUZZ_CC (default clang, else clang-14), FUZZ_MAX_LEN (largest input,
+# default 65536).
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -107,7 +108,7 @@ run_one() {
 	ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    "$B/fuzz_$t" "$@" $dict -close_fd_mask=2 -print_final_stats=1 \
-	    -rss_limit_mb=1024 -timeout=10 -max_len=65536 \
+	    -rss_limit_mb=1024 -timeout=10 -max_len="${FUZZ_MAX_LEN:-65536}" \
 	    -artifact_prefix="$B/artifacts/${t}-" "$work" \
 	    "tests/fuzz/corpus/$t" </dev/null >"$log" 2>&1
 	rc=$?
