@@ -48,6 +48,49 @@ walk(const redisReply *r, int depth)
 	return n;
 }
 
+/*
+ * bus.c's reader: hiredis's default object functions wrapped with caps
+ * (bus.c REPLY_CAP, ARRAY_CAP; its capfn is file-local, so mirrored here).
+ * Without them hiredis 0.14 callocs whatever array length the server
+ * announces ("*1222222222" asks for 9.7 GB).
+ */
+#define FUZZ_REPLY_CAP	(4u * 1024 * 1024)
+#define FUZZ_ARRAY_CAP	4096
+
+static redisReplyObjectFunctions	 capfn;
+static void *(*orig_string)(const redisReadTask *, char *, size_t);
+static void *(*orig_array)(const redisReadTask *, int);
+
+static void *
+cap_string(const redisReadTask *task, char *s, size_t n)
+{
+	return n > FUZZ_REPLY_CAP ? NULL : orig_string(task, s, n);
+}
+
+static void *
+cap_array(const redisReadTask *task, int n)
+{
+	return n > FUZZ_ARRAY_CAP ? NULL : orig_array(task, n);
+}
+
+static redisReader *
+reader_new(void)
+{
+	redisReader	*r;
+
+	if ((r = redisReaderCreate()) == NULL)
+		return NULL;
+	if (orig_string == NULL) {
+		capfn = *r->fn;
+		orig_string = capfn.createString;
+		orig_array = capfn.createArray;
+		capfn.createString = cap_string;
+		capfn.createArray = cap_array;
+	}
+	r->fn = &capfn;
+	return r;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -58,7 +101,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	if ((rd = redisReaderCreate()) == NULL)
+	if ((rd = reader_new()) == NULL)
 		return 0;
 	/* Bounded like bus.c's connections. */
 	rd->maxbuf = 64 * 1024;
