@@ -113,7 +113,7 @@ agent_env() {
 }
 INIT_ENV="POD_NAME=$POD KUBECONFIG=$KC PYLON_AGENT_REDIS_URL=$URL"
 INIT_CMD="$AGENT init --platform kubernetes --env-file $W/cluster.env"
-DECIDE_CMD="$AGENT decide --replicas 3 --redis-url redis://127.0.0.1:6379/0"
+DECIDE_CMD="$AGENT decide --platform static --replicas 3 --redis-url redis://127.0.0.1:6379/0"
 BASE_CMD="sh tests/bench/baseline_init.sh $KC prod $POD $URL $W/baseline.env"
 
 # Sanity: each command works before it is timed.
