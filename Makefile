@@ -78,6 +78,8 @@ asan: deps
 	    PYTEST_EXTRA="$(ASAN_PYTEST_EXTRA)"
 
 # The unit tests and the integration suite with the agent under valgrind.
+# VALGRIND_TESTS narrows the integration part (.ci/run uses a subset).
+VALGRIND_TESTS ?= tests/integration
 valgrind: deps
 	$(MAKE) BUILD=build/vg OPT="-O0 -g" all $(patsubst $(BUILD)/%,build/vg/%,$(UNITBIN))
 	@set -e; for t in $(patsubst $(BUILD)/%,build/vg/%,$(UNITBIN)); do \
@@ -85,7 +87,7 @@ valgrind: deps
 	    --errors-for-leak-kinds=definite --error-exitcode=99 $$t; done
 	PYLON_AGENT_BIN=$(abspath build/vg/pylon-agent) \
 	    PYLON_AGENT_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --trace-children=no" \
-	    $(PYTEST) -q tests/integration $(VALGRIND_PYTEST_EXTRA)
+	    $(PYTEST) -q $(VALGRIND_TESTS) $(VALGRIND_PYTEST_EXTRA)
 
 fuzz fuzz-smoke:
 	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh $@; \
@@ -108,7 +110,7 @@ demo: deps all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/pylon-agent $(DESTDIR)$(PREFIX)/bin/pylon-agent
+	install -m 0755 -s $(BUILD)/pylon-agent $(DESTDIR)$(PREFIX)/bin/pylon-agent
 
 format:
 	clang-format -i agent/src/*.c agent/src/*.h

@@ -102,6 +102,10 @@ fly_auth_header(const char *token, char *out, size_t n)
 	len = (size_t)(e - s);
 	if (len == 0 || len > 1 << 16)
 		return -1;
+	/* A control character (CR/LF) would split the HTTP header. */
+	for (p = s; p < e; p++)
+		if (iscntrl((unsigned char)*p))
+			return -1;
 	if ((len > 6 && strncmp(s, "FlyV1 ", 6) == 0) ||
 	    (len > 7 && strncmp(s, "Bearer ", 7) == 0)) {
 		w = snprintf(out, n, "%.*s", (int)len, s);
@@ -439,7 +443,8 @@ fly_token(char *out, size_t n, bool *have, struct agent_err *err)
 	log_add_secret(tok);
 	if (fly_auth_header(tok, out, n) != 0)
 		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_API_TOKEN is "
-		    "blank or too long; set it to a token from `fly tokens "
+		    "blank, too long or holds a control character (a line "
+		    "break inside the token?); set it to a token from `fly tokens "
 		    "create readonly`");
 	log_add_secret(out);
 	/* The bare token part too, for the FlyV1/Bearer-prefixed form. */

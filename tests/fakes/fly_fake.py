@@ -24,6 +24,7 @@ Standalone:   python3 fly_fake.py --scenario three_regions [--port N]
 import argparse
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -248,6 +249,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
+
+    def setup(self):
+        super().setup()
+        # Answer at once (no Nagle/delayed-ACK wait between header and body).
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
     def _send(self, status, obj=None, raw=None, headers=None):
         body = raw if raw is not None else (b"" if obj is None else json.dumps(obj).encode())

@@ -469,6 +469,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        # A real apiserver answers at once; without TCP_NODELAY Python's
+        # separate header/body writes wait ~40 ms for a delayed ACK.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         try:
             self.connection.do_handshake()
         except (ssl.SSLError, OSError):

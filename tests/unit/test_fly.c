@@ -234,6 +234,13 @@ test_auth_header(void **state)
 	assert_int_equal(fly_auth_header(NULL, out, sizeof(out)), -1);
 	/* Too small an output buffer is an error, never a truncation. */
 	assert_int_equal(fly_auth_header("fm2_abcdef", out, 8), -1);
+	/* A line break inside would split the HTTP header: refused. */
+	assert_int_equal(fly_auth_header("abc\r\nX-Evil: 1", out,
+	    sizeof(out)), -1);
+	assert_int_equal(fly_auth_header("Bearer a\nb", out, sizeof(out)), -1);
+	/* Surrounding whitespace (a trailing newline) is trimmed, not refused. */
+	assert_int_equal(fly_auth_header("tok123\n", out, sizeof(out)), 0);
+	assert_string_equal(out, "Bearer tok123");
 }
 
 int
