@@ -247,6 +247,25 @@ err_is(const redisReply *r, const char *prefix)
 	    strncmp(r->str, prefix, n) == 0;
 }
 
+/* Cuts a reply to AUTH before anything that may echo an argument. */
+STATIC void
+auth_text_cut(char *txt, size_t n)
+{
+	size_t	cut;
+	char	*w;
+
+	cut = strcspn(txt, "'`\"");
+	if ((w = strstr(txt, "with args")) != NULL &&
+	    (size_t)(w - txt) < cut)
+		cut = (size_t)(w - txt);
+	if (txt[cut] == '\0')
+		return;
+	while (cut > 0 && (txt[cut - 1] == ' ' || txt[cut - 1] == ','))
+		cut--;
+	snprintf(txt + cut, n - cut, " [rest withheld: it may echo the "
+	    "password]");
+}
+
 /*
  * Turns an error reply to cmd into the one-line cause.  verb: what the
  * command does to the channel, for NOPERM ("subscribe to").
@@ -258,6 +277,12 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 	char	txt[256];
 
 	server_text(r->str, r->len, txt, sizeof(txt));
+	/* A server that does not know AUTH (renamed, a proxy) echoes its
+	 * arguments, the password among them, cut at 128 bytes and with
+	 * '?' for unprintables: string redaction misses those and short
+	 * passwords.  Keep the text only up to the first quote. */
+	if (strcmp(cmd, "AUTH") == 0)
+		auth_text_cut(txt, sizeof(txt));
 	if (err_is(r, "NOAUTH"))
 		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOAUTH: "
 		    "the server requires a password and the URL has none "

@@ -429,6 +429,31 @@ fly_base(const struct options *o, char *out, size_t n, struct agent_err *err)
 	return 0;
 }
 
+/* Registers every ", "-separated part of the header's token. */
+static void
+fly_token_parts(const char *hdr)
+{
+	const char	*p, *e;
+	char		*part;
+
+	if ((p = strchr(hdr, ' ')) == NULL || strchr(p, ',') == NULL)
+		return;
+	while (*p != '\0') {
+		while (*p == ' ' || *p == ',')
+			p++;
+		for (e = p; *e != '\0' && *e != ',' && *e != ' '; e++)
+			;
+		/* The system allocator, as log.c: allocation-failure
+		 * injection must not switch redaction off. */
+		if (e > p && (part = strndup(p, (size_t)(e - p))) != NULL) {
+			log_add_secret(part);
+			explicit_bzero(part, (size_t)(e - p));
+			free(part);
+		}
+		p = e;
+	}
+}
+
 /* The token header, registered as a secret.  *have is false when
  * FLY_API_TOKEN is unset (the request goes without, and a 401 says so). */
 static int
@@ -450,6 +475,9 @@ fly_token(char *out, size_t n, bool *have, struct agent_err *err)
 	/* The bare token part too, for the FlyV1/Bearer-prefixed form. */
 	if (strchr(out, ' ') != NULL)
 		log_add_secret(strchr(out, ' ') + 1);
+	/* And each macaroon of a comma-joined list: an error body may
+	 * echo one alone. */
+	fly_token_parts(out);
 	*have = true;
 	return 0;
 }

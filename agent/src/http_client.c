@@ -624,6 +624,7 @@ http_error_text(const struct http_response *rs, char *out, size_t n)
 {
 	cJSON		*j = NULL, *e;
 	const char	*s = NULL;
+	char		 red[256];
 	size_t		 i, k;
 
 	if (n == 0)
@@ -641,6 +642,9 @@ http_error_text(const struct http_response *rs, char *out, size_t n)
 	}
 	if (s == NULL)
 		s = rs->body;
+	/* Redact before the cut: a token straddling it still matches. */
+	redact(s, red, sizeof(red));
+	s = red;
 	/* First line, printable ASCII only, bounded. */
 	for (i = 0, k = 0; s[i] != '\0' && s[i] != '\n' && s[i] != '\r' &&
 	    k + 1 < n && k < 200; i++)

@@ -108,11 +108,12 @@ clean_text(const char *in, char *out, size_t n)
 	char	tmp[512];
 	size_t	i;
 
-	snprintf(tmp, sizeof(tmp), "%s", in ? in : "");
+	/* Redact before the cut: a token straddling it still matches. */
+	redact(in ? in : "", tmp, sizeof(tmp));
 	for (i = 0; tmp[i]; i++)
 		if ((unsigned char)tmp[i] < 0x20 || tmp[i] == 0x7f)
 			tmp[i] = ' ';
-	redact(tmp, out, n);
+	snprintf(out, n, "%s", tmp);
 }
 
 /* ---- label selectors ------------------------------------------------- */

@@ -241,6 +241,25 @@ usage_command(enum command cmd, FILE *fp)
 
 /* ---- values ----------------------------------------------------------- */
 
+/*
+ * A value for an error message with any userinfo masked structurally:
+ * everything from after "://" (or the start) to the last '@' becomes
+ * "***@".  A Redis URL given in the wrong place is not registered as a
+ * secret yet, and a 1-2 character password never is.
+ */
+STATIC const char *
+shown(const char *s, char *buf, size_t n)
+{
+	const char	*at, *from;
+
+	if ((at = strrchr(s, '@')) == NULL)
+		return s;
+	from = strstr(s, "://");
+	from = from != NULL && from < at ? from + 3 : s;
+	snprintf(buf, n, "%.*s***%s", (int)(from - s), s, at);
+	return buf;
+}
+
 enum src { SRC_DEFAULT, SRC_FILE, SRC_ENV, SRC_FLAG };
 
 struct raw {
@@ -337,7 +356,7 @@ static int
 apply_row(struct options *o, const struct opt_row *r, const char *val,
     enum src src, struct agent_err *err)
 {
-	char		 where[300];
+	char		 where[300], vb[256];
 	void		*field = (char *)o + r->off;
 	long		 ms;
 	int		 i, code;
@@ -347,6 +366,8 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 	 * environment or the file they are misconfiguration. */
 	code = src == SRC_FLAG ? EXIT_AGENT_USAGE : EXIT_AGENT_CONFIG;
 	describe_src(r, src, o->config, where, sizeof(where));
+	if (r->type != T_STR)
+		val = shown(val, vb, sizeof(vb));
 	switch (r->type) {
 	case T_STR:
 		a_free(*(char **)field);
@@ -414,6 +435,7 @@ config_parse(const char *path, const char *text, size_t len,
 	int			 depth = 0, rc = 0, done = 0, in_seq = 0;
 	int			 have_ev = 0;
 	size_t			 idx, slen;
+	char			 kb[256];
 
 	if (!yaml_parser_initialize(&p))
 		return err_oom(err, "yaml");
@@ -477,7 +499,8 @@ config_parse(const char *path, const char *text, size_t len,
 					    "(keys are the flag names without "
 					    "dashes; see pylon-agent init "
 					    "--help)", path,
-					    ev.start_mark.line + 1, key);
+					    ev.start_mark.line + 1,
+					    shown(key, kb, sizeof(kb)));
 					goto out;
 				}
 				break;
@@ -539,7 +562,7 @@ resolve(struct options *o, bool *set, struct agent_err *err)
 {
 	struct redis_url	 u;
 	const char		*g;
-	char			*text = NULL;
+	char			*text = NULL, nb[256];
 	size_t			 i;
 	int			 rc;
 
@@ -578,7 +601,7 @@ resolve(struct options *o, bool *set, struct agent_err *err)
 	if (!namespace_valid(o->namespace))
 		return err_set(err, EXIT_AGENT_CONFIG, "namespace \"%s\" is "
 		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ -",
-		    o->namespace);
+		    shown(o->namespace, nb, sizeof(nb)));
 	if (o->min_peers < 1)
 		return err_set(err, EXIT_AGENT_CONFIG, "--min-peers must be at "
 		    "least 1");
@@ -608,7 +631,7 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 	struct raw		 raws[NROWS];
 	const struct opt_row	*r;
 	const char		*a, *eq, *val, *cfg;
-	char			*text = NULL;
+	char			*text = NULL, ab[256];
 	size_t			 i, len;
 	bool			 set[NROWS];
 	int			 k, rc = 0;
@@ -634,7 +657,8 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 		}
 		if (strncmp(a, "--", 2) != 0) {
 			rc = err_set(err, EXIT_AGENT_USAGE, "unexpected argument "
-			    "\"%s\"%s (see pylon-agent %s --help)", a,
+			    "\"%s\"%s (see pylon-agent %s --help)",
+			    shown(a, ab, sizeof(ab)),
 			    cmd == CMD_EXEC || cmd == CMD_SERVE ?
 			    ": put the command after --" : "",
 			    command_name(cmd));
