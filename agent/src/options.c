@@ -67,7 +67,7 @@ static const struct opt_row rows[] = {
 	  "count a rolling update's surge pods as peers" },
 	{ "env-file", "PYLON_AGENT_ENV_FILE", T_STR,
 	  "/pylon-agent/cluster.env", OFF(env_file), NULL,
-	  C_INIT | C_EXEC | C_SERVE, "FILE",
+	  C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",
 	  "where init writes the env file (exec: read it, skip discovery)" },
 	{ "fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
 	  "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
@@ -129,7 +129,7 @@ static const struct opt_row rows[] = {
 	  "in-cluster token, CA and namespace" },
 	{ "timeout", "PYLON_AGENT_TIMEOUT", T_DUR, "60s", OFF(timeout_ms),
 	  NULL, C_PROVE, "DURATION",
-	  "deadline to prove the bus (probe: 3s unless given)" },
+	  "deadline to prove the bus (unless given: check 20s, probe 3s)" },
 };
 
 #define NROWS	(sizeof(rows) / sizeof(rows[0]))
@@ -356,7 +356,7 @@ static int
 apply_row(struct options *o, const struct opt_row *r, const char *val,
     enum src src, struct agent_err *err)
 {
-	char		 where[300], vb[256];
+	char		 where[300], vb[256], vl[128];
 	void		*field = (char *)o + r->off;
 	long		 ms;
 	int		 i, code;
@@ -395,8 +395,13 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 				*(int *)field = i;
 				return 0;
 			}
+		/* The accepted values, not the metavar (e.g. "POLICY"). */
+		vl[0] = '\0';
+		for (i = 0; r->enums[i]; i++)
+			snprintf(vl + strlen(vl), sizeof(vl) - strlen(vl),
+			    "%s%s", i ? "|" : "", r->enums[i]);
 		return err_set(err, code, "%s: \"%s\" is not one of %s", where,
-		    val, r->metavar);
+		    val, vl);
 	case T_REPORT:
 		if (parse_report(val, (unsigned *)field) == -1)
 			return err_set(err, code, "%s: \"%s\": use a comma list "
@@ -558,7 +563,8 @@ static const char *const reserved_fly_groups[] = { "fly_app_release_command",
 	"fly_app_console", "fly_app_test_machine_command", NULL };
 
 static int
-resolve(struct options *o, bool *set, struct agent_err *err)
+resolve(struct options *o, bool *set, const char *url_where,
+    struct agent_err *err)
 {
 	struct redis_url	 u;
 	const char		*g;
@@ -592,8 +598,10 @@ resolve(struct options *o, bool *set, struct agent_err *err)
 		o->redis_url = text;
 	}
 	if (o->redis_url) {
+		/* Say where the bad URL came from (never the URL itself). */
 		if ((rc = redis_url_parse(o->redis_url, &u, err)))
-			return rc;
+			return err_prefix(err, "%s", o->redis_url_file &&
+			    *o->redis_url_file ? o->redis_url_file : url_where);
 		redis_url_release(&u);
 		/* Decoded and raw (percent-encoded) forms, unix ?pass= too. */
 		redis_url_register_secrets(o->redis_url);
@@ -631,7 +639,7 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 	struct raw		 raws[NROWS];
 	const struct opt_row	*r;
 	const char		*a, *eq, *val, *cfg;
-	char			*text = NULL, ab[256];
+	char			*text = NULL, ab[256], uw[300];
 	size_t			 i, len;
 	bool			 set[NROWS];
 	int			 k, rc = 0;
@@ -763,7 +771,9 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 	o->timeout_set = set[row_find("timeout", 7) - rows];
 	o->env_file_set = set[row_find("env-file", 8) - rows];
 	log_init(o->log_format);
-	rc = resolve(o, set, err);
+	r = row_find("redis-url", 9);
+	describe_src(r, raws[r - rows].src, o->config, uw, sizeof(uw));
+	rc = resolve(o, set, uw, err);
 out:
 	for (i = 0; i < NROWS; i++)
 		a_free(raws[i].val);
