@@ -382,6 +382,15 @@ kube_path_prefix(const char *group)
 	return NULL;
 }
 
+static bool
+token_has_ctl(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
 /*
  * One API call.  verb is the RBAC verb (for messages); query is appended
  * after '?' when non-NULL.  On a 2xx the JSON object body is in *out.
@@ -415,6 +424,17 @@ kube_call(struct kube *k, const char *method, const char *verb,
 		rq.method = method;
 		rq.url = url;
 		if (k->cfg.token != NULL) {
+			/* A line break would split the header (the part
+			 * after it an injected header, the part before it
+			 * echoed unredacted). */
+			if (token_has_ctl(k->cfg.token))
+				return err_set(err, EXIT_AGENT_CONFIG,
+				    "kubernetes: the bearer token%s%s holds a "
+				    "line break or control character inside; "
+				    "it must be one line (a broken token "
+				    "file?)", k->cfg.token_file ? " in " : "",
+				    k->cfg.token_file ? k->cfg.token_file :
+				    "");
 			snprintf(authz, sizeof(authz), "Bearer %s",
 			    k->cfg.token);
 			rq.authorization = authz;

@@ -30,6 +30,7 @@
 #define KUBE_FILES_MAX	16
 #define EXEC_TIMEOUT_MS	30000
 #define EXEC_OUT_MAX	(256 * 1024)
+#define EXEC_ERR_MAX	4096
 
 extern char **environ;
 
@@ -723,16 +724,58 @@ exec_info(const struct kube_config *cfg)
 	return out;
 }
 
+/* Reads what is there on the plugin's stderr; closes *fd at EOF. */
+static void
+exec_stderr_read(int *fd, char *ebuf, size_t *elen)
+{
+	char	tmp[1024];
+	ssize_t	r;
+	size_t	k;
+
+	if (*fd < 0)
+		return;
+	if ((r = read(*fd, tmp, sizeof(tmp))) < 0 && errno == EINTR)
+		return;
+	if (r <= 0) {
+		close(*fd);
+		*fd = -1;
+		return;
+	}
+	k = (size_t)r;
+	if (k > EXEC_ERR_MAX - 1 - *elen)
+		k = EXEC_ERR_MAX - 1 - *elen;
+	memcpy(ebuf + *elen, tmp, k);
+	*elen += k;
+}
+
+/*
+ * The plugin's stderr, as warnings: through log.c, so redacted (its
+ * token is registered by now) and in the chosen log format, rather than
+ * raw on the agent's stderr.
+ */
+static void
+exec_stderr_log(const char *cmd, char *ebuf, size_t elen)
+{
+	char	*line, *save = NULL;
+	int	 n = 0;
+
+	ebuf[elen] = '\0';
+	for (line = strtok_r(ebuf, "\r\n", &save); line != NULL && n < 20;
+	    line = strtok_r(NULL, "\r\n", &save), n++)
+		log_warnx("kubeconfig exec %s: stderr: %s", cmd, line);
+}
+
 static int
 run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 {
-	int		 outp[2] = { -1, -1 }, status, rc = 0, w;
+	int		 outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int		 status, rc = 0, w;
 	pid_t		 pid;
-	char		*buf = NULL, *info = NULL;
-	size_t		 len = 0;
+	char		*buf = NULL, *info = NULL, ebuf[EXEC_ERR_MAX];
+	size_t		 len = 0, elen = 0;
 	ssize_t		 r;
 	int64_t		 deadline = now_ms() + EXEC_TIMEOUT_MS, left;
-	struct pollfd	 pfd;
+	struct pollfd	 pfd[2];
 	cJSON		*j = NULL, *st;
 	const char	*tok, *cert, *key, *kind;
 	char		**envp;
@@ -760,7 +803,7 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 		a_free(info);
 		return err_oom(err, "exec plugin");
 	}
-	if (pipe2(outp, O_CLOEXEC) != 0) {
+	if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
 		rc = err_set(err, EXIT_AGENT_DISCOVERY,
 		    "kubeconfig exec %s: pipe: %s", cfg->exec_command,
 		    strerror(errno));
@@ -779,11 +822,14 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		dup2(outp[1], 1);
+		dup2(errp[1], 2);
 		execvpe(cfg->exec_command, cfg->exec_argv, envp);
 		_exit(127);
 	}
 	close(outp[1]);
 	outp[1] = -1;
+	close(errp[1]);
+	errp[1] = -1;
 	for (;;) {
 		left = deadline - now_ms();
 		if (left <= 0) {
@@ -795,10 +841,17 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 			    EXEC_TIMEOUT_MS / 1000);
 			goto out;
 		}
-		pfd.fd = outp[0];
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+		pfd[0].fd = outp[0];
+		pfd[0].events = POLLIN;
+		pfd[1].fd = errp[0];
+		pfd[1].events = POLLIN;
+		pfd[0].revents = pfd[1].revents = 0;
+		if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
 			break;
+		if (pfd[1].revents != 0)
+			exec_stderr_read(&errp[0], ebuf, &elen);
+		if (pfd[0].revents == 0)
+			continue;
 		r = read(outp[0], buf + len, EXEC_OUT_MAX - len);
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -811,6 +864,15 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 	buf[len] = '\0';
 	while ((w = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
 		;
+	/* What the plugin wrote to stderr after its stdout (no wait: a
+	 * grandchild may hold the pipe). */
+	for (;;) {
+		pfd[0].fd = errp[0];
+		pfd[0].events = POLLIN;
+		if (errp[0] < 0 || poll(pfd, 1, 0) <= 0)
+			break;
+		exec_stderr_read(&errp[0], ebuf, &elen);
+	}
 	if (w == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		rc = err_set(err, EXIT_AGENT_DISCOVERY,
 		    "kubeconfig exec %s: the credential plugin failed (exit "
@@ -853,6 +915,8 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 	exec_exp = parse_rfc3339(cJSON_GetStringValue(
 	    cJSON_GetObjectItemCaseSensitive(st, "expirationTimestamp")));
 out:
+	/* After the token is registered: the lines go through log.c. */
+	exec_stderr_log(cfg->exec_command, ebuf, elen);
 	cJSON_Delete(j);
 	a_free(envp);
 	a_free(info);
@@ -860,6 +924,10 @@ out:
 		close(outp[0]);
 	if (outp[1] >= 0)
 		close(outp[1]);
+	if (errp[0] >= 0)
+		close(errp[0]);
+	if (errp[1] >= 0)
+		close(errp[1]);
 	a_free(buf);
 	return rc;
 }

@@ -422,3 +422,77 @@ def test_fly_token_straddling_the_cut(echo_server):
     assert p.returncode == 75, p.stderr
     assert "yyyyyyyy" in p.stderr
     assert tok[:8] not in p.stdout + p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("echo_server", [1], indirect=True)
+def test_kube_token_file_with_inner_newline(echo_server, tmp_path):
+    """A token file with a line break inside: sent as is, the header was
+    split (an injected header line) and an API echoing the header showed
+    the part before the break, which matches no registered secret."""
+    tf = tmp_path / "tok"
+    tf.write_text("firsthalfAAAA\nsecondhalfBBBB\n")
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": echo_server}}],
+        "users": [{"name": "u", "user": {"tokenFile": str(tf)}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u",
+                                               "namespace": "prod"}}]}))
+    p = run_agent(["decide", "--platform", "kubernetes", "--kubeconfig", str(kc),
+                   "--api-timeout", "2s"],
+                  env=env_with(POD_NAME="chat-1", POD_NAMESPACE="prod"))
+    assert p.returncode == 78, p.stderr
+    assert "line break" in p.stderr and str(tf) in p.stderr
+    assert "firsthalf" not in p.stderr and "secondhalf" not in p.stderr
+
+
+@pytest.mark.parametrize("echo_server", [1], indirect=True)
+def test_exec_plugin_stderr_goes_through_the_log(echo_server, tmp_path):
+    """The credential plugin's stderr was passed through raw: a plugin that
+    prints its token there (a debug mode) leaked it, and broke JSON logs."""
+    tok = "exec-plugin-token-0123456789"
+    cred = json.dumps({"kind": "ExecCredential",
+                       "apiVersion": "client.authentication.k8s.io/v1",
+                       "status": {"token": tok}})
+    plugin = tmp_path / "plugin.sh"
+    plugin.write_text("#!/bin/sh\necho 'plugin: minted token=%s' >&2\necho '%s'\n"
+                      % (tok, cred))
+    plugin.chmod(0o755)
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": echo_server}}],
+        "users": [{"name": "u", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": str(plugin), "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u",
+                                               "namespace": "prod"}}]}))
+    p = run_agent(["decide", "--platform", "kubernetes", "--kubeconfig", str(kc),
+                   "--api-timeout", "2s", "--log-format", "json",
+                   "--on-discovery-error", "fail"],
+                  env=env_with(POD_NAME="chat-1", POD_NAMESPACE="prod"))
+    assert p.returncode == 75, p.stderr
+    lines = [json.loads(ln) for ln in p.stderr.splitlines()]   # all JSON
+    assert any("plugin: minted token=***" in ln["msg"] for ln in lines), p.stderr
+    assert tok not in p.stdout + p.stderr
+
+
+def test_exec_plugin_failure_stderr_is_logged(tmp_path):
+    plugin = tmp_path / "plugin.sh"
+    plugin.write_text("#!/bin/sh\necho 'error: not logged in, run login' >&2\nexit 3\n")
+    plugin.chmod(0o755)
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": str(plugin), "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u",
+                                               "namespace": "prod"}}]}))
+    p = run_agent(["decide", "--platform", "kubernetes", "--kubeconfig", str(kc),
+                   "--on-discovery-error", "fail"],
+                  env=env_with(POD_NAME="chat-1", POD_NAMESPACE="prod"))
+    assert p.returncode == 75, p.stderr
+    assert "stderr: error: not logged in, run login" in p.stderr
+    assert "exit 3" in p.stderr
