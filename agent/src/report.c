@@ -43,11 +43,13 @@ report_platform(const struct options *o, const struct decision *d,
 		p = !strcmp(d->platform, "kubernetes") ? &platform_kubernetes :
 		    !strcmp(d->platform, "fly") ? &platform_fly : p;
 	if (p->report == NULL) {
-		log_warnx("--report %s%s%s: the %s platform has no such "
-		    "reporter; only log is reported",
-		    o->report & REPORT_ANNOTATIONS ? "annotations " : "",
-		    o->report & REPORT_EVENTS ? "events " : "",
-		    o->report & REPORT_METADATA ? "metadata" : "", p->name);
+		log_warnx("--report%s%s%s: the %s platform has no such "
+		    "reporter; %s",
+		    o->report & REPORT_ANNOTATIONS ? " annotations" : "",
+		    o->report & REPORT_EVENTS ? " events" : "",
+		    o->report & REPORT_METADATA ? " metadata" : "", p->name,
+		    o->report & REPORT_LOG ? "only log is reported" :
+		    "nothing is reported (add log to --report)");
 		return;
 	}
 	err_clear(&err);

@@ -92,3 +92,20 @@ def test_timeout_help_states_the_commands_default(cmd, default):
     entry = _help_entry(r.stdout, "--timeout")
     assert entry is not None, r.stdout
     assert "%s %s" % (cmd, default) in entry, entry
+
+
+# SPEC section 7: reporters.  On a platform without the asked-for reporter
+# the warning must be true: it says "only log is reported" only when log is
+# in --report (else nothing is), and it names the reporters cleanly.
+@pytest.mark.parametrize("report,log_line", [("annotations", False),
+                                             ("log,metadata", True)])
+def test_missing_reporter_warning_is_accurate(report, log_line, tmp_path):
+    env_file = tmp_path / "cluster.env"
+    r = run_agent(["init", "--platform", "static", "--report", report,
+                   "--env-file", str(env_file)], timeout=10)
+    assert r.returncode == 0, r.stderr
+    warn = [l for l in r.stderr.splitlines() if "no such reporter" in l]
+    assert len(warn) == 1, r.stderr
+    assert " :" not in warn[0], warn[0]
+    assert ("bus mode: noop" in r.stderr) == log_line, r.stderr
+    assert ("only log is reported" in warn[0]) == log_line, warn[0]
