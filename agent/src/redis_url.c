@@ -459,6 +459,52 @@ redis_url_release(struct redis_url *u)
 	memset(u, 0, sizeof(*u));
 }
 
+/*
+ * A unix URL with every pass=/password= value masked: the query may name
+ * the password twice (the last one wins), and the span covers one.
+ */
+static char *
+redact_unix_query(const char *url)
+{
+	const char	*q, *p, *amp, *eq, *end;
+	char		*out;
+	size_t		 n = strlen(url), o;
+
+	if ((out = a_malloc(n + 4 * (n / 5 + 1) + 1)) == NULL)
+		return NULL;
+	end = url + n;
+	if ((q = strchr(url, '#')) != NULL)
+		end = q;
+	if ((q = memchr(url, '?', (size_t)(end - url))) == NULL) {
+		memcpy(out, url, n + 1);
+		return out;
+	}
+	o = (size_t)(++q - url);
+	memcpy(out, url, o);
+	for (p = q; p < end; p = amp) {
+		if ((amp = memchr(p, '&', (size_t)(end - p))) == NULL)
+			amp = end;
+		else
+			amp++;
+		eq = memchr(p, '=', (size_t)(amp - p));
+		if (eq != NULL && ((eq - p == 4 && !strncmp(p, "pass", 4)) ||
+		    (eq - p == 8 && !strncmp(p, "password", 8))) &&
+		    eq + 1 < amp && eq[1] != '&') {
+			memcpy(out + o, p, (size_t)(eq + 1 - p));
+			o += (size_t)(eq + 1 - p);
+			memcpy(out + o, "***", 3);
+			o += 3;
+			if (amp[-1] == '&' && amp <= end)
+				out[o++] = '&';
+		} else {
+			memcpy(out + o, p, (size_t)(amp - p));
+			o += (size_t)(amp - p);
+		}
+	}
+	memcpy(out + o, end, strlen(end) + 1);
+	return out;
+}
+
 char *
 redis_url_redact(const char *url)
 {
@@ -472,6 +518,10 @@ redis_url_redact(const char *url)
 		return a_strdup("(none)");
 	if (url_parse_span(url, &u, &span, &err) != 0)
 		return a_strdup("(invalid Redis URL)");
+	if (u.kind == REDIS_UNIX) {
+		redis_url_release(&u);
+		return redact_unix_query(url);
+	}
 	redis_url_release(&u);
 	if (span.len == 0)
 		return a_strdup(url);

@@ -496,3 +496,16 @@ def test_exec_plugin_failure_stderr_is_logged(tmp_path):
     assert p.returncode == 75, p.stderr
     assert "stderr: error: not logged in, run login" in p.stderr
     assert "exit 3" in p.stderr
+
+
+def test_unix_url_with_two_passwords_masks_both():
+    """The query may give the password twice (the last wins); the redacted
+    URL masked only the one that wins and printed the other."""
+    url = "unix:///tmp/pylon-none.sock?pass=first-pw-value&db=2&password=second-pw"
+    for args in (["decide"], ["decide", "--output", "json"], ["check", "--output", "json"]):
+        p = run_agent(args + ["--platform", "static", "--timeout", "1s"],
+                      env=env_with(PYLON_AGENT_REDIS_URL=url))
+        assert "unix:///tmp/pylon-none.sock?pass=***&db=2&password=***" in p.stdout, \
+            (args, p.stdout, p.stderr)
+        assert_clean("first-pw-value", p.stdout, p.stderr)
+        assert_clean("second-pw", p.stdout, p.stderr)
