@@ -6,6 +6,7 @@
  */
 #include <sys/stat.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -272,13 +273,21 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 			if (bus)
 				seen_bus = true;
 		} else {
-			snprintf(line, sizeof(line), "%.*s",
-			    (int)((nl - p) > 40 ? 40 : (nl - p)), p);
-			/* Never echo a line that might hold the URL. */
+			/* Never echo a value (a URL, a password): only the
+			 * NAME of a NAME=... line. */
+			for (q = p; q < nl && q - p < 40 && (*q == '_' ||
+			    isalpha((unsigned char)*q) || (q > p &&
+			    isdigit((unsigned char)*q))); q++)
+				;
+			if (q > p && q < nl && *q == '=')
+				snprintf(line, sizeof(line), "%.*s=...",
+				    (int)(q - p), p);
+			else
+				snprintf(line, sizeof(line), "not a NAME=value "
+				    "line");
 			rc = err_set(err, EXIT_AGENT_CONFIG, "env file line %d "
-			    "is not one pylon-agent writes (%s...): regenerate "
-			    "it with pylon-agent init", lineno,
-			    strstr(line, "://") ? "a URL" : line);
+			    "is not one pylon-agent writes (%s): regenerate "
+			    "it with pylon-agent init", lineno, line);
 			goto out;
 		}
 		p = nl + 1;

@@ -509,3 +509,20 @@ def test_unix_url_with_two_passwords_masks_both():
             (args, p.stdout, p.stderr)
         assert_clean("first-pw-value", p.stdout, p.stderr)
         assert_clean("second-pw", p.stdout, p.stderr)
+
+
+def test_env_file_bad_line_echoes_no_value(tmp_path):
+    """A hand-edited env file line was echoed (its first 40 characters,
+    unless they held '://'): a password line printed in clear."""
+    for line, shown in (("REDIS_PASSWORD=hunter2-secret", "REDIS_PASSWORD=..."),
+                        ("  hunter2-secret-bare-line", "not a NAME=value line"),
+                        ("PYLON_CLUSTER_BUS=rediss://:hunter2-secret@h", "PYLON_CLUSTER_BUS=...")):
+        f = tmp_path / "cluster.env"
+        f.write_text("export PYLON_CLUSTER_NAMESPACE='pylon'\n%s\n" % line)
+        for args in (["exec", "--env-file", str(f), "--", "/bin/true"],
+                     ["probe", "--env-file", str(f), "--platform", "static"]):
+            p = run_agent(args, env=env_with())
+            if args[0] == "exec":
+                assert p.returncode == 78, p.stderr
+                assert "line 2" in p.stderr and shown in p.stderr, p.stderr
+            assert_clean("hunter2", p.stdout, p.stderr)
