@@ -104,7 +104,8 @@ decide_discovery_failed(const struct options *o, const char *platform,
 {
 	decision_init(o, platform, "", d);
 	d->discovery_failed = true;
-	d->peers = 0;
+	/* Unknown: the floor is all that is known (never "0 peers"). */
+	d->peers = o->min_peers;
 	if (o->mode != MODE_AUTO) {
 		/* A forced mode needs no topology. */
 		d->mode = o->mode;

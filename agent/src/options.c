@@ -387,6 +387,9 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 	case T_DUR:
 		if (parse_duration(val, &ms, &tmp))
 			return err_set(err, code, "%s: %s", where, tmp.msg);
+		if (ms == 0)
+			return err_set(err, code, "%s: \"%s\": the duration must "
+			    "be greater than zero, e.g. 500ms or 5s", where, val);
 		*(long *)field = ms;
 		return 0;
 	case T_ENUM:
@@ -768,9 +771,19 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 	o->replicas_set = set[row_find("replicas", 8) - rows];
 	if (!o->replicas_set)
 		o->replicas = 1;
-	o->timeout_set = set[row_find("timeout", 7) - rows];
+	/* probe (3 s) and check (20 s) have their own short deadlines; only
+	 * --timeout on their command line overrides them, not a
+	 * PYLON_AGENT_TIMEOUT meant for init in the same pod's env. */
+	r = row_find("timeout", 7);
+	o->timeout_set = raws[r - rows].set && raws[r - rows].src == SRC_FLAG;
 	o->env_file_set = set[row_find("env-file", 8) - rows];
 	log_init(o->log_format);
+	if (cmd == CMD_CHECK && o->output == OUT_ENV) {
+		rc = err_set(err, EXIT_AGENT_USAGE, "check --output env is not "
+		    "supported: use text or json (decide --output env prints "
+		    "the env file)");
+		goto out;
+	}
 	r = row_find("redis-url", 9);
 	describe_src(r, raws[r - rows].src, o->config, uw, sizeof(uw));
 	rc = resolve(o, set, uw, err);

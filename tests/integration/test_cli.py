@@ -277,3 +277,57 @@ def test_reference_doc_matches_options_table():
                 "PYLON_AGENT_SERVICEACCOUNT_DIR", "PYLON_AGENT_FLY_API_URL",
                 "PYLON_AGENT_LOG_FORMAT"]:
         assert "`%s`" % env in r.stdout, env
+
+
+def test_zero_duration_is_rejected():
+    r = run_agent(["init", "--timeout", "0s"])
+    assert r.returncode == 64
+    assert "greater than zero" in r.stderr
+    r = run_agent(["decide"], env=clean_env(PYLON_AGENT_API_TIMEOUT="0ms"))
+    assert r.returncode == 78
+    assert "PYLON_AGENT_API_TIMEOUT" in r.stderr
+
+
+def test_check_output_env_is_a_usage_error():
+    r = run_agent(["check", "--output", "env"])
+    assert r.returncode == 64
+    assert "check --output env is not supported" in r.stderr
+
+
+def test_probe_deadline_ignores_timeout_from_env():
+    """probe keeps its 3 s deadline when only the pod's env sets
+    PYLON_AGENT_TIMEOUT (meant for init); --timeout on its command line
+    overrides it."""
+    import socket as s_
+    import time
+    lst = s_.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(8)          # accepts, never answers: the deadline decides
+    port = lst.getsockname()[1]
+    try:
+        env = clean_env(PYLON_AGENT_TIMEOUT="30s")
+        base = ["probe", "--platform", "static", "--replicas", "2",
+                "--redis-url", "redis://127.0.0.1:%d" % port]
+        t0 = time.monotonic()
+        r = run_agent(base, env=env, timeout=40)
+        took = time.monotonic() - t0
+        assert r.returncode == 69, r.stderr
+        assert took < 10, took
+        t0 = time.monotonic()
+        r = run_agent(base + ["--timeout", "1s"], env=env, timeout=40)
+        assert r.returncode == 69
+        assert time.monotonic() - t0 < 6
+    finally:
+        lst.close()
+
+
+def test_discovery_failure_never_reports_zero_peers():
+    port = closed_port()
+    env = clean_env(FLY_APP_NAME="chat", FLY_MACHINE_ID="m1", FLY_API_TOKEN="tok-abc123",
+                    PYLON_AGENT_FLY_JITTER_MS="0")
+    r = run_agent(["decide", "--platform", "fly", "--fly-api-url",
+                   "http://127.0.0.1:%d" % port, "--api-timeout", "1s",
+                   "--on-discovery-error", "noop", "--output", "json"], env=env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["discovery_failed"] is True and d["peers"] == 1
