@@ -107,7 +107,9 @@ test_precedence(void **state)
 	assert_int_equal(o.timeout_ms, 9000);		/* env > file */
 	assert_int_equal(o.replicas, 4);		/* file > default */
 	assert_true(o.replicas_set);
-	assert_true(o.timeout_set);
+	/* Only --timeout on the command line counts as "given" (probe and
+	 * check keep their short deadlines against an env meant for init). */
+	assert_false(o.timeout_set);
 	assert_int_equal(o.report, REPORT_LOG | REPORT_EVENTS);
 	options_release(&o);
 
@@ -140,7 +142,16 @@ test_flag_forms(void **state)
 	assert_int_equal(o.mode, MODE_NOOP);
 	assert_int_equal(o.output, OUT_JSON);
 	assert_false(o.prove);
+	assert_false(o.timeout_set);
 	options_release(&o);
+	{
+		char *targv[] = { "decide", "--timeout", "2s", NULL };
+
+		assert_int_equal(parse(&o, &err, 3, targv), 0);
+		assert_true(o.timeout_set);
+		assert_int_equal(o.timeout_ms, 2000);
+		options_release(&o);
+	}
 }
 
 static void
