@@ -122,6 +122,7 @@ int	read_file(const char *path, size_t cap, char **out, size_t *len,
 /* Strips trailing whitespace in place. */
 void	rstrip(char *s);
 bool	namespace_valid(const char *ns);
+bool	url_has_userinfo(const char *url);
 
 /* ---- options (options.c): the settings table ------------------------- */
 

@@ -418,6 +418,11 @@ fly_base(const struct options *o, char *out, size_t n, struct agent_err *err)
 
 	if (u == NULL || *u == '\0')
 		u = "http://_api.internal:4280";
+	/* user:password@ would be printed with every URL. */
+	if (url_has_userinfo(u))
+		return err_set(err, EXIT_AGENT_CONFIG, "fly: --fly-api-url "
+		    "holds a user name or password (USER:PASSWORD@); drop it: "
+		    "the API is authenticated by FLY_API_TOKEN");
 	len = strlen(u);
 	while (len > 0 && u[len - 1] == '/')
 		len--;

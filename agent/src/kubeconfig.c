@@ -412,6 +412,12 @@ kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	if ((server = y_str(d, cl, "server")) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: no server", where);
+	/* user:password@ would be basic auth, printed with every URL. */
+	if (url_has_userinfo(server))
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "kubeconfig %s: the server URL holds a user name or "
+		    "password (USER:PASSWORD@); basic auth is not supported: "
+		    "use a token or a client certificate", where);
 	if (strncmp(server, "https://", 8) != 0 &&
 	    strncmp(server, "http://", 7) != 0)
 		return err_set(err, EXIT_AGENT_CONFIG,

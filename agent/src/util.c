@@ -197,6 +197,16 @@ rstrip(char *s)
 		s[--n] = '\0';
 }
 
+/* An '@' in the authority (after "://", before '/', '?', '#'). */
+bool
+url_has_userinfo(const char *url)
+{
+	const char	*p = strstr(url, "://");
+
+	p = p != NULL ? p + 3 : url;
+	return memchr(p, '@', strcspn(p, "/?#")) != NULL;
+}
+
 bool
 namespace_valid(const char *ns)
 {

@@ -526,3 +526,28 @@ def test_env_file_bad_line_echoes_no_value(tmp_path):
                 assert p.returncode == 78, p.stderr
                 assert "line 2" in p.stderr and shown in p.stderr, p.stderr
             assert_clean("hunter2", p.stdout, p.stderr)
+
+
+def test_api_urls_with_userinfo_are_refused_unechoed(tmp_path):
+    """user:password@ in the kubeconfig server or --fly-api-url was sent as
+    basic auth and printed in clear with every URL (debug lines, errors)."""
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {
+            "server": "http://admin:kube-basic-pw@127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "some-token-value"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u",
+                                               "namespace": "prod"}}]}))
+    p = run_agent(["decide", "--platform", "kubernetes", "--kubeconfig", str(kc),
+                   "--api-timeout", "1s"], env=env_with(POD_NAME="chat-1"))
+    assert p.returncode == 78, p.stderr
+    assert "basic auth is not supported" in p.stderr
+    assert_clean("kube-basic-pw", p.stdout, p.stderr)
+    p = run_agent(["decide", "--platform", "fly", "--api-timeout", "1s",
+                   "--fly-api-url", "http://u:fly-basic-pw@127.0.0.1:9"],
+                  env=env_with(FLY_APP_NAME="pylon-demo", FLY_MACHINE_ID="e784079b449483",
+                               FLY_API_TOKEN="plain-bearer-token-123456"))
+    assert p.returncode == 78, p.stderr
+    assert "--fly-api-url holds a user name or password" in p.stderr
+    assert_clean("fly-basic-pw", p.stdout, p.stderr)
