@@ -12,12 +12,20 @@
 #include "agent.h"
 
 #define LOG_LINE_MAX	4096
-#define MAX_SECRETS	16
+#define MAX_SECRETS	64
+/* The first secrets (Redis password, API tokens at start) are never
+ * evicted; later ones (rotated service-account tokens) are, oldest
+ * first, when the list is full. */
+#define PINNED_SECRETS	8
 
 static enum log_format	 fmt = LOG_TEXT;
 static int		 debug = -1;
+/* Longest first, so that a secret that is a prefix of another does not
+ * leave the other's tail in clear. */
 static char		*secrets[MAX_SECRETS];
+static unsigned long	 seqs[MAX_SECRETS];	/* registration order */
 static int		 nsecrets;
+static unsigned long	 nextseq;
 static pthread_mutex_t	 lock = PTHREAD_MUTEX_INITIALIZER;
 
 void
@@ -38,24 +46,57 @@ log_debug_enabled(void)
 	return debug;
 }
 
+/* Removes entry i (lock held). */
+static void
+secret_remove(int i)
+{
+	free(secrets[i]);
+	memmove(secrets + i, secrets + i + 1,
+	    (size_t)(nsecrets - i - 1) * sizeof(secrets[0]));
+	memmove(seqs + i, seqs + i + 1,
+	    (size_t)(nsecrets - i - 1) * sizeof(seqs[0]));
+	nsecrets--;
+}
+
 void
 log_add_secret(const char *s)
 {
-	int	i;
+	char	*dup;
+	size_t	 len;
+	int	 i, victim;
 
 	/* Short strings would redact innocent text; 3+ chars only. */
-	if (s == NULL || strlen(s) < 3)
+	if (s == NULL || (len = strlen(s)) < 3)
 		return;
 	pthread_mutex_lock(&lock);
 	for (i = 0; i < nsecrets; i++)
 		if (strcmp(secrets[i], s) == 0)
 			goto out;
-	if (nsecrets < MAX_SECRETS) {
-		/* The system allocator on purpose: allocation-failure
-		 * injection must never switch redaction off. */
-		if ((secrets[nsecrets] = strdup(s)) != NULL)
-			nsecrets++;
+	/* The system allocator on purpose: allocation-failure
+	 * injection must never switch redaction off. */
+	if ((dup = strdup(s)) == NULL)
+		goto out;
+	if (nsecrets == MAX_SECRETS) {
+		victim = -1;
+		for (i = 0; i < nsecrets; i++)
+			if (seqs[i] >= PINNED_SECRETS && (victim < 0 ||
+			    seqs[i] < seqs[victim]))
+				victim = i;
+		if (victim < 0) {
+			free(dup);
+			goto out;
+		}
+		secret_remove(victim);
 	}
+	for (i = 0; i < nsecrets && strlen(secrets[i]) >= len; i++)
+		;
+	memmove(secrets + i + 1, secrets + i,
+	    (size_t)(nsecrets - i) * sizeof(secrets[0]));
+	memmove(seqs + i + 1, seqs + i, (size_t)(nsecrets - i) *
+	    sizeof(seqs[0]));
+	secrets[i] = dup;
+	seqs[i] = nextseq++;
+	nsecrets++;
 out:
 	pthread_mutex_unlock(&lock);
 }
@@ -66,6 +107,7 @@ log_clear_secrets(void)
 	pthread_mutex_lock(&lock);
 	while (nsecrets > 0)
 		free(secrets[--nsecrets]);
+	nextseq = 0;
 	pthread_mutex_unlock(&lock);
 }
 
