@@ -1400,9 +1400,6 @@ cmd_probe(struct options *opts, struct agent_err *err)
 		    "Redis URL; set --redis-url or --redis-url-file");
 		goto out;
 	}
-	/* A URL from the env file or PYLON_CLUSTER_BUS skipped options.c's
-	 * registration. */
-	redis_url_register_secrets(url);
 	if ((left = (long)(deadline - now_ms())) < 100)
 		left = 100;
 	memset(&res, 0, sizeof(res));
