@@ -110,6 +110,8 @@ def test_misplaced_url_is_not_echoed(tmp_path, pw):
         (["decide", "--prove", url], {}),
         (["decide", "--mode", url], {}),
         (["decide", "--min-peers", url], {}),
+        (["decide", "--timeout", url], {}),
+        (["decide", "--report", url], {}),
         (["decide"], dict(PYLON_AGENT_MODE=url)),
         (["decide"], dict(PYLON_AGENT_NAMESPACE=url)),
         (["decide", "--config", str(cfg)], {}),
