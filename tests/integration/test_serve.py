@@ -774,9 +774,9 @@ def test_kube_events_for_unavailable_and_recovery(procs, kfake, tmp_path):
 
 def test_too_short_periods_are_raised(procs):
     port = free_port()
-    p, _ = start_serve(procs, serve_args(port, "--resync", "0s", interval="0s"), wait="/readyz")
+    p, _ = start_serve(procs, serve_args(port, "--resync", "10ms", interval="1ms"), wait="/readyz")
     time.sleep(0.5)
     assert http(port, "/readyz")[0] == 200
     err = stderr_of(procs, p)
-    assert "--interval 0 ms is too short; using 100 ms" in err
-    assert "--resync 0 ms is too short; using 1000 ms" in err
+    assert "--interval 1 ms is too short; using 100 ms" in err
+    assert "--resync 10 ms is too short; using 1000 ms" in err
