@@ -686,15 +686,44 @@ io_error(struct transport *t, const char *what, int e,
 	return e == ECONNRESET || e == EPIPE ? TR_EOF : TR_ERROR;
 }
 
+/*
+ * After SSL_read/SSL_write returned <= 0 with SSL_get_error() e: sets *ev to
+ * the poll event to wait for and returns TR_OK, or returns the failure.
+ */
+static enum tr_status
+ssl_io_status(struct transport *t, int e, const char *what, int *ev,
+    struct agent_err *err)
+{
+	char	why[256];
+
+	if (e == SSL_ERROR_WANT_READ) {
+		*ev = POLLIN;
+		return TR_OK;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		*ev = POLLOUT;
+		return TR_OK;
+	}
+	t->live = false;
+	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+		return io_eof(t, err);
+	if (e == SSL_ERROR_SYSCALL)
+		return io_error(t, what, errno, err);
+	ssl_errstr(why, sizeof(why));
+	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS %s failed: %s%s",
+	    t->where, what, why, early_hint(t));
+	return TR_ERROR;
+}
+
 enum tr_status
 transport_write(struct transport *t, const void *buf, size_t n,
     int64_t deadline, struct agent_err *err)
 {
 	const char		*p = buf;
 	struct sigpipe_guard	 g;
-	char			 why[256];
+	enum tr_status		 st;
 	ssize_t			 w;
-	int			 rc, e, ev;
+	int			 rc, e, ev = POLLIN;
 
 	while (n > 0) {
 		if (t->ssl == NULL) {
@@ -711,6 +740,7 @@ transport_write(struct transport *t, const void *buf, size_t n,
 			ev = POLLOUT;
 		} else {
 			ERR_clear_error();
+			errno = 0;
 			sigpipe_block(&g);
 			rc = SSL_write(t->ssl, p, n > 1048576 ? 1048576 :
 			    (int)n);
@@ -721,24 +751,9 @@ transport_write(struct transport *t, const void *buf, size_t n,
 				n -= (size_t)rc;
 				continue;
 			}
-			if (e != SSL_ERROR_WANT_READ &&
-			    e != SSL_ERROR_WANT_WRITE)
-				t->live = false;
-			if (e == SSL_ERROR_WANT_READ)
-				ev = POLLIN;
-			else if (e == SSL_ERROR_WANT_WRITE)
-				ev = POLLOUT;
-			else if (e == SSL_ERROR_ZERO_RETURN)
-				return io_eof(t, err);
-			else if (e == SSL_ERROR_SYSCALL && errno != 0)
-				return io_error(t, "write", errno, err);
-			else {
-				ssl_errstr(why, sizeof(why));
-				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
-				    "TLS write failed: %s%s", t->where, why,
-				    early_hint(t));
-				return TR_ERROR;
-			}
+			if ((st = ssl_io_status(t, e, "write", &ev, err)) !=
+			    TR_OK)
+				return st;
 		}
 		switch (wait_fd(t->fd, (short)ev, deadline)) {
 		case 0:
@@ -755,9 +770,9 @@ transport_read(struct transport *t, void *buf, size_t n, size_t *got,
     int64_t deadline, struct agent_err *err)
 {
 	struct sigpipe_guard	 g;
-	char			 why[256];
+	enum tr_status		 st;
 	ssize_t			 r;
-	int			 rc, e, ev;
+	int			 rc, e, ev = POLLIN;
 
 	*got = 0;
 	if (n > 1048576)
@@ -789,25 +804,9 @@ transport_read(struct transport *t, void *buf, size_t n, size_t *got,
 				t->got_data = true;
 				return TR_OK;
 			}
-			if (e != SSL_ERROR_WANT_READ &&
-			    e != SSL_ERROR_WANT_WRITE)
-				t->live = false;
-			if (e == SSL_ERROR_WANT_READ)
-				ev = POLLIN;
-			else if (e == SSL_ERROR_WANT_WRITE)
-				ev = POLLOUT;
-			else if (e == SSL_ERROR_ZERO_RETURN ||
-			    (e == SSL_ERROR_SYSCALL && errno == 0))
-				return io_eof(t, err);
-			else if (e == SSL_ERROR_SYSCALL)
-				return io_error(t, "read", errno, err);
-			else {
-				ssl_errstr(why, sizeof(why));
-				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
-				    "TLS read failed: %s%s", t->where, why,
-				    early_hint(t));
-				return TR_ERROR;
-			}
+			if ((st = ssl_io_status(t, e, "read", &ev, err)) !=
+			    TR_OK)
+				return st;
 		}
 		switch (wait_fd(t->fd, (short)ev, deadline)) {
 		case 0:
