@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import urllib.request
 import pytest
 
 from conftest import SLOW, clean_env, free_port, wait_port
-from redisfix import RedisServer
+from redisfix import RedisServer, Subscriber
 
 PASSWORD = "s3cret-Pa55word"
 INTERVAL = "200ms"
@@ -80,81 +79,6 @@ class Redis:
 
     def kill(self):
         self.server.kill()
-
-
-class RawSubscriber:
-    """A raw RESP client subscribed to a channel that counts every message."""
-
-    def __init__(self, port, channel, password=PASSWORD):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-        self.messages = []
-        if password:
-            self._cmd("AUTH", password)
-            assert self._read() == "OK"
-        self._cmd("SUBSCRIBE", channel)
-        reply = self._read()
-        assert reply[0] == b"subscribe", reply
-        self.sock.settimeout(0.1)
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _cmd(self, *args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a.encode() if isinstance(a, str) else a
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.sock.sendall(out)
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _read(self):
-        line = self._line()
-        t, rest = line[:1], line[1:]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise RuntimeError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise EOFError
-                self.buf += chunk
-            data, self.buf = self.buf[:n], self.buf[n + 2:]
-            return data
-        if t in (b"*", b">"):
-            return [self._read() for _ in range(int(rest))]
-        raise RuntimeError("bad RESP %r" % line)
-
-    def _run(self):
-        while not self.stop:
-            try:
-                r = self._read()
-            except socket.timeout:
-                continue
-            except (EOFError, OSError):
-                return
-            if isinstance(r, list) and r and r[0] == b"message":
-                self.messages.append(r[2].decode())
-
-    def close(self):
-        self.stop = True
-        self.thread.join(timeout=2)
-        self.sock.close()
 
 
 def serve_args(port, *extra, interval=INTERVAL):
@@ -400,7 +324,7 @@ def test_hung_redis_fails_readiness_then_recovers(procs, tmp_path):
 
 def test_exactly_one_bus_message_per_start(procs, tmp_path):
     r = Redis(procs, tmp_path).start()
-    sub = RawSubscriber(r.port, "one:cluster:bus")
+    sub = Subscriber(r.server, "one:cluster:bus", password=PASSWORD)
     try:
         port = free_port()
         p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--namespace", "one",
@@ -408,9 +332,9 @@ def test_exactly_one_bus_message_per_start(procs, tmp_path):
         # Many intervals: at 200 ms, 3 s is ~15 checks.
         wait_for(lambda: value(metrics(port)[0], "pylon_agent_bus_check_seconds_count") >= 12,
                  10, what="12 checks")
-        time.sleep(0.3)
-        assert len(sub.messages) == 1, sub.messages
-        env = json.loads(sub.messages[0])
+        msgs = sub.settle(0.3)
+        assert len(msgs) == 1, msgs
+        env = json.loads(msgs[0])
         assert env["kind"] == "agent_probe"
         assert re.fullmatch(r"pylon-agent-[0-9a-f]{8}", env["instance_id"])
         # Our raw subscriber and the agent's own subscription.
@@ -421,7 +345,8 @@ def test_exactly_one_bus_message_per_start(procs, tmp_path):
 
 def test_numsub_warning_when_namespace_is_shared(procs, tmp_path):
     r = Redis(procs, tmp_path).start()
-    subs = [RawSubscriber(r.port, "shared:cluster:bus") for _ in range(4)]
+    subs = [Subscriber(r.server, "shared:cluster:bus", password=PASSWORD)
+            for _ in range(4)]
     try:
         port = free_port()
         p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--namespace", "shared",
