@@ -110,5 +110,23 @@ def procs():
 
 
 @pytest.fixture
+def fly():
+    """Factory: fly(scenario, **kw) -> a started fake Fly Machines API
+    (tests/fakes/fly_fake.py), stopped at teardown."""
+    from fly_fake import FlyFake
+    fakes = []
+
+    def start(scenario="one", **kw):
+        f = FlyFake(scenario, **kw).start()
+        fakes.append(f)
+        return f
+    try:
+        yield start
+    finally:
+        for f in fakes:
+            f.stop()
+
+
+@pytest.fixture
 def agent_env():
     return clean_env()

@@ -8,22 +8,9 @@ import time
 import pytest
 
 from conftest import clean_env, free_port, run_agent, wait_port
-from fly_fake import APP, RELEASE_ID, SELF_ID, TOKEN, FlyFake
+from fly_fake import APP, RELEASE_ID, SELF_ID, TOKEN
 
 PASSWORD = "chk-s3cret-pw"
-
-
-@pytest.fixture
-def fly():
-    fakes = []
-
-    def start(scenario="one", **kw):
-        f = FlyFake(scenario, **kw).start()
-        fakes.append(f)
-        return f
-    yield start
-    for f in fakes:
-        f.stop()
 
 
 @pytest.fixture

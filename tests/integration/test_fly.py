@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import SLOW, clean_env, run_agent
-from fly_fake import APP, RELEASE_ID, SELF_ID, TOKEN, FlyFake
+from fly_fake import APP, RELEASE_ID, SELF_ID, TOKEN
 
 # decide touches no Redis (no --prove); the URL only has to parse.
 REDIS_URL = "redis://127.0.0.1:1/0"
@@ -25,20 +25,6 @@ def fly_env(**kw):
                 PYLON_AGENT_FLY_JITTER_MS="0")
     base.update(kw)
     return clean_env(**base)
-
-
-@pytest.fixture
-def fly():
-    """Factory: fly(scenario, **kw) -> a started FlyFake, stopped at teardown."""
-    fakes = []
-
-    def start(scenario="one", **kw):
-        f = FlyFake(scenario, **kw).start()
-        fakes.append(f)
-        return f
-    yield start
-    for f in fakes:
-        f.stop()
 
 
 def decide(fake, *args, env=None, redis=True, timeout=30):
