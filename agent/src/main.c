@@ -122,6 +122,10 @@ cmd_decide(struct options *o, struct agent_err *err)
 
 	if ((rc = flow_decide(o, &t, &d, err)))
 		return rc;
+	/* The reason can quote an API's error text: every output form
+	 * (text, env header, JSON) gets it through the redaction point. */
+	redact(d.reason, clean, sizeof(clean));
+	snprintf(d.reason, sizeof(d.reason), "%s", clean);
 	memset(&br, 0, sizeof(br));
 	br.latency_ms = -1;
 	err_clear(&perr);
@@ -171,7 +175,8 @@ cmd_decide(struct options *o, struct agent_err *err)
 			printf(" (not proven: %s)\n",
 			    redact(perr.msg, clean, sizeof(clean)));
 		else if (br.latency_ms >= 0)
-			printf(" (proven in %.1f ms)\n", br.latency_ms);
+			printf(" (proven in %.*f ms)\n", br.latency_ms < 1 ?
+			    2 : 1, br.latency_ms);
 		else
 			printf("%s\n", d.mode == MODE_REDIS && !o->prove ?
 			    " (not checked: add --prove)" : "");

@@ -389,6 +389,17 @@ def test_fly_token_echoed_by_api(echo_server, tok, term_log):
     bare = tok.split(" ", 1)[-1]
     for part in [tok, bare] + bare.split(","):
         assert part not in out, (part, out)
+    # A fallback decision quotes the API's error in its reason: every
+    # output form of decide shows it redacted.
+    for fmt in ("text", "env", "json"):
+        p = run_agent(["decide", "--platform", "fly", "--fly-api-url", echo_server,
+                       "--on-discovery-error", "noop", "--api-timeout", "2s",
+                       "--output", fmt], env=env)
+        assert p.returncode == 0, p.stderr
+        assert "discovery failed" in p.stdout, p.stdout
+        assert "401" in p.stdout, p.stdout
+        for part in [tok, bare] + bare.split(","):
+            assert part not in p.stdout + p.stderr, (fmt, part, p.stdout)
 
 
 KUBE_TOK = "kube-cut-token-0123456789abcdefghij"
