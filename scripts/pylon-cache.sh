@@ -1,0 +1,66 @@
+#!/bin/sh
+# Builds (once) and prints the cache the real-Pylon tests, the image build
+# and the demo use.  Lives outside the checkout; rebuilt when missing.
+#
+#   $PYLON_AGENT_CACHE (default /var/cache/pylon-agent)
+#     trixie-root/   Debian 13 minbase root (Pylon 0.11.3 needs glibc >= 2.38)
+#                    with /opt/pylon/bin/pylon and /usr/local/bin/bun inside
+#     npm/           npm prefix holding @pylonsync/cli-linux-x64 and Bun
+#
+# Prints "root=<dir>" on success.  Needs root (debootstrap) and the Debian
+# mirror plus the npm registry the first time; later runs touch neither.
+set -eu
+CACHE=${PYLON_AGENT_CACHE:-/var/cache/pylon-agent}
+PYLON_VERSION=0.11.3
+ROOT=$CACHE/trixie-root
+NPM=$CACHE/npm
+mkdir -p "$CACHE"
+
+mirror() {
+	m=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources \
+	    2>/dev/null | grep -v security | head -n 1)
+	[ -n "$m" ] || m=$(sed -n 's/^deb \([^ ]*\) .*/\1/p' /etc/apt/sources.list \
+	    2>/dev/null | grep -v security | head -n 1)
+	echo "${m:-http://deb.debian.org/debian}"
+}
+
+if [ ! -x "$NPM/node_modules/@pylonsync/cli-linux-x64/bin/pylon" ] ||
+   [ ! -x "$NPM/node_modules/@oven/bun-linux-x64/bin/bun" ]; then
+	echo "pylon-cache: npm install @pylonsync/cli-linux-x64@$PYLON_VERSION @oven/bun-linux-x64" >&2
+	mkdir -p "$NPM"
+	npm install --no-audit --no-fund --loglevel=error --prefix "$NPM" \
+	    "@pylonsync/cli-linux-x64@$PYLON_VERSION" @oven/bun-linux-x64 >&2
+fi
+
+if [ ! -f "$ROOT/.pylon-agent-ok" ]; then
+	command -v debootstrap >/dev/null 2>&1 || {
+		echo "pylon-cache: debootstrap missing; run scripts/install-deps.sh" >&2
+		exit 1
+	}
+	if [ ! -f "$ROOT/etc/debian_version" ]; then
+		tmp=$CACHE/trixie-root.tmp.$$
+		rm -rf "$tmp"
+		echo "pylon-cache: debootstrap trixie (first run, a few minutes)" >&2
+		debootstrap --variant=minbase \
+		    --include=libxmlsec1-openssl,ca-certificates \
+		    trixie "$tmp" "$(mirror)" >&2
+		rm -rf "$ROOT"
+		mv "$tmp" "$ROOT"
+	fi
+	touch "$ROOT/.pylon-agent-ok"
+fi
+
+# The binaries inside the root (cheap; refreshed when npm changed them).
+mkdir -p "$ROOT/opt/pylon/bin" "$ROOT/usr/local/bin"
+cmp -s "$NPM/node_modules/@pylonsync/cli-linux-x64/bin/pylon" "$ROOT/opt/pylon/bin/pylon" ||
+    cp "$NPM/node_modules/@pylonsync/cli-linux-x64/bin/pylon" "$ROOT/opt/pylon/bin/pylon"
+cmp -s "$NPM/node_modules/@oven/bun-linux-x64/bin/bun" "$ROOT/usr/local/bin/bun" ||
+    cp "$NPM/node_modules/@oven/bun-linux-x64/bin/bun" "$ROOT/usr/local/bin/bun"
+chmod 0755 "$ROOT/opt/pylon/bin/pylon" "$ROOT/usr/local/bin/bun"
+# Pylon links libxmlsec1-openssl and libxml2 (in --include above).
+v=$(chroot "$ROOT" /opt/pylon/bin/pylon --version 2>&1) || {
+	echo "pylon-cache: pylon does not run in $ROOT: $v" >&2
+	echo "pylon-cache: remove $ROOT and run again" >&2
+	exit 1
+}
+echo "root=$ROOT"
