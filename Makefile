@@ -16,7 +16,7 @@ CPPFLAGS += -D_GNU_SOURCE -DAGENT_GIT_REV=\"$(GIT_REV)\"
 CFLAGS	+= $(CSTD) $(OPT) $(WARN) -fstack-protector-strong \
 	   -D_FORTIFY_SOURCE=2 -fPIE
 LDFLAGS	+= -Wl,--as-needed -Wl,-z,relro -Wl,-z,now -pie
-LIBS	 = -lcurl -lcjson -lyaml -lhiredis -lmicrohttpd -lssl -lcrypto \
+LIBS	 = -lcjson -lyaml -lhiredis \
 	   -lpthread -lm
 
 SRCS	 = $(sort $(wildcard agent/src/*.c))
