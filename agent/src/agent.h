@@ -151,6 +151,9 @@ struct options {
 						 * the content of redis_url_file */
 	char			*redis_url_file;
 	char			*redis_ca_file;
+	char			*bus_proxy;	/* --bus-proxy ADDR (serve,
+						 * init): Pylon's local
+						 * endpoint for rediss:// */
 	char			*namespace;
 	int			replicas;
 	bool			replicas_set;
