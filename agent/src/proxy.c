@@ -541,9 +541,11 @@ pump(struct proxy *px, struct pconn *c)
 	char	why[256];
 	ssize_t	r;
 	bool	progress;
-	int	rc, e, guard;
+	int	rc, e;
 
-	for (guard = 0; guard < 64; guard++) {
+	/* Until nothing moves: SSL keeps decrypted bytes of its own that
+	 * epoll cannot see, so stopping early could stall the stream. */
+	for (;;) {
 		progress = false;
 		if (c->st == UP_HANDSHAKE) {
 			if (handshake(px, c) != 0)
@@ -868,7 +870,7 @@ proxy_start(struct proxy **pp, const char *addr, const char *upstream_url,
 		goto fail;
 	}
 	SSL_CTX_set_mode(px->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 
 	px->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
