@@ -31,7 +31,7 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bundle format format-check lint chart-test
+	fuzz bench bench-proxy bundle format format-check lint chart-test
 
 all: $(BUILD)/pylon-agent
 
@@ -97,6 +97,11 @@ fuzz fuzz-smoke:
 
 bench: all
 	BUILD=$(BUILD) tests/bench/run.sh
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
+
+# serve --bus-proxy vs stunnel4 vs a direct TLS client (docs/benchmarks.md)
+bench-proxy: all
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
 
 bundle: all
 	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle

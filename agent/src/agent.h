@@ -152,6 +152,9 @@ struct options {
 	char			*redis_url_file;
 	char			*redis_ca_file;
 	bool			pylon_tls;	/* --pylon-tls: rediss:// ok */
+	char			*bus_proxy;	/* --bus-proxy ADDR (serve,
+						 * init): Pylon's local
+						 * endpoint for rediss:// */
 	char			*namespace;
 	int			replicas;
 	bool			replicas_set;

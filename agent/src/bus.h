@@ -86,6 +86,16 @@ enum tr_status	transport_write(struct transport *, const void *, size_t n,
  * without waiting (TR_TIMEOUT when nothing is there). */
 enum tr_status	transport_read(struct transport *, void *buf, size_t n,
 		    size_t *got, int64_t deadline, struct agent_err *);
+struct ssl_st;
+struct ssl_ctx_st;
+/* The TLS pieces of transport_open, for the bus proxy (proxy.c): a client
+ * context with the CA (NULL and *err filled on failure: EXIT_AGENT_CONFIG
+ * when the CA cannot be loaded), and SNI + host name verification on one
+ * SSL (-1 when it cannot be set up).  The caller frees what it gets. */
+struct ssl_ctx_st	*transport_tls_ctx(const struct redis_url *,
+			    const char *ca_file, struct agent_err *);
+int			 transport_tls_name(struct ssl_st *,
+			    const struct redis_url *);
 /* Closes and frees; NULL is fine. */
 void		transport_close(struct transport *);
 const char	*transport_where(const struct transport *);

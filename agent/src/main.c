@@ -17,6 +17,7 @@
 
 #include "agent.h"
 #include "bus.h"
+#include "proxy.h"
 #include "serve.h"
 #include "httpd.h"
 
@@ -217,12 +218,25 @@ static int
 cmd_init(struct options *o, struct agent_err *err)
 {
 	struct decision	d;
+	char		*url = NULL;
 	int		rc;
 
+	/* --bus-proxy: the proof goes to the upstream directly (serve's
+	 * proxy does not run yet); the file gets Pylon's local URL and
+	 * serve's startup proof then goes through the proxy. */
+	if (o->bus_proxy != NULL && o->bus_proxy[0] != '\0' &&
+	    (rc = proxy_addr_check(o->bus_proxy, err)))
+		return rc;
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
-	if ((rc = envfile_write(o->env_file, &d,
-	    d.mode == MODE_REDIS ? o->redis_url : NULL, err)))
+	if (d.mode == MODE_REDIS && o->bus_proxy != NULL &&
+	    o->bus_proxy[0] != '\0' && (url = proxy_pylon_url(o->redis_url,
+	    o->bus_proxy, err)) == NULL)
+		return err->code ? err->code : EXIT_AGENT_CONFIG;
+	rc = envfile_write(o->env_file, &d, d.mode == MODE_REDIS ?
+	    (url != NULL ? url : o->redis_url) : NULL, err);
+	a_free(url);
+	if (rc)
 		return rc;
 	log_info("env file written: %s (mode %s)", o->env_file,
 	    mode_name(d.mode));

@@ -60,6 +60,11 @@ static const struct opt_row rows[] = {
 	  OFF(app_selector), NULL, C_DISC, "SELECTOR",
 	  "K8s label selector of every pod of the app across blue/green "
 	  "colours" },
+	{ "bus-proxy", "PYLON_AGENT_BUS_PROXY", T_STR, NULL, OFF(bus_proxy),
+	  NULL, C_INIT | C_SERVE, "HOST:PORT",
+	  "serve: relay plain Redis on this loopback address to the "
+	  "rediss:// bus over TLS, and hand Pylon redis://HOST:PORT (init: "
+	  "write that URL)" },
 	{ "config", "PYLON_AGENT_CONFIG", T_STR, NULL, OFF(config), NULL,
 	  C_DISC, "FILE", "YAML file of settings (keys are these flag names)" },
 	{ "count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 #include "bus.h"
 #include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 
 #ifndef AGENT_GIT_REV
@@ -433,6 +434,7 @@ struct serve_ctx {
 	bool			 exit_req;
 	int			 exit_code;
 	struct agent_err	 exit_err;
+	struct proxy		*proxy;		/* --bus-proxy, or NULL */
 };
 
 static void
@@ -533,6 +535,9 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 	if (strcmp(url, "/metrics") == 0) {
 		snap_take(c, &s);
 		if ((body = serve_metrics_text(&s, &len)) == NULL)
+			return respond_line(conn, 500, "out of memory");
+		if (c->proxy != NULL && (body = proxy_metrics_append(c->proxy,
+		    body, &len)) == NULL)
 			return respond_line(conn, 500, "out of memory");
 		ret = respond(conn, MHD_HTTP_OK,
 		    "text/plain; version=0.0.4; charset=utf-8", body, len);
@@ -685,6 +690,12 @@ act_as_init(struct serve_ctx *c, const struct decision *dec,
 	struct bus_result res;
 	int rc;
 
+	if (c->proxy != NULL)
+		return err_set(err, EXIT_AGENT_CONFIG, "serve: --bus-proxy "
+		    "needs the agent running beside Pylon for the pod's life, "
+		    "but this cluster ran it as a plain init container (no "
+		    "SidecarContainers); use a cluster with native sidecars, "
+		    "or the supervisor shape (serve -- pylon start)");
 	log_info("serve: this container is a plain init container (the "
 	    "cluster has no SidecarContainers); acting as init: writing %s "
 	    "and exiting", o->env_file);
@@ -1176,6 +1187,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
+	if ((code = proxy_serve_begin(opts, &c->proxy, err)) != 0)
+		goto out;
 	if (opts->redis_url != NULL && opts->redis_url[0] != '\0') {
 		if ((red = redis_url_redact(opts->redis_url)) != NULL) {
 			snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url),
@@ -1269,6 +1282,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 out:
 	c->stop = 1;
 	httpd_stop(d);
+	proxy_stop(c->proxy);
+	c->proxy = NULL;
 	done = !th_started;
 	/* The loop may be inside a Redis or API call with its own deadline;
 	 * wait a little for it, no longer. */
