@@ -42,13 +42,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include "bus.h"
 #include "proxy.h"
 #include "serve.h"
+#include "ssl_dl.h"
 
 #define PROXY_DNS_TTL_MS	30000
 #define PROXY_MAX_ADDRS		8

@@ -22,7 +22,8 @@
 	X(SSL_get_error) X(SSL_get_ex_data)				\
 	X(SSL_get_ex_data_X509_STORE_CTX_idx) X(SSL_get_verify_result)	\
 	X(SSL_new) X(SSL_read) X(SSL_set_ex_data) X(SSL_set_fd)		\
-	X(SSL_shutdown) X(SSL_write) X(TLS_client_method)		\
+	X(SSL_set_connect_state) X(SSL_shutdown) X(SSL_write)		\
+	X(TLS_client_method)						\
 	X(X509_NAME_print_ex) X(X509_STORE_CTX_get0_cert)		\
 	X(X509_STORE_CTX_get_current_cert) X(X509_STORE_CTX_get_error)	\
 	X(X509_STORE_CTX_get_error_depth) X(X509_STORE_CTX_get_ex_data)	\
@@ -61,6 +62,7 @@ SSL_DL_SYMS(SSL_DL_DECLARE)
 #define SSL_read		sym_SSL_read
 #define SSL_set_ex_data		sym_SSL_set_ex_data
 #define SSL_set_fd		sym_SSL_set_fd
+#define SSL_set_connect_state	sym_SSL_set_connect_state
 #define SSL_shutdown		sym_SSL_shutdown
 #define SSL_write		sym_SSL_write
 #define TLS_client_method	sym_TLS_client_method

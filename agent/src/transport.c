@@ -524,7 +524,7 @@ transport_tls_ctx(const struct redis_url *u, const char *ca_file,
 	char	 why[256];
 
 	if (dl_need_ssl(err) != 0)
-		return TR_ERROR;
+		return NULL;
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		err_oom(err, "SSL_CTX_new");
