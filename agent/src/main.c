@@ -10,9 +10,8 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
+#include <curl/curlver.h>
 #include <hiredis/hiredis.h>
-#include <microhttpd.h>
 #include <openssl/opensslv.h>
 #include <yaml.h>
 
@@ -20,6 +19,7 @@
 #include "bus.h"
 #include "proxy.h"
 #include "serve.h"
+#include "httpd.h"
 
 #ifndef AGENT_GIT_REV
 #define AGENT_GIT_REV "unknown"
@@ -55,7 +55,7 @@ cmd_version(void)
 	    "hiredis %d.%d.%d, %s, libmicrohttpd %s\n", LIBCURL_VERSION,
 	    CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH,
 	    yaml_get_version_string(), HIREDIS_MAJOR, HIREDIS_MINOR,
-	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, MHD_get_version());
+	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, httpd_version());
 	return 0;
 }
 

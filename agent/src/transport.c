@@ -26,9 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
+#include "ssl_dl.h"
 
 #include "bus.h"
 
@@ -525,6 +523,8 @@ transport_tls_ctx(const struct redis_url *u, const char *ca_file,
 	SSL_CTX	*ctx;
 	char	 why[256];
 
+	if (dl_need_ssl(err) != 0)
+		return TR_ERROR;
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		err_oom(err, "SSL_CTX_new");
