@@ -26,6 +26,7 @@ decision_init(const struct options *o, const char *platform,
 	snprintf(d->platform, sizeof(d->platform), "%s", platform);
 	snprintf(d->instance, sizeof(d->instance), "%s", instance);
 	snprintf(d->namespace, sizeof(d->namespace), "%s", o->namespace);
+	d->cluster_required = o->cluster_required;
 	snprintf(d->channel, sizeof(d->channel), "%s:cluster:bus",
 	    o->namespace);
 }

@@ -890,6 +890,7 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 		/* Only async-signal-safe calls from here (serve is threaded). */
 		int devnull = open("/dev/null", O_RDONLY);
 
+		spawn_restore_signals();
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		dup2(outp[1], 1);

@@ -258,10 +258,18 @@ run_cmd(char **argv, struct agent_err *err)
 {
 	int	e;
 
+	char	**envp;
+
 	alloc_stats("exec");
+	if ((envp = spawn_child_env()) == NULL)
+		return err_oom(err, "exec environment");
 	fflush(NULL);
-	execvp(argv[0], argv);
+	/* main ignored SIGPIPE; ignoring survives execve (tini's order:
+	 * restore signals, then exec). */
+	spawn_restore_signals();
+	execvpe(argv[0], argv, envp);
 	e = errno;
+	a_free(envp);
 	return err_set(err, e == ENOENT ? 127 : 126, "cannot execute %s: %s%s",
 	    argv[0], strerror(e), e == ENOENT ? " (is it on PATH, or give "
 	    "its absolute path)" : "");
@@ -277,7 +285,7 @@ cmd_exec(struct options *o, struct agent_err *err)
 	if (o->env_file_set) {
 		if ((rc = envfile_read(o->env_file, &ef, err)))
 			return rc;
-		rc = env_apply(ef.bus, ef.namespace, err);
+		rc = env_apply(ef.bus, ef.namespace, ef.required, err);
 		envfile_release(&ef);
 		if (rc)
 			return rc;
@@ -286,7 +294,7 @@ cmd_exec(struct options *o, struct agent_err *err)
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
 	if ((rc = env_apply(d.mode == MODE_REDIS ? o->redis_url : NULL,
-	    d.namespace, err)))
+	    d.namespace, d.cluster_required, err)))
 		return rc;
 	return run_cmd(o->cmd_argv, err);
 }
@@ -333,6 +341,7 @@ main(int argc, char **argv)
 		goto out;
 	if (help)
 		goto out;
+	spawn_set_pass_env(o.pass_env);
 	switch (cmd) {
 	case CMD_DECIDE:
 		rc = cmd_decide(&o, &err);

@@ -74,6 +74,10 @@ static const struct opt_row rows[] = {
 	  "/pylon-agent/cluster.env", OFF(env_file), NULL,
 	  C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",
 	  "where init writes the env file (exec: read it, skip discovery)" },
+	{ "cluster-required", "PYLON_AGENT_CLUSTER_REQUIRED", T_BOOL, "true",
+	  OFF(cluster_required), NULL, C_PROVE, NULL,
+	  "in redis mode also export PYLON_CLUSTER_REQUIRED=1 (Pylon then "
+	  "refuses to boot without a Postgres DATABASE_URL)" },
 	{ "fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
 	  "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
 	  "Fly Machines API base URL" },
@@ -111,6 +115,11 @@ static const struct opt_row rows[] = {
 	  "where to discover the peer count" },
 	{ "prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
 	  "decide: also prove the bus (publishes one envelope)" },
+	{ "pass-env", "PYLON_AGENT_PASS_ENV", T_STR, NULL, OFF(pass_env), NULL,
+	  C_EXEC | C_SERVE, "LIST",
+	  "variables the child keeps anyway: CMD's environment is the agent's "
+	  "minus every PYLON_AGENT_* variable and FLY_API_TOKEN (only the agent "
+	  "uses them; the Redis URL and the API token stay out of Pylon)" },
 	{ "pylon-tls", "PYLON_AGENT_PYLON_TLS", T_BOOL, "false",
 	  OFF(pylon_tls), NULL, C_PROVE, NULL,
 	  "the Pylon build speaks TLS: allow rediss:// URLs (Pylon 0.11.3 "

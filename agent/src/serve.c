@@ -1081,7 +1081,7 @@ serve_loop(void *arg)
 
 	if (c->supervising) {
 		rc = env_apply(v.dec.mode == MODE_REDIS ? o->redis_url : NULL,
-		    v.dec.namespace, &err);
+		    v.dec.namespace, v.dec.cluster_required, &err);
 		if (rc != 0) {
 			loop_exit(c, rc, &err);
 			goto out;

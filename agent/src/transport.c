@@ -85,9 +85,11 @@ wait_fd(int fd, short ev, int64_t deadline)
 
 /*
  * SIGPIPE: OpenSSL writes to the socket with write(2), which raises
- * SIGPIPE on a dead peer.  Ignoring it process-wide would leak SIG_IGN
- * into the command exec runs, so it is blocked around TLS calls and a
- * SIGPIPE they raised is consumed (the curl/OpenSSL idiom).
+ * SIGPIPE on a dead peer.  It is blocked around TLS calls and a SIGPIPE
+ * they raised is consumed (the curl/OpenSSL idiom), for callers that do
+ * not ignore it.  main() ignores it process-wide as well; every child the
+ * agent starts gets default dispositions back from spawn_restore_signals()
+ * (spawn.c), so SIG_IGN never reaches Pylon.
  */
 struct sigpipe_guard {
 	sigset_t	old;
