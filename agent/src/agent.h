@@ -151,6 +151,7 @@ struct options {
 						 * the content of redis_url_file */
 	char			*redis_url_file;
 	char			*redis_ca_file;
+	bool			pylon_tls;	/* --pylon-tls: rediss:// ok */
 	char			*namespace;
 	int			replicas;
 	bool			replicas_set;
@@ -239,9 +240,12 @@ struct decision {
 };
 
 /* Pure: topology + options -> decision.  Returns 0 or EXIT_AGENT_CONFIG
- * (peers > 1, or --mode redis, without a Redis URL). */
+ * (peers > 1, or --mode redis, without a Redis URL, or with one the
+ * configured Pylon cannot use: redis_url_pylon_check). */
 int	decide(const struct topology *, const struct options *,
 	    struct decision *, struct agent_err *);
+/* PYLON_URL_* flags of the compatibility gate for these options. */
+unsigned decide_url_flags(const struct options *);
 /* Pure: discovery failed with *why; applies --on-discovery-error. */
 int	decide_discovery_failed(const struct options *, const char *platform,
 	    const struct agent_err *why, struct decision *, struct agent_err *);

@@ -23,6 +23,7 @@ struct redis_url {
 	int		port;		/* TCP: default 6379 */
 	char		*path;		/* unix: socket path */
 	int		db;		/* default 0 */
+	bool		resp3;		/* ?protocol=resp3: HELLO 3 */
 };
 
 /* Returns 0 or EXIT_AGENT_CONFIG with a message that never holds the
@@ -34,6 +35,21 @@ void	redis_url_release(struct redis_url *);
  * For input that does not parse, "(invalid Redis URL)", never the raw
  * input. */
 char	*redis_url_redact(const char *url);
+/*
+ * The compatibility gate (SPEC 5): may the Pylon the agent configures use
+ * this URL?  Returns 0, or EXIT_AGENT_CONFIG with one line saying why not
+ * and what to use (never echoing the URL).  Pure: no allocation, no I/O.
+ * Accepted: exactly "redis://..." (lower case, no surrounding whitespace,
+ * only ?protocol=resp2|resp3 in the query); "rediss://..." only with
+ * PYLON_URL_TLS (--pylon-tls: the Pylon build has TLS) or PYLON_URL_PROXY
+ * (a local proxy of the agent serves it to Pylon).  Refused: unix://,
+ * redis+unix://, upper-case schemes, surrounding whitespace, query
+ * parameters Pylon ignores, #insecure on redis://.
+ */
+#define PYLON_URL_TLS	0x1u
+#define PYLON_URL_PROXY	0x2u
+int	redis_url_pylon_check(const char *url, unsigned flags,
+	    struct agent_err *);
 /* log_add_secret() of the password, decoded and as written in the URL. */
 void	redis_url_register_secrets(const char *url);
 /* "host:port", "[::1]:port" or "unix:/path", for messages. */

@@ -10,15 +10,15 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
+#include <curl/curlver.h>
 #include <hiredis/hiredis.h>
-#include <microhttpd.h>
 #include <openssl/opensslv.h>
 #include <yaml.h>
 
 #include "agent.h"
 #include "bus.h"
 #include "serve.h"
+#include "httpd.h"
 
 #ifndef AGENT_GIT_REV
 #define AGENT_GIT_REV "unknown"
@@ -54,7 +54,7 @@ cmd_version(void)
 	    "hiredis %d.%d.%d, %s, libmicrohttpd %s\n", LIBCURL_VERSION,
 	    CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH,
 	    yaml_get_version_string(), HIREDIS_MAJOR, HIREDIS_MINOR,
-	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, MHD_get_version());
+	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, httpd_version());
 	return 0;
 }
 

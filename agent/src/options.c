@@ -106,6 +106,10 @@ static const struct opt_row rows[] = {
 	  "where to discover the peer count" },
 	{ "prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
 	  "decide: also prove the bus (publishes one envelope)" },
+	{ "pylon-tls", "PYLON_AGENT_PYLON_TLS", T_BOOL, "false",
+	  OFF(pylon_tls), NULL, C_PROVE, NULL,
+	  "the Pylon build speaks TLS: allow rediss:// URLs (Pylon 0.11.3 "
+	  "cannot: it exits 1 at boot on rediss://)" },
 	{ "redis-ca-file", "PYLON_AGENT_REDIS_CA_FILE", T_STR, NULL,
 	  OFF(redis_ca_file), NULL, C_PROVE, "FILE",
 	  "CA bundle for rediss:// (default: system CAs)" },

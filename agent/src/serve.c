@@ -22,9 +22,8 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
 #include "serve.h"
 
 #ifndef AGENT_GIT_REV
@@ -35,9 +34,6 @@
 #define SERVE_MIN_INTERVAL_MS	100
 #define SERVE_MIN_RESYNC_MS	1000
 #define NUMSUB_GRACE_CHECKS	10
-#define HTTP_CONN_LIMIT		64
-#define HTTP_CONN_TIMEOUT_S	10
-#define HTTP_CONN_MEMORY	(16 * 1024)
 
 const double serve_hist_bounds[SERVE_HIST_BUCKETS] = {
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -372,7 +368,7 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	sb_printf(&b, "\",revision=\"");
 	sb_label(&b, AGENT_GIT_REV);
 	sb_printf(&b, "\",microhttpd=\"");
-	sb_label(&b, MHD_get_version());
+	sb_label(&b, httpd_version());
 	sb_printf(&b, "\"} 1\n");
 	if (b.failed) {
 		a_free(b.p);
@@ -547,17 +543,6 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 	    "endpoints are /livez /startupz /readyz /status /metrics");
 }
 
-static void
-mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char buf[512];
-
-	(void)cls;
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	rstrip(buf);
-	log_debug("http: %s", buf);
-}
-
 static int
 listen_socket(const char *spec, struct agent_err *err)
 {
@@ -593,7 +578,7 @@ listen_socket(const char *spec, struct agent_err *err)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
 			    sizeof(zero));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, 64) == 0)
+		    listen(fd, HTTPD_BACKLOG) == 0)
 			break;
 		e = errno;
 		close(fd);
@@ -1160,7 +1145,7 @@ int
 cmd_serve(struct options *opts, struct agent_err *err)
 {
 	struct serve_ctx *c;
-	struct MHD_Daemon *d = NULL;
+	struct httpd *d = NULL;
 	struct timespec ts;
 	sigset_t set;
 	pthread_t th;
@@ -1209,18 +1194,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	if (c->supervising)
 		supervise_subreaper();
 
-	d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
-	    0, NULL, NULL, handle, c,
-	    MHD_OPTION_LISTEN_SOCKET, lfd,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_END);
-	if (d == NULL) {
-		close(lfd);
-		code = err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start "
-		    "the HTTP server on %s", opts->listen);
+	if ((d = httpd_start(lfd, handle, c, opts->listen, err)) == NULL) {
+		code = err->code;
 		goto out;
 	}
 	log_info("serve: listening on %s (/livez /startupz /readyz /status "
@@ -1293,8 +1268,7 @@ cmd_serve(struct options *opts, struct agent_err *err)
 
 out:
 	c->stop = 1;
-	if (d != NULL)
-		MHD_stop_daemon(d);
+	httpd_stop(d);
 	done = !th_started;
 	/* The loop may be inside a Redis or API call with its own deadline;
 	 * wait a little for it, no longer. */

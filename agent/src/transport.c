@@ -26,9 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
+#include "ssl_dl.h"
 
 #include "bus.h"
 
@@ -527,6 +525,8 @@ open_tls(struct transport *t, const struct redis_url *u,
 	char			 why[256];
 	int			 rc, e, w;
 
+	if (dl_need_ssl(err) != 0)
+		return TR_ERROR;
 	ERR_clear_error();
 	if ((t->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		err_oom(err, "SSL_CTX_new");
