@@ -261,7 +261,7 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 					rc = err_oom(err, "env file");
 					goto out;
 				}
-				val = *lp == '\'' ? unquote(&lp) : NULL;
+				val = *ln == '\'' ? unquote(&lp) : NULL;
 				if (val == NULL && lp != NULL && *lp == '\'') {
 					/* unquote ran out of memory */
 					a_free(ln);

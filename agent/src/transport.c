@@ -437,12 +437,12 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 	X509			*cert;
 
 	if (ok)
-		return ok;
+		return 1;
 	ssl = X509_STORE_CTX_get_ex_data(ctx,
 	    SSL_get_ex_data_X509_STORE_CTX_idx());
 	if (ssl == NULL || (t = SSL_get_app_data(ssl)) == NULL ||
 	    t->verr != 0)
-		return ok;
+		return 0;
 	t->verr = X509_STORE_CTX_get_error(ctx);
 	t->vdepth = X509_STORE_CTX_get_error_depth(ctx);
 	if ((cert = X509_STORE_CTX_get_current_cert(ctx)) != NULL)
@@ -454,7 +454,7 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 		name_str(X509_get_issuer_name(cert), t->lissuer,
 		    sizeof(t->lissuer));
 	}
-	return ok;
+	return 0;	/* a failed check stays failed */
 }
 
 static void
