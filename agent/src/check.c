@@ -115,8 +115,18 @@ check_prove(const struct options *o, struct check_result *r)
 
 	if (o->redis_url == NULL)
 		return;
-	r->proof_tried = true;
 	err_clear(&err);
+	if (redis_url_pylon_check(o->redis_url, decide_url_flags(o), &err)) {
+		/* Never proven, never called safe (SPEC 5).  In redis mode
+		 * decide() refused it already. */
+		if (r->d.mode != MODE_REDIS)
+			check_note(&r->warnings, "the configured Redis URL "
+			    "cannot be used by Pylon (%s): fine while this app "
+			    "runs one machine, but scaling out will need one "
+			    "it can use", err.msg);
+		return;
+	}
+	r->proof_tried = true;
 	memset(&r->br, 0, sizeof(r->br));
 	rc = bus_prove(o->redis_url, o->redis_ca_file, r->d.channel, timeout,
 	    &r->br, &err);

@@ -62,6 +62,10 @@ flow_prove(const struct options *o, const struct decision *d,
 	res->latency_ms = -1;
 	if (d->mode != MODE_REDIS)
 		return 0;
+	/* decide() refused such a URL already; a refused URL is never
+	 * proven, whoever calls. */
+	if (redis_url_pylon_check(o->redis_url, decide_url_flags(o), err))
+		return err->code;
 	return bus_prove(o->redis_url, o->redis_ca_file, d->channel,
 	    o->timeout_ms, res, err);
 }

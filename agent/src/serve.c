@@ -22,9 +22,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 
 #ifndef AGENT_GIT_REV
@@ -35,9 +35,6 @@
 #define SERVE_MIN_INTERVAL_MS	100
 #define SERVE_MIN_RESYNC_MS	1000
 #define NUMSUB_GRACE_CHECKS	10
-#define HTTP_CONN_LIMIT		64
-#define HTTP_CONN_TIMEOUT_S	10
-#define HTTP_CONN_MEMORY	(16 * 1024)
 
 const double serve_hist_bounds[SERVE_HIST_BUCKETS] = {
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -372,7 +369,7 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	sb_printf(&b, "\",revision=\"");
 	sb_label(&b, AGENT_GIT_REV);
 	sb_printf(&b, "\",microhttpd=\"");
-	sb_label(&b, MHD_get_version());
+	sb_label(&b, httpd_version());
 	sb_printf(&b, "\"} 1\n");
 	if (b.failed) {
 		a_free(b.p);
@@ -437,6 +434,7 @@ struct serve_ctx {
 	bool			 exit_req;
 	int			 exit_code;
 	struct agent_err	 exit_err;
+	struct proxy		*proxy;		/* --bus-proxy, or NULL */
 };
 
 static void
@@ -538,6 +536,9 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 		snap_take(c, &s);
 		if ((body = serve_metrics_text(&s, &len)) == NULL)
 			return respond_line(conn, 500, "out of memory");
+		if (c->proxy != NULL && (body = proxy_metrics_append(c->proxy,
+		    body, &len)) == NULL)
+			return respond_line(conn, 500, "out of memory");
 		ret = respond(conn, MHD_HTTP_OK,
 		    "text/plain; version=0.0.4; charset=utf-8", body, len);
 		a_free(body);
@@ -545,17 +546,6 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	return respond_line(conn, MHD_HTTP_NOT_FOUND, "not found: the "
 	    "endpoints are /livez /startupz /readyz /status /metrics");
-}
-
-static void
-mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char buf[512];
-
-	(void)cls;
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	rstrip(buf);
-	log_debug("http: %s", buf);
 }
 
 static int
@@ -593,7 +583,7 @@ listen_socket(const char *spec, struct agent_err *err)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
 			    sizeof(zero));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, 64) == 0)
+		    listen(fd, HTTPD_BACKLOG) == 0)
 			break;
 		e = errno;
 		close(fd);
@@ -700,6 +690,12 @@ act_as_init(struct serve_ctx *c, const struct decision *dec,
 	struct bus_result res;
 	int rc;
 
+	if (c->proxy != NULL)
+		return err_set(err, EXIT_AGENT_CONFIG, "serve: --bus-proxy "
+		    "needs the agent running beside Pylon for the pod's life, "
+		    "but this cluster ran it as a plain init container (no "
+		    "SidecarContainers); use a cluster with native sidecars, "
+		    "or the supervisor shape (serve -- pylon start)");
 	log_info("serve: this container is a plain init container (the "
 	    "cluster has no SidecarContainers); acting as init: writing %s "
 	    "and exiting", o->env_file);
@@ -1085,7 +1081,7 @@ serve_loop(void *arg)
 
 	if (c->supervising) {
 		rc = env_apply(v.dec.mode == MODE_REDIS ? o->redis_url : NULL,
-		    v.dec.namespace, &err);
+		    v.dec.namespace, v.dec.cluster_required, &err);
 		if (rc != 0) {
 			loop_exit(c, rc, &err);
 			goto out;
@@ -1160,7 +1156,7 @@ int
 cmd_serve(struct options *opts, struct agent_err *err)
 {
 	struct serve_ctx *c;
-	struct MHD_Daemon *d = NULL;
+	struct httpd *d = NULL;
 	struct timespec ts;
 	sigset_t set;
 	pthread_t th;
@@ -1191,6 +1187,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
+	if ((code = proxy_serve_begin(opts, &c->proxy, err)) != 0)
+		goto out;
 	if (opts->redis_url != NULL && opts->redis_url[0] != '\0') {
 		if ((red = redis_url_redact(opts->redis_url)) != NULL) {
 			snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url),
@@ -1209,18 +1207,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	if (c->supervising)
 		supervise_subreaper();
 
-	d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
-	    0, NULL, NULL, handle, c,
-	    MHD_OPTION_LISTEN_SOCKET, lfd,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_END);
-	if (d == NULL) {
-		close(lfd);
-		code = err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start "
-		    "the HTTP server on %s", opts->listen);
+	if ((d = httpd_start(lfd, handle, c, opts->listen, err)) == NULL) {
+		code = err->code;
 		goto out;
 	}
 	log_info("serve: listening on %s (/livez /startupz /readyz /status "
@@ -1293,8 +1281,9 @@ cmd_serve(struct options *opts, struct agent_err *err)
 
 out:
 	c->stop = 1;
-	if (d != NULL)
-		MHD_stop_daemon(d);
+	httpd_stop(d);
+	proxy_stop(c->proxy);
+	c->proxy = NULL;
 	done = !th_started;
 	/* The loop may be inside a Redis or API call with its own deadline;
 	 * wait a little for it, no longer. */
