@@ -8,7 +8,11 @@ Postgres, Pylon processes (alone or through pylon-agent) and a client.
         r = RedisServer(dir, requirepass="pw").start()   # redisfix, in the netns
         app = make_app(dir)                    # app.ts printing the manifest
         a = Pylon(dir, app, port=ports.next(), agent_args=["exec", "--platform",
-                  "static", "--replicas", "2", "--redis-url-file", f, "--"], env=env)
+                  "static", "--replicas", "2", "--redis-url-file", f,
+                  "--cluster-required=false", "--"], env=env)
+        # (redis mode hands Pylon PYLON_CLUSTER_REQUIRED=1, which needs a
+        #  Postgres DATABASE_URL: pass Postgres(dir).start().url() in env,
+        #  or --cluster-required=false as here)
         a.start(); a.wait_health()
         tok = guest_token(a.port)
         ws = WSClient(b.port, tok)             # collects frames in a thread
