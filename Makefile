@@ -68,6 +68,7 @@ integration: all
 	    $(PYTEST) -q tests/integration $(PYTEST_EXTRA)
 
 test: deps
+	scripts/pylon-cache.sh
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) fuzz-smoke

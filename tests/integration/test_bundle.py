@@ -61,18 +61,25 @@ def test_usage_errors(tmp_path):
 
 def test_layout_and_runpath(bundle):
     d = bundle / "pylon-agent"
-    assert sorted(os.listdir(d)) == ["bin", "lib"]
+    # lib/: what the binary links (all `exec --env-file` needs, the part the
+    # chart copies into Pylon's container); lib-dlopen/: the libraries the
+    # .note.dlopen metadata declares (libcurl, libmicrohttpd, OpenSSL) and
+    # what they need.
+    assert sorted(os.listdir(d)) == ["bin", "lib", "lib-dlopen"]
     assert os.listdir(d / "bin") == ["pylon-agent"]
     libs = os.listdir(d / "lib")
-    assert libs, "no libraries bundled"
-    for name in libs:
+    dl = os.listdir(d / "lib-dlopen")
+    assert libs and dl, "no libraries bundled"
+    for name in libs + dl:
         assert not name.startswith(GLIBC), "glibc library bundled: " + name
-    for want in ("libcurl", "libcjson", "libyaml", "libhiredis", "libmicrohttpd",
-                 "libssl", "libcrypto"):
+    for want in ("libcjson", "libyaml", "libhiredis"):
         assert any(n.startswith(want) for n in libs), want
+    for want in ("libcurl", "libmicrohttpd", "libssl", "libcrypto"):
+        assert any(n.startswith(want) for n in dl), want
+        assert not any(n.startswith(want) for n in libs), want + " in lib/"
     p = subprocess.run(["patchelf", "--print-rpath", str(d / "bin" / "pylon-agent")],
                        capture_output=True, text=True, timeout=10)
-    assert p.stdout.strip() == "$ORIGIN/../lib"
+    assert p.stdout.strip() == "$ORIGIN/../lib:$ORIGIN/../lib-dlopen"
 
 
 def test_runs_from_a_copied_location(bundle, tmp_path):
