@@ -168,3 +168,112 @@ def test_url_pylon_accepts_agent_accepts(world):
     via = ps.start(make_app(str(tmp)), env=env_for(PYLON_AGENT_REDIS_URL=url),
                    agent_args=agent_exec("--replicas", "2", "--cluster-required=false"))
     assert "redis bus connected" in via.log()
+
+
+def test_two_pylons_on_postgres_with_cluster_required(world):
+    """The agent hands over PYLON_CLUSTER_REQUIRED=1 (its default): Pylon
+    boots only because DATABASE_URL is Postgres, and the bus works."""
+    import shutil
+    import tempfile
+    from realpylon import Postgres
+    ps, servers, tmp = world
+    # the postgres user must reach its data directory: not under pytest's
+    # 0700 tmp tree
+    pgdir = tempfile.mkdtemp(prefix="pylon-agent-pg-")
+    os.chmod(pgdir, 0o711)
+    pg = Postgres(pgdir)
+    servers.append(pg)
+    try:
+        pg.start()
+        _two_pylons_on_postgres(ps, tmp, pg.url(), world)
+    finally:
+        pg.stop()
+        servers.remove(pg)
+        shutil.rmtree(pgdir, ignore_errors=True)
+
+
+def _two_pylons_on_postgres(ps, tmp, db, world):
+    r = redis(world, requirepass=PASSWORD)
+    uf = url_file(tmp, r.url(password=PASSWORD))
+    args = agent_exec("--replicas", "2")
+    a = ps.start(make_app(str(tmp)), env=env_for(uf, DATABASE_URL=db), agent_args=args)
+    b = ps.start(make_app(str(tmp)), env=env_for(uf, DATABASE_URL=db), agent_args=args)
+    for p in (a, b):
+        assert p.environ()["PYLON_CLUSTER_REQUIRED"] == "1"
+        assert "redis bus connected" in p.log()
+    ta, tb = guest_token(a.port), guest_token(b.port)
+    wb = WSClient(b.port, tb)
+    try:
+        time.sleep(0.5)
+        marker = "pg-row-%d" % os.getpid()
+        insert(a.port, ta, "Note", {"body": marker})
+        assert wb.wait_for(marker, timeout=10), "B never saw A's row"
+        wb.settle(1.0)
+        assert len(wb.matching(marker)) == 1
+    finally:
+        wb.close()
+    # without Postgres the same handover makes Pylon refuse to boot
+    c = ps.start(make_app(str(tmp)), env=env_for(uf), agent_args=args, wait=False)
+    assert c.wait_exit(20) == 1, c.log()
+    assert "PYLON_CLUSTER_REQUIRED needs a Postgres DATABASE_URL" in c.log()
+
+
+@pytest.mark.parametrize("acl,missing", [
+    ("on >pw ~* &* +@all -subscribe", "subscribe"),       # Pylon alone: deaf
+    ("on >pw ~* &other:* +@all", "channel"),               # Pylon alone: mute and deaf
+])
+def test_half_right_acl_pylon_boots_broken_agent_refuses(world, acl, missing):
+    ps, _, tmp = world
+    r = redis(world, users=["pylonuser " + acl])
+    url = r.url(user="pylonuser", password="pw")
+    alone = ps.start(make_app(str(tmp)), env=env_for(PYLON_CLUSTER_BUS=url,
+                     PYLON_CLUSTER_NAMESPACE="rp-app"))
+    assert alone.wait_log("NOPERM", 10), alone.log()       # boots, only warns
+    assert alone.health()[0] == 200
+    via = ps.start(make_app(str(tmp)), env=env_for(PYLON_AGENT_REDIS_URL=url),
+                   agent_args=agent_exec("--replicas", "2", "--timeout", "3s"), wait=False)
+    rc = via.wait_exit(20)
+    assert rc == 69, (rc, via.log())
+    assert "NOPERM" in via.log() or "permission" in via.log().lower(), via.log()
+    assert "pw@" not in via.log()
+    assert "[cluster]" not in via.log()
+
+
+def test_wrong_password_agent_refuses_without_echoing_it(world):
+    ps, _, tmp = world
+    r = redis(world, requirepass=PASSWORD)
+    url = r.url(password="not-the-password")
+    via = ps.start(make_app(str(tmp)), env=env_for(PYLON_AGENT_REDIS_URL=url),
+                   agent_args=agent_exec("--replicas", "2", "--timeout", "3s"), wait=False)
+    rc = via.wait_exit(20)
+    assert rc == 69, (rc, via.log())
+    assert "WRONGPASS" in via.log() or "password" in via.log().lower(), via.log()
+    assert "not-the-password" not in via.log()
+    assert "[cluster]" not in via.log()
+
+
+def test_supervisor_shape_health_readyz_and_sigterm(world):
+    import signal as _signal
+    import urllib.request
+    from conftest import free_port
+    ps, _, tmp = world
+    r = redis(world, requirepass=PASSWORD)
+    uf = url_file(tmp, r.url(password=PASSWORD))
+    lp = free_port()
+    args = WRAPPER + [AGENT, "serve", "--platform", "static", "--replicas", "2",
+                      "--cluster-required=false", "--listen", "127.0.0.1:%d" % lp, "--"]
+    a = ps.start(make_app(str(tmp)), env=env_for(uf), agent_args=args)
+    end = time.monotonic() + 20
+    code = None
+    while time.monotonic() < end:
+        try:
+            code = urllib.request.urlopen("http://127.0.0.1:%d/readyz" % lp, timeout=1).status
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert code == 200
+    assert a.health()[0] == 200
+    a.proc.send_signal(_signal.SIGTERM)
+    rc = a.wait_exit(15)
+    assert rc is not None, "serve did not end after SIGTERM"
+    assert rc in (0, 143), (rc, a.log()[-2000:])
