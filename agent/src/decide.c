@@ -35,7 +35,15 @@ decision_init(const struct options *o, const char *platform,
 unsigned
 decide_url_flags(const struct options *o)
 {
-	return o->pylon_tls ? PYLON_URL_TLS : 0;
+	unsigned	f = o->pylon_tls ? PYLON_URL_TLS : 0;
+
+	/* --bus-proxy: the sidecar relays Pylon's plain connection to the
+	 * rediss:// upstream (init writes the local URL, serve runs the
+	 * relay).  exec cannot: nothing would run the proxy. */
+	if (o->bus_proxy != NULL && *o->bus_proxy != '\0' &&
+	    o->command != CMD_EXEC)
+		f |= PYLON_URL_PROXY;
+	return f;
 }
 
 static int

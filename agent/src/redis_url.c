@@ -641,8 +641,10 @@ redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
 	if (tls && (flags & (PYLON_URL_TLS | PYLON_URL_PROXY)) == 0)
 		return gate(err, "Pylon 0.11.3 cannot speak TLS (it exits 1 at "
 		    "boot on rediss://): use redis:// on a private network, or "
-		    "serve --bus-proxy, or --pylon-tls if your Pylon build has "
-		    "TLS");
+		    "--bus-proxy 127.0.0.1:6380 (the native-sidecar shape: init "
+		    "and serve; the Fly supervisor shape: serve -- pylon start), "
+		    "or --pylon-tls if your Pylon build has TLS; the init-only "
+		    "and classic-sidecar shapes cannot carry TLS for Pylon");
 	end = url + n;
 	frag = memchr(url, '#', n);
 	if (frag != NULL) {
