@@ -100,7 +100,7 @@ def test_rediss_without_openssl_fails_clearly():
     try:
         p = run_without(["libssl.so.3"], [
             "decide", "--platform", "static", "--replicas", "3", "--prove",
-            "--timeout", "2s", "--redis-url",
+            "--pylon-tls", "--timeout", "2s", "--redis-url",
             "rediss://127.0.0.1:%d/0" % ls.getsockname()[1]])
     finally:
         ls.close()
