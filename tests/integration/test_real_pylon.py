@@ -165,9 +165,17 @@ def test_url_pylon_accepts_agent_accepts(world):
     alone = ps.start(make_app(str(tmp)),
                      env=env_for(PYLON_CLUSTER_BUS=url, PYLON_CLUSTER_NAMESPACE="rp-app"))
     assert "redis bus connected" in alone.log()
-    via = ps.start(make_app(str(tmp)), env=env_for(PYLON_AGENT_REDIS_URL=url),
-                   agent_args=agent_exec("--replicas", "2", "--cluster-required=false"))
-    assert "redis bus connected" in via.log()
+    # a namespace with ':' (issue 11): Pylon takes it as is
+    ef = tmp / "team.env"
+    p = __import__("subprocess").run(
+        WRAPPER + [AGENT, "init", "--platform", "static", "--replicas", "2",
+                   "--cluster-required=false", "--namespace", "team:app",
+                   "--env-file", str(ef)],
+        env=env_for(PYLON_AGENT_REDIS_URL=url), capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    via = ps.start(make_app(str(tmp)), env=env_for(),
+                   agent_args=WRAPPER + [AGENT, "exec", "--env-file", str(ef), "--"])
+    assert 'redis bus connected — channel="team:app:cluster:bus"' in via.log(), via.log()
 
 
 def test_two_pylons_on_postgres_with_cluster_required(world):
