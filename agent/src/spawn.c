@@ -8,6 +8,8 @@
  */
 #include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "agent.h"
 
@@ -30,8 +32,25 @@ spawn_restore_signals(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
 	sigemptyset(&sa.sa_mask);
-	for (s = 1; s < NSIG; s++)
-		(void)sigaction(s, &sa, NULL);	/* EINVAL for KILL/STOP */
+	for (s = 1; s < NSIG; s++) {
+		if (s == SIGKILL || s == SIGSTOP)
+			continue;
+		if (sigaction(s, &sa, NULL) == 0)
+			continue;
+		/*
+		 * glibc refuses its own real-time signals (32, 33), but an
+		 * ignored disposition of them, inherited from our parent,
+		 * survives exec all the same: reset them with the raw system
+		 * call (kernel struct: handler, flags, restorer, mask).
+		 */
+		{
+			struct { void *h; unsigned long fl; void *r;
+			    unsigned long m; } k = { SIG_DFL, 0, NULL, 0 };
+
+			(void)syscall(SYS_rt_sigaction, s, &k, NULL,
+			    sizeof(k.m));
+		}
+	}
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
