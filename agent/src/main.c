@@ -224,6 +224,7 @@ cmd_init(struct options *o, struct agent_err *err)
 	if ((rc = envfile_write(o->env_file, &d,
 	    d.mode == MODE_REDIS ? o->redis_url : NULL, err)))
 		return rc;
+	flow_state_write(o, &d);	/* serve adopts it (SPEC 5) */
 	log_info("env file written: %s (mode %s)", o->env_file,
 	    mode_name(d.mode));
 	return 0;
