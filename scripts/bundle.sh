@@ -1,9 +1,12 @@
 #!/bin/sh
 # bundle.sh BINARY OUTDIR - builds a relocatable pylon-agent bundle:
 #
-#   OUTDIR/pylon-agent/bin/pylon-agent   RUNPATH $ORIGIN/../lib
-#   OUTDIR/pylon-agent/lib/*.so.*        every shared library the binary
-#                                        needs except glibc's (RUNPATH $ORIGIN)
+#   OUTDIR/pylon-agent/bin/pylon-agent   RUNPATH $ORIGIN/../lib:$ORIGIN/../lib-dlopen
+#   OUTDIR/pylon-agent/lib/*.so.*        the libraries the binary links,
+#                                        except glibc's: all `exec` needs
+#   OUTDIR/pylon-agent/lib-dlopen/*.so.* the libraries it dlopen()s on first
+#                                        use (its .note.dlopen), with their
+#                                        dependencies (RUNPATH $ORIGIN)
 #   OUTDIR/pylon-agent-VERSION-linux-ARCH.tar.gz
 #
 # The bundle runs from any directory (an emptyDir in Pylon's pod, /opt in
@@ -54,28 +57,66 @@ is_glibc() {
 	return 1
 }
 
-# ldd lines: "\tlibfoo.so.1 => /usr/lib/x86_64-linux-gnu/libfoo.so.1 (0x...)"
+# Copies the libraries of an ldd listing (file $1) into directory $2,
+# skipping glibc and what is already in lib/ or lib-dlopen/.
+copy_libs() {
+	while read -r name arrow path rest; do
+		[ "$arrow" = "=>" ] || continue
+		[ -n "$path" ] || continue
+		is_glibc "$name" && continue
+		[ -e "$dir/lib/$name" ] || [ -e "$dir/lib-dlopen/$name" ] && continue
+		cp -L "$path" "$2/$name"
+		chmod 0644 "$2/$name"
+		# shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader
+		patchelf --set-rpath '$ORIGIN:$ORIGIN/../lib' "$2/$name"
+		if [ "${BUNDLE_STRIP:-1}" != 0 ] && command -v strip >/dev/null 2>&1; then
+			strip --strip-unneeded "$2/$name" 2>/dev/null || true
+		fi
+		n=$((n + 1))
+	done < "$1"
+}
+
+# lib/: what the binary links (ldd lines: "\tlibfoo.so.1 => /usr/lib/...
+# (0x...)").  That is all `exec` needs: Pylon's container gets bin/ + lib/.
 ldd "$bin" > "$out/.ldd.$$" || die "ldd $bin failed"
 missing=$(grep -c 'not found' "$out/.ldd.$$" || true)
 [ "$missing" -eq 0 ] || { cat "$out/.ldd.$$" >&2; rm -f "$out/.ldd.$$"; \
     die "$bin has unresolved libraries"; }
 n=0
-while read -r name arrow path rest; do
-	[ "$arrow" = "=>" ] || continue
-	[ -n "$path" ] || continue
-	is_glibc "$name" && continue
-	cp -L "$path" "$dir/lib/$name"
-	chmod 0644 "$dir/lib/$name"
-	# shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader
-	patchelf --set-rpath '$ORIGIN' "$dir/lib/$name"
-	if [ "${BUNDLE_STRIP:-1}" != 0 ] && command -v strip >/dev/null 2>&1; then
-		strip --strip-unneeded "$dir/lib/$name" 2>/dev/null || true
-	fi
-	n=$((n + 1))
-done < "$out/.ldd.$$"
+copy_libs "$out/.ldd.$$" "$dir/lib"
+nlinked=$n
+
+# lib-dlopen/: the libraries the agent dlopen()s on first use (libcurl,
+# libmicrohttpd, OpenSSL), declared in its ELF .note.dlopen note
+# (freedesktop "ELF dlopen metadata": a JSON array with "soname" lists),
+# each with its own dependencies.  The binary's RUNPATH lists this
+# directory after lib/, and dlopen() searches the caller's RUNPATH.
+objcopy -O binary --only-section=.note.dlopen "$bin" "$out/.note.$$" ||
+    die "objcopy failed reading .note.dlopen of $bin (binutils)"
+sonames=$(tr -d '\000' < "$out/.note.$$" |
+    grep -o '"lib[A-Za-z0-9_.+-]*\.so[.0-9]*"' | tr -d '"' | sort -u)
+rm -f "$out/.note.$$"
+[ -n "$sonames" ] || die "$bin has no .note.dlopen sonames"
+: > "$out/.ldd.$$"
+for so in $sonames; do
+	p=$(ldconfig -p | awk -v s="$so" '$1 == s { print $NF; exit }')
+	[ -n "$p" ] || die "$so (declared in .note.dlopen) is not installed"
+	printf '\t%s => %s (dlopen)\n' "$so" "$p" >> "$out/.ldd.$$"
+	ldd "$p" >> "$out/.ldd.$$" || die "ldd $p failed"
+done
+grep -q 'not found' "$out/.ldd.$$" && { cat "$out/.ldd.$$" >&2; \
+    rm -f "$out/.ldd.$$"; die "a dlopen library has unresolved dependencies"; }
+mkdir -p "$dir/lib-dlopen"
+copy_libs "$out/.ldd.$$" "$dir/lib-dlopen"
 rm -f "$out/.ldd.$$"
 # shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader
-patchelf --set-rpath '$ORIGIN/../lib' "$dir/bin/pylon-agent"
+patchelf --set-rpath '$ORIGIN/../lib:$ORIGIN/../lib-dlopen' "$dir/bin/pylon-agent"
+
+# Each dlopen library must load from the bundle (no LD_LIBRARY_PATH).
+for so in $sonames; do
+	env -u LD_LIBRARY_PATH ldd "$dir/lib-dlopen/$so" | grep -q 'not found' &&
+	    die "bundle: $so has unresolved dependencies"
+done
 
 # Every bundled library must now resolve from the bundle.
 abslib=$(cd "$dir/lib" && pwd -P)
@@ -99,5 +140,7 @@ tar -C "$out" --sort=name --owner=0 --group=0 --numeric-owner \
 
 size=$(du -sk "$dir" | cut -f1)
 tsize=$(du -k "$tarball" | cut -f1)
-echo "bundle: $dir ($n libraries, ${size} KiB unpacked)"
+exec_bytes=$(cat "$dir/bin/pylon-agent" "$dir"/lib/* | wc -c)
+echo "bundle: $dir ($n libraries: $nlinked linked, $((n - nlinked)) dlopen; ${size} KiB unpacked)"
+echo "bundle: bin/ + lib/ (what exec needs, copied into Pylon's container): $exec_bytes bytes"
 echo "bundle: $tarball (${tsize} KiB)"

@@ -37,6 +37,12 @@ SEE = {
     "serve.c": "[serve.md](serve.md)",
     "supervise.c": "[serve.md](serve.md)",
     "main.c": "[70, 126, 127](#70-126-127)",
+    "dl.c": "[70, 126, 127](#70-126-127) (a library missing: install the package named)",
+    "spawn.c": "[70, 126, 127](#70-126-127)",
+    "httpd.c": "[serve.md](serve.md)",
+    "proxy.c": "[bus.md](bus.md#the-bus-proxy-serve---bus-proxy-addr)",
+    "serve_http.c": "[serve.md](serve.md)",
+    "serve_loop.c": "[serve.md](serve.md)",
     "check.c": "[fly.md](fly.md#4-pylon-agent-check-the-release_command)",
     "err.c": "[70, 126, 127](#70-126-127)",
 }

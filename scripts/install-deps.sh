@@ -9,7 +9,7 @@ redis-server redis-tools python3 python3-pytest python3-cryptography
 openssl curl valgrind clang libclang-rt-14-dev golang-go
 golang-github-masterminds-sprig-dev patchelf python3-yaml python3-jsonschema
 debootstrap podman buildah runc postgresql prometheus stunnel4 cppcheck
-iproute2 util-linux"
+iproute2 util-linux hyperfine"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

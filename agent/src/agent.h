@@ -154,6 +154,12 @@ struct options {
 						 * the content of redis_url_file */
 	char			*redis_url_file;
 	char			*redis_ca_file;
+	bool			pylon_tls;	/* --pylon-tls: rediss:// ok */
+	bool			cluster_required; /* export PYLON_CLUSTER_REQUIRED */
+	char			*pass_env;	/* --pass-env NAME,... */
+	char			*bus_proxy;	/* --bus-proxy ADDR (serve,
+						 * init): Pylon's local
+						 * endpoint for rediss:// */
 	char			*namespace;
 	int			replicas;
 	bool			replicas_set;
@@ -245,12 +251,16 @@ struct decision {
 	char		instance[256];
 	char		namespace[65];
 	char		channel[96];
+	bool		cluster_required; /* redis mode and --cluster-required */
 };
 
 /* Pure: topology + options -> decision.  Returns 0 or EXIT_AGENT_CONFIG
- * (peers > 1, or --mode redis, without a Redis URL). */
+ * (peers > 1, or --mode redis, without a Redis URL, or with one the
+ * configured Pylon cannot use: redis_url_pylon_check). */
 int	decide(const struct topology *, const struct options *,
 	    struct decision *, struct agent_err *);
+/* PYLON_URL_* flags of the compatibility gate for these options. */
+unsigned decide_url_flags(const struct options *);
 /* Pure: discovery failed with *why; applies --on-discovery-error. */
 int	decide_discovery_failed(const struct options *, const char *platform,
 	    const struct agent_err *why, struct decision *, struct agent_err *);
@@ -326,6 +336,7 @@ struct envfile {
 	char	*bus;		/* NULL: unset PYLON_CLUSTER_BUS */
 	char	*namespace;	/* NULL when absent */
 	char	mode[16];	/* from the header comment, "" if absent */
+	bool	required;	/* export PYLON_CLUSTER_REQUIRED='1' */
 };
 
 int	envfile_read(const char *path, struct envfile *, struct agent_err *);
@@ -337,7 +348,7 @@ void	envfile_release(struct envfile *);
 char	*shell_quote(const char *value);
 
 /* Applies the decision to this process's environment (setenv/unsetenv). */
-int	env_apply(const char *bus_url, const char *namespace,
+int	env_apply(const char *bus_url, const char *namespace, bool required,
 	    struct agent_err *);
 
 /* ---- pod-start state file (state.c) ---------------------------------- */
@@ -375,6 +386,20 @@ int	stats_api_get(long *codes, uint64_t *counts, int max);
 uint64_t stats_api_total(void);
 void	stats_redis_command(void);
 uint64_t stats_redis_commands(void);
+
+/* ---- spawn (spawn.c): what every child starts with ------------------- */
+
+/* --pass-env: variables kept in the child's environment anyway. */
+void	spawn_set_pass_env(const char *list);
+/* Default dispositions for every signal and an empty mask; async-signal-
+ * safe (between fork and exec). */
+void	spawn_restore_signals(void);
+/* True when entry (NAME=value) is the agent's own: PYLON_AGENT_* and
+ * FLY_API_TOKEN, unless NAME is in the comma list pass_env. */
+bool	spawn_env_removed(const char *entry, const char *pass_env);
+/* environ minus spawn_env_removed() entries; the array is a_malloc'd, its
+ * strings are environ's.  NULL when out of memory. */
+char	**spawn_child_env(void);
 
 /* ---- commands implemented outside main.c ------------------------------ */
 

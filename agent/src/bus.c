@@ -228,6 +228,13 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 
 /* ---- command helpers ---------------------------------------------------- */
 
+/*
+ * Set by reply_error() for answers that no retry can change (WRONGPASS,
+ * NOAUTH, NOPERM): configuration, not weather (SPEC 5).  session_run()
+ * fails at once on it.  One proof runs per thread at a time.
+ */
+static __thread bool reply_fatal;
+
 struct ctx {
 	const struct redis_url	*u;
 	const char		*ca;
@@ -285,6 +292,11 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 	 * passwords.  Keep the text only up to the first quote. */
 	if (strcmp(cmd, "AUTH") == 0)
 		auth_text_cut(txt, sizeof(txt));
+	if (err_is(r, "NOAUTH") || err_is(r, "WRONGPASS") ||
+	    err_is(r, "NOPERM") || (strcmp(cmd, "AUTH") == 0 &&
+	    (err_is(r, "ERR invalid password") ||
+	    err_is(r, "ERR invalid username"))))
+		reply_fatal = true;
 	if (err_is(r, "NOAUTH"))
 		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOAUTH: "
 		    "the server requires a password and the URL has none "
@@ -730,6 +742,7 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 		ad = now_ms() + ATTEMPT_MS;
 		if (ad > deadline)
 			ad = deadline;
+		reply_fatal = false;
 		rc = attempt_run(&x, &a, publish && a.pub_state == PUB_NONE ?
 		    env : NULL, ad, &last);
 		if (a.pub_state != PUB_NONE)
@@ -738,6 +751,14 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 			break;
 		if (rc == EXIT_AGENT_CONFIG || rc == EXIT_AGENT_SOFTWARE) {
 			*err = last;
+			goto out;
+		}
+		if (reply_fatal) {
+			/* A password or an ACL is wrong: waiting until the
+			 * deadline would only delay the same answer. */
+			rc = err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven "
+			    "(not retried: a wrong password or ACL does not "
+			    "heal by waiting): %s", last.msg);
 			goto out;
 		}
 		if (publish && a.pub_state != PUB_NONE) {

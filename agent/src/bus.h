@@ -23,6 +23,7 @@ struct redis_url {
 	int		port;		/* TCP: default 6379 */
 	char		*path;		/* unix: socket path */
 	int		db;		/* default 0 */
+	bool		resp3;		/* ?protocol=resp3: HELLO 3 */
 };
 
 /* Returns 0 or EXIT_AGENT_CONFIG with a message that never holds the
@@ -34,6 +35,21 @@ void	redis_url_release(struct redis_url *);
  * For input that does not parse, "(invalid Redis URL)", never the raw
  * input. */
 char	*redis_url_redact(const char *url);
+/*
+ * The compatibility gate (SPEC 5): may the Pylon the agent configures use
+ * this URL?  Returns 0, or EXIT_AGENT_CONFIG with one line saying why not
+ * and what to use (never echoing the URL).  Pure: no allocation, no I/O.
+ * Accepted: exactly "redis://..." (lower case, no surrounding whitespace,
+ * only ?protocol=resp2|resp3 in the query); "rediss://..." only with
+ * PYLON_URL_TLS (--pylon-tls: the Pylon build has TLS) or PYLON_URL_PROXY
+ * (a local proxy of the agent serves it to Pylon).  Refused: unix://,
+ * redis+unix://, upper-case schemes, surrounding whitespace, query
+ * parameters Pylon ignores, #insecure on redis://.
+ */
+#define PYLON_URL_TLS	0x1u
+#define PYLON_URL_PROXY	0x2u
+int	redis_url_pylon_check(const char *url, unsigned flags,
+	    struct agent_err *);
 /* log_add_secret() of the password, decoded and as written in the URL. */
 void	redis_url_register_secrets(const char *url);
 /* "host:port", "[::1]:port" or "unix:/path", for messages. */
@@ -70,6 +86,16 @@ enum tr_status	transport_write(struct transport *, const void *, size_t n,
  * without waiting (TR_TIMEOUT when nothing is there). */
 enum tr_status	transport_read(struct transport *, void *buf, size_t n,
 		    size_t *got, int64_t deadline, struct agent_err *);
+struct ssl_st;
+struct ssl_ctx_st;
+/* The TLS pieces of transport_open, for the bus proxy (proxy.c): a client
+ * context with the CA (NULL and *err filled on failure: EXIT_AGENT_CONFIG
+ * when the CA cannot be loaded), and SNI + host name verification on one
+ * SSL (-1 when it cannot be set up).  The caller frees what it gets. */
+struct ssl_ctx_st	*transport_tls_ctx(const struct redis_url *,
+			    const char *ca_file, struct agent_err *);
+int			 transport_tls_name(struct ssl_st *,
+			    const struct redis_url *);
 /* Closes and frees; NULL is fine. */
 void		transport_close(struct transport *);
 const char	*transport_where(const struct transport *);

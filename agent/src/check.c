@@ -115,8 +115,18 @@ check_prove(const struct options *o, struct check_result *r)
 
 	if (o->redis_url == NULL)
 		return;
-	r->proof_tried = true;
 	err_clear(&err);
+	if (redis_url_pylon_check(o->redis_url, decide_url_flags(o), &err)) {
+		/* Never proven, never called safe (SPEC 5).  In redis mode
+		 * decide() refused it already. */
+		if (r->d.mode != MODE_REDIS)
+			check_note(&r->warnings, "the configured Redis URL "
+			    "cannot be used by Pylon (%s): fine while this app "
+			    "runs one machine, but scaling out will need one "
+			    "it can use", err.msg);
+		return;
+	}
+	r->proof_tried = true;
 	memset(&r->br, 0, sizeof(r->br));
 	rc = bus_prove(o->redis_url, o->redis_ca_file, r->d.channel, timeout,
 	    &r->br, &err);
@@ -132,6 +142,34 @@ check_prove(const struct options *o, struct check_result *r)
 		check_note(&r->warnings, "the configured Redis URL does not "
 		    "work (%s): fine while this app runs one machine, but "
 		    "scaling out will need it", r->proof_error);
+}
+
+/*
+ * Several Pylons need one Postgres (SQLite is one machine's file).  check
+ * sees Pylon's environment where it runs with it (Fly's release_command
+ * inherits the app's secrets): a DATABASE_URL that is not Postgres is
+ * unsafe anywhere; none at all is unsafe on a release machine.
+ */
+static void
+check_database(struct check_result *r)
+{
+	const char	*db = getenv("DATABASE_URL");
+	bool		 pg;
+
+	if (!r->decided || r->d.peers <= 1)
+		return;
+	pg = db != NULL && (strncmp(db, "postgres://", 11) == 0 ||
+	    strncmp(db, "postgresql://", 13) == 0);
+	if (db != NULL && *db != '\0' && !pg)
+		check_problem(r, EXIT_AGENT_CONFIG, "%d peers but DATABASE_URL "
+		    "is not Postgres: several Pylons cannot share a SQLite "
+		    "file; set DATABASE_URL=postgres://... (a secret) for "
+		    "every machine", r->d.peers);
+	else if (!pg && r->release_machine)
+		check_problem(r, EXIT_AGENT_CONFIG, "%d peers but no "
+		    "DATABASE_URL: each Pylon would keep its own SQLite under "
+		    "/data; set DATABASE_URL=postgres://... (fly secrets set "
+		    "DATABASE_URL=...)", r->d.peers);
 }
 
 static void
@@ -180,6 +218,7 @@ check_run(const struct options *o, struct check_result *r)
 		check_note(&r->warnings, "namespace is the default \"pylon\": "
 		    "two apps sharing this Redis would cross-talk; set "
 		    "--namespace to the app's name");
+	check_database(r);
 	if (r->release_machine && r->decided && r->t.base == 0 &&
 	    !r->d.discovery_failed)
 		check_note(&r->warnings, "no machine of group %s exists yet "

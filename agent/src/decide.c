@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "bus.h"
 
 static void
 append(char *buf, size_t n, const char *sep, const char *s)
@@ -25,15 +26,35 @@ decision_init(const struct options *o, const char *platform,
 	snprintf(d->platform, sizeof(d->platform), "%s", platform);
 	snprintf(d->instance, sizeof(d->instance), "%s", instance);
 	snprintf(d->namespace, sizeof(d->namespace), "%s", o->namespace);
+	d->cluster_required = o->cluster_required;
 	snprintf(d->channel, sizeof(d->channel), "%s:cluster:bus",
 	    o->namespace);
+}
+
+/* The flags of the compatibility gate for these options. */
+unsigned
+decide_url_flags(const struct options *o)
+{
+	unsigned	f = o->pylon_tls ? PYLON_URL_TLS : 0;
+
+	/* --bus-proxy: the sidecar relays Pylon's plain connection to the
+	 * rediss:// upstream (init writes the local URL, serve runs the
+	 * relay).  exec cannot: nothing would run the proxy. */
+	if (o->bus_proxy != NULL && *o->bus_proxy != '\0' &&
+	    o->command != CMD_EXEC)
+		f |= PYLON_URL_PROXY;
+	return f;
 }
 
 static int
 need_url(const struct options *o, struct decision *d, struct agent_err *err)
 {
-	if (d->mode != MODE_REDIS || o->redis_url != NULL)
+	if (d->mode != MODE_REDIS)
 		return 0;
+	/* Never decide redis with a URL Pylon cannot use (SPEC 5). */
+	if (o->redis_url != NULL)
+		return redis_url_pylon_check(o->redis_url,
+		    decide_url_flags(o), err);
 	if (d->forced)
 		return err_set(err, EXIT_AGENT_CONFIG, "--mode redis needs a "
 		    "Redis URL: set --redis-url-file (a mounted Secret) or "
@@ -139,7 +160,7 @@ decide_discovery_failed(const struct options *o, const char *platform,
 		snprintf(d->reason, sizeof(d->reason), "discovery failed, a "
 		    "Redis URL is configured (--on-discovery-error "
 		    "redis-if-configured): %s", why->msg);
-		return 0;
+		return need_url(o, d, err);
 	}
 	return 0;
 }

@@ -59,6 +59,9 @@ header_safe(const char *in, char *out, size_t n)
 	out[o] = '\0';
 }
 
+#define REQ_EXPORT	"export PYLON_CLUSTER_REQUIRED='1'"
+#define REQ_UNSET	"unset PYLON_CLUSTER_REQUIRED"
+
 char *
 envfile_render(const struct decision *d, const char *url,
     struct agent_err *err)
@@ -83,16 +86,17 @@ envfile_render(const struct decision *d, const char *url,
 	}
 	iso8601_now(ts, sizeof(ts));
 	header_safe(d->reason, src, sizeof(src));
-	n = strlen(src) + (qbus ? strlen(qbus) : 0) + strlen(qns) + 256;
+	n = strlen(src) + (qbus ? strlen(qbus) : 0) + strlen(qns) + 320;
 	if ((out = a_malloc(n)) == NULL) {
 		err_oom(err, "env file");
 		goto out;
 	}
 	snprintf(out, n, "# pylon-agent %s %s mode=%s peers=%d source=\"%s\"\n"
-	    "%s%s%s\nexport PYLON_CLUSTER_NAMESPACE=%s\n", AGENT_VERSION, ts,
+	    "%s%s%s\nexport PYLON_CLUSTER_NAMESPACE=%s\n%s\n", AGENT_VERSION, ts,
 	    mode_name(d->mode), d->peers, src,
 	    qbus ? "export PYLON_CLUSTER_BUS=" : "unset PYLON_CLUSTER_BUS",
-	    qbus ? qbus : "", "", qns);
+	    qbus ? qbus : "", "", qns,
+	    qbus && d->cluster_required ? REQ_EXPORT : REQ_UNSET);
 out:
 	a_free(qbus);
 	a_free(qns);
@@ -229,6 +233,12 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 			}
 		} else if (p == nl) {
 			;	/* blank */
+		} else if ((size_t)(nl - p) == sizeof(REQ_EXPORT) - 1 &&
+		    !strncmp(p, REQ_EXPORT, sizeof(REQ_EXPORT) - 1)) {
+			ef->required = true;
+		} else if ((size_t)(nl - p) == sizeof(REQ_UNSET) - 1 &&
+		    !strncmp(p, REQ_UNSET, sizeof(REQ_UNSET) - 1)) {
+			ef->required = false;
 		} else if ((size_t)(nl - p) == 23 &&
 		    !strncmp(p, "unset PYLON_CLUSTER_BUS", 23)) {
 			a_free(ef->bus);
@@ -251,7 +261,7 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 					rc = err_oom(err, "env file");
 					goto out;
 				}
-				val = *lp == '\'' ? unquote(&lp) : NULL;
+				val = *ln == '\'' ? unquote(&lp) : NULL;
 				if (val == NULL && lp != NULL && *lp == '\'') {
 					/* unquote ran out of memory */
 					a_free(ln);
@@ -300,7 +310,7 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 	else if (!namespace_valid(ef->namespace))
 		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file's "
 		    "PYLON_CLUSTER_NAMESPACE is invalid: use 1 to 64 "
-		    "characters of A-Z a-z 0-9 . _ -");
+		    "characters of A-Z a-z 0-9 and . - _ : / @ + = , ~ # %%");
 out:
 	if (rc)
 		envfile_release(ef);
@@ -343,8 +353,15 @@ envfile_release(struct envfile *ef)
 }
 
 int
-env_apply(const char *bus, const char *ns, struct agent_err *err)
+env_apply(const char *bus, const char *ns, bool required,
+    struct agent_err *err)
 {
+	/* PYLON_CLUSTER_REQUIRED=1 only with a bus (Pylon refuses to boot
+	 * with it and no bus); never inherited from the agent's own env. */
+	if (bus && required ? setenv("PYLON_CLUSTER_REQUIRED", "1", 1) :
+	    unsetenv("PYLON_CLUSTER_REQUIRED"))
+		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "
+		    "PYLON_CLUSTER_REQUIRED: %s", strerror(errno));
 	if (bus ? setenv("PYLON_CLUSTER_BUS", bus, 1) :
 	    unsetenv("PYLON_CLUSTER_BUS"))
 		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "

@@ -102,12 +102,17 @@ int
 flow_prove(const struct options *o, const struct decision *d,
     struct bus_result *res, struct agent_err *err)
 {
+	int	rc;
+
 	memset(res, 0, sizeof(*res));
 	res->latency_ms = -1;
-	int	rc;
 
 	if (d->mode != MODE_REDIS)
 		return 0;
+	/* decide() refused such a URL already; a refused URL is never
+	 * proven, whoever calls. */
+	if (redis_url_pylon_check(o->redis_url, decide_url_flags(o), err))
+		return err->code;
 	rc = bus_prove(o->redis_url, o->redis_ca_file, d->channel,
 	    o->timeout_ms, res, err);
 	pthread_mutex_lock(&last_mu);

@@ -12,14 +12,17 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
-
+#include "curl_dl.h"
 #include "http_client.h"
 
 #define HTTP_DEFAULT_TIMEOUT_MS	10000L
 #define HTTP_DEFAULT_BASE_MS	200L
 #define HTTP_DEFAULT_CAP_MS	5000L
 #define HTTP_RETRY_AFTER_MAX_MS	(10L * 60 * 1000)
+/* One response header line; libcurl's own cap (CURL_MAX_HTTP_HEADER) is
+ * 100 KiB and it reports a longer line as "out of memory". */
+#define HTTP_MAX_HEADER_LINE	(16u * 1024)
+#define HTTP_CURL_HEADER_CAP	(100u * 1024)
 
 static pthread_once_t	http_once = PTHREAD_ONCE_INIT;
 static CURLcode		http_init_rc = CURLE_OK;
@@ -85,6 +88,8 @@ struct http_buf {
 	size_t	 max;		/* the response size cap */
 	bool	 too_large;
 	bool	 oom;
+	size_t	 header_too_large;	/* the length of a line over the cap */
+	bool	 in_headers;		/* a status line came, the body not */
 	long	 retry_after_ms;
 };
 
@@ -131,6 +136,7 @@ http_parse_retry_after(const char *v, time_t now)
 	char	*end;
 	long	 s;
 	time_t	 t;
+	struct agent_err e;
 
 	while (*v == ' ' || *v == '\t')
 		v++;
@@ -148,6 +154,8 @@ http_parse_retry_after(const char *v, time_t now)
 			return HTTP_RETRY_AFTER_MAX_MS;
 		return s * 1000;
 	}
+	if (dl_need_curl(&e) != 0)
+		return -1;
 	t = curl_getdate(buf, NULL);
 	if (t == (time_t)-1)
 		return -1;
@@ -166,9 +174,16 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 	static const char name[] = "retry-after:";
 	char		 line[160];
 
+	if (n > HTTP_MAX_HEADER_LINE) {
+		b->header_too_large = n;
+		return 0;	/* aborts the transfer */
+	}
 	/* A new response (e.g. after a 100 Continue) starts over. */
-	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
+	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
 		b->retry_after_ms = -1;
+		b->in_headers = true;
+	} else if (n <= 2 && (ptr[0] == '\r' || ptr[0] == '\n'))
+		b->in_headers = false;
 	if (n > sizeof(name) - 1 && n < sizeof(line) &&
 	    strncasecmp(ptr, name, sizeof(name) - 1) == 0) {
 		memcpy(line, ptr + sizeof(name) - 1, n - (sizeof(name) - 1));
@@ -236,6 +251,22 @@ http_curl_message(CURLcode c, const char *errbuf, const struct http_buf *b,
 	}
 	if (b->oom) {
 		snprintf(out, n, "out of memory reading the response");
+		return;
+	}
+	if (b->header_too_large > 0) {
+		snprintf(out, n, "response header line of %zu bytes is over the "
+		    "%u-byte cap: refusing it (a proxy or API server sending "
+		    "oversized headers?)", b->header_too_large,
+		    HTTP_MAX_HEADER_LINE);
+		return;
+	}
+	/* libcurl refuses a header line over its own cap before our header
+	 * callback sees it, and calls that "out of memory". */
+	if (c == CURLE_OUT_OF_MEMORY && b->in_headers) {
+		snprintf(out, n, "response header line over libcurl's %u-byte "
+		    "cap (libcurl says \"%s\"): refusing it (a proxy or API "
+		    "server sending oversized headers?)", HTTP_CURL_HEADER_CAP,
+		    detail);
 		return;
 	}
 	switch (c) {
@@ -430,6 +461,8 @@ http_buf_reset(struct http_buf *b)
 		b->data[0] = '\0';
 	b->too_large = false;
 	b->oom = false;
+	b->header_too_large = 0;
+	b->in_headers = false;
 	b->retry_after_ms = -1;
 }
 
@@ -468,6 +501,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 	if (url == NULL || *url == '\0')
 		return err_set(err, EXIT_AGENT_SOFTWARE, "http: no URL");
 
+	if ((rc = dl_need_curl(err)) != 0)
+		return rc;
 	pthread_once(&http_once, http_global_init);
 	if (http_init_rc != CURLE_OK)
 		return err_set(err, EXIT_AGENT_SOFTWARE, "http: libcurl "
@@ -543,11 +578,15 @@ http_do(const struct http_request *rq, struct http_response *rs,
 				    (long long)(now_ms() - attempt_start),
 				    attempt);
 		}
-		if (c == CURLE_OUT_OF_MEMORY || b.oom)
+		/* Our own allocation failed, or libcurl's without a word
+		 * about a header (an oversized header line is a discovery
+		 * error, below). */
+		if (b.oom || (c == CURLE_OUT_OF_MEMORY && !b.in_headers))
 			goto oom;
 		if (c == CURLE_OK && !http_status_retryable(status))
 			break;
-		if (c != CURLE_OK && (b.too_large || !http_curl_retryable(c)))
+		if (c != CURLE_OK && (b.too_large || b.header_too_large ||
+		    b.in_headers || !http_curl_retryable(c)))
 			break;
 		if (attempt >= max_attempts)
 			break;

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/evp.h>
 #include <yaml.h>
 
 #include "agent.h"
@@ -182,12 +181,85 @@ kube_kubeconfig_add(struct kube_kubeconfig *kc, const char *text, size_t len,
 }
 
 /* Base64 (whitespace tolerated) -> malloc'd NUL-terminated bytes. */
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* One base64 digit's value, or -1. */
+static int
+b64_value(char c)
+{
+	const char	*p;
+
+	if (c == '\0' || (p = strchr(b64_alphabet, c)) == NULL)
+		return -1;
+	return (int)(p - b64_alphabet);
+}
+
+/*
+ * Decodes n (a multiple of 4) base64 characters without whitespace into
+ * out (n / 4 * 3 bytes); "=" only as the last one or two.  Returns the
+ * decoded length, or -1.  (Our own: libcrypto is not loaded for this.)
+ */
+STATIC int
+b64_block_decode(char *out, const char *in, size_t n)
+{
+	size_t	 i, k = 0;
+	int	 v[4], j, pad;
+
+	if (n % 4 != 0 || n > (size_t)INT32_MAX)
+		return -1;
+	for (i = 0; i < n; i += 4) {
+		pad = 0;
+		for (j = 0; j < 4; j++) {
+			if (in[i + j] == '=' && i + 4 == n && j >= 2) {
+				v[j] = 0;
+				pad++;
+				continue;
+			}
+			if (pad > 0 || (v[j] = b64_value(in[i + j])) < 0)
+				return -1;
+		}
+		out[k++] = (char)(v[0] << 2 | v[1] >> 4);
+		if (pad < 2)
+			out[k++] = (char)((v[1] & 0xf) << 4 | v[2] >> 2);
+		if (pad < 1)
+			out[k++] = (char)((v[2] & 0x3) << 6 | v[3]);
+	}
+	return (int)k;
+}
+
+/* Encodes n bytes into out (4 * ((n + 2) / 3) + 1 bytes, NUL-ended). */
+STATIC void
+b64_encode(char *out, const unsigned char *in, size_t n)
+{
+	size_t		 i, k = 0;
+	unsigned	 w;
+
+	for (i = 0; i + 2 < n; i += 3) {
+		w = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+		out[k++] = b64_alphabet[w >> 18 & 63];
+		out[k++] = b64_alphabet[w >> 12 & 63];
+		out[k++] = b64_alphabet[w >> 6 & 63];
+		out[k++] = b64_alphabet[w & 63];
+	}
+	if (i < n) {
+		w = (unsigned)in[i] << 16;
+		if (i + 1 < n)
+			w |= (unsigned)in[i + 1] << 8;
+		out[k++] = b64_alphabet[w >> 18 & 63];
+		out[k++] = b64_alphabet[w >> 12 & 63];
+		out[k++] = i + 1 < n ? b64_alphabet[w >> 6 & 63] : '=';
+		out[k++] = '=';
+	}
+	out[k] = '\0';
+}
+
 static int
 b64_decode(const char *in, char **out, size_t *outlen)
 {
 	char	*clean, *buf;
 	size_t	 n = 0, i;
-	int	 r, pad = 0;
+	int	 r;
 
 	*out = NULL;
 	if ((clean = a_malloc(strlen(in) + 1)) == NULL)
@@ -201,18 +273,12 @@ b64_decode(const char *in, char **out, size_t *outlen)
 		a_free(clean);
 		return -1;
 	}
-	r = EVP_DecodeBlock((unsigned char *)buf, (unsigned char *)clean,
-	    (int)n);
-	if (clean[n - 1] == '=')
-		pad++;
-	if (clean[n - 2] == '=')
-		pad++;
+	r = b64_block_decode(buf, clean, n);
 	a_free(clean);
 	if (r < 0) {
 		a_free(buf);
 		return -1;
 	}
-	r -= pad;
 	buf[r] = '\0';
 	*out = buf;
 	*outlen = (size_t)r;
@@ -711,9 +777,8 @@ exec_info(const struct kube_config *cfg)
 		if (cfg->ca_pem != NULL && cfg->ca_pem_len > 0 &&
 		    (b64 = a_malloc(4 * ((cfg->ca_pem_len + 2) / 3) + 1)) !=
 		    NULL) {
-			EVP_EncodeBlock((unsigned char *)b64,
-			    (const unsigned char *)cfg->ca_pem,
-			    (int)cfg->ca_pem_len);
+			b64_encode(b64, (const unsigned char *)cfg->ca_pem,
+			    cfg->ca_pem_len);
 			cJSON_AddStringToObject(cl,
 			    "certificate-authority-data", b64);
 			a_free(b64);
@@ -825,6 +890,7 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 		/* Only async-signal-safe calls from here (serve is threaded). */
 		int devnull = open("/dev/null", O_RDONLY);
 
+		spawn_restore_signals();
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		dup2(outp[1], 1);

@@ -10,15 +10,16 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
+#include <curl/curlver.h>
 #include <hiredis/hiredis.h>
-#include <microhttpd.h>
 #include <openssl/opensslv.h>
 #include <yaml.h>
 
 #include "agent.h"
 #include "bus.h"
+#include "proxy.h"
 #include "serve.h"
+#include "httpd.h"
 
 #ifndef AGENT_GIT_REV
 #define AGENT_GIT_REV "unknown"
@@ -54,7 +55,7 @@ cmd_version(void)
 	    "hiredis %d.%d.%d, %s, libmicrohttpd %s\n", LIBCURL_VERSION,
 	    CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH,
 	    yaml_get_version_string(), HIREDIS_MAJOR, HIREDIS_MINOR,
-	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, MHD_get_version());
+	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, httpd_version());
 	return 0;
 }
 
@@ -217,12 +218,25 @@ static int
 cmd_init(struct options *o, struct agent_err *err)
 {
 	struct decision	d;
+	char		*url = NULL;
 	int		rc;
 
+	/* --bus-proxy: the proof goes to the upstream directly (serve's
+	 * proxy does not run yet); the file gets Pylon's local URL and
+	 * serve's startup proof then goes through the proxy. */
+	if (o->bus_proxy != NULL && o->bus_proxy[0] != '\0' &&
+	    (rc = proxy_addr_check(o->bus_proxy, err)))
+		return rc;
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
-	if ((rc = envfile_write(o->env_file, &d,
-	    d.mode == MODE_REDIS ? o->redis_url : NULL, err)))
+	if (d.mode == MODE_REDIS && o->bus_proxy != NULL &&
+	    o->bus_proxy[0] != '\0' && (url = proxy_pylon_url(o->redis_url,
+	    o->bus_proxy, err)) == NULL)
+		return err->code ? err->code : EXIT_AGENT_CONFIG;
+	rc = envfile_write(o->env_file, &d, d.mode == MODE_REDIS ?
+	    (url != NULL ? url : o->redis_url) : NULL, err);
+	a_free(url);
+	if (rc)
 		return rc;
 	flow_state_write(o, &d);	/* serve adopts it (SPEC 5) */
 	log_info("env file written: %s (mode %s)", o->env_file,
@@ -245,10 +259,18 @@ run_cmd(char **argv, struct agent_err *err)
 {
 	int	e;
 
+	char	**envp;
+
 	alloc_stats("exec");
+	if ((envp = spawn_child_env()) == NULL)
+		return err_oom(err, "exec environment");
 	fflush(NULL);
-	execvp(argv[0], argv);
+	/* main ignored SIGPIPE; ignoring survives execve (tini's order:
+	 * restore signals, then exec). */
+	spawn_restore_signals();
+	execvpe(argv[0], argv, envp);
 	e = errno;
+	a_free(envp);
 	return err_set(err, e == ENOENT ? 127 : 126, "cannot execute %s: %s%s",
 	    argv[0], strerror(e), e == ENOENT ? " (is it on PATH, or give "
 	    "its absolute path)" : "");
@@ -264,7 +286,7 @@ cmd_exec(struct options *o, struct agent_err *err)
 	if (o->env_file_set) {
 		if ((rc = envfile_read(o->env_file, &ef, err)))
 			return rc;
-		rc = env_apply(ef.bus, ef.namespace, err);
+		rc = env_apply(ef.bus, ef.namespace, ef.required, err);
 		envfile_release(&ef);
 		if (rc)
 			return rc;
@@ -273,7 +295,7 @@ cmd_exec(struct options *o, struct agent_err *err)
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
 	if ((rc = env_apply(d.mode == MODE_REDIS ? o->redis_url : NULL,
-	    d.namespace, err)))
+	    d.namespace, d.cluster_required, err)))
 		return rc;
 	return run_cmd(o->cmd_argv, err);
 }
@@ -320,6 +342,7 @@ main(int argc, char **argv)
 		goto out;
 	if (help)
 		goto out;
+	spawn_set_pass_env(o.pass_env);
 	switch (cmd) {
 	case CMD_DECIDE:
 		rc = cmd_decide(&o, &err);

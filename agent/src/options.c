@@ -60,6 +60,11 @@ static const struct opt_row rows[] = {
 	  OFF(app_selector), NULL, C_DISC, "SELECTOR",
 	  "K8s label selector of every pod of the app across blue/green "
 	  "colours" },
+	{ "bus-proxy", "PYLON_AGENT_BUS_PROXY", T_STR, NULL, OFF(bus_proxy),
+	  NULL, C_INIT | C_SERVE, "HOST:PORT",
+	  "serve: relay plain Redis on this loopback address to the "
+	  "rediss:// bus over TLS, and hand Pylon redis://HOST:PORT (init: "
+	  "write that URL)" },
 	{ "config", "PYLON_AGENT_CONFIG", T_STR, NULL, OFF(config), NULL,
 	  C_DISC, "FILE", "YAML file of settings (keys are these flag names)" },
 	{ "count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",
@@ -69,6 +74,10 @@ static const struct opt_row rows[] = {
 	  "/pylon-agent/cluster.env", OFF(env_file), NULL,
 	  C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",
 	  "where init writes the env file (exec: read it, skip discovery)" },
+	{ "cluster-required", "PYLON_AGENT_CLUSTER_REQUIRED", T_BOOL, "true",
+	  OFF(cluster_required), NULL, C_PROVE, NULL,
+	  "in redis mode also export PYLON_CLUSTER_REQUIRED=1 (Pylon then "
+	  "refuses to boot without a Postgres DATABASE_URL)" },
 	{ "fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
 	  "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
 	  "Fly Machines API base URL" },
@@ -97,7 +106,8 @@ static const struct opt_row rows[] = {
 	  "forced modes skip the decision, never the proof" },
 	{ "namespace", "PYLON_AGENT_NAMESPACE", T_STR, "pylon",
 	  OFF(namespace), NULL, C_DISC, "NAME",
-	  "PYLON_CLUSTER_NAMESPACE: [A-Za-z0-9._-]{1,64}" },
+	  "PYLON_CLUSTER_NAMESPACE (channel <ns>:cluster:bus): 1 to 64 of "
+	  "A-Z a-z 0-9 . - _ : / @ + = , ~ # % (e.g. team:app)" },
 	{ "on-bus-loss", "PYLON_AGENT_ON_BUS_LOSS", T_ENUM, "report",
 	  OFF(on_bus_loss), drift_policies, C_SERVE, "report|unready",
 	  "serve: whether 3 failed steady-state bus checks fail /readyz "
@@ -115,6 +125,15 @@ static const struct opt_row rows[] = {
 	  "where to discover the peer count" },
 	{ "prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
 	  "decide: also prove the bus (publishes one envelope)" },
+	{ "pass-env", "PYLON_AGENT_PASS_ENV", T_STR, NULL, OFF(pass_env), NULL,
+	  C_EXEC | C_SERVE, "LIST",
+	  "variables the child keeps anyway: CMD's environment is the agent's "
+	  "minus every PYLON_AGENT_* variable and FLY_API_TOKEN (only the agent "
+	  "uses them; the Redis URL and the API token stay out of Pylon)" },
+	{ "pylon-tls", "PYLON_AGENT_PYLON_TLS", T_BOOL, "false",
+	  OFF(pylon_tls), NULL, C_PROVE, NULL,
+	  "the Pylon build speaks TLS: allow rediss:// URLs (Pylon 0.11.3 "
+	  "cannot: it exits 1 at boot on rediss://)" },
 	{ "redis-ca-file", "PYLON_AGENT_REDIS_CA_FILE", T_STR, NULL,
 	  OFF(redis_ca_file), NULL, C_PROVE, "FILE",
 	  "CA bundle for rediss:// (default: system CAs)" },
@@ -620,7 +639,8 @@ resolve(struct options *o, bool *set, const char *url_where,
 	}
 	if (!namespace_valid(o->namespace))
 		return err_set(err, EXIT_AGENT_CONFIG, "namespace \"%s\" is "
-		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ -",
+		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . - _ : / "
+		    "@ + = , ~ # %% (no spaces, quotes, $ or globs)",
 		    shown(o->namespace, nb, sizeof(nb)));
 	if (o->min_peers < 1)
 		return err_set(err, EXIT_AGENT_CONFIG, "--min-peers must be at "

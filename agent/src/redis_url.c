@@ -2,7 +2,8 @@
  * redis_url.c - parse and redact the Redis URL handed to Pylon as
  * PYLON_CLUSTER_BUS.
  *
- * Accepted forms (the ones Pylon's Redis client accepts, see docs/bus.md):
+ * Forms this parser reads (the proof's transport can use them all; which
+ * of them the configured Pylon can use is redis_url_pylon_check's call):
  *   redis://[[user][:pass]@]host[:port][/db][?protocol=resp2|resp3]
  *   rediss://...same...[?insecure][#insecure]
  *   redis+unix:///path/to/socket[?db=N&user=U&pass=P&protocol=...]
@@ -160,6 +161,7 @@ parse_query(const char *q, const char *qend, bool unixsock,
 			    !(vlen == 1 && (*v == '2' || *v == '3')))
 				return bad(err, "protocol= must be resp2 or "
 				    "resp3");
+			u->resp3 = v[vlen - 1] == '3';
 		} else if (strcmp(key, "insecure") == 0 && !unixsock) {
 			if (eq != NULL && !(vlen == 4 &&
 			    !strncasecmp(v, "true", 4)) && !(vlen == 1 &&
@@ -296,6 +298,11 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 	n = strlen(url);
 	if (n > URL_MAX)
 		return bad(err, "longer than 4096 characters");
+	if (isspace((unsigned char)url[0]) ||
+	    isspace((unsigned char)url[n - 1]))
+		return bad(err, "surrounding whitespace or control "
+		    "character (Pylon exits 1 at boot on \" redis://\"): "
+		    "remove the spaces or newline around the URL");
 	for (i = 0; i < n; i++)
 		if ((unsigned char)url[i] <= ' ' || url[i] == 0x7f)
 			return bad(err, "it holds a space or control "
@@ -565,4 +572,117 @@ redis_url_where(const struct redis_url *u, char *buf, size_t n)
 		snprintf(buf, n, "[%s]:%d", u->host, u->port);
 	else
 		snprintf(buf, n, "%s:%d", u->host ? u->host : "?", u->port);
+}
+
+/* ---- the compatibility gate (SPEC 5) ---------------------------------- */
+
+static int
+gate(struct agent_err *err, const char *why)
+{
+	return err_set(err, EXIT_AGENT_CONFIG, "Redis URL refused for "
+	    "Pylon: %s", why);
+}
+
+/* A query key for a message: only short plain names are echoed. */
+static void
+query_key(const char *k, size_t n, char *out, size_t outn)
+{
+	size_t	i;
+
+	if (n == 0 || n >= outn || n > 24) {
+		snprintf(out, outn, "(a parameter)");
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)k[i]) && k[i] != '_' &&
+		    k[i] != '-') {
+			snprintf(out, outn, "(a parameter)");
+			return;
+		}
+	snprintf(out, outn, "'%.*s'", (int)n, k);
+}
+
+int
+redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
+{
+	const char	*p, *end, *q, *frag, *amp, *eq;
+	char		 key[40], why[512];
+	size_t		 n, vlen;
+	bool		 tls;
+
+	if (url == NULL || *url == '\0')
+		return gate(err, "empty: Pylon reads an empty PYLON_CLUSTER_BUS "
+		    "as NoopBus; give redis://[user:password@]host:port[/db]");
+	n = strlen(url);
+	if (isspace((unsigned char)url[0]) ||
+	    isspace((unsigned char)url[n - 1]))
+		return gate(err, "surrounding whitespace (Pylon 0.11.3 exits 1 "
+		    "at boot on \" redis://\"): remove the spaces or newline "
+		    "around the URL");
+	if (strncmp(url, "redis://", 8) == 0)
+		tls = false;
+	else if (strncmp(url, "rediss://", 9) == 0)
+		tls = true;
+	else if (strncasecmp(url, "redis://", 8) == 0 ||
+	    strncasecmp(url, "rediss://", 9) == 0)
+		return gate(err, "upper-case scheme (Pylon 0.11.3 matches "
+		    "the scheme case-sensitively and exits 1 at boot on "
+		    "REDIS://): write it in lower case, redis://");
+	else if (strncasecmp(url, "unix://", 7) == 0 ||
+	    strncasecmp(url, "redis+unix://", 13) == 0)
+		return gate(err, "a unix socket (Pylon 0.11.3 exits 1 at boot "
+		    "on unix:// and redis+unix://: it accepts only redis:// "
+		    "and rediss://): give Redis a TCP listener and use "
+		    "redis://host:port");
+	else
+		return gate(err, "unknown scheme: Pylon 0.11.3 accepts "
+		    "redis://[user:password@]host:port[/db] (rediss:// only "
+		    "with a TLS-capable Pylon build, see --pylon-tls)");
+	if (tls && (flags & (PYLON_URL_TLS | PYLON_URL_PROXY)) == 0)
+		return gate(err, "Pylon 0.11.3 cannot speak TLS (it exits 1 at "
+		    "boot on rediss://): use redis:// on a private network, or "
+		    "--bus-proxy 127.0.0.1:6380 (the native-sidecar shape: init "
+		    "and serve; the Fly supervisor shape: serve -- pylon start), "
+		    "or --pylon-tls if your Pylon build has TLS; the init-only "
+		    "and classic-sidecar shapes cannot carry TLS for Pylon");
+	end = url + n;
+	frag = memchr(url, '#', n);
+	if (frag != NULL) {
+		if (!tls && frag[1] != '\0')
+			return gate(err, "#insecure applies to rediss:// only "
+			    "(Pylon ignores a fragment on redis://): remove it");
+		end = frag;
+	}
+	if ((q = memchr(url, '?', (size_t)(end - url))) == NULL)
+		return 0;
+	for (p = q + 1; p < end; p = amp + (amp < end)) {
+		if ((amp = memchr(p, '&', (size_t)(end - p))) == NULL)
+			amp = end;
+		if (amp == p)
+			continue;
+		eq = memchr(p, '=', (size_t)(amp - p));
+		n = (size_t)((eq ? eq : amp) - p);
+		vlen = eq ? (size_t)(amp - eq - 1) : 0;
+		if (n == 8 && strncmp(p, "protocol", 8) == 0 && eq != NULL &&
+		    vlen == 5 && (strncmp(eq + 1, "resp2", 5) == 0 ||
+		    strncmp(eq + 1, "resp3", 5) == 0))
+			continue;
+		if (n == 8 && strncmp(p, "protocol", 8) == 0)
+			return gate(err, "write ?protocol=resp2 or "
+			    "?protocol=resp3 (the only spellings the agent "
+			    "knows Pylon's client to accept)");
+		if (n == 8 && strncmp(p, "insecure", 8) == 0)
+			return gate(err, "?insecure is not read by Pylon's "
+			    "Redis client (it would verify the certificate "
+			    "while the agent does not): write #insecure, or "
+			    "better --redis-ca-file and no insecure at all");
+		query_key(p, n, key, sizeof(key));
+		snprintf(why, sizeof(why), "the query parameter %s is ignored "
+		    "by Pylon (its client reads only ?protocol= on redis:// "
+		    "URLs): remove it; the database goes in the path (/N), "
+		    "user and password before the host (user:password@)",
+		    key);
+		return gate(err, why);
+	}
+	return 0;
 }

@@ -22,9 +22,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 #include "serve_int.h"
 
@@ -48,7 +48,7 @@ int
 cmd_serve(struct options *opts, struct agent_err *err)
 {
 	struct serve_ctx *c;
-	struct MHD_Daemon *d = NULL;
+	struct httpd *d = NULL;
 	struct timespec ts;
 	sigset_t set;
 	pthread_t th;
@@ -80,6 +80,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
+	if ((code = proxy_serve_begin(opts, &c->proxy, err)) != 0)
+		goto out;
 	if (opts->redis_url != NULL && opts->redis_url[0] != '\0') {
 		if ((red = redis_url_redact(opts->redis_url)) != NULL) {
 			snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url),
@@ -168,6 +170,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 out:
 	c->stop = 1;
 	serve_http_stop(d);
+	proxy_stop(c->proxy);
+	c->proxy = NULL;
 	done = !th_started;
 	/* The loop may be inside a Redis or API call with its own deadline;
 	 * wait a little for it, no longer. */

@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 #include "serve_int.h"
 
@@ -116,6 +116,9 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 		serve_snap_take(c, &s);
 		if ((body = serve_metrics_text(&s, &len)) == NULL)
 			return respond_line(conn, 500, "out of memory");
+		if (c->proxy != NULL && (body = proxy_metrics_append(c->proxy,
+		    body, &len)) == NULL)
+			return respond_line(conn, 500, "out of memory");
 		ret = respond(conn, MHD_HTTP_OK,
 		    "text/plain; version=0.0.4; charset=utf-8", body, len);
 		a_free(body);
@@ -123,17 +126,6 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	return respond_line(conn, MHD_HTTP_NOT_FOUND, "not found: the "
 	    "endpoints are /livez /startupz /readyz /status /metrics");
-}
-
-static void
-mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char buf[512];
-
-	(void)cls;
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	rstrip(buf);
-	log_debug("http: %s", buf);
 }
 
 static int
@@ -171,7 +163,7 @@ listen_socket(const char *spec, struct agent_err *err)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
 			    sizeof(zero));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, 64) == 0)
+		    listen(fd, HTTPD_BACKLOG) == 0)
 			break;
 		e = errno;
 		close(fd);
@@ -186,33 +178,18 @@ listen_socket(const char *spec, struct agent_err *err)
 }
 
 
-struct MHD_Daemon *
+struct httpd *
 serve_http_start(struct serve_ctx *c, struct agent_err *err)
 {
-	struct MHD_Daemon *d;
 	int lfd;
 
 	if ((lfd = listen_socket(c->opts->listen, err)) == -1)
 		return NULL;
-	d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
-	    0, NULL, NULL, handle, c,
-	    MHD_OPTION_LISTEN_SOCKET, lfd,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_END);
-	if (d == NULL) {
-		close(lfd);
-		err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start the "
-		    "HTTP server on %s", c->opts->listen);
-	}
-	return d;
+	return httpd_start(lfd, handle, c, c->opts->listen, err);
 }
 
 void
-serve_http_stop(struct MHD_Daemon *d)
+serve_http_stop(struct httpd *d)
 {
-	if (d != NULL)
-		MHD_stop_daemon(d);
+	httpd_stop(d);
 }

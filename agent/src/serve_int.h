@@ -9,9 +9,6 @@
 
 #define SERVE_MIN_INTERVAL_MS	100
 #define SERVE_MIN_RESYNC_MS	1000
-#define HTTP_CONN_LIMIT		64
-#define HTTP_CONN_TIMEOUT_S	10
-#define HTTP_CONN_MEMORY	(16 * 1024)
 
 struct serve_ctx {
 	struct options		*opts;
@@ -24,13 +21,14 @@ struct serve_ctx {
 	bool			 exit_req;
 	int			 exit_code;
 	struct agent_err	 exit_err;
+	struct proxy		*proxy;		/* --bus-proxy, or NULL */
 };
 
-struct MHD_Daemon;
+struct httpd;
 
 /* serve_http.c: listens on opts->listen and answers from snapshots. */
-struct MHD_Daemon *serve_http_start(struct serve_ctx *, struct agent_err *);
-void	serve_http_stop(struct MHD_Daemon *);
+struct httpd *serve_http_start(struct serve_ctx *, struct agent_err *);
+void	serve_http_stop(struct httpd *);
 void	serve_snap_take(struct serve_ctx *, struct serve_snap *);
 
 /* serve_loop.c: the loop thread's body (pthread start routine). */

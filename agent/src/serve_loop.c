@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 #include "serve_int.h"
 
@@ -129,6 +129,12 @@ act_as_init(struct serve_ctx *c, const struct decision *dec,
 	struct bus_result res;
 	int rc;
 
+	if (c->proxy != NULL)
+		return err_set(err, EXIT_AGENT_CONFIG, "serve: --bus-proxy "
+		    "needs the agent running beside Pylon for the pod's life, "
+		    "but this cluster ran it as a plain init container (no "
+		    "SidecarContainers); use a cluster with native sidecars, "
+		    "or the supervisor shape (serve -- pylon start)");
 	log_info("serve: this container is a plain init container (the "
 	    "cluster has no SidecarContainers); acting as init: writing %s "
 	    "and exiting", o->env_file);
@@ -619,7 +625,8 @@ loop_prove(struct serve_ctx *c, struct loop_vars *v, const struct pod_state
 		v->opened = true;
 	}
 	if (c->supervising && (rc = env_apply(v->dec.mode == MODE_REDIS ?
-	    o->redis_url : NULL, v->dec.namespace, &err)) != 0) {
+	    o->redis_url : NULL, v->dec.namespace, v->dec.cluster_required,
+	    &err)) != 0) {
 		loop_exit(c, rc, &err);
 		return rc;
 	}

@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 #include "serve_int.h"
 

@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
-
 #include "bus.h"
+#include "httpd.h"
+#include "proxy.h"
 #include "serve.h"
 #include "serve_int.h"
 
@@ -421,7 +421,7 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	sb_printf(&b, "\",revision=\"");
 	sb_label(&b, AGENT_GIT_REV);
 	sb_printf(&b, "\",microhttpd=\"");
-	sb_label(&b, MHD_get_version());
+	sb_label(&b, httpd_version());
 	sb_printf(&b, "\"} 1\n");
 	if (b.failed) {
 		a_free(b.p);

@@ -137,6 +137,8 @@ state_render(const struct pod_state *ps)
 	ok &= cJSON_AddBoolToObject(o, "forced", d->forced) != NULL;
 	ok &= cJSON_AddBoolToObject(o, "discovery_failed",
 	    d->discovery_failed) != NULL;
+	ok &= cJSON_AddBoolToObject(o, "cluster_required",
+	    d->cluster_required) != NULL;
 	ok &= add_num(o, "peers", d->peers);
 	ok &= add_str(o, "reason", d->reason);
 	ok &= add_str(o, "platform", d->platform);
@@ -249,6 +251,7 @@ state_parse(const char *text, size_t len, struct pod_state *ps,
 	ok &= d->mode != MODE_AUTO;
 	d->forced = get_bool(o, "forced");
 	d->discovery_failed = get_bool(o, "discovery_failed");
+	d->cluster_required = get_bool(o, "cluster_required");
 	ok &= get_int(o, "peers", &d->peers);
 	ok &= get_str(o, "reason", d->reason, sizeof(d->reason));
 	ok &= get_str(o, "platform", d->platform, sizeof(d->platform));

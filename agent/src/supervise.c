@@ -124,21 +124,13 @@ safe_write_int(int v)
 }
 
 static void
-child_exec(char *const argv[], int fd_floor)
+child_exec(char *const argv[], char *const envp[], int fd_floor)
 {
-	struct sigaction sa;
-	sigset_t none;
-	int e, s;
+	int e;
 
 	/* A clean signal state: nothing blocked, every disposition default
 	 * (SIGPIPE was ignored here and ignoring survives exec). */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
-	for (s = 1; s < NSIG; s++)
-		(void)sigaction(s, &sa, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	spawn_restore_signals();
 
 	/* The agent's sockets (Redis, HTTP) are not the command's. */
 	if (syscall(SYS_close_range, (unsigned)fd_floor, ~0U,
@@ -151,7 +143,7 @@ child_exec(char *const argv[], int fd_floor)
 			(void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
 	}
 
-	execvp(argv[0], argv);
+	execvpe(argv[0], argv, envp);
 	e = errno;
 	safe_write("pylon-agent: cannot run \"");
 	safe_write(argv[0]);
@@ -172,19 +164,28 @@ pid_t
 supervise_spawn(char *const argv[], int fd_floor, struct agent_err *err)
 {
 	pid_t pid;
+	char **envp;
 
 	if (argv == NULL || argv[0] == NULL) {
 		err_set(err, EXIT_AGENT_USAGE, "serve: no command after --");
+		return -1;
+	}
+	/* Built before fork: the child of a threaded process may only make
+	 * async-signal-safe calls. */
+	if ((envp = spawn_child_env()) == NULL) {
+		err_oom(err, "serve: the command's environment");
 		return -1;
 	}
 	pid = fork();
 	if (pid == -1) {
 		err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start \"%s\": "
 		    "fork: %s", argv[0], strerror(errno));
+		a_free(envp);
 		return -1;
 	}
 	if (pid == 0)
-		child_exec(argv, fd_floor);
+		child_exec(argv, envp, fd_floor);
+	a_free(envp);
 	return pid;
 }
 

@@ -26,9 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
+#include "ssl_dl.h"
 
 #include "bus.h"
 
@@ -87,9 +85,11 @@ wait_fd(int fd, short ev, int64_t deadline)
 
 /*
  * SIGPIPE: OpenSSL writes to the socket with write(2), which raises
- * SIGPIPE on a dead peer.  Ignoring it process-wide would leak SIG_IGN
- * into the command exec runs, so it is blocked around TLS calls and a
- * SIGPIPE they raised is consumed (the curl/OpenSSL idiom).
+ * SIGPIPE on a dead peer.  It is blocked around TLS calls and a SIGPIPE
+ * they raised is consumed (the curl/OpenSSL idiom), for callers that do
+ * not ignore it.  main() ignores it process-wide as well; every child the
+ * agent starts gets default dispositions back from spawn_restore_signals()
+ * (spawn.c), so SIG_IGN never reaches Pylon.
  */
 struct sigpipe_guard {
 	sigset_t	old;
@@ -437,12 +437,12 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 	X509			*cert;
 
 	if (ok)
-		return ok;
+		return 1;
 	ssl = X509_STORE_CTX_get_ex_data(ctx,
 	    SSL_get_ex_data_X509_STORE_CTX_idx());
 	if (ssl == NULL || (t = SSL_get_app_data(ssl)) == NULL ||
 	    t->verr != 0)
-		return ok;
+		return 0;
 	t->verr = X509_STORE_CTX_get_error(ctx);
 	t->vdepth = X509_STORE_CTX_get_error_depth(ctx);
 	if ((cert = X509_STORE_CTX_get_current_cert(ctx)) != NULL)
@@ -454,7 +454,7 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 		name_str(X509_get_issuer_name(cert), t->lissuer,
 		    sizeof(t->lissuer));
 	}
-	return ok;
+	return 0;	/* a failed check stays failed */
 }
 
 static void
@@ -518,62 +518,85 @@ tls_fail(struct transport *t, const struct redis_url *u, const char *why,
 	return TR_ERROR;
 }
 
-static enum tr_status
-open_tls(struct transport *t, const struct redis_url *u,
-    const char *ca_file, int64_t deadline, struct agent_err *err)
+SSL_CTX *
+transport_tls_ctx(const struct redis_url *u, const char *ca_file,
+    struct agent_err *err)
 {
-	X509_VERIFY_PARAM	*vp;
-	struct sigpipe_guard	 g;
-	char			 why[256];
-	int			 rc, e, w;
+	SSL_CTX	*ctx;
+	char	 why[256];
 
+	if (dl_need_ssl(err) != 0)
+		return NULL;
 	ERR_clear_error();
-	if ((t->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		err_oom(err, "SSL_CTX_new");
-		return TR_ERROR;
+		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	if (!u->insecure) {
 		if (ca_file != NULL && *ca_file != '\0') {
-			if (SSL_CTX_load_verify_locations(t->ctx, ca_file,
+			if (SSL_CTX_load_verify_locations(ctx, ca_file,
 			    NULL) != 1) {
 				ssl_errstr(why, sizeof(why));
 				err_set(err, EXIT_AGENT_CONFIG, "redis CA file "
 				    "%s cannot be loaded: %s (--redis-ca-file "
 				    "must be a PEM bundle)", ca_file, why);
-				return TR_ERROR;
+				SSL_CTX_free(ctx);
+				return NULL;
 			}
-		} else if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+		} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 			ssl_errstr(why, sizeof(why));
 			err_set(err, EXIT_AGENT_CONFIG, "the system CA "
 			    "certificates cannot be loaded: %s (install "
 			    "ca-certificates or use --redis-ca-file)", why);
-			return TR_ERROR;
+			SSL_CTX_free(ctx);
+			return NULL;
 		}
-		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
 	} else
-		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
+}
 
+int
+transport_tls_name(SSL *ssl, const struct redis_url *u)
+{
+	X509_VERIFY_PARAM	*vp;
+	int			 rc;
+
+	if (!is_ip(u->host))
+		SSL_set_tlsext_host_name(ssl, u->host);
+	if (u->insecure)
+		return 0;
+	vp = SSL_get0_param(ssl);
+	X509_VERIFY_PARAM_set_hostflags(vp,
+	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (is_ip(u->host))
+		rc = X509_VERIFY_PARAM_set1_ip_asc(vp, u->host);
+	else
+		rc = X509_VERIFY_PARAM_set1_host(vp, u->host, 0);
+	return rc == 1 ? 0 : -1;
+}
+
+static enum tr_status
+open_tls(struct transport *t, const struct redis_url *u,
+    const char *ca_file, int64_t deadline, struct agent_err *err)
+{
+	struct sigpipe_guard	 g;
+	char			 why[256];
+	int			 rc, e, w;
+
+	if ((t->ctx = transport_tls_ctx(u, ca_file, err)) == NULL)
+		return TR_ERROR;
 	if ((t->ssl = SSL_new(t->ctx)) == NULL) {
 		err_oom(err, "SSL_new");
 		return TR_ERROR;
 	}
 	SSL_set_app_data(t->ssl, t);
-	if (!is_ip(u->host))
-		SSL_set_tlsext_host_name(t->ssl, u->host);
-	if (!u->insecure) {
-		vp = SSL_get0_param(t->ssl);
-		X509_VERIFY_PARAM_set_hostflags(vp,
-		    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		if (is_ip(u->host))
-			rc = X509_VERIFY_PARAM_set1_ip_asc(vp, u->host);
-		else
-			rc = X509_VERIFY_PARAM_set1_host(vp, u->host, 0);
-		if (rc != 1) {
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: cannot "
-			    "set up host name verification", t->where);
-			return TR_ERROR;
-		}
+	if (transport_tls_name(t->ssl, u) != 0) {
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: cannot "
+		    "set up host name verification", t->where);
+		return TR_ERROR;
 	}
 	SSL_set_fd(t->ssl, t->fd);
 	for (;;) {

@@ -207,6 +207,8 @@ url_has_userinfo(const char *url)
 	return memchr(p, '@', strcspn(p, "/?#")) != NULL;
 }
 
+#define NS_PUNCT ".-_:/@+=,~#%"
+
 bool
 namespace_valid(const char *ns)
 {
@@ -217,9 +219,13 @@ namespace_valid(const char *ns)
 	n = strlen(ns);
 	if (n < 1 || n > 64)
 		return false;
+	/* What Pylon accepts (anything) narrowed to what is safe in a
+	 * single-quoted env file, a log line and an ACL channel rule
+	 * (&<ns>:cluster:bus, a glob): no space, quote, backslash, $, glob
+	 * or control character.  e.g. "team:app", "acme/chat@eu". */
 	for (; *ns; ns++)
-		if (!isalnum((unsigned char)*ns) && *ns != '.' && *ns != '_' &&
-		    *ns != '-')
+		if (!isalnum((unsigned char)*ns) &&
+		    strchr(NS_PUNCT, *ns) == NULL)
 			return false;
 	return true;
 }

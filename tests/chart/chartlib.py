@@ -123,3 +123,42 @@ def one(doc, kind):
 
 def env_map(container):
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def assert_starts_real_pylon(objs, where):
+    """Pylon is started with `pylon start <entry>`, PYLON_PORT is the port
+    the Service targets, every Pylon probe is GET /health on that port,
+    uid/gid 10001 with /data writable, PYLON_DEV_MODE=false."""
+    deps = [o for o in objs if o.get("kind") == "Deployment"]
+    svcs = [o for o in objs if o.get("kind") == "Service"]
+    assert deps and svcs, where
+    for dep in deps:
+        spec = dep["spec"]["template"]["spec"]
+        pylon = [c for c in spec["containers"] if c["name"] == "pylon"][0]
+        args = pylon["args"]
+        assert args[1] == "start" and args[2].endswith(".ts"), (where, args)
+        env = env_map(pylon)
+        port = int(env["PYLON_PORT"]["value"])
+        assert env["PYLON_DEV_MODE"]["value"] == "false", where
+        ports = {p["name"]: p["containerPort"] for p in pylon["ports"]}
+        assert ports["http"] == port, where
+        for svc in svcs:
+            for sp in svc["spec"]["ports"]:
+                tp = sp["targetPort"]
+                assert (ports.get(tp) if isinstance(tp, str) else tp) == port, (where, sp)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            g = pylon[probe]["httpGet"]
+            assert g["path"] == "/health", (where, probe)
+            assert (ports.get(g["port"]) if isinstance(g["port"], str) else g["port"]) == port
+        sc = dict(spec.get("securityContext", {}))
+        sc.update(pylon.get("securityContext", {}))
+        assert sc["runAsUser"] == 10001 and sc["runAsGroup"] == 10001, where
+        assert sc.get("readOnlyRootFilesystem") is not True, where
+        mounts = {m["mountPath"]: m for m in pylon["volumeMounts"]}
+        assert "/data" in mounts and not mounts["/data"].get("readOnly"), where
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert mounts["/data"]["name"] in vols, where
+        if dep["spec"].get("replicas", 2) > 1 or any(
+                o.get("kind") == "HorizontalPodAutoscaler" for o in objs):
+            ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] and ref["key"], where

@@ -8,7 +8,8 @@ charts/pylon, so the chart and the plain manifests never disagree.
 The chart's comments are kept; Helm-only labels are dropped.  Every
 directory is self-contained (its own ServiceAccount, Role, RoleBinding,
 Deployment, Service) and uses namespace "pylon" and the Secret
-"pylon-redis" (key "url") that the operator creates first.  manifests/fly/
+"pylon-redis" (key "url") and "pylon-db" (key "url", a Postgres
+DATABASE_URL) that the operator creates first.  manifests/fly/
 is not generated here.
 """
 import os
@@ -22,7 +23,9 @@ NAMESPACE = "pylon"
 HEADER = ("# Generated from charts/pylon by tests/chart/gen_manifests.py: edit the\n"
           "# chart, then regenerate (a test fails when this file is stale).\n")
 
-COMMON = {"redis": {"existingSecret": "pylon-redis"}, "replicaCount": 3}
+COMMON = {"redis": {"existingSecret": "pylon-redis"}, "replicaCount": 3,
+          "database": {"existingSecret": "pylon-db"},
+          "pylon": {"corsOrigin": "https://app.example"}}
 
 # directory -> [(file, release, values)]
 LAYOUT = {

@@ -27,7 +27,7 @@ import chartlib  # noqa: E402
 from chartlib import env_map, objects, one  # noqa: E402
 
 CI_VALUES = sorted(glob.glob(os.path.join(chartlib.CHART, "ci", "*-values.yaml")))
-SECRET = {"redis": {"existingSecret": "pylon-redis"}}
+SECRET = {"redis": {"existingSecret": "pylon-redis"}, "database": {"existingSecret": "pylon-db"}}
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +180,8 @@ def test_redis_url_only_from_secret_file(renderer):
             assert "PYLON_AGENT_REDIS_URL" not in env
             assert "PYLON_CLUSTER_BUS" not in env
             for e in c.get("env", []):
+                if e["name"] == "PYLON_CORS_ORIGIN":
+                    continue
                 assert "://" not in e.get("value", ""), (c["name"], e)
             if c["name"] in ("pylon-agent-init", "pylon-agent"):
                 f = env["PYLON_AGENT_REDIS_URL_FILE"]["value"]
@@ -193,6 +195,17 @@ def test_missing_secret_fails_with_instructions(renderer):
     rc, _, err = chartlib.render(renderer, values={"replicaCount": 3})
     assert rc != 0
     assert "redis.existingSecret is required" in err and "kubectl create secret" in err
+    # several Pylons need one Postgres: DATABASE_URL from an existing Secret
+    rc, _, err = chartlib.render(renderer, values={
+        "replicaCount": 3, "redis": {"existingSecret": "r"}})
+    assert rc != 0
+    assert "database.existingSecret is required" in err and "postgres://" in err
+    assert len(err.strip().splitlines()) == 1
+    doc = rendered(renderer, values={"replicaCount": 3, "redis": {"existingSecret": "r"},
+                                     "database": {"existingSecret": "pylon-db"}})
+    db = env_map(container(pod_spec(doc), "pylon"))["DATABASE_URL"]
+    assert db == {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {
+        "name": "pylon-db", "key": "url"}}}
     # HPA and blue/green count as several peers too
     rc, _, err = chartlib.render(renderer, values={"replicaCount": 1,
                                                    "autoscaling": {"enabled": True}})
@@ -203,7 +216,8 @@ def test_missing_secret_fails_with_instructions(renderer):
     assert "redis-url" not in {v["name"] for v in spec["volumes"]}
     assert "PYLON_AGENT_REDIS_URL_FILE" not in env_map(container(spec, "pylon-agent"))
     # forced noop at scale is the operator's explicit choice
-    rendered(renderer, values={"replicaCount": 3, "agent": {"mode": "noop"}})
+    rendered(renderer, values={"replicaCount": 3, "agent": {"mode": "noop"},
+                               "database": {"existingSecret": "pylon-db"}})
 
 
 @pytest.mark.parametrize("bad,msg", [
@@ -352,7 +366,7 @@ def test_classic_sidecar_shape(renderer):
 def test_env_and_start_wiring(renderer, shape):
     doc = rendered(renderer, values=merge(SECRET, {
         "agent": {"shape": shape, "namespace": "chat", "onDrift": "unready"},
-        "pylon": {"command": ["/usr/bin/pylon"], "args": ["serve", "--port", "8080"]}}))
+        "pylon": {"command": ["/usr/bin/pylon"], "args": ["--verbose"]}}))
     spec = pod_spec(doc)
     install = container(spec, "pylon-agent-install")
     assert install["command"] == ["cp", "-R", "/opt/pylon-agent/bin", "/opt/pylon-agent/lib",
@@ -384,12 +398,14 @@ def test_env_and_start_wiring(renderer, shape):
     pylon = container(spec, "pylon")
     assert pylon["command"] == ["/pylon-agent/bin/pylon-agent", "exec", "--env-file",
                                 "/pylon-agent/cluster.env", "--"]
-    assert pylon["args"] == ["/usr/bin/pylon", "serve", "--port", "8080"]
+    assert pylon["args"] == ["/usr/bin/pylon", "start", "app.ts", "--verbose"]
     assert pylon["volumeMounts"] == [{"name": "pylon-agent", "mountPath": "/pylon-agent",
-                                      "readOnly": True}]
+                                      "readOnly": True},
+                                     {"name": "pylon-data", "mountPath": "/data"}]
     assert spec["automountServiceAccountToken"] is False
     # the env file (0600) is readable by Pylon only as the same user
-    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["runAsUser"] == 10001
+    assert pylon["securityContext"]["runAsUser"] == 10001
     assert spec["securityContext"]["runAsNonRoot"] is True
 
 
@@ -632,6 +648,7 @@ def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, 
     r = redis_factory(requirepass="pod-s3cret")
     doc = rendered(renderer, release="chat", namespace="prod", values={
         "replicaCount": 3, "redis": {"existingSecret": "chat-redis"},
+        "database": {"existingSecret": "chat-db"},
         "agent": {"shape": shape, "report": report, "namespace": "chat", "timeout": "20s"},
         "pylon": {"command": [sys.executable, STANDIN]}})
     spec = pod_spec(doc)
@@ -723,8 +740,8 @@ def test_every_optional_value_renders_and_validates(renderer, validator):
                                        "whenUnsatisfiable": "ScheduleAnyway"}],
         "pylon": {"env": [{"name": "RUST_LOG", "value": "info"}],
                   "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                  "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                  "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                  "probes": {"readiness": {"periodSeconds": 3}},
+                  "data": {"existingClaim": "pylon-data"},
                   "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                   "securityContext": {"readOnlyRootFilesystem": False}},
         "extraVolumes": [{"name": "tmp", "emptyDir": {}}],
@@ -748,10 +765,14 @@ def test_every_optional_value_renders_and_validates(renderer, validator):
     assert [c["name"] for c in spec["initContainers"]] == ["pylon-agent-init"]
     pylon = container(spec, "pylon")
     assert pylon["command"][0] == "/usr/local/bin/pylon-agent"
-    assert pylon["env"] == [{"name": "RUST_LOG", "value": "info"}]
-    assert pylon["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert pylon["volumeMounts"][1] == {"name": "tmp", "mountPath": "/tmp"}
-    assert pylon["securityContext"] == {"readOnlyRootFilesystem": False}
+    assert pylon["env"][-1] == {"name": "RUST_LOG", "value": "info"}
+    assert pylon["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert pylon["readinessProbe"]["periodSeconds"] == 3
+    assert pylon["volumeMounts"][2] == {"name": "tmp", "mountPath": "/tmp"}
+    assert {"name": "pylon-data", "persistentVolumeClaim": {"claimName": "pylon-data"}} \
+        in spec["volumes"]
+    assert pylon["securityContext"]["readOnlyRootFilesystem"] is False
+    assert pylon["securityContext"]["runAsUser"] == 10001
     assert container(spec, "pylon-agent")["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "emptyDir": {}} in spec["volumes"]
     assert one(doc, "Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1
@@ -903,3 +924,33 @@ def test_rendered_hpa_pod_counts_max_replicas(renderer, agent_dir, redis_factory
         assert "mode=redis" in text and "peers=10" in text, text
     finally:
         fake.stop()
+
+
+def _workloads():
+    """(name, values files, values) of every rendered workload the issue
+    names: the defaults and each charts/pylon/ci/*.yaml."""
+    out = [("defaults", [], None)]
+    for vf in CI_VALUES:
+        out.append((os.path.basename(vf), [vf], None))
+    return out
+
+
+@pytest.mark.parametrize("name,files,values", _workloads(), ids=lambda x: str(x)[:40])
+def test_every_workload_starts_real_pylon(renderer, validator, name, files, values):
+    doc = rendered(renderer, files=files, values=values)
+    chartlib.assert_starts_real_pylon(objects(doc), name)
+    rc, out = chartlib.validate(validator, doc["manifests"])
+    assert rc == 0, out
+
+
+def test_defaults_render_one_replica_no_secrets(renderer):
+    doc = rendered(renderer)
+    dep = one(doc, "Deployment")
+    assert dep["spec"]["replicas"] == 1
+    spec = pod_spec(doc)
+    assert not [v for v in spec["volumes"] if "secret" in v]
+    pylon = container(spec, "pylon")
+    assert pylon["args"] == ["pylon", "start", "app.ts"]
+    assert env_map(pylon)["PYLON_PORT"]["value"] == "4321"
+    assert "DATABASE_URL" not in env_map(pylon)
+    assert {"name": "pylon-data", "emptyDir": {"sizeLimit": "1Gi"}} in spec["volumes"]

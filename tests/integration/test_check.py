@@ -30,7 +30,8 @@ def release_env(**kw):
     """The environment of a Fly release_command machine."""
     base = dict(FLY_APP_NAME=APP, FLY_MACHINE_ID=RELEASE_ID, FLY_API_TOKEN=TOKEN,
                 FLY_PROCESS_GROUP="fly_app_release_command", RELEASE_COMMAND="1",
-                PYLON_AGENT_FLY_JITTER_MS="0")
+                PYLON_AGENT_FLY_JITTER_MS="0",
+                DATABASE_URL="postgres://pylon:dbpass@pylon-db.flycast:5432/pylon")
     base.update(kw)
     return clean_env(**base)
 
@@ -71,6 +72,18 @@ def test_release_command_safe_with_proven_bus(fly, redis):
     assert r["verdict"][0].startswith("safe: 3 peers share the proven bus")
     assert "problem" not in r and "warning" not in r
     assert len(fake.list_requests()) == 1
+
+
+@pytest.mark.parametrize("db,why", [(None, "no DATABASE_URL"),
+                                    ("sqlite:///data/pylon.db", "is not Postgres")])
+def test_several_peers_without_postgres_are_unsafe(fly, redis, db, why):
+    """release_command inherits Pylon's secrets: 3 machines need Postgres."""
+    fake = fly("release_old_app")
+    p = check(fake, "--redis-url", redis, env=release_env(DATABASE_URL=db))
+    assert p.returncode == 78, p.stdout + p.stderr
+    r = rows(p.stdout)
+    assert any(why in x and "DATABASE_URL=postgres://" in x for x in r["problem"]), r
+    assert r["verdict"][0].startswith("NOT safe")
 
 
 def test_release_command_json(fly, redis):

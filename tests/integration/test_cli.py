@@ -170,7 +170,8 @@ def test_init_noop_writes_0600_env_file(tmp_path):
     assert lines[0].startswith("# pylon-agent 0.1.0 ")
     assert "mode=noop peers=1" in lines[0]
     assert lines[1:] == ["unset PYLON_CLUSTER_BUS",
-                         "export PYLON_CLUSTER_NAMESPACE='my-app'"]
+                         "export PYLON_CLUSTER_NAMESPACE='my-app'",
+                         "unset PYLON_CLUSTER_REQUIRED"]
     assert "bus mode: noop — 1 peer" in r.stderr
     # no temp files left behind; the state file for a serve sidecar
     assert sorted(os.listdir(tmp_path)) == ["cluster.env", "cluster.env.state"]

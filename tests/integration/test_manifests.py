@@ -211,3 +211,27 @@ def test_error_index_in_troubleshooting():
                        timeout=30)
     if p.returncode != 0:
         warnings.warn(p.stdout.strip())
+
+
+@pytest.mark.parametrize("path", object_files(), ids=lambda p: os.path.relpath(p, MANIFESTS))
+def test_every_manifest_starts_real_pylon(path):
+    chartlib.assert_starts_real_pylon(load(path), os.path.relpath(path, MANIFESTS))
+
+
+def test_fly_toml_starts_real_pylon():
+    import tomllib
+    with open(os.path.join(MANIFESTS, "fly", "fly.toml"), "rb") as f:
+        fly = tomllib.load(f)
+    cmd = fly["processes"]["app"].split()
+    assert cmd[:2] == ["pylon-agent", "serve"] and cmd[cmd.index("--") + 1:] == \
+        ["pylon", "start", "app.ts"]
+    port = int(fly["env"]["PYLON_PORT"])
+    assert port == fly["http_service"]["internal_port"] == 4321
+    assert fly["env"]["PYLON_DEV_MODE"] == "false"
+    assert [c["path"] for c in fly["http_service"]["checks"]] == ["/health"]
+    with open(os.path.join(MANIFESTS, "fly", "fly.toml")) as f:
+        text = f.read()
+    # Pylon 0.11.3 cannot use rediss://: the example URL is redis:// on
+    # Fly's private network
+    assert "rediss://" not in text.split("Pylon 0.11.3")[0]
+    assert re.search(r'PYLON_AGENT_REDIS_URL="redis://[^"]*\.internal:6379', text)

@@ -283,6 +283,44 @@ test_token_file_rotation(void **state)
 	kube_config_release(&cfg);
 }
 
+int	b64_block_decode(char *out, const char *in, size_t n);
+void	b64_encode(char *out, const unsigned char *in, size_t n);
+
+/* Our base64 (libcrypto is no longer linked): RFC 4648 vectors both ways,
+ * and what must be refused. */
+static void
+test_base64(void **state)
+{
+	static const char *plain[] = { "", "f", "fo", "foo", "foob", "fooba",
+	    "foobar" };
+	static const char *enc[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==",
+	    "Zm9vYmE=", "Zm9vYmFy" };
+	char	out[32], bin[256], back[400];
+	size_t	i;
+	int	r;
+
+	(void)state;
+	for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		b64_encode(out, (const unsigned char *)plain[i],
+		    strlen(plain[i]));
+		assert_string_equal(enc[i], out);
+		r = b64_block_decode(out, enc[i], strlen(enc[i]));
+		assert_int_equal((int)strlen(plain[i]), r);
+		assert_memory_equal(plain[i], out, (size_t)r);
+	}
+	for (i = 0; i < sizeof(bin); i++)
+		bin[i] = (char)i;
+	b64_encode(back, (const unsigned char *)bin, sizeof(bin));
+	r = b64_block_decode(back, back, strlen(back));
+	assert_int_equal((int)sizeof(bin), r);
+	assert_memory_equal(bin, back, sizeof(bin));
+	assert_int_equal(-1, b64_block_decode(out, "Zm9", 3));
+	assert_int_equal(-1, b64_block_decode(out, "Z===", 4));
+	assert_int_equal(-1, b64_block_decode(out, "Zg==Zm8=", 8));
+	assert_int_equal(-1, b64_block_decode(out, "Zm!v", 4));
+	assert_int_equal(-1, b64_block_decode(out, "Zm=v", 4));
+}
+
 int
 main(void)
 {
@@ -294,6 +332,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_join_host_port),
 		cmocka_unit_test(test_token_file_rotation),
+		cmocka_unit_test(test_base64),
 	};
 
 	alloc_init_cjson();

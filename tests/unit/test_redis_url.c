@@ -311,6 +311,62 @@ test_oom(void **state)
 	a_free(s);
 }
 
+/* The compatibility gate: research/pylon-real.md "The bus" verdicts. */
+static void
+test_pylon_gate(void **state)
+{
+	static const struct {
+		const char	*url;
+		unsigned	 flags;
+		const char	*needle;	/* NULL: accepted */
+	} c[] = {
+		{ "redis://h:6379", 0, NULL },
+		{ "redis://u:p@h:6379/3", 0, NULL },
+		{ "redis://h?protocol=resp3", 0, NULL },
+		{ "redis://h?protocol=resp2", 0, NULL },
+		{ "rediss://h", 0, "cannot speak TLS" },
+		{ "rediss://h", PYLON_URL_TLS, NULL },
+		{ "rediss://h#insecure", PYLON_URL_TLS, NULL },
+		{ "rediss://h", PYLON_URL_PROXY, NULL },
+		{ "unix:///s", PYLON_URL_TLS, "unix socket" },
+		{ "redis+unix:///s", 0, "unix socket" },
+		{ "REDIS://h", 0, "upper-case" },
+		{ "Rediss://h", PYLON_URL_TLS, "upper-case" },
+		{ " redis://h", 0, "whitespace" },
+		{ "redis://h\n", 0, "whitespace" },
+		{ "redis://h?db=2", 0, "'db' is ignored" },
+		{ "redis://h?protocol=3", 0, "protocol=resp3" },
+		{ "redis://h?insecure", 0, "?insecure" },
+		{ "redis://h#insecure", 0, "rediss:// only" },
+		{ "http://h", 0, "unknown scheme" },
+		{ "", 0, "empty" },
+		{ "redis://:secret@h?pw=secret", 0, "'pw' is ignored" },
+	};
+	struct agent_err	err;
+	size_t			i;
+	int			rc;
+
+	(void)state;
+	for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		err_clear(&err);
+		rc = redis_url_pylon_check(c[i].url, c[i].flags, &err);
+		if (c[i].needle == NULL) {
+			if (rc != 0)
+				fail_msg("%s refused: %s", c[i].url, err.msg);
+			continue;
+		}
+		if (rc != EXIT_AGENT_CONFIG)
+			fail_msg("%s accepted", c[i].url);
+		if (strstr(err.msg, c[i].needle) == NULL)
+			fail_msg("%s: \"%s\" lacks \"%s\"", c[i].url, err.msg,
+			    c[i].needle);
+		if (strstr(err.msg, "secret") != NULL)
+			fail_msg("%s: message echoes the URL", c[i].url);
+	}
+	assert_int_equal(EXIT_AGENT_CONFIG, redis_url_pylon_check(NULL, 0,
+	    &err));
+}
+
 int
 main(void)
 {
@@ -322,6 +378,7 @@ main(void)
 		cmocka_unit_test(test_where),
 		cmocka_unit_test(test_secrets),
 		cmocka_unit_test(test_oom),
+		cmocka_unit_test(test_pylon_gate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -43,7 +43,11 @@ test_namespace(void **state)
 	assert_true(namespace_valid("my-app.v2_x"));
 	assert_false(namespace_valid(""));
 	assert_false(namespace_valid("a b"));
-	assert_false(namespace_valid("a:b"));
+	assert_true(namespace_valid("team:app"));	/* issue 11 */
+	assert_true(namespace_valid("acme/chat@eu"));
+	assert_false(namespace_valid("a'b"));
+	assert_false(namespace_valid("a$b"));
+	assert_false(namespace_valid("a\tb"));
 	assert_false(namespace_valid("a*"));
 	memset(long_ns, 'a', 64);
 	long_ns[64] = '\0';

@@ -120,6 +120,9 @@ pylon.dev/app: {{ include "pylon.appName" . }}
 {{- if and (include "pylon.multiPeer" .) (ne .Values.agent.mode "noop") (not .Values.redis.existingSecret) }}
 {{- fail "redis.existingSecret is required: more than one Pylon can serve this app (replicaCount > 1, autoscaling, blue/green or agent.minPeers > 1); create a Secret holding the Redis URL (kubectl create secret generic pylon-redis --from-literal=url=redis://...) and set redis.existingSecret=pylon-redis" }}
 {{- end }}
+{{- if and (include "pylon.multiPeer" .) (not .Values.database.existingSecret) }}
+{{- fail "database.existingSecret is required: more than one Pylon can serve this app (replicaCount > 1, autoscaling or blue/green) and they need one Postgres; create a Secret holding DATABASE_URL (kubectl create secret generic pylon-db --from-literal=url=postgres://...) and set database.existingSecret=pylon-db" }}
+{{- end }}
 {{- if and (eq .Values.agent.mode "redis") (not .Values.redis.existingSecret) }}
 {{- fail "agent.mode=redis needs redis.existingSecret (an existing Secret holding the Redis URL)" }}
 {{- end }}

@@ -2,7 +2,7 @@
 // sprig (Debian's golang-github-masterminds-sprig-dev) and the handful of
 // Helm built-ins the pylon chart uses (include, tpl, required, toYaml,
 // fromYaml, toJson, .Values with values-file merging, .Release, .Chart,
-// .Capabilities, .Template).  Test-only: it exists so a broken chart is
+// .Capabilities, .Template, .Files.Get).  Test-only: it exists so a broken chart is
 // caught without a cluster, a helm binary or the network.
 //
 // Build (offline, GOPATH mode against Debian's /usr/share/gocode):
@@ -260,6 +260,72 @@ func (a apiVersions) Has(v string) bool {
 	return false
 }
 
+// chartFiles mirrors Helm's .Files for the one call the chart uses: Get
+// returns a non-template file's contents ("" when there is none, as in
+// Helm).  Like Helm, files under templates/ and charts/, Chart.yaml,
+// values.yaml and values.schema.json are not part of .Files, nor is a
+// path outside the chart; .helmignore's simple patterns (name globs and
+// "dir/") are honoured.
+type chartFiles struct {
+	dir    string
+	ignore []string
+}
+
+func loadChartFiles(dir string) chartFiles {
+	f := chartFiles{dir: dir}
+	b, err := os.ReadFile(filepath.Join(dir, ".helmignore"))
+	if err != nil {
+		return f
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			f.ignore = append(f.ignore, l)
+		}
+	}
+	return f
+}
+
+func (f chartFiles) ignored(rel string) bool {
+	parts := strings.Split(rel, "/")
+	switch {
+	case parts[0] == "templates" || parts[0] == "charts",
+		rel == "Chart.yaml", rel == "values.yaml", rel == "values.schema.json":
+		return true
+	}
+	for _, pat := range f.ignore {
+		if strings.HasSuffix(pat, "/") {
+			for _, p := range parts[:len(parts)-1] {
+				if p == strings.TrimSuffix(pat, "/") {
+					return true
+				}
+			}
+			continue
+		}
+		if ok, _ := filepath.Match(pat, rel); ok {
+			return true
+		}
+		if ok, _ := filepath.Match(pat, parts[len(parts)-1]); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Get mirrors Helm's .Files.Get.
+func (f chartFiles) Get(name string) string {
+	rel := filepath.ToSlash(filepath.Clean(name))
+	if filepath.IsAbs(name) || rel == ".." || strings.HasPrefix(rel, "../") ||
+		f.ignored(rel) {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, filepath.FromSlash(rel)))
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
 type manifest struct {
 	Source string      `json:"source"`
 	Object interface{} `json:"object"`
@@ -342,7 +408,7 @@ func run(dir string, valueFiles, sets []string, release, namespace,
 			"APIVersions": apis,
 			"HelmVersion": map[string]interface{}{"Version": "v3.14.0"},
 		},
-		"Files": map[string]interface{}{},
+		"Files": loadChartFiles(dir),
 	}
 
 	// Parse every file under templates/ into one template set, named like

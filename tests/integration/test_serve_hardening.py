@@ -1,0 +1,138 @@
+"""serve's HTTP under a hostile network (issue 21 item 1, docs/hardening.md):
+a per-IP connection limit, a total limit, a whole-request deadline that
+received bytes do not extend, and a listen backlog sized for bursts.
+
+The attack comes from 127.0.0.1, the prober (the kubelet's stand-in) from
+127.0.0.2; both reach the server on 127.0.0.1."""
+import socket
+import threading
+import time
+
+from conftest import SLOW, free_port
+from test_serve import http_from, serve_args, start_serve
+
+SLOWLORIS = 200
+BURSTS = 2000
+PROBES = 150
+
+
+def _slowloris(port, stop, stats):
+    """Holds SLOWLORIS connections, each sending one header line a second and
+    never finishing its request; a cut connection is reopened."""
+    socks = [None] * SLOWLORIS
+    try:
+        while not stop.is_set():
+            for i in range(SLOWLORIS):
+                if stop.is_set():
+                    break
+                s = socks[i]
+                try:
+                    if s is None:
+                        s = socket.create_connection(("127.0.0.1", port),
+                                                     timeout=0.5)
+                        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+                        socks[i] = s
+                        stats["opened"] += 1
+                    else:
+                        s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    if s is not None:
+                        s.close()
+                    socks[i] = None
+                    stats["cut"] += 1
+            stop.wait(1.0)
+    finally:
+        for s in socks:
+            if s is not None:
+                s.close()
+
+
+def _bursts(port, stop, stats):
+    """BURSTS connections, 50 at a time: connect, send a request, close."""
+    done = 0
+    while done < BURSTS and not stop.is_set():
+        batch = []
+        for _ in range(min(50, BURSTS - done)):
+            try:
+                s = socket.socket()
+                s.settimeout(1.0)
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                batch.append(s)
+            except OSError:
+                stats["burst_errors"] += 1
+                s.close()
+            done += 1
+        for s in batch:
+            s.close()
+    stats["bursts"] = done
+
+
+def test_slowloris_and_bursts_do_not_slow_the_prober(procs):
+    port = free_port()
+    start_serve(procs, ["serve", "--platform", "static", "--listen",
+                        "0.0.0.0:%d" % port, "--interval", "200ms"],
+                wait="/livez")
+    stop = threading.Event()
+    stats = {"opened": 0, "cut": 0, "burst_errors": 0, "bursts": 0}
+    th = [threading.Thread(target=_slowloris, args=(port, stop, stats)),
+          threading.Thread(target=_bursts, args=(port, stop, stats))]
+    lat, fails = [], 0
+    try:
+        for t in th:
+            t.start()
+        time.sleep(1.0)
+        for _ in range(PROBES):
+            t0 = time.monotonic()
+            try:
+                code = http_from("127.0.0.2", port, "/livez", timeout=2.0)[0]
+                if code != 200:
+                    fails += 1
+            except OSError:
+                fails += 1
+            lat.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in th:
+            t.join(timeout=30)
+    lat.sort()
+    p50 = lat[len(lat) // 2]
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print("prober /livez: %d probes, %d failed, p50 %.2f ms, p99 %.2f ms, "
+          "max %.2f ms; slowloris opened %d, cut %d; bursts %d" %
+          (len(lat), fails, p50, p99, lat[-1], stats["opened"], stats["cut"],
+           stats["bursts"]))
+    assert fails == 0
+    assert p99 < 50 * SLOW, "p99 %.1f ms" % p99
+    assert stats["bursts"] == BURSTS
+    # The limits did bite: 127.0.0.1 could not keep 200 connections open.
+    assert stats["cut"] > 0
+
+
+def test_request_deadline_is_not_extended_by_trickled_bytes(procs):
+    # One byte of header every 0.5 s: an idle timeout would never fire; the
+    # whole-request deadline (5 s, httpd.h) closes the connection anyway.
+    port = free_port()
+    start_serve(procs, serve_args(port), wait="/livez")
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    t0 = time.monotonic()
+    closed_after = None
+    try:
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        while time.monotonic() - t0 < 15 * SLOW:
+            try:
+                s.sendall(b"X")
+                s.settimeout(0.5)
+                if s.recv(100) == b"":
+                    closed_after = time.monotonic() - t0
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+    finally:
+        s.close()
+    assert closed_after is not None, "a trickling client kept its connection 15 s"
+    assert 4.0 <= closed_after < 8.0 * SLOW, closed_after
