@@ -178,7 +178,6 @@ struct options {
 	unsigned		report;		/* REPORT_* bits */
 	enum drift_policy	on_drift;
 	enum drift_policy	on_bus_loss;	/* report|unready */
-	char			*fly_resolver;	/* "[fdaa::3]:53" */
 	long			api_timeout_ms;
 	char			*kubeconfig;
 	char			*serviceaccount_dir;

@@ -85,10 +85,6 @@ static const struct opt_row rows[] = {
 	  NULL, C_DISC, "GROUP",
 	  "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
 	  "app for release/console machines)" },
-	{ "fly-resolver", "PYLON_AGENT_FLY_RESOLVER", T_STR, "[fdaa::3]:53",
-	  OFF(fly_resolver), NULL, C_DISC, "ADDR:PORT",
-	  "Fly internal DNS server for serve's drift checks (no Machines "
-	  "API calls in steady state)" },
 	{ "interval", "PYLON_AGENT_INTERVAL", T_DUR, "30s", OFF(interval_ms),
 	  NULL, C_SERVE, "DURATION",
 	  "serve: bus health check period (one PING each)" },

@@ -777,3 +777,60 @@ def test_too_short_periods_are_raised(procs):
     err = stderr_of(procs, p)
     assert "--interval 1 ms is too short; using 100 ms" in err
     assert "--resync 10 ms is too short; using 1000 ms" in err
+
+
+def test_sidecar_after_init_adopts_decision_and_proof(procs, tmp_path):
+    # SPEC 5, 10: one decision and one PUBLISH per pod start over all the
+    # pod's containers.  init proves and writes the env file and its state
+    # file; serve adopts both: no second PUBLISH, no discovery, and in
+    # steady state one connection without a subscription.
+    from conftest import run_agent
+    r = Redis(procs, tmp_path).start()
+    sub = Subscriber(r.server, "pod:cluster:bus", password=PASSWORD)
+    try:
+        env_file = tmp_path / "cluster.env"
+        env = clean_env(POD_NAME="pylon-abc-1")
+        res = run_agent(["init", "--platform", "static", "--replicas", "2", "--namespace",
+                         "pod", "--redis-url", r.url, "--env-file", str(env_file)], env=env)
+        assert res.returncode == 0, res.stderr
+        port = free_port()
+        p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--namespace", "pod",
+                                             "--redis-url", r.url, "--env-file", str(env_file)),
+                           env=env, wait="/readyz")
+        st = status_json(port)
+        assert st["adopted_from_init"] is True and st["redis"]["proven"] is True
+        assert st["instance"] == socket.gethostname()   # static: the host name
+        wait_for(lambda: value(metrics(port)[0], "pylon_agent_bus_check_seconds_count") >= 5,
+                 10, what="five checks")
+        msgs = [m for m in sub.settle(0.3) if b"agent_probe" in m]
+        assert len(msgs) == 1, msgs          # init's, none from serve
+        fams, _ = metrics(port)
+        assert "pylon_agent_api_requests_total" in fams
+        assert not fams["pylon_agent_api_requests_total"]["samples"]
+        # one command per check (PING or NUMSUB); the open adds none here
+        # (no AUTH user: AUTH <pass> is one more on each connect).
+        checks = value(fams, "pylon_agent_bus_check_seconds_count")
+        assert value(fams, "pylon_agent_redis_commands_total") <= checks + 2
+        agent = [l for l in r.server.cmd("CLIENT", "LIST").decode().splitlines()
+                 if "cmd=client" not in l and
+                 ("addr=127.0.0.1:%d " % sub.sock.getsockname()[1]) not in l]
+        assert len(agent) == 1 and " sub=0 " in agent[0], agent
+        err = stderr_of(procs, p)
+        assert "adopting init's decision" in err
+    finally:
+        sub.close()
+
+
+def test_steady_state_commands_per_minute_at_defaults(procs, tmp_path):
+    # SPEC 10: <= 3 Redis commands per agent per minute at the defaults
+    # (--interval 30s: 2 PINGs, of which one is PUBSUB NUMSUB instead).
+    r = Redis(procs, tmp_path).start()
+    port = free_port()
+    p, _ = start_serve(procs, ["serve", "--platform", "static", "--listen",
+                               "127.0.0.1:%d" % port, "--replicas", "2",
+                               "--redis-url", r.url], wait="/readyz")
+    c0 = value(metrics(port)[0], "pylon_agent_redis_commands_total")
+    time.sleep(61)
+    c1 = value(metrics(port)[0], "pylon_agent_redis_commands_total")
+    assert c1 - c0 <= 3, (c0, c1)
+    assert p.poll() is None
