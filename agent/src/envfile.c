@@ -310,7 +310,7 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 	else if (!namespace_valid(ef->namespace))
 		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file's "
 		    "PYLON_CLUSTER_NAMESPACE is invalid: use 1 to 64 "
-		    "characters of A-Z a-z 0-9 and . - _ : / @ + = , ~ # %%");
+		    "characters of A-Z a-z 0-9 and . - _ : + = , ~ # %%");
 out:
 	if (rc)
 		envfile_release(ef);

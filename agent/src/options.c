@@ -103,7 +103,7 @@ static const struct opt_row rows[] = {
 	{ "namespace", "PYLON_AGENT_NAMESPACE", T_STR, "pylon",
 	  OFF(namespace), NULL, C_DISC, "NAME",
 	  "PYLON_CLUSTER_NAMESPACE (channel <ns>:cluster:bus): 1 to 64 of "
-	  "A-Z a-z 0-9 . - _ : / @ + = , ~ # % (e.g. team:app)" },
+	  "A-Z a-z 0-9 . - _ : + = , ~ # % (e.g. team:app)" },
 	{ "on-bus-loss", "PYLON_AGENT_ON_BUS_LOSS", T_ENUM, "report",
 	  OFF(on_bus_loss), drift_policies, C_SERVE, "report|unready",
 	  "serve: whether 3 failed steady-state bus checks fail /readyz "
@@ -635,8 +635,8 @@ resolve(struct options *o, bool *set, const char *url_where,
 	}
 	if (!namespace_valid(o->namespace))
 		return err_set(err, EXIT_AGENT_CONFIG, "namespace \"%s\" is "
-		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . - _ : / "
-		    "@ + = , ~ # %% (no spaces, quotes, $ or globs)",
+		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . - _ : + = "
+		    ", ~ # %% (no spaces, quotes, /, @, $ or globs)",
 		    shown(o->namespace, nb, sizeof(nb)));
 	if (o->min_peers < 1)
 		return err_set(err, EXIT_AGENT_CONFIG, "--min-peers must be at "

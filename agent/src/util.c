@@ -207,7 +207,7 @@ url_has_userinfo(const char *url)
 	return memchr(p, '@', strcspn(p, "/?#")) != NULL;
 }
 
-#define NS_PUNCT ".-_:/@+=,~#%"
+#define NS_PUNCT ".-_:+=,~#%"
 
 bool
 namespace_valid(const char *ns)
@@ -222,7 +222,8 @@ namespace_valid(const char *ns)
 	/* What Pylon accepts (anything) narrowed to what is safe in a
 	 * single-quoted env file, a log line and an ACL channel rule
 	 * (&<ns>:cluster:bus, a glob): no space, quote, backslash, $, glob
-	 * or control character.  e.g. "team:app", "acme/chat@eu". */
+	 * or control character, and no / or @ (a misplaced URL is refused,
+	 * not used as a channel).  e.g. "team:app". */
 	for (; *ns; ns++)
 		if (!isalnum((unsigned char)*ns) &&
 		    strchr(NS_PUNCT, *ns) == NULL)

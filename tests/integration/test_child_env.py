@@ -101,13 +101,14 @@ def test_cluster_required_false(redis_factory, tmp_path):
 def test_supervised_child_env(procs, redis_factory, tmp_path):
     r = redis_factory(requirepass=PASSWORD)
     url = r.url(password=PASSWORD)
-    for replicas, mode in ((1, "noop"), (2, "redis")):
-        out = str(tmp_path / ("sup-%d" % replicas))
+    for how, replicas, mode in (("file", 1, "noop"), ("env", 1, "noop"),
+                                ("file", 2, "redis"), ("env", 2, "redis")):
+        out = str(tmp_path / ("sup-%s-%d" % (how, replicas)))
         port = free_port()
         p = procs.start_agent(["serve", "--platform", "static", "--replicas", str(replicas),
                                "--listen", "127.0.0.1:%d" % port, "--",
                                "sh", "-c", DUMP.format(out=out) + "; exec sleep 30"],
-                              env=agent_env(url, "file", tmp_path))
+                              env=agent_env(url, how, tmp_path))
         end = time.monotonic() + 15 * SLOW
         while not os.path.exists(out + ".sig") and time.monotonic() < end:
             time.sleep(0.05)

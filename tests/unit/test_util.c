@@ -44,7 +44,7 @@ test_namespace(void **state)
 	assert_false(namespace_valid(""));
 	assert_false(namespace_valid("a b"));
 	assert_true(namespace_valid("team:app"));	/* issue 11 */
-	assert_true(namespace_valid("acme/chat@eu"));
+	assert_false(namespace_valid("redis://:pw@h:6379"));
 	assert_false(namespace_valid("a'b"));
 	assert_false(namespace_valid("a$b"));
 	assert_false(namespace_valid("a\tb"));
