@@ -122,6 +122,9 @@ int	read_file(const char *path, size_t cap, char **out, size_t *len,
 /* Strips trailing whitespace in place. */
 void	rstrip(char *s);
 bool	namespace_valid(const char *ns);
+/* Capped exponential backoff, equal jitter: step n (0-based) waits
+ * [d/2, d] with d = min(base * 2^n, cap).  The one formula of the agent. */
+long	backoff_jitter_ms(long base, int n, long cap);
 bool	url_has_userinfo(const char *url);
 
 /* ---- options (options.c): the settings table ------------------------- */
@@ -174,6 +177,7 @@ struct options {
 	char			*listen;
 	unsigned		report;		/* REPORT_* bits */
 	enum drift_policy	on_drift;
+	enum drift_policy	on_bus_loss;	/* report|unready */
 	long			api_timeout_ms;
 	char			*kubeconfig;
 	char			*serviceaccount_dir;
@@ -230,6 +234,10 @@ struct topology {
 	int	api_requests;		/* requests this discovery made */
 	bool	init_fallback;		/* own container is a plain init
 					 * container (no SidecarContainers) */
+	char	chain[512];		/* the adapter's resync key: what it
+					 * re-reads (the owner chain's end
+					 * on K8s, the DNS answer on Fly);
+					 * "" when resync rediscovers */
 };
 
 struct decision {
@@ -259,7 +267,7 @@ int	decide_discovery_failed(const struct options *, const char *platform,
 /* ---- platforms (platform_*.c, kube.c, fly.c) --------------------------- */
 
 enum report_kind { REPORT_KIND_READY, REPORT_KIND_UNAVAILABLE,
-	REPORT_KIND_DRIFT };
+	REPORT_KIND_DRIFT, REPORT_KIND_DEAF };
 
 /*
  * One adapter per platform.  Unsupported operations are NULL.
@@ -278,7 +286,14 @@ struct platform {
 	int		(*report)(const struct options *,
 			    const struct decision *, enum report_kind,
 			    const char *message, struct agent_err *);
+	/* serve's cheap re-read: *t holds the previous topology (chain
+	 * set) and is updated in place.  Returns like discover, or
+	 * PLATFORM_RESYNC_FULL when only a full discover can tell. */
+	int		(*resync)(const struct options *, struct topology *,
+			    struct agent_err *);
 };
+
+#define PLATFORM_RESYNC_FULL	(-2)
 
 extern const struct platform platform_static;
 extern const struct platform platform_kubernetes;
@@ -292,6 +307,10 @@ struct bus_result;
 
 /* Select the platform, discover, decide (with the discovery policy). */
 int	flow_decide(const struct options *, struct topology *,
+	    struct decision *, struct agent_err *);
+/* serve's resync: the adapter's cheap re-read of *t when it has one
+ * (t->chain set), else a full discovery; then decide.  *t is updated. */
+int	flow_resync(const struct options *, struct topology *,
 	    struct decision *, struct agent_err *);
 /* Redis mode: prove the bus until opts->timeout_ms.  Noop: no-op. */
 int	flow_prove(const struct options *, const struct decision *,
@@ -330,6 +349,42 @@ char	*shell_quote(const char *value);
 /* Applies the decision to this process's environment (setenv/unsetenv). */
 int	env_apply(const char *bus_url, const char *namespace, bool required,
 	    struct agent_err *);
+
+/* ---- pod-start state file (state.c) ---------------------------------- */
+
+/* What init decided and proved, for a serve sidecar of the same pod. */
+struct pod_state {
+	struct decision	dec;
+	struct topology	topo;
+	bool		proven;		/* redis: the envelope came back */
+	double		latency_ms;	/* < 0: none */
+};
+
+/* <env_file>.state into out; -1 when there is no path. */
+int	state_path(const char *env_file, char *out, size_t n);
+int	state_write(const char *env_file, const struct pod_state *,
+	    struct agent_err *);
+int	state_read(const char *env_file, struct pod_state *,
+	    struct agent_err *);
+int	state_parse(const char *text, size_t len, struct pod_state *,
+	    struct agent_err *);
+char	*state_render(const struct pod_state *);
+/* Temp file in the same directory, fsync, rename, fsync the directory. */
+int	write_file_atomic(const char *path, const char *data, size_t len,
+	    unsigned mode, struct agent_err *);
+/* init: writes the state of this process's last flow_decide/flow_prove
+ * beside env_file; a failure is a warning (serve then discovers). */
+void	flow_state_write(const struct options *, const struct decision *);
+
+/* ---- cost counters (stats.c, SPEC 10) -------------------------------- */
+
+/* One API request attempt answered with code (0: no HTTP answer). */
+void	stats_api_request(long code);
+/* Up to max (code, count) pairs; code -1: no HTTP answer, -2: other. */
+int	stats_api_get(long *codes, uint64_t *counts, int max);
+uint64_t stats_api_total(void);
+void	stats_redis_command(void);
+uint64_t stats_redis_commands(void);
 
 /* ---- spawn (spawn.c): what every child starts with ------------------- */
 

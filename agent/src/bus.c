@@ -10,6 +10,8 @@
  *   connection 1: [AUTH] [SELECT db] SUBSCRIBE <channel>
  *   connection 2: [AUTH] [SELECT db] PUBLISH <channel> <envelope>
  *   connection 1: wait for ["message", <channel>, <envelope>]
+ * after which serve keeps connection 2 alone for PING and PUBSUB NUMSUB
+ * (no steady-state subscription: SPEC 5).
  * docs/bus.md lists every failure message and the one-envelope rule.
  */
 #include <ctype.h>
@@ -30,7 +32,6 @@
 #define BACKOFF_MS	200L
 #define BACKOFF_CAP_MS	5000L
 #define ZERO_GRACE_MS	1000L	/* wait after "0 receivers" */
-#define DRAIN_CAP	(64u * 1024 * 1024)	/* per check */
 
 /* ---- capped hiredis reader -------------------------------------------- */
 
@@ -147,6 +148,7 @@ rconn_send(struct rconn *c, int argc, const char **argv,
 	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
 	if (len < 0 || cmd == NULL)
 		return err_oom(err, "redisFormatCommandArgv");
+	stats_redis_command();
 	if (transport_write(c->t, cmd, (size_t)len, deadline, err) != TR_OK) {
 		redisFreeCommand(cmd);
 		return EXIT_AGENT_UNPROVEN;
@@ -618,19 +620,20 @@ attempt_run(const struct ctx *x, struct attempt *a, const char *env,
 	int		 rc;
 
 	a->receivers = 0;
+	if (env == NULL) {
+		/* Steady-state session: one connection, no subscription on
+		 * Pylon's channel (SPEC 5); it answers PING. */
+		if ((rc = conn_setup(x, &a->pub, deadline, err)) != 0 ||
+		    (rc = do_ping(&a->pub, false, deadline, err)) != 0)
+			goto fail;
+		return 0;
+	}
 	if ((rc = conn_setup(x, &a->sub, deadline, err)) != 0)
 		return rc;
 	if ((rc = do_subscribe(x, &a->sub, deadline, err)) != 0)
 		goto fail;
 	if ((rc = conn_setup(x, &a->pub, deadline, err)) != 0)
 		goto fail;
-	if (env == NULL) {
-		/* reconnect: no envelope; prove both connections answer */
-		if ((rc = do_ping(&a->pub, false, deadline, err)) != 0 ||
-		    (rc = do_ping(&a->sub, true, deadline, err)) != 0)
-			goto fail;
-		return 0;
-	}
 	argv[0] = "PUBLISH";
 	lens[0] = 7;
 	argv[1] = x->channel;
@@ -698,13 +701,7 @@ bus_test_reset_envelope(void)
 STATIC long
 backoff_ms(int n)
 {
-	long	d = BACKOFF_MS;
-
-	while (--n > 0 && d < BACKOFF_CAP_MS)
-		d *= 2;
-	if (d > BACKOFF_CAP_MS)
-		d = BACKOFF_CAP_MS;
-	return d / 2 + (long)(random_unit() * (double)(d / 2));
+	return backoff_jitter_ms(BACKOFF_MS, n - 1, BACKOFF_CAP_MS);
 }
 
 static int
@@ -788,9 +785,10 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 	res->attempts = n;
 	res->latency_ms = a.latency_ms;
 	res->published = env != NULL;
-	s->sub = a.sub;
+	/* The proof's subscription is not kept: in steady state the
+	 * session is the one plain connection (SPEC 5, 10). */
+	rconn_close(&a.sub);
 	s->pub = a.pub;
-	s->sub.rd->privdata = &s->sub;
 	s->pub.rd->privdata = &s->pub;
 	rc = 0;
 out:
@@ -864,37 +862,6 @@ bus_prove(const char *url, const char *ca_file, const char *channel,
 	return rc;
 }
 
-/* Reads and discards what the subscription holds now (Pylon's traffic),
- * so it never piles up in Redis's output buffer for us. */
-static int
-drain(struct bus_session *s, struct agent_err *err)
-{
-	redisReply	*r;
-	size_t		 total = 0;
-	int		 rc;
-
-	while (total < DRAIN_CAP) {
-		rc = rconn_recv(&s->sub, &r, 0, "messages on the subscription",
-		    err);
-		if (rc == RC_AGAIN) {
-			err_clear(err);
-			return 0;
-		}
-		if (rc != 0)
-			return err_prefix(err, "subscription lost (killed, or "
-			    "dropped by client-output-buffer-limit pubsub)");
-		if (!is_push(r, "message")) {
-			freeReplyObject(r);
-			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
-			    "unexpected reply on the subscription",
-			    s->sub.where);
-		}
-		total += r->elements == 3 ? r->element[2]->len + 64 : 64;
-		freeReplyObject(r);
-	}
-	return 0;
-}
-
 int
 bus_session_check(struct bus_session *s, long timeout_ms,
     double *latency_ms, long *numsub, struct agent_err *err)
@@ -912,17 +879,22 @@ bus_session_check(struct bus_session *s, long timeout_ms,
 		*latency_ms = 0;
 	if (numsub != NULL)
 		*numsub = -1;
-	if (s == NULL || s->broken || s->sub.t == NULL || s->pub.t == NULL)
+	if (s == NULL || s->broken || s->pub.t == NULL)
 		return err_set(err, EXIT_AGENT_UNPROVEN, "bus session is "
 		    "closed after an earlier failure; reconnect");
 	x.u = &s->u;
 	x.ca = s->ca;
 	x.channel = s->channel;
 	err_clear(err);
-	if ((rc = drain(s, err)) != 0 ||
-	    (rc = do_ping(&s->pub, false, deadline, err)) != 0 ||
-	    (rc = do_ping(&s->sub, true, deadline, err)) != 0)
-		goto fail;
+	if (numsub == NULL) {
+		/* One command: PING. */
+		if ((rc = do_ping(&s->pub, false, deadline, err)) != 0)
+			goto fail;
+		if (latency_ms != NULL)
+			*latency_ms = now_ms_f() - t0;
+		return 0;
+	}
+	/* One command: PUBSUB NUMSUB, which is a round trip too. */
 	argv[0] = "PUBSUB";
 	lens[0] = 6;
 	argv[1] = "NUMSUB";

@@ -130,29 +130,26 @@ int	bus_prove(const char *url, const char *ca_file, const char *channel,
 	    long timeout_ms, struct bus_result *, struct agent_err *);
 
 /*
- * A held session for serve: the subscription connection stays open, the
- * publish connection is kept for PING and PUBSUB NUMSUB.
+ * A held session for serve and probe: ONE connection, no subscription on
+ * Pylon's channel (SPEC 5, 10: Pylon's multi-megabyte crdt envelopes
+ * would pile up in Redis's output buffer for a subscribed agent and
+ * double the app's fan-out).
  *
- * open: with publish_probe true it is bus_prove() that keeps both
- * connections (one envelope).  With publish_probe false (reconnects) it
- * only connects, AUTHs, SELECTs, SUBSCRIBEs and PINGs both connections,
- * retrying until timeout_ms; it never publishes.  On success *s is set
- * and owned by the caller (bus_session_close); on failure *s is NULL.
+ * open: with publish_probe true it is bus_prove() (one envelope on a
+ * subscription + publish pair), after which only the plain connection is
+ * kept.  With publish_probe false (adopted proofs, reconnects, probe) it
+ * connects, AUTHs, SELECTs and PINGs one connection, retrying until
+ * timeout_ms; it never publishes.  On success *s is set and owned by the
+ * caller (bus_session_close); on failure *s is NULL.
  *
- * check: one steady-state check within timeout_ms: drains whatever
- * arrived on the subscription (Pylon's own traffic, discarded), PING on
- * the publish connection, PING on the subscribed connection (answered
- * ["pong",""] only while the subscription is alive), PUBSUB NUMSUB of the
- * channel into *numsub (our own subscription included).  *latency_ms is
- * the whole check's duration.  Never publishes.  Returns 0 or
+ * check: one command within timeout_ms: PING when numsub is NULL, else
+ * PUBSUB NUMSUB <channel> into *numsub (which then counts exactly the
+ * Pylon processes listening: the agent holds no subscription).
+ * *latency_ms is the round trip.  Never publishes.  Returns 0 or
  * EXIT_AGENT_UNPROVEN; after a failure the session is broken for good:
  * the caller closes it and opens a new one (publish_probe false).
  *
- * A session is used by one thread at a time.  Call check at least every
- * minute or so: messages on the channel pile up in Redis's output buffer
- * for our subscriber until check drains them (client-output-buffer-limit
- * pubsub would eventually drop the subscription; check then fails and the
- * reconnect recovers).
+ * A session is used by one thread at a time.
  */
 struct bus_session;
 

@@ -661,6 +661,9 @@ fly_report(const struct options *o, const struct decision *d,
 	case REPORT_KIND_UNAVAILABLE:
 		value = "unavailable";
 		break;
+	case REPORT_KIND_DEAF:
+		value = "deaf";
+		break;
 	case REPORT_KIND_DRIFT:
 	default:
 		value = "drift";

@@ -563,6 +563,7 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		c = http_once_do(rq, url, hdrs, connect_to, tmo, &b, &status,
 		    errbuf);
 		rs->attempts = attempt;
+		stats_api_request(c == CURLE_OK ? status : 0);
 		if (log_debug_enabled()) {
 			if (c == CURLE_OK)
 				log_debug("http %s %s -> %ld (%zu bytes) in "

@@ -1161,16 +1161,17 @@ report_event(struct kube *k, const struct decision *d, enum report_kind kind,
     const char *message, struct agent_err *err)
 {
 	static const char *reasons[] = { "ClusterBusReady",
-	    "ClusterBusUnavailable", "ClusterBusDrift" };
+	    "ClusterBusUnavailable", "ClusterBusDrift",
+	    "ClusterBusDeafPylon" };
 	static const char *actions[] = { "ProveBus", "CheckBus",
-	    "CheckTopology" };
+	    "CheckTopology", "CheckBus" };
 	cJSON		*ev, *md, *reg, *out = NULL;
 	char		 name[254], inst[129], when[40];
 	char		 note[1025], red[1025];
 	char		 uid[64] = "", *body = NULL;
 	struct timespec	 ts;
 	long		 status;
-	int		 rc, ki = kind >= 0 && kind <= 2 ? (int)kind : 0;
+	int		 rc, ki = kind >= 0 && kind <= 3 ? (int)kind : 0;
 	size_t		 n;
 
 	pthread_mutex_lock(&cache_mu);

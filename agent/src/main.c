@@ -238,6 +238,7 @@ cmd_init(struct options *o, struct agent_err *err)
 	a_free(url);
 	if (rc)
 		return rc;
+	flow_state_write(o, &d);	/* serve adopts it (SPEC 5) */
 	log_info("env file written: %s (mode %s)", o->env_file,
 	    mode_name(d.mode));
 	return 0;

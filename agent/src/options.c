@@ -85,8 +85,9 @@ static const struct opt_row rows[] = {
 	  NULL, C_DISC, "GROUP",
 	  "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
 	  "app for release/console machines)" },
-	{ "interval", "PYLON_AGENT_INTERVAL", T_DUR, "5s", OFF(interval_ms),
-	  NULL, C_SERVE, "DURATION", "serve: bus health check period" },
+	{ "interval", "PYLON_AGENT_INTERVAL", T_DUR, "30s", OFF(interval_ms),
+	  NULL, C_SERVE, "DURATION",
+	  "serve: bus health check period (one PING each)" },
 	{ "kubeconfig", "KUBECONFIG", T_STR, NULL, OFF(kubeconfig), NULL,
 	  C_DISC, "FILE[:FILE]", "out-of-cluster Kubernetes access" },
 	{ "listen", "PYLON_AGENT_LISTEN", T_STR, "0.0.0.0:4320", OFF(listen),
@@ -103,6 +104,10 @@ static const struct opt_row rows[] = {
 	  OFF(namespace), NULL, C_DISC, "NAME",
 	  "PYLON_CLUSTER_NAMESPACE (channel <ns>:cluster:bus): 1 to 64 of "
 	  "A-Z a-z 0-9 . - _ : + = , ~ # % (e.g. team:app)" },
+	{ "on-bus-loss", "PYLON_AGENT_ON_BUS_LOSS", T_ENUM, "report",
+	  OFF(on_bus_loss), drift_policies, C_SERVE, "report|unready",
+	  "serve: whether 3 failed steady-state bus checks fail /readyz "
+	  "(report: logged, counted, reported only)" },
 	{ "on-discovery-error", "PYLON_AGENT_ON_DISCOVERY_ERROR", T_ENUM,
 	  "redis-if-configured", OFF(on_discovery_error), disc_policies,
 	  C_DISC, "POLICY", "fail, redis-if-configured or noop" },

@@ -38,6 +38,9 @@ struct serve_snap {
 	bool		shutting_down;
 	bool		drift;
 	bool		unready_on_drift;	/* --on-drift unready */
+	bool		unready_on_bus_loss;	/* --on-bus-loss unready */
+	bool		adopted;	/* decision and proof from init's
+					 * state file (no second proof) */
 	bool		supervising;
 	enum bus_mode	start_mode;	/* the mode this pod runs with */
 	struct decision	dec;		/* start mode; latest peers/reason */
@@ -51,6 +54,8 @@ struct serve_snap {
 	uint64_t	discovery_errors_total;
 	uint64_t	reconnects_total;
 	long		numsub;		/* < 0: unknown */
+	int		numsub_expected;	/* Pylon processes running
+						 * (the controller's count) */
 	enum numsub_state numsub_state;
 	uint64_t	hist_bucket[SERVE_HIST_BUCKETS]; /* non-cumulative */
 	uint64_t	hist_count;
@@ -74,16 +79,23 @@ int	serve_liveness(const struct serve_snap *, int64_t now,
 	    char *reason, size_t n);
 int	serve_startup(const struct serve_snap *, char *reason, size_t n);
 int	serve_readiness(const struct serve_snap *, char *reason, size_t n);
-/* The bus is usable: decided and, redis mode, proven and < 3 failures. */
+/* The bus is usable: decided and, redis mode, proven and < 3 failures.
+ * (/readyz follows it only with --on-bus-loss unready.) */
 bool	serve_bus_ready(const struct serve_snap *);
 /* malloc'd (a_malloc) renderings; NULL when out of memory. */
 char	*serve_status_json(const struct serve_snap *);
 char	*serve_metrics_text(const struct serve_snap *, size_t *len);
 void	serve_hist_observe(struct serve_snap *, double seconds);
-/* What PUBSUB NUMSUB says about the channel: peers Pylon processes plus
- * at most one serving agent each may listen; below 2 (this agent and its
- * own Pylon) after the grace checks means a deaf Pylon. */
-enum numsub_state serve_numsub_judge(long numsub, int peers, int good_checks);
+/* What PUBSUB NUMSUB says about the channel.  The agent holds no
+ * subscription, so it counts exactly the Pylon processes listening: more
+ * than peers means another deploy shares the namespace; fewer than
+ * expected (the processes running, at least 1) for NUMSUB_UNDER_READINGS
+ * readings in a row (a minute apart: a rollout's churn passes) means a
+ * deaf Pylon.  under is the count of low readings so far, this one
+ * included. */
+#define NUMSUB_UNDER_READINGS	2
+enum numsub_state serve_numsub_judge(long numsub, int peers, int expected,
+	    int under);
 /* "host:port", "[v6]:port", ":port" (every address).  host gets "" for
  * the wildcard. */
 int	serve_listen_parse(const char *, char *host, size_t hn, char *port,

@@ -230,3 +230,18 @@ namespace_valid(const char *ns)
 			return false;
 	return true;
 }
+
+/* Capped exponential backoff with equal jitter: step n (0-based) waits
+ * between half and all of min(base * 2^n, cap), so a fleet that failed
+ * together does not retry in lockstep. */
+long
+backoff_jitter_ms(long base, int n, long cap)
+{
+	long	d = base > 0 ? base : 1;
+
+	while (n-- > 0 && d < cap)
+		d *= 2;
+	if (d > cap)
+		d = cap;
+	return d / 2 + (long)(random_unit() * (double)(d - d / 2));
+}

@@ -173,8 +173,9 @@ def test_init_noop_writes_0600_env_file(tmp_path):
                          "export PYLON_CLUSTER_NAMESPACE='my-app'",
                          "unset PYLON_CLUSTER_REQUIRED"]
     assert "bus mode: noop — 1 peer" in r.stderr
-    # no temp files left behind
-    assert os.listdir(tmp_path) == ["cluster.env"]
+    # no temp files left behind; the state file for a serve sidecar
+    assert sorted(os.listdir(tmp_path)) == ["cluster.env", "cluster.env.state"]
+    assert stat.S_IMODE(os.stat(str(path) + ".state").st_mode) == 0o600
 
 
 def test_init_unwritable_dir_fails_clearly():

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import SLOW, clean_env, free_port
-from test_serve import (INTERVAL, Redis, http, metrics, serve_args, start_serve, value,
+from test_serve import (status_json, INTERVAL, Redis, http, metrics, serve_args, start_serve, value,
                         wait_for)
 
 # A CMD that records its env and every signal it gets, and exits 3 on
@@ -183,10 +183,14 @@ def test_redis_outage_never_touches_cmd(procs, tmp_path):
     wait_for(lambda: "ready" in lines(out), 10, what="CMD started")
     before = [l for l in lines(out) if l.startswith("pid=")]
     r.kill()
-    wait_for(lambda: http(port, "/readyz")[0] == 503, 5, what="/readyz 503")
+    # --on-bus-loss report (default): the loss shows in /status, /readyz
+    # stays 200, and CMD is left alone.
+    wait_for(lambda: status_json(port)["redis"]["consecutive_failures"] >= 3, 5,
+             what="3 failed checks")
+    assert http(port, "/readyz")[0] == 200
     time.sleep(0.5)
     r.start()
-    wait_for(lambda: http(port, "/readyz")[0] == 200, 10, what="/readyz 200")
+    wait_for(lambda: status_json(port)["redis"]["healthy"], 10, what="healthy again")
     assert [l for l in lines(out) if l.startswith("pid=")] == before, "CMD restarted"
     assert not [l for l in lines(out) if l.startswith("sig=")], "CMD got a signal"
     assert p.poll() is None

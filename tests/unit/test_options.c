@@ -67,7 +67,7 @@ test_defaults(void **state)
 	assert_int_equal(parse(&o, &err, 1, argv), 0);
 	assert_string_equal(o.namespace, "pylon");
 	assert_int_equal(o.timeout_ms, 60000);
-	assert_int_equal(o.interval_ms, 5000);
+	assert_int_equal(o.interval_ms, 30000);
 	assert_int_equal(o.resync_ms, 60000);
 	assert_int_equal(o.api_timeout_ms, 10000);
 	assert_string_equal(o.listen, "0.0.0.0:4320");

@@ -67,6 +67,10 @@ test_probes(void **state)
 	s.consecutive_failures = 3;
 	s.bus_ok = false;
 	snprintf(s.bus_error, sizeof(s.bus_error), "PING: timeout");
+	/* --on-bus-loss report (the default): reported, still ready. */
+	assert_int_equal(serve_readiness(&s, r, sizeof(r)), 200);
+	assert_false(serve_bus_ready(&s));
+	s.unready_on_bus_loss = true;
 	assert_int_equal(serve_readiness(&s, r, sizeof(r)), 503);
 	assert_string_equal(r, "bus check failed 3 times in a row: PING: "
 	    "timeout");
@@ -129,10 +133,13 @@ test_status_json(void **state)
 	assert_true(cJSON_IsNull(cJSON_GetObjectItem(r, "error")));
 	assert_string_equal(cJSON_GetObjectItem(r, "url")->valuestring,
 	    "redis://default:***@redis:6379/0");
-	/* Exactly the SPEC keys, in the SPEC order. */
+	/* The SPEC keys in the SPEC order, plus adopted_from_init and the
+	 * steady-state health (healthy, consecutive_failures,
+	 * check_failures_total, subscribers, subscribers_state). */
 	assert_string_equal(o->child->string, "mode");
-	assert_int_equal(cJSON_GetArraySize(o), 10);
-	assert_int_equal(cJSON_GetArraySize(r), 4);
+	assert_int_equal(cJSON_GetArraySize(o), 11);
+	assert_int_equal(cJSON_GetArraySize(r), 9);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r, "healthy")));
 	cJSON_Delete(o);
 	a_free(txt);
 
@@ -269,13 +276,18 @@ static void
 test_numsub(void **state)
 {
 	(void)state;
-	assert_int_equal(serve_numsub_judge(-1, 3, 100), NUMSUB_UNKNOWN);
-	assert_int_equal(serve_numsub_judge(6, 3, 100), NUMSUB_OK);
-	assert_int_equal(serve_numsub_judge(7, 3, 100), NUMSUB_OVER);
-	assert_int_equal(serve_numsub_judge(1, 3, 0), NUMSUB_OK);
-	assert_int_equal(serve_numsub_judge(1, 3, 10), NUMSUB_UNDER);
-	assert_int_equal(serve_numsub_judge(2, 3, 10), NUMSUB_OK);
-	assert_int_equal(serve_numsub_judge(3, 0, 10), NUMSUB_OVER);
+	/* (numsub, peers, expected running, low readings in a row) */
+	assert_int_equal(serve_numsub_judge(-1, 3, 3, 0), NUMSUB_UNKNOWN);
+	assert_int_equal(serve_numsub_judge(3, 3, 3, 0), NUMSUB_OK);
+	assert_int_equal(serve_numsub_judge(4, 3, 3, 0), NUMSUB_OVER);
+	/* One low reading is a rollout's churn; two in a row are deaf. */
+	assert_int_equal(serve_numsub_judge(2, 3, 3, 1), NUMSUB_OK);
+	assert_int_equal(serve_numsub_judge(2, 3, 3, 2), NUMSUB_UNDER);
+	assert_int_equal(serve_numsub_judge(0, 1, 0, 2), NUMSUB_UNDER);
+	/* HPA: peers is the maximum, expected what runs now. */
+	assert_int_equal(serve_numsub_judge(3, 10, 3, 5), NUMSUB_OK);
+	assert_int_equal(serve_numsub_judge(1, 0, 1, 0), NUMSUB_OK);
+	assert_int_equal(serve_numsub_judge(2, 0, 1, 0), NUMSUB_OVER);
 }
 
 static void
