@@ -43,6 +43,10 @@ SEE = {
     "proxy.c": "[bus.md](bus.md#the-bus-proxy-serve---bus-proxy-addr)",
     "serve_http.c": "[serve.md](serve.md)",
     "serve_loop.c": "[serve.md](serve.md)",
+    "serve_probe.c": "[serve.md](serve.md)",
+    "serve_render.c": "[serve.md](serve.md)",
+    "state.c": "[serve.md](serve.md)",
+    "stats.c": "[serve.md](serve.md)",
     "check.c": "[fly.md](fly.md#4-pylon-agent-check-the-release_command)",
     "err.c": "[70, 126, 127](#70-126-127)",
 }

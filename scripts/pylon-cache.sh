@@ -41,9 +41,16 @@ if [ ! -f "$ROOT/.pylon-agent-ok" ]; then
 		tmp=$CACHE/trixie-root.tmp.$$
 		rm -rf "$tmp"
 		echo "pylon-cache: debootstrap trixie (first run, a few minutes)" >&2
-		debootstrap --variant=minbase \
-		    --include=libxmlsec1-openssl,ca-certificates \
-		    trixie "$tmp" "$(mirror)" >&2
+		# trixie renamed libxmlsec1-openssl to libxmlsec1t64-openssl
+		# (the 64-bit time_t transition); try the current name first.
+		for xmlsec in libxmlsec1t64-openssl libxmlsec1-openssl; do
+			rm -rf "$tmp"
+			debootstrap --variant=minbase \
+			    --include=$xmlsec,ca-certificates \
+			    trixie "$tmp" "$(mirror)" >&2 && break
+			echo "pylon-cache: debootstrap with $xmlsec failed" >&2
+			[ "$xmlsec" = libxmlsec1-openssl ] && exit 1
+		done
 		rm -rf "$ROOT"
 		mv "$tmp" "$ROOT"
 	fi
@@ -57,7 +64,7 @@ cmp -s "$NPM/node_modules/@pylonsync/cli-linux-x64/bin/pylon" "$ROOT/opt/pylon/b
 cmp -s "$NPM/node_modules/@oven/bun-linux-x64/bin/bun" "$ROOT/usr/local/bin/bun" ||
     cp "$NPM/node_modules/@oven/bun-linux-x64/bin/bun" "$ROOT/usr/local/bin/bun"
 chmod 0755 "$ROOT/opt/pylon/bin/pylon" "$ROOT/usr/local/bin/bun"
-# Pylon links libxmlsec1-openssl and libxml2 (in --include above).
+# Pylon links libxmlsec1 (openssl) and libxml2 (in --include above).
 v=$(chroot "$ROOT" /opt/pylon/bin/pylon --version 2>&1) || {
 	echo "pylon-cache: pylon does not run in $ROOT: $v" >&2
 	echo "pylon-cache: remove $ROOT and run again" >&2

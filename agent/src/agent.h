@@ -234,6 +234,8 @@ struct topology {
 	int	api_requests;		/* requests this discovery made */
 	bool	init_fallback;		/* own container is a plain init
 					 * container (no SidecarContainers) */
+	char	fallback_of[64];	/* the container init_fallback is
+					 * about (PYLON_AGENT_CONTAINER_NAME) */
 	char	chain[512];		/* the adapter's resync key: what it
 					 * re-reads (the owner chain's end
 					 * on K8s, the DNS answer on Fly);
@@ -358,7 +360,12 @@ struct pod_state {
 	struct topology	topo;
 	bool		proven;		/* redis: the envelope came back */
 	double		latency_ms;	/* < 0: none */
+	unsigned	reported;	/* REPORT_* bits init reported */
 };
+
+/* The agent's container name: PYLON_AGENT_CONTAINER_NAME, else
+ * "pylon-agent" (kube.c). */
+const char *kube_container_name(void);
 
 /* <env_file>.state into out; -1 when there is no path. */
 int	state_path(const char *env_file, char *out, size_t n);

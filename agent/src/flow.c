@@ -134,6 +134,8 @@ flow_state_write(const struct options *o, const struct decision *d)
 	ps.topo = last_topo;
 	ps.proven = d->mode == MODE_REDIS && last_proven;
 	ps.latency_ms = d->mode == MODE_REDIS ? last_latency : -1;
+	/* What init already told the platform; a sidecar reports the rest. */
+	ps.reported = o->report & ~REPORT_LOG;
 	pthread_mutex_unlock(&last_mu);
 	err_clear(&err);
 	if (state_write(o->env_file, &ps, &err) != 0)

@@ -705,15 +705,22 @@ api_group(const char *api_version, char *out, size_t n)
 	snprintf(out, n, "%.*s", (int)(slash - api_version), api_version);
 }
 
+/* The agent's own container name (the sidecar's, in the chart). */
+const char *
+kube_container_name(void)
+{
+	const char	*me = getenv("PYLON_AGENT_CONTAINER_NAME");
+
+	return me == NULL || *me == '\0' ? DEFAULT_CONTAINER : me;
+}
+
 static bool
 native_sidecar_dropped(const cJSON *pod)
 {
 	const cJSON	*c;
-	const char	*me = getenv("PYLON_AGENT_CONTAINER_NAME");
+	const char	*me = kube_container_name();
 	const char	*nm, *rp;
 
-	if (me == NULL || *me == '\0')
-		me = DEFAULT_CONTAINER;
 	cJSON_ArrayForEach(c, j_at(pod, "spec.initContainers")) {
 		nm = j_str(c, "name");
 		if (nm == NULL || strcmp(nm, me) != 0)
@@ -931,6 +938,8 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 		goto out;
 	}
 	t->init_fallback = native_sidecar_dropped(pod);
+	snprintf(t->fallback_of, sizeof(t->fallback_of), "%s",
+	    kube_container_name());
 	uid = j_str(pod, "metadata.uid");
 	pthread_mutex_lock(&cache_mu);
 	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);

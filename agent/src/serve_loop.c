@@ -206,6 +206,10 @@ adopt_state(struct serve_ctx *c, struct loop_vars *v, struct pod_state *ps)
 		    ps->dec.namespace, o->namespace ? o->namespace : "");
 	v->dec = ps->dec;
 	v->topo = ps->topo;
+	/* init judged the native-sidecar fallback for one container name;
+	 * it holds for us only when that name is ours. */
+	if (strcmp(ps->topo.fallback_of, kube_container_name()) != 0)
+		v->topo.init_fallback = false;
 	log_info("serve: adopting init's decision (%s, %d peers)%s: no "
 	    "second discovery%s", mode_name(ps->dec.mode), ps->dec.peers,
 	    ps->proven ? " and proof" : "", ps->proven ? " or PUBLISH" : "");
@@ -559,6 +563,20 @@ resync_delay(const struct options *o, int disc_fails)
 	    (0.9 + 0.2 * random_unit()));
 }
 
+/* After adopting: the platform reporters --report names that init did not
+ * run (the chart gives init "log" only when a sidecar follows), once per
+ * pod start.  These are writes, not discovery (decisions.md). */
+static void
+report_rest(struct serve_ctx *c, const struct decision *dec,
+    const struct pod_state *ps, const char *msg)
+{
+	struct options o = *c->opts;
+
+	o.report = c->opts->report & ~ps->reported;
+	if ((o.report & ~REPORT_LOG) != 0)
+		report_platform(&o, dec, REPORT_KIND_READY, msg);
+}
+
 /* Decides (or adopts init's decision) and publishes it in the snapshot.
  * 0, -1 when stopping, else an exit code (already passed to main). */
 static int
@@ -587,6 +605,21 @@ loop_decide(struct serve_ctx *c, struct loop_vars *v, struct pod_state *ps,
 		}
 		first = v->dec;
 		drifted = adopt_env_file(c, &v->dec);
+	} else if (v->topo.init_fallback && !c->supervising) {
+		/* A plain init container after init: init proved the bus
+		 * and wrote the env file; report what it did not, exit. */
+		if (c->proxy != NULL) {
+			rc = act_as_init(c, &v->dec, &err);
+			loop_exit(c, rc, &err);
+			return rc;
+		}
+		log_info("serve: this container is a plain init container "
+		    "(the cluster has no SidecarContainers) and init already "
+		    "wrote %s; exiting so Pylon can start", c->opts->env_file);
+		report_rest(c, &v->dec, ps, "bus proven by init; env file "
+		    "written (init fallback)");
+		loop_exit(c, 0, NULL);
+		return -1;
 	}
 	pthread_mutex_lock(&c->st.mu);
 	c->st.s.decided = true;
@@ -648,13 +681,16 @@ loop_prove(struct serve_ctx *c, struct loop_vars *v, const struct pod_state
 /* The start line and the ready report (init reported an adopted one). */
 static void
 loop_report_start(struct serve_ctx *c, const struct loop_vars *v,
-    bool adopted, double latency)
+    const struct pod_state *ps, bool adopted, double latency)
 {
 	char msg[256];
 
 	if (adopted) {
 		log_info("serve: checking the bus init proved (%s mode)",
 		    mode_name(v->dec.mode));
+		report_rest(c, &v->dec, ps, v->dec.mode == MODE_REDIS ?
+		    "bus proven by init; serve adopted it" :
+		    "NoopBus: PYLON_CLUSTER_BUS left unset");
 		return;
 	}
 	report_log_decision(&v->dec, v->dec.mode == MODE_REDIS ? latency : -1);
@@ -716,7 +752,7 @@ serve_loop(void *arg)
 	memset(&v, 0, sizeof(v));
 	if (loop_decide(c, &v, &ps, &adopted) == 0 &&
 	    loop_prove(c, &v, &ps, adopted, &latency) == 0) {
-		loop_report_start(c, &v, adopted, latency);
+		loop_report_start(c, &v, &ps, adopted, latency);
 		loop_steady(c, &v);
 	}
 	if (v.sess != NULL)

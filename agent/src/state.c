@@ -118,6 +118,9 @@ state_topology(cJSON *o, const struct topology *t)
 	ok &= add_num(j, "surge", t->surge);
 	ok &= add_str(j, "surge_src", t->surge_src);
 	ok &= add_str(j, "chain", t->chain);
+	ok &= cJSON_AddBoolToObject(j, "init_fallback", t->init_fallback) !=
+	    NULL;
+	ok &= add_str(j, "fallback_of", t->fallback_of);
 	return ok;
 }
 
@@ -147,6 +150,7 @@ state_render(const struct pod_state *ps)
 	ok &= add_str(o, "channel", d->channel);
 	ok &= cJSON_AddBoolToObject(o, "proven", ps->proven) != NULL;
 	ok &= add_num(o, "latency_ms", ps->latency_ms);
+	ok &= add_num(o, "reported", ps->reported);
 	ok &= state_topology(o, &ps->topo);
 	if (ok && (txt = cJSON_PrintUnformatted(o)) != NULL)
 		out = a_strdup(txt);
@@ -224,6 +228,10 @@ parse_topology(const cJSON *j, struct topology *t)
 	ok &= get_int(j, "surge", &t->surge);
 	ok &= get_str(j, "surge_src", t->surge_src, sizeof(t->surge_src));
 	ok &= get_str(j, "chain", t->chain, sizeof(t->chain));
+	t->init_fallback = get_bool(j, "init_fallback");
+	if (!get_str(j, "fallback_of", t->fallback_of,
+	    sizeof(t->fallback_of)))
+		t->fallback_of[0] = '\0';
 	return ok;
 }
 
@@ -236,7 +244,7 @@ state_parse(const char *text, size_t len, struct pod_state *ps,
 	char		 mode[16];
 	const cJSON	*lat;
 	bool		 ok;
-	int		 ver = 0;
+	int		 ver = 0, rep;
 
 	memset(ps, 0, sizeof(*ps));
 	if ((o = cJSON_ParseWithLength(text, len)) == NULL ||
@@ -261,6 +269,10 @@ state_parse(const char *text, size_t len, struct pod_state *ps,
 	ps->proven = get_bool(o, "proven");
 	lat = cJSON_GetObjectItemCaseSensitive(o, "latency_ms");
 	ps->latency_ms = cJSON_IsNumber(lat) ? lat->valuedouble : -1;
+	if (!get_int(o, "reported", &rep))
+		rep = 0;
+	ps->reported = (unsigned)rep & (REPORT_ANNOTATIONS | REPORT_EVENTS |
+	    REPORT_METADATA);
 	ok &= parse_topology(cJSON_GetObjectItemCaseSensitive(o, "topology"),
 	    &ps->topo);
 	cJSON_Delete(o);

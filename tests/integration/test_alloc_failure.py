@@ -185,13 +185,19 @@ def test_init_noop(tmp_path):
     def result(p):
         return _norm(envf.read_text())
 
+    state = tmp_path / "cluster.env.state"
+
     def before():
-        if envf.exists():
-            envf.unlink()
+        for f in (envf, state):
+            if f.exists():
+                f.unlink()
     sweep("init-noop", ["init", "--env-file", str(envf)], clean_env(), result, before)
-    # A failed run never leaves a partial file or a temp file behind.
-    leftovers = [f for f in os.listdir(tmp_path) if f != "cluster.env"]
+    # A failed run never leaves a partial file or a temp file behind; the
+    # state file (what serve adopts) exists only beside a written env file.
+    leftovers = [f for f in os.listdir(tmp_path)
+                 if f not in ("cluster.env", "cluster.env.state")]
     assert leftovers == [], leftovers
+    assert envf.exists() or not state.exists()
 
 
 def test_config_file(tmp_path):
