@@ -53,7 +53,9 @@ def agent_exec(*args):
 
 def env_for(url_file=None, **extra):
     env = pylon_env(base=clean_env())
-    env.update(PYLON_AGENT_NAMESPACE="rp-app", **extra)
+    # an API token the agent's environment holds (Fly secrets are every
+    # process's environment): Pylon must never see it (issue 18)
+    env.update(PYLON_AGENT_NAMESPACE="rp-app", FLY_API_TOKEN="fm2_rp-token-s3cret", **extra)
     if url_file:
         env["PYLON_AGENT_REDIS_URL_FILE"] = url_file
     return env
@@ -78,6 +80,7 @@ def test_two_pylons_share_the_bus_the_agent_proved(world):
         env = p.environ()
         assert env["PYLON_CLUSTER_BUS"] == r.url(password=PASSWORD)
         assert not [k for k in env if k.startswith("PYLON_AGENT_")], env
+        assert "FLY_API_TOKEN" not in env
     ta, tb = guest_token(a.port), guest_token(b.port)
     wa, wb = WSClient(a.port, ta), WSClient(b.port, tb)
     try:
@@ -110,10 +113,13 @@ def test_two_pylons_share_the_bus_the_agent_proved(world):
 def test_one_replica_is_noop_and_pylon_gets_no_bus(world):
     ps, _, tmp = world
     r = redis(world, requirepass=PASSWORD)
-    uf = url_file(tmp, r.url(password=PASSWORD))
-    a = ps.start(make_app(str(tmp)), env=env_for(uf), agent_args=agent_exec())
+    # the URL by environment this time (the two-replica test gives a file)
+    a = ps.start(make_app(str(tmp)),
+                 env=env_for(PYLON_AGENT_REDIS_URL=r.url(password=PASSWORD)),
+                 agent_args=agent_exec())
     assert a.wait_log("running with single-machine fanout (NoopBus)", 10)
     env = a.environ()
+    assert "FLY_API_TOKEN" not in env
     assert "PYLON_CLUSTER_BUS" not in env
     assert "PYLON_CLUSTER_REQUIRED" not in env
     assert not [k for k in env if k.startswith("PYLON_AGENT_")], env
