@@ -687,7 +687,10 @@ def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, 
                 serve = procs.start(sim.argv(c), env=sim.env(c))
         # Pylon: only PATH and what the env file gives it
         pylon = container(spec, "pylon")
-        pp = procs.start(sim.argv(pylon), env={"PATH": "/usr/bin:/bin"},
+        # (+ the chart's DATABASE_URL, from the chat-db Secret: the stand-in,
+        # as Pylon, refuses PYLON_CLUSTER_REQUIRED=1 without Postgres)
+        pp = procs.start(sim.argv(pylon), env={"PATH": "/usr/bin:/bin",
+                                               "DATABASE_URL": "postgres://u@db:5432/chat"},
                          stdin=subprocess.PIPE, text=True)
         line = readline_within(pp, 15.0)
         assert "bus=redis" in line and "channel=chat:cluster:bus" in line, line

@@ -5,6 +5,7 @@ redis-server processes: what the agent decides is what Pylon does.
 Harness: realpylon.py (scripts/pylon-cache.sh builds the root on the first
 run).  Every Pylon is stopped by pid at the end, also when a test fails."""
 import os
+import signal
 import socket
 import time
 
@@ -297,3 +298,110 @@ def test_supervisor_shape_health_readyz_and_sigterm(world):
     rc = a.wait_exit(15)
     assert rc is not None, "serve did not end after SIGTERM"
     assert rc in (0, 143), (rc, a.log()[-2000:])
+
+
+# ---- the stand-in agrees with the real Pylon (issue 11) ---------------------
+
+STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes",
+                       "standin.py")
+
+
+def _verdict(rc, log):
+    """What a Pylon did with its bus settings, in the terms operators see."""
+    if rc is not None:
+        return "exit %d" % rc
+    if "NOPERM" in log:
+        return "boots deaf or mute (NOPERM warnings)"
+    if "NoopBus" in log:
+        return "boots NoopBus"
+    if "redis bus connected" in log:
+        return "boots redis"
+    return "hangs"
+
+
+def _channel(log):
+    import re
+    m = re.search(r'channel="([^"]*)"', log)
+    return m.group(1) if m else None
+
+
+def _standin(env, settle):
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, STANDIN], env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        rc = p.wait(timeout=settle)
+    except subprocess.TimeoutExpired:
+        rc = None
+        p.kill()
+    out = p.communicate(timeout=10)[0].decode(errors="replace")
+    return rc, out
+
+
+AGREE = [
+    # (name, bus URL template, extra environment)
+    ("unset", None, {}),
+    ("reachable", "redis://127.0.0.1:{port}", {}),
+    ("empty namespace", "redis://127.0.0.1:{port}", {"PYLON_CLUSTER_NAMESPACE": ""}),
+    ("rediss", "rediss://127.0.0.1:{port}", {}),
+    ("unix", "unix:///tmp/r.sock", {}),
+    ("redis+unix", "redis+unix:///tmp/r.sock", {}),
+    ("upper-case scheme", "REDIS://127.0.0.1:{port}", {}),
+    ("leading space", " redis://127.0.0.1:{port}", {}),
+    ("refused", "redis://:crash-pw@127.0.0.1:{closed}", {}),
+    ("wrong password", "redis://:not-it@127.0.0.1:{auth}", {}),
+    ("no +subscribe", "redis://pylonuser:pw@127.0.0.1:{acl}", {}),
+    ("silent endpoint", "redis://127.0.0.1:{silent}", {}),
+    ("required, no Postgres", "redis://127.0.0.1:{port}", {"PYLON_CLUSTER_REQUIRED": "1"}),
+]
+
+
+def test_standin_agrees_with_real_pylon(world):
+    """Every URL form and boot failure of pylon-real.md: the stand-in the
+    fast tests use does what the released binary does (exit code, boots
+    in which mode, hangs, warns NOPERM, channel name, password in the crash
+    line)."""
+    ps, servers, tmp = world
+    plain = redis(world)
+    auth = redis(world, requirepass=PASSWORD)
+    acl = redis(world, users=["pylonuser on >pw ~* &* +@all -subscribe"])
+    silent = SilentServer()
+    servers.append(silent)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()[1]
+    s.close()
+    ports = dict(port=plain.port, auth=auth.port, acl=acl.port, silent=silent.port,
+                 closed=closed)
+    mismatches, seen = [], set()
+    for name, tmpl, extra in AGREE:
+        env = env_for(**dict({"PYLON_CLUSTER_NAMESPACE": "rp-app"}, **extra))
+        if tmpl is not None:
+            env["PYLON_CLUSTER_BUS"] = tmpl.format(**ports)
+        settle = 4.0
+        real = ps.start(make_app(str(tmp)), env=env, wait=False)
+        rc = real.wait_exit(settle)
+        if rc is None and name not in ("silent endpoint",):
+            real.wait_log("[cluster]", 6)
+            if name == "no +subscribe":
+                real.wait_log("NOPERM", 6)
+        real_v, real_log = _verdict(rc, real.log()), real.log()
+        real.stop(signal.SIGKILL)
+        st_rc, st_log = _standin(env, settle)
+        st_v = _verdict(st_rc, st_log)
+        seen.add(real_v)
+        print("%-22s real: %-40s stand-in: %s" % (name, real_v, st_v))
+        if real_v != st_v:
+            mismatches.append((name, real_v, st_v, real_log[-400:], st_log[-400:]))
+        if "boots" in real_v and _channel(real_log) != _channel(st_log):
+            mismatches.append((name, "channel", _channel(real_log), _channel(st_log)))
+        if name == "refused":   # both print the URL with its password
+            if ("crash-pw" in real_log) != ("crash-pw" in st_log):
+                mismatches.append((name, "password in crash line", real_log, st_log))
+        if name == "empty namespace":
+            assert _channel(real_log) == ":cluster:bus", real_log
+    assert not mismatches, "\n".join(repr(m) for m in mismatches)
+    # the scenarios really cover every class of pylon-real.md's tables
+    assert seen == {"exit 1", "boots redis", "boots NoopBus", "hangs",
+                    "boots deaf or mute (NOPERM warnings)"}, seen
