@@ -116,7 +116,7 @@ def live(tmp_path_factory):
                           env=clean_env(PYLON_AGENT_REDIS_URL=r1.url()))
         procs.start_agent(["serve", "--platform", "fly", "--fly-api-url", fake.url,
                            "--namespace", "beta", "--listen", "127.0.0.1:%d" % pb,
-                           "--interval", "200ms", "--resync", "1s", "--api-timeout", "2s"],
+                           "--interval", "200ms", "--resync", "1s", "--api-timeout", "5s"],
                           env=clean_env(FLY_APP_NAME=APP, FLY_MACHINE_ID=SELF_ID,
                                         FLY_API_TOKEN=TOKEN, FLY_PROCESS_GROUP="app",
                                         PYLON_AGENT_REDIS_URL=r2.url(host="localhost"),
