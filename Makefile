@@ -113,7 +113,13 @@ chart-test: all
 	    tests/integration/test_chart.py tests/integration/test_manifests.py \
 	    tests/integration/test_bundle.py
 
-demo: deps all
+# The job a user came for, with real processes (scripts/demo.py); the
+# first run also caches the Debian 13 root of the real Pylon.
+demo:
+	@echo "make demo: installs missing Debian packages, builds the agent, caches the real"
+	@echo "Pylon (first run: a Debian 13 root and npm packages, a few minutes), runs 5 steps."
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
 install: all
