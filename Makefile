@@ -119,8 +119,8 @@ demo:
 	@echo "make demo: installs missing Debian packages, builds the agent, caches the real"
 	@echo "Pylon (first run: a Debian 13 root and npm packages, a few minutes), runs 5 steps."
 	@scripts/install-deps.sh
-	@$(MAKE) --no-print-directory all
-	scripts/demo.sh
+	@$(MAKE) -s --no-print-directory all
+	@scripts/demo.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -26,10 +26,10 @@ fi
 cache=${PYLON_AGENT_CACHE:-/var/cache/pylon-agent}
 if [ -f "$cache/trixie-root/.pylon-agent-ok" ] &&
    [ -x "$cache/trixie-root/opt/pylon/bin/pylon" ]; then
-	echo "demo: the Pylon cache is ready ($cache); the demo takes about 30 s."
+	echo "demo: the Pylon cache is ready ($cache); the demo takes about 20 s."
 else
 	echo "demo: the first run caches a Debian 13 root (debootstrap) and the npm packages"
-	echo "      of Pylon 0.11.3 and Bun in $cache: a few minutes; later runs take about 30 s."
+	echo "      of Pylon 0.11.3 and Bun in $cache: a few minutes; later runs take about 20 s."
 fi
 scripts/pylon-cache.sh >/dev/null
 exec /usr/bin/python3 scripts/demo.py
