@@ -148,11 +148,76 @@ def stop_proc(p, timeout=5.0):
 
 
 def agent(args, env, timeout=30):
-    """Runs the agent to completion (bounded); returns (rc, stdout, stderr, s)."""
+    """Runs the agent to completion (bounded); returns (rc, stdout, stderr, s).
+    Killed and reaped on a timeout or an interrupt."""
     t0 = time.monotonic()
-    p = subprocess.run([AGENT] + list(args), env=env, capture_output=True, text=True,
-                       timeout=timeout)
-    return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
+    p = subprocess.Popen([AGENT] + list(args), env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        so, se = p.communicate(timeout=timeout)
+    except BaseException:
+        p.kill()
+        p.wait(timeout=5)
+        raise
+    return p.returncode, so, se, time.monotonic() - t0
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    """Orphans of what the demo starts (a daemonized postmaster, the initdb
+    of a runuser killed by Ctrl-C) become its children, so sweep() finds them."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _children():
+    me, kids = str(os.getpid()), {}
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm, rest = st.split("(", 1)[1].rsplit(")", 1)
+        state, ppid = rest.split()[:2]
+        if ppid == me:
+            kids[int(pid)] = (comm, state)
+    return kids
+
+
+def sweep(timeout=5.0):
+    """The last step of every run: reaps what already exited; anything still
+    alive under the demo is stopped by pid (SIGTERM, then SIGKILL), bounded.
+    Returns what had to be stopped."""
+    stopped = []
+    for pid, (comm, state) in _children().items():
+        if state != "Z":
+            stopped.append("%d (%s)" % (pid, comm))
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline, killed = time.monotonic() + timeout, False
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break                                # no child left
+        if pid:
+            continue
+        if time.monotonic() > deadline:
+            if killed:
+                break
+            for pid in _children():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deadline, killed = time.monotonic() + timeout, True
+        time.sleep(0.05)
+    return stopped
 
 
 def show_agent(args, env, shown=None, timeout=30):
@@ -197,6 +262,12 @@ class World:
         self.url_file = os.path.join(work, "redis-url")
         self.env_file = os.path.join(work, "cluster.env")
         self.sa = None
+
+    def subdir(self, name):
+        d = os.path.join(self.work, name)
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+        return d
 
     def kube_env(self, pod_name=POD_A, url_file=None, base=None):
         """A pod's environment as the chart sets it: in-cluster service
@@ -287,7 +358,7 @@ def step2(w):
     w.fake.add(pod(POD_B, NS, ("apps/v1", "ReplicaSet", RS)))
     pg = Postgres(w.work)
     cleanup.add(pg.stop, "postgres")
-    ps = Pylons(w.work)
+    ps = Pylons(w.subdir("pylons"))
     cleanup.add(ps.stop_all, "the Pylons")
     clients = []
     try:
@@ -430,7 +501,7 @@ def step4(w):
     url = "redis://127.0.0.1:%d" % silent.port
     silent_file = os.path.join(w.work, "silent-url")
     write_secret_file(silent_file, url)
-    ps = Pylons(w.work)
+    ps = Pylons(w.subdir("alone"))          # its own log (pylon-<port>.log)
     cleanup.add(ps.stop_all, "Pylon alone")
     try:
         env = pylon_env(PYLON_CLUSTER_BUS=url, PYLON_CLUSTER_NAMESPACE="chat")
@@ -450,7 +521,7 @@ def step4(w):
         out.block("\n".join(last) + "\n(and then nothing: no [cluster] line, no listening)",
                   prefix="alone | ")
         need("[cluster]" not in log and "listening" not in log,
-             "Pylon alone got further than the bus")
+             "Pylon alone got further than the bus: %s" % log[-500:])
         out.line("alone | still hanging after %.0f s: not exited, no answer on /health; "
                  "its readiness probe would fail forever.  Stopped (pid %d)." % (hung, alone.pid))
         alone.stop()
@@ -515,6 +586,7 @@ def main():
     if not os.access(AGENT, os.X_OK):
         print("demo: %s is not built: run `make`" % AGENT, file=sys.stderr)
         return 1
+    become_subreaper()
     cache_root()                              # scripts/pylon-cache.sh (cached: instant)
     print("pylon-agent demo: %s, with the released Pylon 0.11.3, redis-server, PostgreSQL "
           "and the fake Kubernetes API server of the tests, all in a private network "
@@ -566,6 +638,9 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cleanup.run()
+        left = sweep()
+        if left:
+            print("demo: stopped leftover processes: %s" % ", ".join(left), file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
     return rc
 
