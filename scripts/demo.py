@@ -365,7 +365,8 @@ def step2(w):
         pg.start()
         pylons = {}
         for name, pod_name in (("A", POD_A), ("B", POD_B)):
-            env = w.kube_env(pod_name, base=pylon_env(DATABASE_URL=pg.url()))
+            env = w.kube_env(pod_name, base=pylon_env(base=clean_env(),
+                                                     DATABASE_URL=pg.url()))
             port = ps.ports.next()
             out.cmd("pylon-agent exec -- pylon start app.ts --port %d   # pod %s (%s)"
                     % (port, pod_name, name))
@@ -394,7 +395,7 @@ def step2(w):
         ta, tb = guest_token(a.port), guest_token(b.port)
         wb = WSClient(b.port, tb)
         clients.append(wb)
-        time.sleep(0.3)                      # the subscription settles
+        time.sleep(0.5)                      # the subscription settles
         seen = len(wb.frames)
         marker = "hello from A, %s" % time.strftime("%H:%M:%S")
         out.line()
@@ -504,7 +505,8 @@ def step4(w):
     ps = Pylons(w.subdir("alone"))          # its own log (pylon-<port>.log)
     cleanup.add(ps.stop_all, "Pylon alone")
     try:
-        env = pylon_env(PYLON_CLUSTER_BUS=url, PYLON_CLUSTER_NAMESPACE="chat")
+        env = pylon_env(base=clean_env(), PYLON_CLUSTER_BUS=url,
+                        PYLON_CLUSTER_NAMESPACE="chat")
         port = ps.ports.next()
         out.cmd("PYLON_CLUSTER_BUS=%s pylon start app.ts --port %d   # no agent" % (url, port))
         t0 = time.monotonic()

@@ -14,12 +14,14 @@ export PYLON_AGENT_DEMO_T0
 export PYLON_AGENT_BIN="${PYLON_AGENT_BIN:-$PWD/build/pylon-agent}"
 if [ "$(id -u)" -ne 0 ]; then
 	command -v sudo >/dev/null 2>&1 || {
-		echo "demo: needs root (a private network namespace for Pylon, a chroot)" >&2
+		echo "demo: needs root (a private network namespace for Pylon, a chroot): run it as root" >&2
 		exit 1
 	}
 	echo "demo: needs root (a private network namespace for Pylon, a chroot): sudo" >&2
-	exec sudo PYLON_AGENT_BIN="$PYLON_AGENT_BIN" PYLON_AGENT_DEMO_T0="$PYLON_AGENT_DEMO_T0" \
-	    ${PYLON_AGENT_CACHE:+PYLON_AGENT_CACHE="$PYLON_AGENT_CACHE"} "$0" "$@"
+	exec sudo env PYLON_AGENT_BIN="$PYLON_AGENT_BIN" \
+	    PYLON_AGENT_DEMO_T0="$PYLON_AGENT_DEMO_T0" \
+	    ${PYLON_AGENT_CACHE:+PYLON_AGENT_CACHE="$PYLON_AGENT_CACHE"} \
+	    ${NO_COLOR:+NO_COLOR="$NO_COLOR"} "$PWD/scripts/demo.sh"
 fi
 [ -x "$PYLON_AGENT_BIN" ] || { echo "demo: $PYLON_AGENT_BIN is not built: run make" >&2; exit 1; }
 
