@@ -97,8 +97,8 @@ class Out:
               flush=True)
 
     def failed(self, n, text):
-        print(("\033[31m[FAILED]\033[0m" if COLOR else "[FAILED]") + " step %d: %s" % (n, text),
-              flush=True)
+        print(("\033[31m[FAILED]\033[0m" if COLOR else "[FAILED]") +
+              (" step %d: %s" % (n, text) if n else " " + text), flush=True)
 
 
 out = Out()
@@ -625,17 +625,18 @@ def main():
                     results[n] = False
             cleanup.run()
         if out.leaks:
-            out.failed(0, "the Redis password appeared in: %s" % ", ".join(sorted(set(out.leaks))))
+            out.failed(None, "the Redis password appeared in: %s"
+                       % ", ".join(sorted(set(out.leaks))))
         held = sum(1 for v in results.values() if v)
-        good = held == 5 and not out.leaks
-        print("\ndemo %s in %.1f s (this script %.1f s): %d of 5 steps held; every process "
-              "it started is stopped." % ("done" if good else "FAILED", time.time() - t_start,
-                                          time.monotonic() - t0, held), flush=True)
-        rc = 0 if good else 1
+        rc = 0 if held == 5 and not out.leaks else 1
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ndemo: interrupted; stopping what it started", file=sys.stderr, flush=True)
         rc = 130
+    except Exception as e:                     # setting up failed: say what, stop all
+        print("\ndemo: %s: %s" % (type(e).__name__, out.redact(str(e))), file=sys.stderr,
+              flush=True)
+        rc = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -644,6 +645,11 @@ def main():
         if left:
             print("demo: stopped leftover processes: %s" % ", ".join(left), file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
+    if rc != 130:
+        held = sum(1 for v in results.values() if v)
+        print("\ndemo %s in %.1f s (this script %.1f s): %d of 5 steps held; everything it "
+              "started is stopped." % ("done" if rc == 0 else "FAILED", time.time() - t_start,
+                                       time.monotonic() - t0, held), flush=True)
     return rc
 
 
