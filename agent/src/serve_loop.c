@@ -458,9 +458,10 @@ drift_text(const struct loop_vars *v, enum bus_mode want, bool cfg,
 		    "redis: %s", mode_name(v->dec.mode), err->msg);
 	else if (want != v->dec.mode)
 		snprintf(msg, n, "this pod runs %s but the topology now wants "
-		    "%s (%d peers: %s); restart the pods so every process "
+		    "%s (%d peer%s: %s); restart the pods so every process "
 		    "uses the same bus", mode_name(v->dec.mode),
-		    mode_name(want), nd->peers, nd->reason);
+		    mode_name(want), nd->peers, nd->peers == 1 ? "" : "s",
+		    nd->reason);
 	else
 		msg[0] = '\0';
 }
