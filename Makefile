@@ -107,11 +107,13 @@ bench-proxy: all
 bundle: all
 	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle
 
-# The Helm chart, manifests/ and the bundle (offline renderer, schemas).
+# The Helm chart, manifests/, the bundle (offline renderer, schemas) and
+# the monitoring objects (promtool, a real Prometheus scraping serve).
 chart-test: all
 	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
 	    tests/integration/test_chart.py tests/integration/test_manifests.py \
-	    tests/integration/test_bundle.py
+	    tests/integration/test_bundle.py tests/integration/test_monitoring_chart.py \
+	    tests/integration/test_monitoring_live.py
 
 demo: deps all
 	scripts/demo.sh

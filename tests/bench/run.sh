@@ -115,6 +115,13 @@ INIT_ENV="POD_NAME=$POD KUBECONFIG=$KC PYLON_AGENT_REDIS_URL=$URL"
 INIT_CMD="$AGENT init --platform kubernetes --env-file $W/cluster.env"
 DECIDE_CMD="$AGENT decide --platform static --replicas 3 --redis-url redis://127.0.0.1:6379/0"
 BASE_CMD="sh tests/bench/baseline_init.sh $KC prod $POD $URL $W/baseline.env"
+# Per command, beside /bin/true (issue 16).  The Redis URL comes from the
+# environment (PYLON_AGENT_REDIS_URL, exported for the timed run), as in a pod.
+VERSION_CMD="$AGENT version"
+NOOP_INIT_CMD="$AGENT init --platform static --replicas 1 --env-file $W/noop-init.env"
+REDIS_INIT_CMD="$AGENT init --platform static --replicas 3 --env-file $W/redis-init.env"
+EXEC_CMD="$AGENT exec --env-file $W/noop.env -- /bin/true"
+PROBE_CMD="$AGENT probe --platform static --replicas 3 --env-file $W/redis.env"
 
 # Sanity: each command works before it is timed.
 # shellcheck disable=SC2086
@@ -122,6 +129,15 @@ agent_env $INIT_ENV $INIT_CMD 2>"$W/init.err" ||
     die "init failed: $(cat "$W/init.err")"
 grep -q "mode=redis peers=10" "$W/cluster.env" ||
     die "init decided otherwise: $(head -1 "$W/cluster.env")"
+agent_env $AGENT init --platform static --replicas 1 --env-file "$W/noop.env" \
+    2>"$W/init.err" || die "init (noop) failed: $(cat "$W/init.err")"
+agent_env PYLON_AGENT_REDIS_URL="$URL" $AGENT init --platform static --replicas 3 \
+    --env-file "$W/redis.env" 2>"$W/init.err" ||
+    die "init (redis) failed: $(cat "$W/init.err")"
+# shellcheck disable=SC2086
+agent_env $EXEC_CMD 2>"$W/exec.err" || die "exec failed: $(cat "$W/exec.err")"
+# shellcheck disable=SC2086
+agent_env $PROBE_CMD >/dev/null 2>"$W/probe.err" || die "probe failed: $(cat "$W/probe.err")"
 
 # ---- per-start counts -------------------------------------------------------
 : >"$REQLOG"
@@ -178,12 +194,34 @@ EOF
 TIMER="hyperfine -N --warmup 3 --runs $RUNS"
 [ $HAVE_HF -eq 1 ] || TIMER="a python loop ($RUNS runs after 3 warm-ups, median)"
 
-say "timing init (K8s discovery + proof), decide, /bin/true"
+say "timing every command in one run beside /bin/true"
 # shellcheck disable=SC2086
 export $INIT_ENV
 export PYLON_AGENT_SERVICEACCOUNT_DIR=/nonexistent
-T1=$(printf '%s\n' "init=$INIT_CMD" "decide=$DECIDE_CMD" "true=/bin/true" |
-    time_cmds)
+PER_CMD=$(printf '%s\n' "true=/bin/true" "version=$VERSION_CMD" "decide=$DECIDE_CMD" \
+    "init-noop=$NOOP_INIT_CMD" "init-redis=$REDIS_INIT_CMD" "exec-noop=$EXEC_CMD" \
+    "probe-redis=$PROBE_CMD" "init=$INIT_CMD")
+T1=$(echo "$PER_CMD" | time_cmds)
+# Peak RSS (median of 5 runs, GNU time; after exec: the larger of the two
+# images) and the shared objects the dynamic loader initialised (dlopen()
+# included: LD_DEBUG=files, distinct "calling init" objects).
+objects_loaded() {
+	rm -f "$W"/ld.*
+	# shellcheck disable=SC2086
+	LD_DEBUG=files LD_DEBUG_OUTPUT="$W/ld" $1 >/dev/null 2>&1 || true
+	cat "$W"/ld.* 2>/dev/null | sed -n 's/.*calling init: //p' | sort -u | wc -l
+}
+PER_ROWS=""
+while IFS='=' read -r label cmd; do
+	rss=$(for i in 1 2 3 4 5; do
+		# shellcheck disable=SC2086
+		peak_rss $cmd
+	done | sort -n | sed -n 3p)
+	PER_ROWS="$PER_ROWS$label $rss $(objects_loaded "$cmd")
+"
+done <<PEREOF
+$PER_CMD
+PEREOF
 # CPU time of one init (user+sys), the agent's own cost without waiting
 CPU_INIT=$(python3 - "$INIT_CMD" <<'EOF'
 import os, resource, shlex, subprocess, sys
@@ -397,6 +435,51 @@ HWM_MIB=$(awk -v k="$HWM" 'BEGIN { printf "%.2f", k / 1024 }')
 PD_MIB=$(awk -v k="$PD" 'BEGIN { printf "%.2f", k / 1024 }')
 ANON_MIB=$(awk -v k="$ANON" 'BEGIN { printf "%.2f", k / 1024 }')
 
+# One row per command: label, timings, RSS, objects, goal and verdict.
+per_goal() {	# label -> "ms kB" goal (empty: none)
+	case $1 in
+	version|decide|exec-noop) echo "2.5 3072" ;;
+	probe-redis) echo "3 -" ;;
+	init) echo "16 -" ;;
+	*) echo "" ;;
+	esac
+}
+per_name() {
+	case $1 in
+	init) echo "init, Kubernetes discovery + proof (fake API)" ;;
+	init-noop) echo "init, static, 1 replica (noop, no Redis)" ;;
+	init-redis) echo "init, static, 3 replicas + bus proof" ;;
+	exec-noop) echo "exec --env-file (noop) -- /bin/true" ;;
+	probe-redis) echo "probe, redis mode (one PING)" ;;
+	true) echo "/bin/true" ;;
+	*) echo "$1" ;;
+	esac
+}
+per_table() {
+	echo "$PER_ROWS" | while read -r label rss objs; do
+		[ -n "$label" ] || continue
+		med=$(fld "$T1" "$label" 2); mean=$(fld "$T1" "$label" 3)
+		min=$(fld "$T1" "$label" 4); max=$(fld "$T1" "$label" 5)
+		g=$(per_goal "$label"); gms=${g% *}; gkb=${g#* }
+		goal=""; v=""
+		if [ -n "$g" ]; then
+			goal="<= $gms ms"
+			v=$(verdict "$med" "<=" "$gms")
+			if [ "$gkb" != "-" ]; then
+				goal="$goal, <= $(awk -v k="$gkb" 'BEGIN { printf "%g", k / 1024 }') MiB"
+				[ "$(verdict "$rss" "<=" "$gkb")" = met ] || v="**missed**"
+			fi
+		fi
+		rssm=$(awk -v k="$rss" 'BEGIN { if (k + 0 > 0) printf "%.2f MiB", k / 1024; else print "?" }')
+		echo "| $(per_name "$label") | $med ms | $mean ms | $min … $max ms | $rssm | $objs | $goal | $v |"
+	done
+}
+per_commands() {
+	echo "$PER_CMD" | while IFS='=' read -r label cmd; do
+		echo "- $(per_name "$label"): \`$(echo "$cmd" | sed "s|$W|\$W|g; s|$ROOT/||g")\`"
+	done
+}
+
 mkdir -p "$(dirname "$OUT")"
 {
 cat <<EOF
@@ -436,6 +519,24 @@ Pod -> ReplicaSet -> Deployment (replicas 3) + an HPA (max 10).
 | peak RSS of \`pylon-agent version\` / \`decide --replicas 3\` | $STARTRSS / $DECIDERSS kB | | |
 
 API requests of one start: $API_PATHS.
+
+### Per command, beside \`/bin/true\` (one run)
+
+All in the same hyperfine run as the table above ($TIMER); peak RSS is
+the median of 5 runs of GNU \`time -f %M\` (for \`exec\` the larger of the
+agent's and \`/bin/true\`'s image); shared objects: the distinct objects
+the dynamic loader initialised, \`dlopen()\` included (\`LD_DEBUG=files\`,
+"calling init" lines; the loader itself counts). Goals: issue 16.
+
+| command | median | mean | min … max | peak RSS | shared objects | goal | |
+|---|---|---|---|---|---|---|---|
+$(per_table)
+
+Exact commands (environment: \`PYLON_AGENT_REDIS_URL\` = the password URL of
+the local \`redis-server\`, and \`POD_NAME\`, \`KUBECONFIG\` as for \`init\` below,
+which the static ones ignore; \`\$W\` is the run's temporary directory):
+
+$(per_commands)
 
 Start-up cost of the linked libraries alone (an empty \`main\` linked with
 \`-Wl,--no-as-needed\` against each set; median of the same timer, peak RSS):
