@@ -987,7 +987,10 @@ bus_session_own_subscribers(struct bus_session *s, long timeout_ms,
 		return err_set(err, EXIT_AGENT_UNPROVEN, "bus session is "
 		    "closed after an earlier failure; reconnect");
 	err_clear(err);
-	/* Our own address as Redis sees it (through NAT or a proxy too). */
+	/* Our own address as Redis sees it (through NAT or a proxy too);
+	 * the caller keeps it for the process's life. */
+	if (ip[0] != '\0' && s->own_ip[0] == '\0')
+		snprintf(s->own_ip, sizeof(s->own_ip), "%s", ip);
 	if (s->own_ip[0] == '\0') {
 		if ((rc = session_command(s, 2, info, deadline, "CLIENT INFO",
 		    &r, denied, err)) != 0)

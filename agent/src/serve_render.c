@@ -226,6 +226,11 @@ serve_status_json(const struct serve_snap *s)
 	    s->numsub_state == NUMSUB_UNDER ? "deaf" :
 	    s->numsub_state == NUMSUB_OVER ? "shared" :
 	    s->numsub_state == NUMSUB_OK ? "ok" : NULL);
+	ok &= json_str(o, "instance", s->decided ? s->dec.instance : NULL);
+	ok &= cJSON_AddBoolToObject(o, "drift", s->drift) != NULL;
+	ok &= cJSON_AddBoolToObject(o, "adopted_from_init", s->adopted) != NULL;
+	ok &= cJSON_AddStringToObject(o, "version", AGENT_VERSION) != NULL;
+	/* issue 20: this pod's own Pylon (after SPEC 6's keys) */
 	if ((r = cJSON_AddObjectToObject(o, "own_pylon")) == NULL)
 		goto out;
 	ok &= json_str(r, "state", s->own_state == OWN_OK ? "subscribed" :
@@ -243,10 +248,6 @@ serve_status_json(const struct serve_snap *s)
 	    (double)s->deaf_total) != NULL;
 	ok &= cJSON_AddNumberToObject(r, "restarts_total",
 	    (double)s->pylon_restarts_total) != NULL;
-	ok &= json_str(o, "instance", s->decided ? s->dec.instance : NULL);
-	ok &= cJSON_AddBoolToObject(o, "drift", s->drift) != NULL;
-	ok &= cJSON_AddBoolToObject(o, "adopted_from_init", s->adopted) != NULL;
-	ok &= cJSON_AddStringToObject(o, "version", AGENT_VERSION) != NULL;
 	if (!ok)
 		goto out;
 	if ((txt = cJSON_PrintUnformatted(o)) == NULL)

@@ -263,6 +263,8 @@ def test_sidecar_answers_pylon_livez_503_for_a_deaf_pylon(redis_factory, procs, 
 
 def test_without_client_permission_it_says_so_once(redis_factory, procs):
     r = redis_factory(users=["agent on >pw ~* &* +@all -client"])
+    # one Pylon of two listening: the count is low, so the agent asks
+    sub = r.subscribe("pylon:cluster:bus")
     port = free_port()
     agent = procs.start_agent(["serve", "--platform", "static", "--replicas", "2",
                                "--redis-url", r.url(user="agent", password="pw"),
