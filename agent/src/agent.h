@@ -138,6 +138,7 @@ enum platform_kind { PLATFORM_AUTO, PLATFORM_KUBERNETES, PLATFORM_FLY,
 enum bus_mode { MODE_AUTO, MODE_REDIS, MODE_NOOP };
 enum disc_policy { DISC_FAIL, DISC_REDIS_IF_CONFIGURED, DISC_NOOP };
 enum drift_policy { DRIFT_REPORT, DRIFT_UNREADY };
+enum deaf_policy { DEAF_HEAL, DEAF_REPORT, DEAF_OFF };
 enum output_fmt { OUT_TEXT, OUT_JSON, OUT_ENV };
 
 #define REPORT_LOG		0x1u
@@ -178,6 +179,9 @@ struct options {
 	unsigned		report;		/* REPORT_* bits */
 	enum drift_policy	on_drift;
 	enum drift_policy	on_bus_loss;	/* report|unready */
+	long			count_interval_ms; /* NUMSUB period */
+	long			deaf_grace_ms;
+	enum deaf_policy	deaf_pylon;	/* heal|report|off */
 	long			api_timeout_ms;
 	char			*kubeconfig;
 	char			*serviceaccount_dir;
@@ -366,6 +370,15 @@ struct pod_state {
 /* The agent's container name: PYLON_AGENT_CONTAINER_NAME, else
  * "pylon-agent" (kube.c). */
 const char *kube_container_name(void);
+
+/* ---- deaf Pylon (deaf.c): CLIENT INFO / CLIENT LIST answers ---------- */
+
+/* The IP of the addr= field of a CLIENT INFO line. */
+bool	deaf_client_ip(const char *info, size_t len, char *ip, size_t n);
+/* Connections with a subscription in a CLIENT LIST answer (*total) and
+ * how many of them come from own_ip (the return value). */
+int	deaf_count_own(const char *list, size_t len, const char *own_ip,
+	    int *total);
 
 /* <env_file>.state into out; -1 when there is no path. */
 int	state_path(const char *env_file, char *out, size_t n);

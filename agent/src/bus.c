@@ -682,6 +682,7 @@ struct bus_session {
 	struct rconn		 sub;
 	struct rconn		 pub;
 	bool			 broken;
+	char			 own_ip[64];	/* CLIENT INFO's addr, cached */
 };
 
 /* Set once an envelope of this process may have reached subscribers:
@@ -924,6 +925,99 @@ bus_session_check(struct bus_session *s, long timeout_ms,
 fail:
 	if (r != NULL)
 		freeReplyObject(r);
+	s->broken = true;
+	rconn_close(&s->sub);
+	rconn_close(&s->pub);
+	return rc ? rc : EXIT_AGENT_UNPROVEN;
+}
+
+/* One command with no channel argument; the reply in *r (the caller frees
+ * it).  An error reply is *denied (NOPERM, an unknown subcommand on an
+ * old Redis): the session stays usable. */
+static int
+session_command(struct bus_session *s, int argc, const char **argv,
+    int64_t deadline, const char *what, redisReply **r, bool *denied,
+    struct agent_err *err)
+{
+	size_t	lens[4];
+	int	i, rc;
+
+	*r = NULL;
+	for (i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	if ((rc = rconn_send(&s->pub, argc, argv, lens, deadline, err)) != 0 ||
+	    (rc = rconn_recv(&s->pub, r, deadline, what, err)) != 0)
+		return rc;
+	if ((*r)->type == REDIS_REPLY_ERROR) {
+		char txt[256];
+
+		server_text((*r)->str, (*r)->len, txt, sizeof(txt));
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s: %s", s->pub.where,
+		    what, txt);
+		*denied = true;
+		freeReplyObject(*r);
+		*r = NULL;
+		return 0;
+	}
+	if ((*r)->type != REDIS_REPLY_STRING && (*r)->type !=
+	    REDIS_REPLY_STATUS) {
+		freeReplyObject(*r);
+		*r = NULL;
+		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s: "
+		    "unexpected reply", s->pub.where, what);
+	}
+	return 0;
+}
+
+int
+bus_session_own_subscribers(struct bus_session *s, long timeout_ms,
+    int *own, int *total, char *ip, size_t ipn, bool *denied,
+    struct agent_err *err)
+{
+	static const char *info[] = { "CLIENT", "INFO" };
+	static const char *list[] = { "CLIENT", "LIST", "TYPE", "pubsub" };
+	redisReply	*r = NULL;
+	int64_t		 deadline;
+	int		 rc;
+
+	*own = *total = 0;
+	*denied = false;
+	deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+	if (s == NULL || s->broken || s->pub.t == NULL)
+		return err_set(err, EXIT_AGENT_UNPROVEN, "bus session is "
+		    "closed after an earlier failure; reconnect");
+	err_clear(err);
+	/* Our own address as Redis sees it (through NAT or a proxy too);
+	 * the caller keeps it for the process's life. */
+	if (ip[0] != '\0' && s->own_ip[0] == '\0')
+		snprintf(s->own_ip, sizeof(s->own_ip), "%s", ip);
+	if (s->own_ip[0] == '\0') {
+		if ((rc = session_command(s, 2, info, deadline, "CLIENT INFO",
+		    &r, denied, err)) != 0)
+			goto fail;
+		if (*denied)
+			return 0;
+		if (!deaf_client_ip(r->str, r->len, s->own_ip,
+		    sizeof(s->own_ip))) {
+			freeReplyObject(r);
+			s->own_ip[0] = '\0';
+			*denied = true;
+			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: CLIENT "
+			    "INFO: no addr= field", s->pub.where);
+			return 0;
+		}
+		freeReplyObject(r);
+	}
+	snprintf(ip, ipn, "%s", s->own_ip);
+	if ((rc = session_command(s, 4, list, deadline,
+	    "CLIENT LIST TYPE pubsub", &r, denied, err)) != 0)
+		goto fail;
+	if (*denied)
+		return 0;
+	*own = deaf_count_own(r->str, r->len, s->own_ip, total);
+	freeReplyObject(r);
+	return 0;
+fail:
 	s->broken = true;
 	rconn_close(&s->sub);
 	rconn_close(&s->pub);

@@ -159,5 +159,15 @@ int	bus_session_open(struct bus_session **, const char *url,
 int	bus_session_check(struct bus_session *, long timeout_ms,
 	    double *latency_ms, long *numsub, struct agent_err *);
 void	bus_session_close(struct bus_session *);
+/* This pod's Pylon subscribers (issue 20): CLIENT INFO, unless ip (in/out)
+ * already holds it, gives our address as Redis sees it, CLIENT LIST TYPE
+ * pubsub every
+ * subscribed connection (*total) and those from ip (*own).  *denied when
+ * Redis refused a command (ACL without +client|info/+client|list, an old
+ * Redis): 0 is returned, err says why, the session stays open.  Else 0 or
+ * an error code (the session is then broken, as after a failed check). */
+int	bus_session_own_subscribers(struct bus_session *, long timeout_ms,
+	    int *own, int *total, char *ip, size_t ipn, bool *denied,
+	    struct agent_err *);
 
 #endif

@@ -47,6 +47,7 @@ static const char *const disc_policies[] = { "fail", "redis-if-configured",
 	"noop", NULL };
 static const char *const drift_policies[] = { "report", "unready", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
+static const char *const deaf_policies[] = { "heal", "report", "off", NULL };
 static const char *const outputs[] = { "text", "json", "env", NULL };
 
 #define OFF(f)	offsetof(struct options, f)
@@ -70,6 +71,19 @@ static const struct opt_row rows[] = {
 	{ "count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",
 	  OFF(count_surge), NULL, C_DISC, NULL,
 	  "count a rolling update's surge pods as peers" },
+	{ "count-interval", "PYLON_AGENT_COUNT_INTERVAL", T_DUR, "60s",
+	  OFF(count_interval_ms), NULL, C_SERVE, "DURATION",
+	  "serve: PUBSUB NUMSUB at most this often (SPEC: a minute), and this "
+	  "pod's CLIENT LIST check when the count is low" },
+	{ "deaf-grace", "PYLON_AGENT_DEAF_GRACE", T_DUR, "45s",
+	  OFF(deaf_grace_ms), NULL, C_SERVE, "DURATION",
+	  "serve: this pod's Pylon is deaf after no subscription from its "
+	  "address for this long (Pylon's reconnect backoff tops out at 30 s)" },
+	{ "deaf-pylon", "PYLON_AGENT_DEAF_PYLON", T_ENUM, "heal",
+	  OFF(deaf_pylon), deaf_policies, C_SERVE, "heal|report|off",
+	  "serve: a deaf Pylon in this pod: heal (restart the supervised "
+	  "command; /pylon-livez 503 for Pylon's livenessProbe), report only, "
+	  "or off (no CLIENT LIST)" },
 	{ "env-file", "PYLON_AGENT_ENV_FILE", T_STR,
 	  "/pylon-agent/cluster.env", OFF(env_file), NULL,
 	  C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",

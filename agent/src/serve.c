@@ -53,6 +53,8 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	sigset_t set;
 	pthread_t th;
 	bool th_started = false, child_done = false, start, done;
+	bool restart, restarting = false;
+	int64_t kill_at = 0;
 	pid_t child = 0;
 	int sig, wst = 0, code = 0, fd_floor, i;
 	char *red;
@@ -77,6 +79,7 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	c->st.s.supervising = c->supervising;
 	c->st.s.unready_on_drift = opts->on_drift == DRIFT_UNREADY;
 	c->st.s.unready_on_bus_loss = opts->on_bus_loss == DRIFT_UNREADY;
+	c->st.s.own_state = opts->deaf_pylon == DEAF_OFF ? OWN_OFF : OWN_UNKNOWN;
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
@@ -136,6 +139,23 @@ cmd_serve(struct options *opts, struct agent_err *err)
 				log_info("serve: %s ignored (no command "
 				    "running)", signame(sig));
 		}
+		if (child_done && restarting) {
+			/* A deaf Pylon's heal: the same command, the same
+			 * environment, a fresh subscription. */
+			restarting = false;
+			pthread_mutex_lock(&c->st.mu);
+			if (!c->st.s.shutting_down) {
+				c->child_start = true;
+				child_done = false;
+			}
+			pthread_mutex_unlock(&c->st.mu);
+			if (!child_done) {
+				log_info("serve: the command (pid %d) stopped "
+				    "(%d); starting it again", (int)child,
+				    supervise_exit_code(wst));
+				child = 0;
+			}
+		}
 		if (child_done) {
 			code = supervise_exit_code(wst);
 			log_info("serve: the command (pid %d) exited; exiting "
@@ -145,6 +165,10 @@ cmd_serve(struct options *opts, struct agent_err *err)
 		pthread_mutex_lock(&c->st.mu);
 		start = c->child_start && child == 0 &&
 		    !c->st.s.shutting_down;
+		restart = c->child_restart;
+		c->child_restart = false;
+		if (c->st.s.shutting_down)
+			restarting = false;
 		if (c->exit_req) {
 			code = c->exit_code;
 			*err = c->exit_err;
@@ -152,6 +176,18 @@ cmd_serve(struct options *opts, struct agent_err *err)
 			break;
 		}
 		pthread_mutex_unlock(&c->st.mu);
+		if (restart && child > 0 && !child_done && !restarting) {
+			log_info("serve: restarting the command (pid %d): "
+			    "SIGTERM, SIGKILL after 10 s", (int)child);
+			supervise_forward(child, SIGTERM);
+			restarting = true;
+			kill_at = now_ms() + 10000;
+		} else if (restarting && now_ms() >= kill_at && kill_at > 0) {
+			log_warnx("serve: the command (pid %d) ignored SIGTERM "
+			    "for 10 s; SIGKILL", (int)child);
+			supervise_forward(child, SIGKILL);
+			kill_at = 0;
+		}
 		if (start) {
 			child = supervise_spawn(opts->cmd_argv, fd_floor, err);
 			if (child < 0) {

@@ -28,6 +28,14 @@ int	cmd_probe(struct options *, struct agent_err *);
 #define SERVE_HIST_BUCKETS	12
 
 enum numsub_state { NUMSUB_UNKNOWN, NUMSUB_OK, NUMSUB_OVER, NUMSUB_UNDER };
+/* This pod's own Pylon subscription (CLIENT LIST, issue 20). */
+enum own_state { OWN_UNKNOWN, OWN_OK, OWN_MISSING, OWN_DEAF, OWN_UNSUPPORTED,
+	OWN_OFF };
+/* /pylon-livez answers 503 this long after a deaf judgment (sidecar
+ * shape: the kubelet's livenessProbe restarts Pylon's container). */
+#define SERVE_PYLON_LIVEZ_WINDOW_MS	60000
+/* Restarts of a deaf Pylon per rolling hour, at most. */
+#define SERVE_DEAF_RESTARTS_PER_HOUR	3
 
 /* Everything a handler may show: plain data, copied by value. */
 struct serve_snap {
@@ -63,6 +71,12 @@ struct serve_snap {
 	int64_t		heartbeat_ms;	/* loop thread's last sign of life */
 	long		stale_ms;	/* heartbeat older than this: dead */
 	pid_t		child;		/* supervised CMD, 0 none */
+	enum own_state	own_state;
+	int		own_subscribers;	/* < 0: not measured */
+	char		own_ip[64];	/* this pod as Redis sees it */
+	uint64_t	deaf_total;	/* deaf judgments */
+	uint64_t	pylon_restarts_total;	/* heals (restart or 503) */
+	int64_t		pylon_livez_fail_until;	/* now_ms() bound of 503 */
 };
 
 struct agent_state {
@@ -79,6 +93,10 @@ int	serve_liveness(const struct serve_snap *, int64_t now,
 	    char *reason, size_t n);
 int	serve_startup(const struct serve_snap *, char *reason, size_t n);
 int	serve_readiness(const struct serve_snap *, char *reason, size_t n);
+/* /pylon-livez: 503 while this pod's Pylon is judged deaf (for a bounded
+ * window), else 200. */
+int	serve_pylon_liveness(const struct serve_snap *, int64_t now,
+	    char *reason, size_t n);
 /* The bus is usable: decided and, redis mode, proven and < 3 failures.
  * (/readyz follows it only with --on-bus-loss unready.) */
 bool	serve_bus_ready(const struct serve_snap *);

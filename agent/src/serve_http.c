@@ -93,6 +93,12 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 		code = serve_liveness(&s, now_ms(), reason, sizeof(reason));
 		return respond_line(conn, code, reason);
 	}
+	if (strcmp(url, "/pylon-livez") == 0) {
+		serve_snap_take(c, &s);
+		code = serve_pylon_liveness(&s, now_ms(), reason,
+		    sizeof(reason));
+		return respond_line(conn, code, reason);
+	}
 	if (strcmp(url, "/startupz") == 0) {
 		serve_snap_take(c, &s);
 		code = serve_startup(&s, reason, sizeof(reason));
@@ -125,7 +131,8 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 		return ret;
 	}
 	return respond_line(conn, MHD_HTTP_NOT_FOUND, "not found: the "
-	    "endpoints are /livez /startupz /readyz /status /metrics");
+	    "endpoints are /livez /startupz /readyz /pylon-livez /status "
+	    "/metrics");
 }
 
 static int

@@ -17,6 +17,7 @@ struct serve_ctx {
 	bool			 supervising;
 	/* loop -> main, under st.mu */
 	bool			 child_start;
+	bool			 child_restart;	/* deaf Pylon: restart CMD */
 	bool			 loop_done;
 	bool			 exit_req;
 	int			 exit_code;

@@ -23,8 +23,9 @@
 #include "serve.h"
 #include "serve_int.h"
 
-/* PUBSUB NUMSUB at most this often (SPEC 10: <= 3 commands a minute). */
-#define NUMSUB_PERIOD_MS	60000L
+/* PUBSUB NUMSUB at most every --count-interval (SPEC 10: <= 3 commands a
+ * minute at the default of 60 s), never more often than this. */
+#define NUMSUB_PERIOD_MIN_MS	1000L
 /* A bus check's own deadline. */
 #define CHECK_TIMEOUT_MIN_MS	500L
 #define CHECK_TIMEOUT_MAX_MS	5000L
@@ -40,6 +41,15 @@ struct loop_vars {
 	int			 numsub_under;	/* low NUMSUB readings in a row */
 	int64_t			 next_numsub;	/* now_ms() of the next one */
 	bool			 opened;	/* a session was open once */
+	/* this pod's own Pylon (issue 20) */
+	int64_t			 own_missing_since;	/* 0: not missing */
+	char			 own_ip[64];	/* CLIENT INFO's, once a process */
+	int64_t			 bus_since;	/* our session (re)opened */
+	int64_t			 heals[SERVE_DEAF_RESTARTS_PER_HOUR];
+	int64_t			 next_heal;	/* backoff between heals */
+	int			 heal_n;	/* heals so far (backoff) */
+	bool			 own_unsupported;
+	bool			 deaf;
 };
 
 static void
@@ -353,7 +363,9 @@ bus_round_trip(struct serve_ctx *c, struct loop_vars *v, double *lat,
 	rc = bus_session_check(v->sess, tmo, lat, want_numsub ? numsub : NULL,
 	    err);
 	if (rc == 0 && want_numsub)
-		v->next_numsub = now_ms() + NUMSUB_PERIOD_MS;
+		v->next_numsub = now_ms() + (o->count_interval_ms >
+		    NUMSUB_PERIOD_MIN_MS ? o->count_interval_ms :
+		    NUMSUB_PERIOD_MIN_MS);
 	if (rc != 0) {
 		bus_session_close(v->sess);
 		v->sess = NULL;
@@ -399,6 +411,176 @@ bus_record(struct serve_ctx *c, int rc, double lat, long numsub,
 	return fails;
 }
 
+/* ---- this pod's own Pylon (issue 20) --------------------------------- */
+
+static void
+own_publish(struct serve_ctx *c, enum own_state st, int own, const char *ip)
+{
+	pthread_mutex_lock(&c->st.mu);
+	c->st.s.own_state = st;
+	c->st.s.own_subscribers = own;
+	if (ip != NULL && ip[0] != '\0')
+		snprintf(c->st.s.own_ip, sizeof(c->st.s.own_ip), "%s", ip);
+	pthread_mutex_unlock(&c->st.mu);
+}
+
+/* A heal is allowed: fewer than SERVE_DEAF_RESTARTS_PER_HOUR in the last
+ * hour, and the backoff since the last one (grace, doubling) passed. */
+static bool
+heal_allowed(struct loop_vars *v, int64_t now)
+{
+	int i, recent = 0;
+
+	for (i = 0; i < SERVE_DEAF_RESTARTS_PER_HOUR; i++)
+		if (v->heals[i] != 0 && now - v->heals[i] < 3600000L)
+			recent++;
+	return recent < SERVE_DEAF_RESTARTS_PER_HOUR && now >= v->next_heal;
+}
+
+static void
+heal_record(const struct options *o, struct loop_vars *v, int64_t now)
+{
+	int i, oldest = 0;
+	int shift = v->heal_n < 5 ? v->heal_n : 5;
+
+	for (i = 1; i < SERVE_DEAF_RESTARTS_PER_HOUR; i++)
+		if (v->heals[i] < v->heals[oldest])
+			oldest = i;
+	v->heals[oldest] = now;
+	v->heal_n++;
+	v->next_heal = now + (o->deaf_grace_ms << shift);
+}
+
+/* Deaf past the grace: report once, then heal (restart the supervised
+ * command, or fail /pylon-livez for the kubelet) within the budget. */
+static void
+own_deaf(struct serve_ctx *c, struct loop_vars *v, const char *ip,
+    int total, int64_t now)
+{
+	const struct options *o = c->opts;
+	char msg[512];
+
+	snprintf(msg, sizeof(msg), "deaf Pylon in this pod: no subscription on "
+	    "\"%s\" from %s for %" PRId64 " s while Redis answers (%d "
+	    "subscription(s) from other pods)", v->dec.channel, ip,
+	    (now - v->own_missing_since) / 1000, total);
+	if (!v->deaf) {
+		v->deaf = true;
+		pthread_mutex_lock(&c->st.mu);
+		c->st.s.deaf_total++;
+		pthread_mutex_unlock(&c->st.mu);
+		log_warnx("serve: %s", msg);
+		report_platform(o, &v->dec, REPORT_KIND_DEAF, msg);
+	}
+	own_publish(c, OWN_DEAF, 0, v->own_ip);
+	if (o->deaf_pylon != DEAF_HEAL)
+		return;
+	if (!heal_allowed(v, now)) {
+		log_debug("serve: deaf Pylon: heal budget (%d an hour, "
+		    "backoff) spent; reporting only", SERVE_DEAF_RESTARTS_PER_HOUR);
+		return;
+	}
+	heal_record(o, v, now);
+	pthread_mutex_lock(&c->st.mu);
+	c->st.s.pylon_restarts_total++;
+	if (c->supervising)
+		c->child_restart = true;
+	else
+		c->st.s.pylon_livez_fail_until = now +
+		    SERVE_PYLON_LIVEZ_WINDOW_MS;
+	pthread_mutex_unlock(&c->st.mu);
+	if (c->supervising)
+		log_warnx("serve: restarting the command so it subscribes "
+		    "again (heal %d; at most %d an hour)", v->heal_n,
+		    SERVE_DEAF_RESTARTS_PER_HOUR);
+	else
+		log_warnx("serve: /pylon-livez answers 503 for %d s so the "
+		    "kubelet restarts Pylon's container (heal %d; at most %d "
+		    "an hour)", SERVE_PYLON_LIVEZ_WINDOW_MS / 1000, v->heal_n,
+		    SERVE_DEAF_RESTARTS_PER_HOUR);
+	/* The grace counts again once the restart had its chance. */
+	v->own_missing_since = 0;
+	v->bus_since = now + (c->supervising ? 0 :
+	    SERVE_PYLON_LIVEZ_WINDOW_MS);
+}
+
+/*
+ * After a good NUMSUB: when the channel has fewer subscribers than Pylons
+ * run (or this pod's was missing), look for this pod's own.  None from our
+ * address for --deaf-grace, counted from when our own session last came
+ * up (Pylon reconnects with backoff up to 30 s after an outage), while
+ * Redis answers: this pod's Pylon is deaf.  A shared outage fails our own
+ * check first, so it never gets here.
+ */
+static void
+own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
+{
+	const struct options *o = c->opts;
+	int expected = v->topo.base > 0 ? v->topo.base : 1;
+	int own = 0, total = 0, rc;
+	int64_t now = now_ms(), since;
+	bool denied = false;
+	struct agent_err err;
+	const char *ip = v->own_ip[0] ? v->own_ip : "this pod";
+
+	if (o->deaf_pylon == DEAF_OFF || v->own_unsupported ||
+	    v->dec.mode != MODE_REDIS || v->sess == NULL)
+		return;
+	if (numsub >= expected && v->own_missing_since == 0 && !v->deaf)
+		return;
+	err_clear(&err);
+	/* Nobody subscribed at all: ours is not either, no need to ask (a
+	 * failover can leave every Pylon half-open at once). */
+	rc = numsub == 0 ? 0 : bus_session_own_subscribers(v->sess,
+	    CHECK_TIMEOUT_MAX_MS, &own, &total, v->own_ip, sizeof(v->own_ip),
+	    &denied, &err);
+	if (v->own_ip[0])
+		ip = v->own_ip;
+	if (rc != 0) {
+		log_debug("serve: CLIENT LIST failed: %s", err.msg);
+		bus_session_close(v->sess);
+		v->sess = NULL;
+		return;
+	}
+	if (denied) {
+		v->own_unsupported = true;
+		own_publish(c, OWN_UNSUPPORTED, -1, NULL);
+		log_warnx("serve: cannot tell whether this pod's Pylon is deaf "
+		    "(%s); allow it with ACL SETUSER <user> +client|info "
+		    "+client|list, or set --deaf-pylon off; the channel-wide "
+		    "count (PUBSUB NUMSUB) still reports a deaf Pylon", err.msg);
+		return;
+	}
+	if (own > 0) {
+		if (v->own_missing_since != 0 || v->deaf)
+			log_info("serve: this pod's Pylon is subscribed again "
+			    "(%d connection(s) from %s)", own, ip);
+		v->own_missing_since = 0;
+		v->deaf = false;
+		own_publish(c, OWN_OK, own, v->own_ip);
+		pthread_mutex_lock(&c->st.mu);
+		c->st.s.pylon_livez_fail_until = 0;
+		pthread_mutex_unlock(&c->st.mu);
+		return;
+	}
+	if (v->own_missing_since == 0) {
+		v->own_missing_since = now;
+		if (!v->deaf)
+			log_info("serve: no subscription from this pod's address "
+			    "%s on \"%s\" (%ld on the channel, %d running); "
+			    "deaf if it stays so for %ld s", ip, v->dec.channel,
+			    numsub, expected, o->deaf_grace_ms / 1000);
+	}
+	since = v->own_missing_since > v->bus_since ? v->own_missing_since :
+	    v->bus_since;
+	/* Judged at the count after the grace ends: no extra command (SPEC
+	 * 10's budget holds during a deaf episode too). */
+	if (now - since >= o->deaf_grace_ms)
+		own_deaf(c, v, ip, total, now);
+	else if (!v->deaf)
+		own_publish(c, OWN_MISSING, 0, v->own_ip);
+}
+
 /* One steady-state check, or a reconnect when the session is gone. */
 static void
 bus_tick(struct serve_ctx *c, struct loop_vars *v)
@@ -427,8 +609,12 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 			report_platform(o, &v->dec, REPORT_KIND_READY,
 			    "bus recovered");
 		}
-		if (numsub >= 0)
+		if (reconnected || recovered || v->bus_since == 0)
+			v->bus_since = now_ms();
+		if (numsub >= 0) {
 			numsub_note(c, v, numsub);
+			own_check(c, v, numsub);
+		}
 		return;
 	}
 	v->good_checks = 0;

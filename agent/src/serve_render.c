@@ -43,6 +43,7 @@ serve_snap_init(struct serve_snap *s)
 	s->start_mode = MODE_AUTO;
 	s->latency_ms = -1;
 	s->numsub = -1;
+	s->own_subscribers = -1;
 	snprintf(s->phase, sizeof(s->phase), "discovering the topology");
 }
 
@@ -56,6 +57,21 @@ serve_liveness(const struct serve_snap *s, int64_t now, char *reason,
 		return 503;
 	}
 	snprintf(reason, n, "ok");
+	return 200;
+}
+
+int
+serve_pylon_liveness(const struct serve_snap *s, int64_t now, char *reason,
+    size_t n)
+{
+	if (s->pylon_livez_fail_until > now) {
+		snprintf(reason, n, "deaf Pylon: no subscription from %s on "
+		    "\"%s\"; restart Pylon's container", s->own_ip,
+		    s->dec.channel);
+		return 503;
+	}
+	snprintf(reason, n, "ok%s", s->own_state == OWN_OK ? ": subscribed" :
+	    s->own_state == OWN_MISSING ? ": no subscription yet (grace)" : "");
 	return 200;
 }
 
@@ -214,6 +230,24 @@ serve_status_json(const struct serve_snap *s)
 	ok &= cJSON_AddBoolToObject(o, "drift", s->drift) != NULL;
 	ok &= cJSON_AddBoolToObject(o, "adopted_from_init", s->adopted) != NULL;
 	ok &= cJSON_AddStringToObject(o, "version", AGENT_VERSION) != NULL;
+	/* issue 20: this pod's own Pylon (after SPEC 6's keys) */
+	if ((r = cJSON_AddObjectToObject(o, "own_pylon")) == NULL)
+		goto out;
+	ok &= json_str(r, "state", s->own_state == OWN_OK ? "subscribed" :
+	    s->own_state == OWN_MISSING ? "missing" :
+	    s->own_state == OWN_DEAF ? "deaf" :
+	    s->own_state == OWN_UNSUPPORTED ? "unsupported" :
+	    s->own_state == OWN_OFF ? "off" : NULL);
+	if (s->own_subscribers >= 0)
+		ok &= cJSON_AddNumberToObject(r, "subscriptions",
+		    s->own_subscribers) != NULL;
+	else
+		ok &= cJSON_AddNullToObject(r, "subscriptions") != NULL;
+	ok &= json_str(r, "address", s->own_ip[0] ? s->own_ip : NULL);
+	ok &= cJSON_AddNumberToObject(r, "deaf_total",
+	    (double)s->deaf_total) != NULL;
+	ok &= cJSON_AddNumberToObject(r, "restarts_total",
+	    (double)s->pylon_restarts_total) != NULL;
 	if (!ok)
 		goto out;
 	if ((txt = cJSON_PrintUnformatted(o)) == NULL)
@@ -397,6 +431,15 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	    "app has peers (another deploy shares the namespace).");
 	sb_printf(&b, "pylon_agent_bus_namespace_shared %d\n",
 	    s->numsub_state == NUMSUB_OVER);
+	sb_family(&b, "pylon_agent_pylon_deaf", "gauge",
+	    "1 while this pod's own Pylon has no subscription on the channel "
+	    "(CLIENT LIST from this pod's address, past --deaf-grace).");
+	sb_printf(&b, "pylon_agent_pylon_deaf %d\n", s->own_state == OWN_DEAF);
+	sb_family(&b, "pylon_agent_pylon_restarts_total", "counter",
+	    "Heals of a deaf Pylon: restarts of the supervised command, or "
+	    "/pylon-livez failure windows for the kubelet.");
+	sb_printf(&b, "pylon_agent_pylon_restarts_total %" PRIu64 "\n",
+	    s->pylon_restarts_total);
 	sb_costs(&b);
 	sb_family(&b, "pylon_agent_drift", "gauge",
 	    "1 when a resync would pick another mode than this pod "

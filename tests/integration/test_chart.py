@@ -227,6 +227,10 @@ def test_missing_secret_fails_with_instructions(renderer):
      "agent.mode=redis"),
     ({"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}},
      "not both"),
+    ({"agent": {"shape": "init"}, "pylon": {"probes": {"liveness": {"fromAgent": True}}}},
+     "needs agent.shape nativeSidecar or classicSidecar"),
+    ({"agent": {"deafPylon": "report"},
+      "pylon": {"probes": {"liveness": {"fromAgent": True}}}}, "needs agent.deafPylon heal"),
 ])
 def test_bad_values_fail_render(renderer, bad, msg):
     rc, _, err = chartlib.render(renderer, values=merge(SECRET, bad))
@@ -322,6 +326,27 @@ def test_native_sidecar_shape(renderer):
     for c in spec["initContainers"][:2]:
         assert "restartPolicy" not in c
         assert "readinessProbe" not in c and "startupProbe" not in c
+
+
+@pytest.mark.parametrize("shape", ["nativeSidecar", "classicSidecar"])
+def test_deaf_pylon_liveness_from_agent(renderer, shape):
+    """Opt-in (issue 20): Pylon's livenessProbe on the agent's /pylon-livez,
+    so the kubelet restarts only this pod's deaf Pylon."""
+    doc = rendered(renderer, values=merge(SECRET, {"agent": {"shape": shape}}))
+    spec = pod_spec(doc)
+    assert http_probe(container(spec, "pylon"), "livenessProbe") == ("/health", "http")
+    agents = [c for c in spec["initContainers"] + spec["containers"]
+              if c["name"] == "pylon-agent"]
+    assert env_map(agents[0])["PYLON_AGENT_DEAF_PYLON"]["value"] == "heal"
+    doc = rendered(renderer, values=merge(SECRET, {
+        "agent": {"shape": shape},
+        "pylon": {"probes": {"liveness": {"fromAgent": True}}}}))
+    spec = pod_spec(doc)
+    pylon = container(spec, "pylon")
+    assert http_probe(pylon, "livenessProbe") == ("/pylon-livez", 4320)
+    # readiness and startup still ask Pylon itself
+    assert http_probe(pylon, "readinessProbe") == ("/health", "http")
+    assert http_probe(pylon, "startupProbe") == ("/health", "http")
 
 
 def test_init_shape(renderer):

@@ -207,7 +207,8 @@ def test_noop_endpoints_codes_and_bodies(procs):
         assert hdr["Content-Type"].startswith("text/plain")
     st = status_json(port)
     assert list(st) == ["mode", "reason", "platform", "peers", "namespace", "channel",
-                        "redis", "instance", "drift", "adopted_from_init", "version"]
+                        "redis", "instance", "drift", "adopted_from_init", "version",
+                        "own_pylon"]
     assert st["mode"] == "noop" and st["peers"] == 1 and st["platform"] == "static"
     assert st["channel"] == "pylon:cluster:bus" and st["drift"] is False
     assert st["redis"] == {"url": None, "proven": False, "latency_ms": None, "error": None,
@@ -794,8 +795,12 @@ def test_sidecar_after_init_adopts_decision_and_proof(procs, tmp_path):
                          "pod", "--redis-url", r.url, "--env-file", str(env_file)], env=env)
         assert res.returncode == 0, res.stderr
         port = free_port()
+        # (--deaf-pylon off: one subscriber for 2 replicas would make the
+        # first count look for this pod's Pylon, 2 CLIENT commands more;
+        # test_deaf_pylon.py covers those)
         p, _ = start_serve(procs, serve_args(port, "--replicas", "2", "--namespace", "pod",
-                                             "--redis-url", r.url, "--env-file", str(env_file)),
+                                             "--redis-url", r.url, "--env-file", str(env_file),
+                                             "--deaf-pylon", "off"),
                            env=env, wait="/readyz")
         st = status_json(port)
         assert st["adopted_from_init"] is True and st["redis"]["proven"] is True

@@ -197,6 +197,8 @@ Environment of an agent container.  Call with
   value: {{ printf "0.0.0.0:%d" (int $v.agent.port) | quote }}
 - name: PYLON_AGENT_ON_DRIFT
   value: {{ $v.agent.onDrift | quote }}
+- name: PYLON_AGENT_DEAF_PYLON
+  value: {{ $v.agent.deafPylon | default "heal" | quote }}
 - name: PYLON_AGENT_INTERVAL
   value: {{ $v.agent.interval | quote }}
 - name: PYLON_AGENT_RESYNC
