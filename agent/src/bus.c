@@ -409,6 +409,63 @@ fail:
 	return rc ? rc : EXIT_AGENT_UNPROVEN;
 }
 
+/*
+ * ?protocol=resp3: Pylon's client sends HELLO 3 on its connections.  The
+ * answer is a RESP3 map, which hiredis 0.14 cannot parse, so the check has
+ * a connection of its own and reads only the first line: '%' (a map) is
+ * yes, '-' is the server's refusal; then the connection is closed.
+ */
+static int
+do_hello3(const struct ctx *x, int64_t deadline, struct agent_err *err)
+{
+	struct rconn	 c;
+	const char	*argv[2] = { "HELLO", "3" };
+	size_t		 lens[2] = { 5, 1 }, got = 0, n, line;
+	char		 buf[512], txt[256], *nl;
+	enum tr_status	 st;
+	int		 rc;
+
+	if ((rc = conn_setup(x, &c, deadline, err)) != 0)
+		return rc;
+	if ((rc = rconn_send(&c, 2, argv, lens, deadline, err)) != 0)
+		goto out;
+	while (got < sizeof(buf) && memchr(buf, '\n', got) == NULL) {
+		st = transport_read(c.t, buf + got, sizeof(buf) - got, &n,
+		    deadline, err);
+		if (st == TR_TIMEOUT) {
+			rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: read "
+			    "timeout: no reply to HELLO 3", c.where);
+			goto out;
+		}
+		if (st != TR_OK) {
+			rc = err->code ? err->code : EXIT_AGENT_UNPROVEN;
+			goto out;
+		}
+		got += n;
+	}
+	nl = memchr(buf, '\n', got);
+	line = nl != NULL ? (size_t)(nl - buf) : got;
+	if (line > 0 && buf[line - 1] == '\r')
+		line--;
+	if (got > 0 && buf[0] == '%') {
+		rc = 0;
+	} else if (got > 0 && buf[0] == '-') {
+		server_text(buf + 1, line > 0 ? line - 1 : 0, txt, sizeof(txt));
+		reply_fatal = true;
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "failed (server: %s): the URL asks for ?protocol=resp3, "
+		    "which Pylon sends as HELLO 3 on every connection, and "
+		    "this server refuses it (RESP3 needs Redis 6 or later); "
+		    "drop ?protocol=resp3 from the URL", c.where, txt);
+	} else {
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3: "
+		    "unexpected reply (not a RESP3 map)", c.where);
+	}
+out:
+	rconn_close(&c);
+	return rc;
+}
+
 /* A pub/sub push: ["message", channel, payload] (RESP2). */
 static bool
 is_push(const redisReply *r, const char *kind)
@@ -628,6 +685,9 @@ attempt_run(const struct ctx *x, struct attempt *a, const char *env,
 			goto fail;
 		return 0;
 	}
+	/* Pylon's own handshake with ?protocol=resp3 (research: HELLO 3). */
+	if (x->u->resp3 && (rc = do_hello3(x, deadline, err)) != 0)
+		return rc;
 	if ((rc = conn_setup(x, &a->sub, deadline, err)) != 0)
 		return rc;
 	if ((rc = do_subscribe(x, &a->sub, deadline, err)) != 0)

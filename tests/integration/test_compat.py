@@ -93,3 +93,60 @@ def test_check_refused_url(redis_factory):
     d = json.loads(res.stdout)
     assert res.returncode == 0 and d["redis"]["proof_tried"] is False, res.stdout
     assert any("cannot be used by Pylon" in w for w in d["warnings"]), d
+
+
+def test_resp3_is_proven_with_hello_3(redis_factory, tmp_path):
+    """?protocol=resp3: Pylon sends HELLO 3 on its connections; the agent
+    proves exactly that (redis-server 7 speaks RESP3), and a server that
+    refuses HELLO 3 is refused at once, not retried to the deadline."""
+    import socket
+    import threading
+    import time
+    r = redis_factory(requirepass="r3-s3cret")
+    env_file = tmp_path / "cluster.env"
+    res = run_agent(["init", "--platform", "static", "--replicas", "2",
+                     "--redis-url", r.url() + "?protocol=resp3", "--timeout", "5s",
+                     "--env-file", str(env_file)])
+    assert res.returncode == 0, res.stderr
+    assert "protocol=resp3" in env_file.read_text()
+    stats = r.cmd("INFO", "commandstats").decode()
+    assert "cmdstat_hello:calls=1," in stats, stats
+
+    # a RESP2-only server (Redis 5 answers HELLO with an unknown command)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    seen = []
+
+    def old_redis():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n" not in data[-2:] or data.count(b"$") < 1:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+                if b"HELLO" in data.upper():
+                    seen.append(data)
+                    c.sendall(b"-ERR unknown command 'HELLO'\r\n")
+                    break
+            time.sleep(0.2)
+            c.close()
+    threading.Thread(target=old_redis, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        res = run_agent(["init", "--platform", "static", "--replicas", "2", "--redis-url",
+                         "redis://127.0.0.1:%d?protocol=resp3" % srv.getsockname()[1],
+                         "--timeout", "20s", "--env-file", str(tmp_path / "old.env")])
+        assert res.returncode == 69, res.stderr
+        assert time.monotonic() - t0 < 5, "retried a refusal no retry can change"
+        last = res.stderr.strip().splitlines()[-1]
+        assert "HELLO 3 failed" in last and "drop ?protocol=resp3" in last, last
+        assert len(seen) == 1
+        assert not (tmp_path / "old.env").exists()
+    finally:
+        srv.close()
