@@ -44,22 +44,24 @@ signame(int sig)
 	}
 }
 
-int
-cmd_serve(struct options *opts, struct agent_err *err)
+/* The main thread's view of the supervised command. */
+struct child_ctl {
+	pid_t	pid;		/* 0: none running */
+	int	wstatus;
+	bool	done;		/* reaped */
+	bool	restarting;	/* a deaf Pylon's heal is under way */
+	int64_t	kill_at;	/* SIGKILL then, unless reaped; 0: sent */
+	int	fd_floor;
+};
+
+/* Floors (a zero period would hammer Redis or the API server) and the
+ * context, before any thread exists. */
+static struct serve_ctx *
+serve_ctx_new(struct options *opts, struct agent_err *err)
 {
 	struct serve_ctx *c;
-	struct httpd *d = NULL;
-	struct timespec ts;
-	sigset_t set;
-	pthread_t th;
-	bool th_started = false, child_done = false, start, done;
-	bool restart, restarting = false;
-	int64_t kill_at = 0;
-	pid_t child = 0;
-	int sig, wst = 0, code = 0, fd_floor, i;
 	char *red;
 
-	/* Floors: a zero period would hammer Redis or the API server. */
 	if (opts->interval_ms < SERVE_MIN_INTERVAL_MS) {
 		log_warnx("serve: --interval %ld ms is too short; using %d ms",
 		    opts->interval_ms, SERVE_MIN_INTERVAL_MS);
@@ -70,8 +72,10 @@ cmd_serve(struct options *opts, struct agent_err *err)
 		    opts->resync_ms, SERVE_MIN_RESYNC_MS);
 		opts->resync_ms = SERVE_MIN_RESYNC_MS;
 	}
-	if ((c = a_calloc(1, sizeof(*c))) == NULL)
-		return err_oom(err, "serve");
+	if ((c = a_calloc(1, sizeof(*c))) == NULL) {
+		err_oom(err, "serve");
+		return NULL;
+	}
 	c->opts = opts;
 	c->supervising = opts->cmd_argc > 0 && opts->cmd_argv != NULL;
 	pthread_mutex_init(&c->st.mu, NULL);
@@ -83,134 +87,157 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
-	if ((code = proxy_serve_begin(opts, &c->proxy, err)) != 0)
-		goto out;
-	if (opts->redis_url != NULL && opts->redis_url[0] != '\0') {
-		if ((red = redis_url_redact(opts->redis_url)) != NULL) {
-			snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url),
-			    "%s", red);
-			a_free(red);
-		}
+	if (opts->redis_url != NULL && opts->redis_url[0] != '\0' &&
+	    (red = redis_url_redact(opts->redis_url)) != NULL) {
+		snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url), "%s",
+		    red);
+		a_free(red);
 	}
+	return c;
+}
 
-	fd_floor = supervise_fd_floor();
-	/* Before any thread exists, so every thread inherits the mask. */
-	supervise_block_signals(&set);
-	if (c->supervising)
-		supervise_subreaper();
-	if ((d = serve_http_start(c, err)) == NULL) {
-		code = err->code;
-		goto out;
+/* One signal: shutdown, forwarded to the command, or ignored.  True when
+ * serve itself should stop now. */
+static bool
+on_signal(struct serve_ctx *c, struct child_ctl *ch, int sig)
+{
+	if (sig == SIGTERM || sig == SIGINT) {
+		pthread_mutex_lock(&c->st.mu);
+		c->st.s.shutting_down = true;
+		pthread_mutex_unlock(&c->st.mu);
 	}
-	log_info("serve: listening on %s (/livez /startupz /readyz /status "
-	    "/metrics)%s", opts->listen, c->supervising ? "; will start the "
-	    "command once the bus is decided and proven" : "");
-
-	if ((i = pthread_create(&th, NULL, serve_loop, c)) != 0) {
-		code = err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start "
-		    "the check loop: %s", strerror(i));
-		goto out;
+	if (ch->pid > 0 && !ch->done) {
+		log_info("serve: forwarding %s to the command (pid %d)",
+		    signame(sig), (int)ch->pid);
+		supervise_forward(ch->pid, sig);
+		return false;
 	}
-	th_started = true;
+	if (sig == SIGTERM || sig == SIGINT) {
+		log_info("serve: %s: shutting down", signame(sig));
+		return true;
+	}
+	log_info("serve: %s ignored (no command running)", signame(sig));
+	return false;
+}
 
+/* A reaped command that the heal stopped: start it again (same command,
+ * same environment) unless serve is shutting down. */
+static void
+child_reaped_for_restart(struct serve_ctx *c, struct child_ctl *ch)
+{
+	ch->restarting = false;
+	pthread_mutex_lock(&c->st.mu);
+	if (!c->st.s.shutting_down) {
+		c->child_start = true;
+		ch->done = false;
+	}
+	pthread_mutex_unlock(&c->st.mu);
+	if (!ch->done) {
+		log_info("serve: the command (pid %d) stopped (%d); starting "
+		    "it again", (int)ch->pid, supervise_exit_code(ch->wstatus));
+		ch->pid = 0;
+	}
+}
+
+/* What the loop thread asked for: an exit, a first start or a restart.
+ * Returns 1 to stop with *code, -1 on a spawn failure, else 0. */
+static int
+child_step(struct serve_ctx *c, struct child_ctl *ch, int *code,
+    struct agent_err *err)
+{
+	bool start, restart;
+
+	pthread_mutex_lock(&c->st.mu);
+	start = c->child_start && ch->pid == 0 && !c->st.s.shutting_down;
+	restart = c->child_restart;
+	c->child_restart = false;
+	if (c->st.s.shutting_down)
+		ch->restarting = false;
+	if (c->exit_req) {
+		*code = c->exit_code;
+		*err = c->exit_err;
+		pthread_mutex_unlock(&c->st.mu);
+		return 1;
+	}
+	pthread_mutex_unlock(&c->st.mu);
+	if (restart && ch->pid > 0 && !ch->done && !ch->restarting) {
+		log_info("serve: restarting the command (pid %d): SIGTERM, "
+		    "SIGKILL after 10 s", (int)ch->pid);
+		supervise_forward(ch->pid, SIGTERM);
+		ch->restarting = true;
+		ch->kill_at = now_ms() + 10000;
+	} else if (ch->restarting && ch->kill_at > 0 &&
+	    now_ms() >= ch->kill_at) {
+		log_warnx("serve: the command (pid %d) ignored SIGTERM for "
+		    "10 s; SIGKILL", (int)ch->pid);
+		supervise_forward(ch->pid, SIGKILL);
+		ch->kill_at = 0;
+	}
+	if (!start)
+		return 0;
+	if ((ch->pid = supervise_spawn(c->opts->cmd_argv, ch->fd_floor,
+	    err)) < 0) {
+		*code = err->code;
+		return -1;
+	}
+	log_info("serve: started %s (pid %d)", c->opts->cmd_argv[0],
+	    (int)ch->pid);
+	pthread_mutex_lock(&c->st.mu);
+	c->st.s.child = ch->pid;
+	c->child_start = false;
+	pthread_mutex_unlock(&c->st.mu);
+	return 0;
+}
+
+/* The main thread: signals (sigtimedwait, 50 ms), the command, the loop
+ * thread's requests.  Returns serve's exit code. */
+static int
+serve_wait(struct serve_ctx *c, const sigset_t *set, int fd_floor,
+    struct agent_err *err)
+{
+	struct child_ctl ch;
+	struct timespec ts;
+	int sig, code = 0;
+
+	memset(&ch, 0, sizeof(ch));
+	ch.fd_floor = fd_floor;
 	ts.tv_sec = 0;
 	ts.tv_nsec = 50 * 1000000L;
 	for (;;) {
-		sig = sigtimedwait(&set, NULL, &ts);
-		if (sig == SIGCHLD || (sig == -1 && child > 0)) {
-			if (supervise_reap(child, &wst))
-				child_done = true;
-		} else if (sig > 0) {
-			if (sig == SIGTERM || sig == SIGINT) {
-				pthread_mutex_lock(&c->st.mu);
-				c->st.s.shutting_down = true;
-				pthread_mutex_unlock(&c->st.mu);
-			}
-			if (child > 0 && !child_done) {
-				log_info("serve: forwarding %s to the command "
-				    "(pid %d)", signame(sig), (int)child);
-				supervise_forward(child, sig);
-			} else if (sig == SIGTERM || sig == SIGINT) {
-				log_info("serve: %s: shutting down",
-				    signame(sig));
-				code = 0;
-				break;
-			} else
-				log_info("serve: %s ignored (no command "
-				    "running)", signame(sig));
-		}
-		if (child_done && restarting) {
-			/* A deaf Pylon's heal: the same command, the same
-			 * environment, a fresh subscription. */
-			restarting = false;
-			pthread_mutex_lock(&c->st.mu);
-			if (!c->st.s.shutting_down) {
-				c->child_start = true;
-				child_done = false;
-			}
-			pthread_mutex_unlock(&c->st.mu);
-			if (!child_done) {
-				log_info("serve: the command (pid %d) stopped "
-				    "(%d); starting it again", (int)child,
-				    supervise_exit_code(wst));
-				child = 0;
-			}
-		}
-		if (child_done) {
-			code = supervise_exit_code(wst);
+		sig = sigtimedwait(set, NULL, &ts);
+		if (sig == SIGCHLD || (sig == -1 && ch.pid > 0)) {
+			if (supervise_reap(ch.pid, &ch.wstatus))
+				ch.done = true;
+		} else if (sig > 0 && on_signal(c, &ch, sig))
+			return 0;
+		if (ch.done && ch.restarting)
+			child_reaped_for_restart(c, &ch);
+		if (ch.done) {
+			code = supervise_exit_code(ch.wstatus);
 			log_info("serve: the command (pid %d) exited; exiting "
-			    "with %d", (int)child, code);
-			break;
+			    "with %d", (int)ch.pid, code);
+			return code;
 		}
-		pthread_mutex_lock(&c->st.mu);
-		start = c->child_start && child == 0 &&
-		    !c->st.s.shutting_down;
-		restart = c->child_restart;
-		c->child_restart = false;
-		if (c->st.s.shutting_down)
-			restarting = false;
-		if (c->exit_req) {
-			code = c->exit_code;
-			*err = c->exit_err;
-			pthread_mutex_unlock(&c->st.mu);
-			break;
-		}
-		pthread_mutex_unlock(&c->st.mu);
-		if (restart && child > 0 && !child_done && !restarting) {
-			log_info("serve: restarting the command (pid %d): "
-			    "SIGTERM, SIGKILL after 10 s", (int)child);
-			supervise_forward(child, SIGTERM);
-			restarting = true;
-			kill_at = now_ms() + 10000;
-		} else if (restarting && now_ms() >= kill_at && kill_at > 0) {
-			log_warnx("serve: the command (pid %d) ignored SIGTERM "
-			    "for 10 s; SIGKILL", (int)child);
-			supervise_forward(child, SIGKILL);
-			kill_at = 0;
-		}
-		if (start) {
-			child = supervise_spawn(opts->cmd_argv, fd_floor, err);
-			if (child < 0) {
-				code = err->code;
-				break;
-			}
-			log_info("serve: started %s (pid %d)",
-			    opts->cmd_argv[0], (int)child);
-			pthread_mutex_lock(&c->st.mu);
-			c->st.s.child = child;
-			c->child_start = false;
-			pthread_mutex_unlock(&c->st.mu);
-		}
+		if (child_step(c, &ch, &code, err) != 0)
+			return code;
 	}
+}
 
-out:
+/* Stops the HTTP server and the proxy, and waits a little for the loop
+ * thread (it may be inside a call with its own deadline); never longer:
+ * SPEC 6 wants an exit within a second. */
+static int
+serve_finish(struct serve_ctx *c, struct httpd *d, pthread_t th,
+    bool th_started, int code, struct agent_err *err)
+{
+	struct timespec ts;
+	bool done = !th_started;
+	int i;
+
 	c->stop = 1;
 	serve_http_stop(d);
 	proxy_stop(c->proxy);
 	c->proxy = NULL;
-	done = !th_started;
-	/* The loop may be inside a Redis or API call with its own deadline;
-	 * wait a little for it, no longer. */
 	for (i = 0; th_started && i < 25; i++) {
 		pthread_mutex_lock(&c->st.mu);
 		done = c->loop_done;
@@ -221,26 +248,58 @@ out:
 		ts.tv_nsec = 20 * 1000000L;
 		nanosleep(&ts, NULL);
 	}
-	if (th_started && done) {
-		pthread_join(th, NULL);
-		pthread_mutex_destroy(&c->st.mu);
-		a_free(c);
-	} else if (th_started) {
+	if (th_started && !done) {
 		/* Still inside a call with its own deadline: exiting must
-		 * not wait for it (SPEC 6: exit within a second), nor run
-		 * library destructors under its feet. */
+		 * not wait for it, nor run library destructors under its
+		 * feet. */
 		log_debug("serve: the check loop is busy; exiting without it");
 		if (code != 0 && err->msg[0] != '\0')
 			log_errorx("%s", err->msg);
 		fflush(stdout);
 		fflush(stderr);
 		_exit(code);
-	} else {
-		pthread_mutex_destroy(&c->st.mu);
-		a_free(c);
 	}
+	if (th_started)
+		pthread_join(th, NULL);
+	pthread_mutex_destroy(&c->st.mu);
+	a_free(c);
 	if (code == 0)
 		err_clear(err);
 	return code;
 }
 
+int
+cmd_serve(struct options *opts, struct agent_err *err)
+{
+	struct serve_ctx *c;
+	struct httpd *d = NULL;
+	sigset_t set;
+	pthread_t th;
+	bool th_started = false;
+	int code = 0, fd_floor, i;
+
+	memset(&th, 0, sizeof(th));
+	if ((c = serve_ctx_new(opts, err)) == NULL)
+		return err->code;
+	if ((code = proxy_serve_begin(opts, &c->proxy, err)) != 0)
+		return serve_finish(c, d, th, false, code, err);
+	fd_floor = supervise_fd_floor();
+	/* Before any thread exists, so every thread inherits the mask. */
+	supervise_block_signals(&set);
+	if (c->supervising)
+		supervise_subreaper();
+	if ((d = serve_http_start(c, err)) == NULL)
+		return serve_finish(c, d, th, false, err->code, err);
+	log_info("serve: listening on %s (/livez /startupz /readyz "
+	    "/pylon-livez /status /metrics)%s", opts->listen,
+	    c->supervising ? "; will start the command once the bus is "
+	    "decided and proven" : "");
+	if ((i = pthread_create(&th, NULL, serve_loop, c)) != 0) {
+		code = err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start "
+		    "the check loop: %s", strerror(i));
+		return serve_finish(c, d, th, false, code, err);
+	}
+	th_started = true;
+	code = serve_wait(c, &set, fd_floor, err);
+	return serve_finish(c, d, th, th_started, code, err);
+}
