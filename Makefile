@@ -69,6 +69,7 @@ integration: all
 
 test: deps
 	scripts/pylon-cache.sh
+	scripts/bookworm-cache.sh
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) fuzz-smoke
