@@ -25,7 +25,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, free_port
+from conftest import ROOT
 import podmanlib
 from podmanlib import Podman
 
@@ -110,9 +110,9 @@ def test_agent_image_non_root_and_version(pm, images):
     p = pm.run(["--rm", "--network", "none", "--entrypoint", "sh", AGENT_IMG, "-c",
                 "command -v cc gcc make patchelf; ls /opt/pylon-agent; ulimit -n"],
                check=False)
-    assert p.stdout.split() == ["bin", "lib", "lib-dlopen", "20000"] or \
-        p.stdout.split()[-1] == str(podmanlib.hard_limits()[0]), p.stdout
-    assert "cc" not in p.stdout and "make" not in p.stdout
+    # (no compiler, make or patchelf on PATH; containers.conf's nofile)
+    assert p.stdout.split() == ["bin", "lib", "lib-dlopen",
+                                str(podmanlib.hard_limits()[0])], p.stdout
     size = pm.image_size(AGENT_IMG)
     base = pm.image_size("localhost/pylon-agent-test-base:" + TAG)
     print("agent image: %d bytes (%.1f MB; base %.1f MB)" % (size, size / 1e6, base / 1e6))
