@@ -31,7 +31,8 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bundle format format-check lint chart-test
+	fuzz bench bench-proxy bundle format format-check lint chart-test \
+	podman-test
 
 all: $(BUILD)/pylon-agent
 
@@ -113,6 +114,14 @@ chart-test: all
 	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
 	    tests/integration/test_chart.py tests/integration/test_manifests.py \
 	    tests/integration/test_bundle.py
+
+# The agent's image built with podman and the chart's pods kube-played
+# (docs/containers.md); part of `make test` too.
+podman-test: all
+	scripts/bookworm-cache.sh
+	scripts/pylon-cache.sh
+	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
+	    tests/integration/test_podman.py
 
 demo: deps all
 	scripts/demo.sh
