@@ -31,7 +31,8 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bundle format format-check lint chart-test
+	fuzz bench bench-proxy bundle format format-check lint chart-test \
+	podman-test
 
 all: $(BUILD)/pylon-agent
 
@@ -69,6 +70,7 @@ integration: all
 
 test: deps
 	scripts/pylon-cache.sh
+	scripts/bookworm-cache.sh
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) fuzz-smoke
@@ -114,6 +116,14 @@ chart-test: all
 	    tests/integration/test_chart.py tests/integration/test_manifests.py \
 	    tests/integration/test_bundle.py tests/integration/test_monitoring_chart.py \
 	    tests/integration/test_monitoring_live.py
+
+# The agent's image built with podman and the chart's pods kube-played
+# (docs/containers.md); part of `make test` too.
+podman-test: all
+	scripts/bookworm-cache.sh
+	scripts/pylon-cache.sh
+	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
+	    tests/integration/test_podman.py
 
 # The job a user came for, with real processes (scripts/demo.py); the
 # first run also caches the Debian 13 root of the real Pylon.

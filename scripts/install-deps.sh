@@ -8,7 +8,7 @@ libhiredis-dev libyaml-dev libssl-dev libmicrohttpd-dev libcmocka-dev
 redis-server redis-tools python3 python3-pytest python3-cryptography
 openssl curl valgrind clang libclang-rt-14-dev golang-go
 golang-github-masterminds-sprig-dev patchelf python3-yaml python3-jsonschema
-debootstrap podman buildah runc postgresql prometheus stunnel4 cppcheck
+debootstrap podman buildah runc catatonit postgresql prometheus stunnel4 cppcheck
 iproute2 util-linux hyperfine"
 missing=""
 for p in $PKGS; do

@@ -129,10 +129,10 @@ def test_tarball(bundle, tmp_path):
 
 
 def test_dockerfile_recipe():
-    """No container engine runs here, so the Dockerfile is checked by
-    reading it: multi-stage, the build stage runs the same make + make
-    bundle the tests run, the runtime stage holds only the bundle at the
-    path the chart copies from, as a non-root user."""
+    """The Dockerfile, read (test_podman.py builds and runs it):
+    multi-stage, the build stage runs the same make + make bundle the tests
+    run, the runtime stage holds only the bundle at the path the chart
+    copies from, as a non-root user."""
     with open(os.path.join(ROOT, "agent", "Dockerfile")) as f:
         lines = [ln.strip() for ln in f.read().replace("\\\n", " ").splitlines()
                  if ln.strip() and not ln.strip().startswith("#")]
@@ -141,7 +141,8 @@ def test_dockerfile_recipe():
     # the base is a build argument (debian:bookworm-slim by default; the
     # image test imports a debootstrap root instead)
     assert "ARG BASE=debian:bookworm-slim" in lines
-    assert froms[0].split()[1] == "${BASE}" and froms[0].endswith("AS build")
+    assert "ARG BUILD_BASE=${BASE}" in lines
+    assert froms[0].split()[1] == "${BUILD_BASE}" and froms[0].endswith("AS build")
     assert froms[1].split()[1] == "${BASE}"
     runtime = lines[lines.index(froms[1]):]
     build = lines[lines.index(froms[0]):lines.index(froms[1])]
