@@ -15,6 +15,11 @@ PYLON_VERSION=0.11.3
 ROOT=$CACHE/trixie-root
 NPM=$CACHE/npm
 mkdir -p "$CACHE"
+# One builder at a time (parallel test runs, the demo); a killed run's
+# temporary root is removed by the next one.
+exec 9>"$CACHE/.pylon-cache.lock"
+flock 9
+rm -rf "$CACHE"/trixie-root.tmp.*
 
 mirror() {
 	m=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources \
@@ -40,6 +45,7 @@ if [ ! -f "$ROOT/.pylon-agent-ok" ]; then
 	if [ ! -f "$ROOT/etc/debian_version" ]; then
 		tmp=$CACHE/trixie-root.tmp.$$
 		rm -rf "$tmp"
+		trap 'rm -rf "$tmp"' EXIT
 		echo "pylon-cache: debootstrap trixie (first run, a few minutes)" >&2
 		# trixie renamed libxmlsec1-openssl to libxmlsec1t64-openssl
 		# (the 64-bit time_t transition); try the current name first.
