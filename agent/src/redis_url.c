@@ -280,19 +280,12 @@ parse_hostport(const char *h, const char *hend, struct redis_url *u,
 	return 0;
 }
 
-STATIC int
-url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
-    struct agent_err *err)
+/* The URL as text: not empty, not too long, no space or control. */
+static int
+url_check_text(const char *url, size_t *np, struct agent_err *err)
 {
-	const char	*p, *end, *auth, *aend, *at, *colon, *path, *pend;
-	const char	*q = NULL, *qend = NULL, *frag = NULL;
-	size_t		 n, i;
-	bool		 unixsock, nul;
-	long		 db;
-	int		 rc;
+	size_t	n, i;
 
-	memset(u, 0, sizeof(*u));
-	pass->off = pass->len = 0;
 	if (url == NULL || *url == '\0')
 		return bad(err, "empty (expected redis://host:port)");
 	n = strlen(url);
@@ -307,25 +300,117 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 		if ((unsigned char)url[i] <= ' ' || url[i] == 0x7f)
 			return bad(err, "it holds a space or control "
 			    "character (percent-encode it, e.g. %20)");
-	end = url + n;
+	*np = n;
+	return 0;
+}
 
-	if (strncasecmp(url, "redis://", 8) == 0) {
-		p = url + 8;
-		unixsock = false;
-	} else if (strncasecmp(url, "rediss://", 9) == 0) {
-		p = url + 9;
-		unixsock = false;
-		u->tls = true;
-	} else if (strncasecmp(url, "redis+unix://", 13) == 0) {
-		p = url + 13;
-		unixsock = true;
-	} else if (strncasecmp(url, "unix://", 7) == 0) {
-		p = url + 7;
-		unixsock = true;
-	} else
-		return bad(err, "unknown scheme (expected redis://, "
-		    "rediss://, redis+unix:// or unix://)");
-	u->kind = unixsock ? REDIS_UNIX : REDIS_TCP;
+/* The scheme: u->kind and u->tls, *p just past "://". */
+static int
+url_scheme(const char *url, struct redis_url *u, const char **p,
+    struct agent_err *err)
+{
+	static const struct {
+		const char	*prefix;
+		size_t		 len;
+		bool		 unixsock, tls;
+	} schemes[] = {
+		{ "redis://", 8, false, false },
+		{ "rediss://", 9, false, true },
+		{ "redis+unix://", 13, true, false },
+		{ "unix://", 7, true, false },
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (strncasecmp(url, schemes[i].prefix, schemes[i].len) == 0) {
+			*p = url + schemes[i].len;
+			u->kind = schemes[i].unixsock ? REDIS_UNIX : REDIS_TCP;
+			u->tls = schemes[i].tls;
+			return 0;
+		}
+	return bad(err, "unknown scheme (expected redis://, rediss://, "
+	    "redis+unix:// or unix://)");
+}
+
+/* redis+unix:///path?user=&pass=&db=: the path (path .. pend) and query. */
+static int
+url_unix(const char *auth, const char *path, const char *pend,
+    const char *q, const char *qend, struct redis_url *u,
+    struct url_span *pass, const char *url, struct agent_err *err)
+{
+	bool	nul;
+	int	rc;
+
+	if (auth != path)
+		return bad(err, "a unix socket URL has no host: write "
+		    "redis+unix:///path/to/redis.sock (three slashes; user "
+		    "and password go in ?user= and ?pass=)");
+	if (pend - path < 2)
+		return bad(err, "no socket path (expected "
+		    "redis+unix:///path/to/redis.sock)");
+	if ((u->path = pct_decode(path, (size_t)(pend - path), &nul)) == NULL)
+		return nul ? bad(err, "the socket path holds %00") :
+		    err_oom(err, "redis_url_parse");
+	if (strlen(u->path) >= 108)
+		return bad(err, "the socket path is longer than 107 bytes "
+		    "(the limit of a unix socket address)");
+	if (q != NULL && (rc = parse_query(q, qend, true, u, pass, url,
+	    err)) != 0)
+		return rc;
+	if (u->insecure)
+		return bad(err, "#insecure applies to rediss:// only");
+	return 0;
+}
+
+/* user:password@ up to the last '@' of the authority (auth .. aend);
+ * *host is where the host starts.  pass gets the password's span. */
+static int
+url_userinfo(const char *url, const char *auth, const char *aend,
+    struct redis_url *u, struct url_span *pass, const char **host,
+    struct agent_err *err)
+{
+	const char	*at = NULL, *colon;
+	size_t		 n, i;
+	bool		 nul;
+
+	*host = auth;
+	for (i = 0; auth + i < aend; i++)
+		if (auth[i] == '@')
+			at = auth + i;
+	if (at == NULL)
+		return 0;
+	colon = memchr(auth, ':', (size_t)(at - auth));
+	n = (size_t)((colon ? colon : at) - auth);
+	if (n > 0 && (u->user = pct_decode(auth, n, &nul)) == NULL)
+		return nul ? bad(err, "the user name holds %00") :
+		    err_oom(err, "redis_url_parse");
+	if (colon != NULL && at - colon > 1) {
+		pass->off = (size_t)(colon + 1 - url);
+		pass->len = (size_t)(at - colon - 1);
+		if ((u->pass = pct_decode(colon + 1, pass->len, &nul)) == NULL)
+			return nul ? bad(err, "the password holds %00") :
+			    err_oom(err, "redis_url_parse");
+	}
+	*host = at + 1;
+	return 0;
+}
+
+STATIC int
+url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
+    struct agent_err *err)
+{
+	const char	*p = NULL, *end, *auth, *aend, *path, *pend;
+	const char	*q = NULL, *qend = NULL, *frag = NULL;
+	size_t		 n = 0;
+	long		 db;
+	int		 rc;
+
+	memset(u, 0, sizeof(*u));
+	pass->off = pass->len = 0;
+	if ((rc = url_check_text(url, &n, err)) != 0 ||
+	    (rc = url_scheme(url, u, &p, err)) != 0)
+		return rc;
+	end = url + n;
 
 	/* fragment, query */
 	frag = memchr(p, '#', (size_t)(end - p));
@@ -345,7 +430,7 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 
 	/* An '@' past the authority: a password with an unescaped
 	 * '/', '?' or '#'.  Say so without echoing anything. */
-	if (!unixsock && has_at(aend, end)) {
+	if (u->kind != REDIS_UNIX && has_at(aend, end)) {
 		rc = bad(err, "an '@' follows a '/', '?' or '#': "
 		    "percent-encode '/', '?', '#' and '@' in the user name "
 		    "and password (e.g. %2F %3F %23 %40)");
@@ -360,69 +445,14 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 			goto fail;
 		}
 	}
-
-	if (unixsock) {
-		if (auth != aend) {
-			rc = bad(err, "a unix socket URL has no host: write "
-			    "redis+unix:///path/to/redis.sock (three "
-			    "slashes; user and password go in ?user= and "
-			    "?pass=)");
+	if (u->kind == REDIS_UNIX) {
+		if ((rc = url_unix(auth, path, pend, q, qend, u, pass, url,
+		    err)) != 0)
 			goto fail;
-		}
-		if (pend - path < 2) {
-			rc = bad(err, "no socket path (expected "
-			    "redis+unix:///path/to/redis.sock)");
-			goto fail;
-		}
-		if ((u->path = pct_decode(path, (size_t)(pend - path),
-		    &nul)) == NULL) {
-			rc = nul ? bad(err, "the socket path holds %00") :
-			    err_oom(err, "redis_url_parse");
-			goto fail;
-		}
-		if (strlen(u->path) >= 108) {
-			rc = bad(err, "the socket path is longer than 107 "
-			    "bytes (the limit of a unix socket address)");
-			goto fail;
-		}
-		if (q != NULL && (rc = parse_query(q, qend, true, u, pass,
-		    url, err)) != 0)
-			goto fail;
-		if (u->insecure) {
-			rc = bad(err, "#insecure applies to rediss:// only");
-			goto fail;
-		}
 		return 0;
 	}
-
-	/* userinfo: up to the last '@' of the authority */
-	at = NULL;
-	for (i = 0; auth + i < aend; i++)
-		if (auth[i] == '@')
-			at = auth + i;
-	if (at != NULL) {
-		colon = memchr(auth, ':', (size_t)(at - auth));
-		n = (size_t)((colon ? colon : at) - auth);
-		if (n > 0) {
-			if ((u->user = pct_decode(auth, n, &nul)) == NULL) {
-				rc = nul ? bad(err, "the user name holds "
-				    "%00") : err_oom(err, "redis_url_parse");
-				goto fail;
-			}
-		}
-		if (colon != NULL && at - colon > 1) {
-			pass->off = (size_t)(colon + 1 - url);
-			pass->len = (size_t)(at - colon - 1);
-			if ((u->pass = pct_decode(colon + 1, pass->len,
-			    &nul)) == NULL) {
-				rc = nul ? bad(err, "the password holds "
-				    "%00") : err_oom(err, "redis_url_parse");
-				goto fail;
-			}
-		}
-		auth = at + 1;
-	}
-	if ((rc = parse_hostport(auth, aend, u, err)) != 0)
+	if ((rc = url_userinfo(url, auth, aend, u, pass, &auth, err)) != 0 ||
+	    (rc = parse_hostport(auth, aend, u, err)) != 0)
 		goto fail;
 
 	/* path: "", "/" or "/<db>" */
