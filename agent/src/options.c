@@ -674,25 +674,26 @@ resolve(struct options *o, bool *set, const char *url_where,
 	return 0;
 }
 
-int
-options_parse(struct options *o, enum command cmd, int argc, char **argv,
-    bool *help_shown, struct agent_err *err)
+/* The index of a row every build has (a NUL-terminated name). */
+static size_t
+row_index(const char *name)
 {
-	struct raw		 raws[NROWS];
+	const struct opt_row *r = row_find(name, strlen(name));
+
+	return r != NULL ? (size_t)(r - rows) : 0;
+}
+
+/* 1. The command line into raws; "--" ends it (CMD for exec/serve). */
+static int
+parse_argv(struct options *o, enum command cmd, int argc, char **argv,
+    struct raw *raws, bool *help_shown, struct agent_err *err)
+{
 	const struct opt_row	*r;
-	const char		*a, *eq, *val, *cfg;
-	char			*text = NULL, ab[256], uw[300];
+	const char		*a, *eq, *val;
+	char			 ab[256];
 	size_t			 i, len;
-	bool			 set[NROWS];
-	int			 k, rc = 0;
+	int			 k;
 
-	memset(o, 0, sizeof(*o));
-	memset(raws, 0, sizeof(raws));
-	memset(set, 0, sizeof(set));
-	o->command = cmd;
-	*help_shown = false;
-
-	/* 1. the command line */
 	for (k = 1; k < argc; k++) {
 		a = argv[k];
 		if (!strcmp(a, "--")) {
@@ -703,100 +704,108 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage_command(cmd, stdout);
 			*help_shown = true;
-			goto out;
+			return 0;
 		}
-		if (strncmp(a, "--", 2) != 0) {
-			rc = err_set(err, EXIT_AGENT_USAGE, "unexpected argument "
-			    "\"%s\"%s (see pylon-agent %s --help)",
+		if (strncmp(a, "--", 2) != 0)
+			return err_set(err, EXIT_AGENT_USAGE, "unexpected "
+			    "argument \"%s\"%s (see pylon-agent %s --help)",
 			    shown(a, ab, sizeof(ab)),
 			    cmd == CMD_EXEC || cmd == CMD_SERVE ?
 			    ": put the command after --" : "",
 			    command_name(cmd));
-			goto out;
-		}
 		a += 2;
 		eq = strchr(a, '=');
 		len = eq ? (size_t)(eq - a) : strlen(a);
 		r = row_find(a, len);
 		if (r == NULL || (cmd != CMD_NONE &&
-		    (r->cmds & (1u << cmd)) == 0 && r->env == NULL)) {
-			rc = err_set(err, EXIT_AGENT_USAGE, "unknown option "
+		    (r->cmds & (1u << cmd)) == 0 && r->env == NULL))
+			return err_set(err, EXIT_AGENT_USAGE, "unknown option "
 			    "--%.*s for %s (see pylon-agent %s --help)",
 			    (int)len, a, command_name(cmd), command_name(cmd));
-			goto out;
-		}
 		if (eq)
 			val = eq + 1;
 		else if (r->type == T_BOOL)
 			val = "true";
 		else if (k + 1 < argc)
 			val = argv[++k];
-		else {
-			rc = err_set(err, EXIT_AGENT_USAGE, "option --%s needs "
-			    "a value (%s)", r->name, r->metavar);
-			goto out;
-		}
+		else
+			return err_set(err, EXIT_AGENT_USAGE, "option --%s "
+			    "needs a value (%s)", r->name, r->metavar);
 		i = (size_t)(r - rows);
 		a_free(raws[i].val);
-		if ((raws[i].val = a_strdup(val)) == NULL) {
-			rc = err_oom(err, "options");
-			goto out;
-		}
+		if ((raws[i].val = a_strdup(val)) == NULL)
+			return err_oom(err, "options");
 		raws[i].src = SRC_FLAG;
 		raws[i].set = true;
 	}
-	if (o->cmd_argc > 0 && cmd != CMD_EXEC && cmd != CMD_SERVE) {
-		rc = err_set(err, EXIT_AGENT_USAGE, "%s takes no command after "
-		    "--", command_name(cmd));
-		goto out;
-	}
-	if (cmd == CMD_EXEC && o->cmd_argc == 0) {
-		rc = err_set(err, EXIT_AGENT_USAGE, "exec needs a command: "
+	if (o->cmd_argc > 0 && cmd != CMD_EXEC && cmd != CMD_SERVE)
+		return err_set(err, EXIT_AGENT_USAGE, "%s takes no command "
+		    "after --", command_name(cmd));
+	if (cmd == CMD_EXEC && o->cmd_argc == 0)
+		return err_set(err, EXIT_AGENT_USAGE, "exec needs a command: "
 		    "pylon-agent exec [OPTIONS] -- CMD [ARG...]");
-		goto out;
-	}
+	return 0;
+}
 
-	/* 2. the environment, for what the command line left unset */
+/* 2. The environment, for what the command line left unset. */
+static int
+read_env(struct raw *raws, struct agent_err *err)
+{
+	const char	*val;
+	size_t		 i;
+
 	for (i = 0; i < NROWS; i++) {
-		if (raws[i].set || rows[i].env == NULL)
+		if (raws[i].set || rows[i].env == NULL ||
+		    (val = getenv(rows[i].env)) == NULL)
 			continue;
-		if ((val = getenv(rows[i].env)) == NULL)
-			continue;
-		if ((raws[i].val = a_strdup(val)) == NULL) {
-			rc = err_oom(err, "options");
-			goto out;
-		}
+		if ((raws[i].val = a_strdup(val)) == NULL)
+			return err_oom(err, "options");
 		raws[i].src = SRC_ENV;
 		raws[i].set = true;
 	}
+	return 0;
+}
 
-	/* 3. the config file, below both */
-	r = row_find("config", 6);
-	cfg = raws[r - rows].set ? raws[r - rows].val : NULL;
-	if (cfg && *cfg) {
-		struct raw	fraws[NROWS];
+/* 3. The config file (--config), below both. */
+static int
+read_config(struct raw *raws, char **text, struct agent_err *err)
+{
+	struct raw	 fraws[NROWS];
+	size_t		 i, len, c = row_index("config");
+	const char	*cfg = raws[c].set ? raws[c].val : NULL;
+	int		 rc;
 
-		if ((rc = read_file(cfg, CONFIG_MAX, &text, &len, err))) {
-			err_prefix(err, "--config");
-			goto out;
-		}
-		memset(fraws, 0, sizeof(fraws));
-		if ((rc = config_parse(cfg, text, len, fraws, err))) {
-			for (i = 0; i < NROWS; i++)
-				a_free(fraws[i].val);
-			goto out;
-		}
-		for (i = 0; i < NROWS; i++) {
-			if (fraws[i].set && !raws[i].set) {
-				raws[i] = fraws[i];
-				continue;
-			}
-			a_free(fraws[i].val);
-		}
+	if (cfg == NULL || *cfg == '\0')
+		return 0;
+	if ((rc = read_file(cfg, CONFIG_MAX, text, &len, err))) {
+		err_prefix(err, "--config");
+		return rc;
 	}
-
-	/* 4. defaults, then apply every row */
+	memset(fraws, 0, sizeof(fraws));
+	if ((rc = config_parse(cfg, *text, len, fraws, err))) {
+		for (i = 0; i < NROWS; i++)
+			a_free(fraws[i].val);
+		return rc;
+	}
 	for (i = 0; i < NROWS; i++) {
+		if (fraws[i].set && !raws[i].set) {
+			raws[i] = fraws[i];
+			continue;
+		}
+		a_free(fraws[i].val);
+	}
+	return 0;
+}
+
+/* 4. Every row: what was set, else its default. */
+static int
+apply_rows(struct options *o, const struct raw *raws, bool *set,
+    struct agent_err *err)
+{
+	size_t	i;
+	int	rc = 0;
+
+	for (i = 0; i < NROWS && rc == 0; i++) {
 		if (raws[i].set) {
 			set[i] = true;
 			rc = apply_row(o, &rows[i], raws[i].val, raws[i].src,
@@ -804,18 +813,39 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 		} else if (rows[i].def)
 			rc = apply_row(o, &rows[i], rows[i].def, SRC_DEFAULT,
 			    err);
-		if (rc)
-			goto out;
 	}
-	o->replicas_set = set[row_find("replicas", 8) - rows];
+	return rc;
+}
+
+int
+options_parse(struct options *o, enum command cmd, int argc, char **argv,
+    bool *help_shown, struct agent_err *err)
+{
+	struct raw	 raws[NROWS];
+	char		*text = NULL, uw[300];
+	size_t		 i, t, u;
+	bool		 set[NROWS];
+	int		 rc;
+
+	memset(o, 0, sizeof(*o));
+	memset(raws, 0, sizeof(raws));
+	memset(set, 0, sizeof(set));
+	o->command = cmd;
+	*help_shown = false;
+	if ((rc = parse_argv(o, cmd, argc, argv, raws, help_shown, err)) ||
+	    *help_shown || (rc = read_env(raws, err)) ||
+	    (rc = read_config(raws, &text, err)) ||
+	    (rc = apply_rows(o, raws, set, err)))
+		goto out;
+	o->replicas_set = set[row_index("replicas")];
 	if (!o->replicas_set)
 		o->replicas = 1;
 	/* probe (3 s) and check (20 s) have their own short deadlines; only
 	 * --timeout on their command line overrides them, not a
 	 * PYLON_AGENT_TIMEOUT meant for init in the same pod's env. */
-	r = row_find("timeout", 7);
-	o->timeout_set = raws[r - rows].set && raws[r - rows].src == SRC_FLAG;
-	o->env_file_set = set[row_find("env-file", 8) - rows];
+	t = row_index("timeout");
+	o->timeout_set = raws[t].set && raws[t].src == SRC_FLAG;
+	o->env_file_set = set[row_index("env-file")];
 	log_init(o->log_format);
 	if (cmd == CMD_CHECK && o->output == OUT_ENV) {
 		rc = err_set(err, EXIT_AGENT_USAGE, "check --output env is not "
@@ -823,8 +853,8 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 		    "the env file)");
 		goto out;
 	}
-	r = row_find("redis-url", 9);
-	describe_src(r, raws[r - rows].src, o->config, uw, sizeof(uw));
+	u = row_index("redis-url");
+	describe_src(&rows[u], raws[u].src, o->config, uw, sizeof(uw));
 	rc = resolve(o, set, uw, err);
 out:
 	for (i = 0; i < NROWS; i++)
