@@ -469,131 +469,140 @@ row_find(const char *name, size_t len)
 
 #define CONFIG_MAX	(64 * 1024)
 
+/* The flat mapping being read: the key waiting for its value, and the
+ * values of a sequence joined so far. */
+struct cfg_state {
+	const char		*path;
+	struct raw		*raws;
+	const struct opt_row	*r;	/* the row of key */
+	char			*key;
+	char			*seq;
+	int			 depth;
+	bool			 in_seq;
+};
+
+/* A key's value (the scalar, or the joined sequence) into its row. */
+static int
+cfg_store(struct cfg_state *st, struct agent_err *err)
+{
+	size_t idx = (size_t)(st->r - rows);
+
+	a_free(st->raws[idx].val);
+	st->raws[idx].val = st->seq ? st->seq : a_strdup("");
+	st->seq = NULL;
+	if (st->raws[idx].val == NULL)
+		return err_oom(err, "config");
+	st->raws[idx].src = SRC_FILE;
+	st->raws[idx].set = true;
+	a_free(st->key);
+	st->key = NULL;
+	return 0;
+}
+
+static int
+cfg_scalar(struct cfg_state *st, const yaml_event_t *ev,
+    struct agent_err *err)
+{
+	size_t	 slen, vlen = ev->data.scalar.length;
+	char	*tmp, kb[256];
+
+	if (st->depth != 1)
+		return err_set(err, EXIT_AGENT_CONFIG, "%s: expected a "
+		    "mapping of settings, e.g. `namespace: my-app`", st->path);
+	if (st->key == NULL) {
+		if ((st->key = a_strdup((char *)ev->data.scalar.value)) ==
+		    NULL)
+			return err_oom(err, "config");
+		st->r = row_find(st->key, strlen(st->key));
+		if (st->r == NULL || st->r->env == NULL ||
+		    !strcmp(st->r->name, "config"))
+			return err_set(err, EXIT_AGENT_CONFIG, "%s: line %zu: "
+			    "unknown key \"%s\" (keys are the flag names "
+			    "without dashes; see pylon-agent init --help)",
+			    st->path, ev->start_mark.line + 1,
+			    shown(st->key, kb, sizeof(kb)));
+		return 0;
+	}
+	slen = st->seq ? strlen(st->seq) : 0;
+	if ((tmp = a_realloc(st->seq, slen + vlen + 2)) == NULL)
+		return err_oom(err, "config");
+	st->seq = tmp;
+	if (slen)
+		st->seq[slen++] = ',';
+	memcpy(st->seq + slen, ev->data.scalar.value, vlen);
+	st->seq[slen + vlen] = '\0';
+	return st->in_seq ? 0 : cfg_store(st, err);
+}
+
+/* One event of the document; *done at its end. */
+static int
+cfg_event(struct cfg_state *st, const yaml_event_t *ev, bool *done,
+    struct agent_err *err)
+{
+	switch (ev->type) {
+	case YAML_STREAM_END_EVENT:
+		*done = true;
+		return 0;
+	case YAML_MAPPING_START_EVENT:
+		if (++st->depth > 1 || st->key != NULL)
+			return err_set(err, EXIT_AGENT_CONFIG, "%s: line %zu: "
+			    "nested mappings are not supported: the file is a "
+			    "flat mapping like `namespace: my-app`", st->path,
+			    ev->start_mark.line + 1);
+		return 0;
+	case YAML_MAPPING_END_EVENT:
+		st->depth--;
+		return 0;
+	case YAML_SEQUENCE_START_EVENT:
+		if (st->key == NULL || st->in_seq)
+			return err_set(err, EXIT_AGENT_CONFIG, "%s: line %zu: "
+			    "expected a flat mapping of settings", st->path,
+			    ev->start_mark.line + 1);
+		st->in_seq = true;
+		return 0;
+	case YAML_SEQUENCE_END_EVENT:
+		st->in_seq = false;
+		return cfg_store(st, err);
+	case YAML_SCALAR_EVENT:
+		return cfg_scalar(st, ev, err);
+	case YAML_ALIAS_EVENT:
+		return err_set(err, EXIT_AGENT_CONFIG, "%s: YAML aliases are "
+		    "not supported", st->path);
+	default:
+		return 0;
+	}
+}
+
 /* Flat mapping of scalars (a sequence of scalars is joined with ","). */
 STATIC int
 config_parse(const char *path, const char *text, size_t len,
     struct raw *raws, struct agent_err *err)
 {
+	struct cfg_state	 st;
 	yaml_parser_t		 p;
 	yaml_event_t		 ev;
-	const struct opt_row	*r = NULL;
-	char			*key = NULL, *seq = NULL, *tmp;
-	int			 depth = 0, rc = 0, done = 0, in_seq = 0;
-	int			 have_ev = 0;
-	size_t			 idx, slen;
-	char			 kb[256];
+	bool			 done = false;
+	int			 rc = 0;
 
+	memset(&st, 0, sizeof(st));
+	st.path = path;
+	st.raws = raws;
 	if (!yaml_parser_initialize(&p))
 		return err_oom(err, "yaml");
 	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-	while (!done) {
+	while (!done && rc == 0) {
 		if (!yaml_parser_parse(&p, &ev)) {
 			rc = err_set(err, EXIT_AGENT_CONFIG,
 			    "%s: invalid YAML at line %zu: %s", path,
 			    p.problem_mark.line + 1,
 			    p.problem ? p.problem : "parse error");
-			goto out;
-		}
-		have_ev = 1;
-		switch (ev.type) {
-		case YAML_STREAM_END_EVENT:
-			done = 1;
-			break;
-		case YAML_MAPPING_START_EVENT:
-			if (++depth > 1 || key != NULL) {
-				rc = err_set(err, EXIT_AGENT_CONFIG, "%s: line "
-				    "%zu: nested mappings are not supported: "
-				    "the file is a flat mapping like "
-				    "`namespace: my-app`", path,
-				    ev.start_mark.line + 1);
-				goto out;
-			}
-			break;
-		case YAML_MAPPING_END_EVENT:
-			depth--;
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-			if (key == NULL || in_seq) {
-				rc = err_set(err, EXIT_AGENT_CONFIG, "%s: line "
-				    "%zu: expected a flat mapping of settings",
-				    path, ev.start_mark.line + 1);
-				goto out;
-			}
-			in_seq = 1;
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-			in_seq = 0;
-			goto store;
-		case YAML_SCALAR_EVENT:
-			if (depth != 1) {
-				rc = err_set(err, EXIT_AGENT_CONFIG, "%s: "
-				    "expected a mapping of settings, e.g. "
-				    "`namespace: my-app`", path);
-				goto out;
-			}
-			if (key == NULL) {
-				key = a_strdup((char *)ev.data.scalar.value);
-				if (key == NULL) {
-					rc = err_oom(err, "config");
-					goto out;
-				}
-				r = row_find(key, strlen(key));
-				if (r == NULL || r->env == NULL ||
-				    !strcmp(r->name, "config")) {
-					rc = err_set(err, EXIT_AGENT_CONFIG,
-					    "%s: line %zu: unknown key \"%s\" "
-					    "(keys are the flag names without "
-					    "dashes; see pylon-agent init "
-					    "--help)", path,
-					    ev.start_mark.line + 1,
-					    shown(key, kb, sizeof(kb)));
-					goto out;
-				}
-				break;
-			}
-			slen = seq ? strlen(seq) : 0;
-			tmp = a_realloc(seq, slen + ev.data.scalar.length + 2);
-			if (tmp == NULL) {
-				rc = err_oom(err, "config");
-				goto out;
-			}
-			seq = tmp;
-			if (slen)
-				seq[slen++] = ',';
-			memcpy(seq + slen, ev.data.scalar.value,
-			    ev.data.scalar.length);
-			seq[slen + ev.data.scalar.length] = '\0';
-			if (in_seq)
-				break;
-store:
-			idx = (size_t)(r - rows);
-			a_free(raws[idx].val);
-			raws[idx].val = seq ? seq : a_strdup("");
-			if (raws[idx].val == NULL) {
-				rc = err_oom(err, "config");
-				goto out;
-			}
-			seq = NULL;
-			raws[idx].src = SRC_FILE;
-			raws[idx].set = true;
-			a_free(key);
-			key = NULL;
-			break;
-		case YAML_ALIAS_EVENT:
-			rc = err_set(err, EXIT_AGENT_CONFIG, "%s: YAML aliases "
-			    "are not supported", path);
-			goto out;
-		default:
 			break;
 		}
+		rc = cfg_event(&st, &ev, &done, err);
 		yaml_event_delete(&ev);
-		have_ev = 0;
 	}
-out:
-	if (have_ev)
-		yaml_event_delete(&ev);
-	a_free(key);
-	a_free(seq);
+	a_free(st.key);
+	a_free(st.seq);
 	yaml_parser_delete(&p);
 	return rc;
 }
