@@ -200,8 +200,15 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: a "
 			    "reply larger than %u bytes while waiting for %s",
 			    c->where, REPLY_CAP, what);
-		st = transport_read(c->t, buf, sizeof(buf), &got, deadline,
-		    err);
+		/* The deadline is checked before every read, not only when
+		 * the socket is idle: a server that keeps sending (a reply
+		 * trickled byte by byte, a flood of pushes) always has data
+		 * ready, and recv() would never reach poll()'s timeout. */
+		if (deadline > start && now_ms() >= deadline)
+			st = TR_TIMEOUT;
+		else
+			st = transport_read(c->t, buf, sizeof(buf), &got,
+			    deadline, err);
 		if (st == TR_TIMEOUT) {
 			waited = (long)(now_ms() - start);
 			c->timed_out = true;
@@ -460,7 +467,7 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 		    "PING on the subscription" : "PING", err)) != 0)
 			return rc;
 		if (subscribed && is_push(r, "message") && skipped++ <
-		    1000000) {
+		    1000000 && now_ms() < deadline) {
 			freeReplyObject(r);
 			continue;
 		}
@@ -575,10 +582,27 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 	if (a->receivers == 0 && deadline > start + ZERO_GRACE_MS)
 		deadline = start + ZERO_GRACE_MS;
 	for (;;) {
-		rc = rconn_recv(&a->sub, &r, deadline, "the envelope", err);
+		/* Other messages on the channel (Pylon's own traffic, or a
+		 * flood) are counted and skipped, never past the deadline. */
+		if (others > 0 && now_ms() >= deadline) {
+			a->sub.timed_out = true;
+			rc = EXIT_AGENT_UNPROVEN;
+		} else
+			rc = rconn_recv(&a->sub, &r, deadline, "the envelope",
+			    err);
 		if (rc != 0) {
 			if (!a->sub.timed_out)
 				return rc;
+			if (others >= 1000)
+				return err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: envelope not received on "
+				    "channel \"%s\" within %ld ms: %ld other "
+				    "messages arrived on it and were skipped "
+				    "(something else floods the channel: "
+				    "another application on the same "
+				    "--namespace, or a hostile server?)",
+				    a->sub.where, x->channel,
+				    (long)(now_ms() - start), others);
 			if (a->receivers == 0)
 				return err_set(err, EXIT_AGENT_UNPROVEN,
 				    "redis %s: envelope not received on "

@@ -277,6 +277,18 @@ class SilentListener:
             except OSError:
                 continue
 
+    FLOOD_S = 30
+
+    def _flood(self, c, ch):
+        m = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$5\r\nnoise\r\n" % (len(ch), ch)
+        batch, t0 = m * 200, time.monotonic()
+        try:
+            while not self.stop and time.monotonic() - t0 < self.FLOOD_S:
+                c.sendall(batch)
+                self.flooded += 200
+        except OSError:
+            pass
+
     def close(self):
         self.stop = True
         self.t.join(2)
@@ -382,9 +394,13 @@ class FakeRedis:
     PUBLISH answers; deliver says whether it reaches subscribers;
     subscribe_reply, when set, replaces the SUBSCRIBE answer (raw bytes)."""
 
-    def __init__(self, publish_reply=1, deliver=False, subscribe_reply=None):
+    def __init__(self, publish_reply=1, deliver=False, subscribe_reply=None,
+                 flood=False):
         self.publish_reply, self.deliver = publish_reply, deliver
         self.subscribe_reply = subscribe_reply
+        # flood: after the subscription, messages on the channel without
+        # a pause (never the envelope), for at most FLOOD_S seconds
+        self.flood, self.flooded = flood, 0
         self.publishes, self.subs, self.lock = 0, [], threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -419,6 +435,9 @@ class FakeRedis:
                         self.subs.append(c)
                     ch = cmd[1]
                     c.sendall(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(ch), ch))
+                    if self.flood:
+                        threading.Thread(target=self._flood, args=(c, ch),
+                                         daemon=True).start()
                 elif name == "PUBLISH":
                     with self.lock:
                         self.publishes += 1
@@ -434,6 +453,18 @@ class FakeRedis:
                 else:
                     c.sendall(b"+OK\r\n")
         except (OSError, ConnectionError, ValueError, IndexError):
+            pass
+
+    FLOOD_S = 30
+
+    def _flood(self, c, ch):
+        m = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$5\r\nnoise\r\n" % (len(ch), ch)
+        batch, t0 = m * 200, time.monotonic()
+        try:
+            while not self.stop and time.monotonic() - t0 < self.FLOOD_S:
+                c.sendall(batch)
+                self.flooded += 200
+        except OSError:
             pass
 
     def close(self):
@@ -482,6 +513,61 @@ def test_fake_that_delivers_is_proven():
         assert f.publishes == 1
     finally:
         f.close()
+
+
+def test_timeout_holds_under_a_push_flood():
+    # issue 21 item 2: messages that are not the envelope keep the socket
+    # readable; the deadline is checked on every reply, so --timeout holds.
+    f = FakeRedis(publish_reply=1, deliver=False, flood=True)
+    try:
+        t0 = time.monotonic()
+        res = prove("redis://127.0.0.1:%d" % f.port, timeout="2s")
+        took = time.monotonic() - t0
+        assert_unproven(res, "other messages arrived on it and were skipped",
+                        "floods the channel")
+        assert f.flooded > 1000, f.flooded
+        assert took < 2 + 2.0 * SLOW, "--timeout 2s took %.1f s" % took
+        assert f.publishes == 1
+    finally:
+        f.close()
+
+
+def test_proven_while_another_client_floods_the_channel(redis_factory):
+    # A real redis-server, another client publishing on the proof's channel
+    # without a pause: the envelope is found among the other messages.
+    r = redis_factory()
+    stop, sent = threading.Event(), [0]
+
+    def flood():
+        s = r._connect()
+        cmd = resp_encode("PUBLISH", "pylon:cluster:bus", "noise" * 20) * 100
+        rd = s.makefile("rb")
+        t0 = time.monotonic()
+        try:
+            while not stop.is_set() and time.monotonic() - t0 < 30:
+                s.sendall(cmd)
+                for _ in range(100):
+                    rd.readline()
+                sent[0] += 100
+        finally:
+            s.close()
+
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        for _ in range(500):
+            if sent[0] >= 1000:
+                break
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        res = prove(r.url(), timeout="5s")
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(35)
+    assert_proven(res)
+    assert took < 5 + 2.0 * SLOW
+    assert sent[0] > 1000
 
 
 def test_oversized_replies_are_refused():
