@@ -119,6 +119,20 @@ void	sleep_ms(long ms, volatile int *stop);
 /* Reads a whole small file (cap bytes) into a NUL-terminated buffer. */
 int	read_file(const char *path, size_t cap, char **out, size_t *len,
 	    struct agent_err *err);
+/* The same; regular: refuse anything but a regular file (a FIFO or a
+ * device at the path is an error at once, never a block). */
+int	read_file_opt(const char *path, size_t cap, bool regular, char **out,
+	    size_t *len, struct agent_err *err);
+/* "a FIFO (named pipe)", "a directory", ... for st_mode. */
+const char *file_type_name(unsigned mode);
+/* The atomic writers' temp files: PATH.tmp.XXXXXX.  tmp_sweep removes
+ * stale ones of PATH (regular files of ours, older than TMP_STALE_S). */
+#define TMP_STALE_S	10
+int	tmp_sweep(const char *path);
+/* 0 when PATH is absent, a regular file or a symlink (rename replaces
+ * the link); else an error naming what is there. */
+int	write_target_ok(const char *path, const char *what,
+	    struct agent_err *err);
 /* Strips trailing whitespace in place. */
 void	rstrip(char *s);
 bool	namespace_valid(const char *ns);
