@@ -1,6 +1,8 @@
 /*
  * main.c - command dispatch, exit codes, printing the one error.
  */
+#include <sys/prctl.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -310,6 +312,12 @@ main(int argc, char **argv)
 	bool			 help = false;
 	int			 rc = 0;
 
+	/* Before any secret is read: no core dump, and another process of
+	 * the same uid cannot ptrace us or read /proc/<pid>/{mem,environ}
+	 * (the Redis password, API tokens).  Root (CAP_SYS_PTRACE) still
+	 * can.  execve() of a normal binary resets the flag: Pylon and a
+	 * supervised CMD are dumpable as usual (docs/hardening.md). */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
 	if ((e = getenv("PYLON_AGENT_FAIL_ALLOC")) != NULL)
 		alloc_fail_after(atol(e));

@@ -564,3 +564,67 @@ def test_api_urls_with_userinfo_are_refused_unechoed(tmp_path):
     assert p.returncode == 78, p.stderr
     assert "--fly-api-url holds a user name or password" in p.stderr
     assert_clean("fly-basic-pw", p.stdout, p.stderr)
+
+
+# ---- the agent's memory (issue 21: PR_SET_DUMPABLE) -------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+def _read_as_nobody(path):
+    import subprocess
+    return subprocess.run(NOBODY + ["cat", path], capture_output=True,
+                          timeout=10)
+
+
+def test_agent_memory_is_not_readable_by_the_same_uid(procs):
+    # Another process of the agent's uid (here: nobody) cannot read the
+    # agent's /proc/<pid>/environ or mem (the Redis password is in its
+    # environment); the control, a plain process of that uid, can.
+    secret = "dump-me-not-42"
+    port = free_port()
+    from conftest import agent_cmd
+    p = procs.start(NOBODY + agent_cmd(
+        ["serve", "--platform", "static", "--mode", "redis", "--listen",
+         "127.0.0.1:%d" % port, "--interval", "200ms"]),
+        env=env_with(PYLON_AGENT_REDIS_URL="redis://:%s@127.0.0.1:1" % secret))
+    ctl = procs.start(NOBODY + ["sleep", "30"], env=clean_env())
+    wait_port(port)
+    for who in (p, ctl):
+        for _ in range(100):      # until setpriv has exec'd its command
+            with open("/proc/%d/cmdline" % who.pid, "rb") as f:
+                if not f.read().startswith(b"setpriv"):
+                    break
+            time.sleep(0.02)
+    assert os.stat("/proc/%d/environ" % ctl.pid).st_uid == 65534
+    assert _read_as_nobody("/proc/%d/environ" % ctl.pid).returncode == 0
+    # a non-dumpable process's /proc files belong to root
+    assert os.stat("/proc/%d/environ" % p.pid).st_uid == 0, "the agent is dumpable"
+    for f in ("environ", "mem"):
+        r = _read_as_nobody("/proc/%d/%s" % (p.pid, f))
+        assert r.returncode != 0, f
+        assert b"Permission denied" in r.stderr, r.stderr
+        assert secret.encode() not in r.stdout
+
+
+CHECK_DUMPABLE = ("import ctypes, sys; "
+                  "d = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0); "  # PR_GET_DUMPABLE
+                  "open(sys.argv[1], 'w').write('dumpable=%d' % d)")
+
+
+def test_exec_and_supervised_children_stay_dumpable(procs, tmp_path):
+    import sys
+    out = tmp_path / "exec.txt"
+    r = run_agent(["exec", "--", sys.executable, "-c", CHECK_DUMPABLE, str(out)])
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "dumpable=1"
+    out2 = tmp_path / "supervised.txt"
+    port = free_port()
+    procs.start_agent(["serve", "--platform", "static", "--listen",
+                       "127.0.0.1:%d" % port, "--interval", "200ms", "--",
+                       sys.executable, "-c", CHECK_DUMPABLE, str(out2)])
+    for _ in range(int(200 * SLOW)):
+        if out2.exists() and out2.read_text():
+            break
+        time.sleep(0.05)
+    assert out2.read_text() == "dumpable=1"
