@@ -89,6 +89,9 @@ void	log_add_secret(const char *s);
 void	log_clear_secrets(void);
 /* Copies in to out (size n) with every registered secret replaced. */
 char	*redact(const char *in, char *out, size_t n);
+/* Replaces every control character (< 0x20, 0x7f) by '?' in place: what a
+ * one-line output (a text log line, the termination log) shows. */
+void	fold_controls(char *s);
 void	log_info(const char *fmt, ...) AGENT_PRINTF(1, 2);
 void	log_warnx(const char *fmt, ...) AGENT_PRINTF(1, 2);
 void	log_warn(const char *fmt, ...) AGENT_PRINTF(1, 2);	/* + errno */

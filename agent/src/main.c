@@ -40,9 +40,12 @@ termination_log_write(const char *msg)
 	if (path == NULL)
 		path = "/dev/termination-log";
 	/* Only when it exists and is writable: never create it. */
-	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)) == -1)
+	/* O_NONBLOCK: a FIFO without a reader is skipped, not waited on. */
+	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK |
+	    O_NOCTTY)) == -1)
 		return;
 	redact(msg, clean, sizeof(clean) - 1);
+	fold_controls(clean);
 	n = strlen(clean);
 	clean[n++] = '\n';
 	(void)!write(fd, clean, n);

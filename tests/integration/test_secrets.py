@@ -628,3 +628,44 @@ def test_exec_and_supervised_children_stay_dumpable(procs, tmp_path):
             break
         time.sleep(0.05)
     assert out2.read_text() == "dumpable=1"
+
+
+# ---- control characters (issue 21: redaction and one line per message) ----
+
+def test_echo_with_an_inserted_control_character_is_redacted(term_log):
+    # A server that echoes the password with a control character inside:
+    # output folds it to '?', and redaction looks through it.
+    from test_bus import FakeRedis, prove
+    pw = "hunter2xyz-secret"
+    for echo in (b"hunter2\x01xyz-secret", b"hun\x1b[31mter2xyz-sec\x1b[0mret",
+                 b"h\x7fu\x02nter2xyz-secret"):
+        f = FakeRedis(subscribe_reply=b"-ERR no such channel: " + echo + b"\r\n")
+        try:
+            r = prove("redis://:%s@127.0.0.1:%d" % (pw, f.port), timeout="1s",
+                      env=env_with(term_log))
+        finally:
+            f.close()
+        assert r.returncode == 69, r.stderr
+        assert "no such channel: ***" in r.stderr, r.stderr
+        with open(term_log) as t:
+            text = t.read()
+        for out in (r.stderr, r.stdout, text):
+            assert "hunter2" not in out and "xyz-sec" not in out, out
+            assert "\x1b" not in out and "\x7f" not in out, repr(out)
+
+
+def test_line_breaks_in_an_echoed_value_cannot_forge_log_lines(term_log):
+    # An invalid value is echoed in its error line (here --namespace, whose
+    # error quotes it): \r, \n and escapes are folded, one message one line.
+    forged = "[pylon-agent] info: bus proven in 1 ms"
+    r = run_agent(["decide", "--platform", "static", "--replicas", "2",
+                   "--namespace", "app\r\n%s\x1b[2K" % forged],
+                  env=env_with(term_log))
+    assert r.returncode == 78, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    for line in r.stderr.splitlines():
+        assert not line.startswith(forged), r.stderr
+    assert "\r" not in r.stderr and "\x1b" not in r.stderr, repr(r.stderr)
+    with open(term_log) as t:
+        text = t.read()
+    assert text.count("\n") == 1 and "\x1b" not in text, repr(text)
