@@ -491,6 +491,205 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 	return rc;
 }
 
+/* ---- RESP3: HELLO 3 for ?protocol=resp3 --------------------------------- */
+
+#define HELLO_CAP	65536	/* bytes of HELLO 3's answer (~200 in practice) */
+#define RESP3_DEPTH	8
+
+/* The length of "\r\n"-terminated line at p, CRLF included; 0: more
+ * bytes needed; -1: no CRLF in a line longer than the cap. */
+static long
+resp3_line(const char *p, size_t n)
+{
+	const char	*e = memchr(p, '\n', n);
+
+	if (e == NULL)
+		return n >= HELLO_CAP ? -1 : 0;
+	if (e == p || e[-1] != '\r')
+		return -1;
+	return (long)(e - p) + 1;
+}
+
+/*
+ * The length of one complete RESP3 value at p (n bytes), 0 when more
+ * bytes are needed, -1 when it is not RESP3 (or over the caps).  Only a
+ * scanner: hiredis 0.14 cannot parse RESP3, and HELLO 3's answer is only
+ * checked for its type, never used.
+ */
+STATIC long
+resp3_scan(const char *p, size_t n, int depth)
+{
+	long		 l, sub, used;
+	long long	 cnt;
+	char		*end;
+
+	if (n == 0)
+		return 0;
+	if (depth > RESP3_DEPTH)
+		return -1;
+	if ((l = resp3_line(p, n)) <= 0)
+		return l;
+	switch (p[0]) {
+	case '+': case '-': case ':': case '_': case '#': case ',': case '(':
+		return l;
+	case '$': case '!': case '=':
+		cnt = strtoll(p + 1, &end, 10);
+		if (end != p + l - 2 || end == p + 1)
+			return -1;
+		if (cnt == -1 && p[0] == '$')
+			return l;
+		if (cnt < 0 || cnt > (long long)REPLY_CAP)
+			return -1;
+		if ((size_t)l + (size_t)cnt + 2 > n)
+			return 0;
+		if (p[l + cnt] != '\r' || p[l + cnt + 1] != '\n')
+			return -1;
+		return l + (long)cnt + 2;
+	case '*': case '~': case '>': case '%': case '|':
+		cnt = strtoll(p + 1, &end, 10);
+		if (end != p + l - 2 || end == p + 1)
+			return -1;
+		if (cnt == -1 && p[0] == '*')
+			return l;
+		if (cnt < 0 || cnt > ARRAY_CAP)
+			return -1;
+		if (p[0] == '%' || p[0] == '|')
+			cnt *= 2;
+		for (used = l; cnt > 0; cnt--) {
+			if ((sub = resp3_scan(p + used, n - (size_t)used,
+			    depth + 1)) <= 0)
+				return sub;
+			used += sub;
+		}
+		if (p[0] == '|') {
+			/* an attribute comes before the value it describes */
+			if ((sub = resp3_scan(p + used, n - (size_t)used,
+			    depth + 1)) <= 0)
+				return sub;
+			used += sub;
+		}
+		return used;
+	}
+	return -1;
+}
+
+/*
+ * ?protocol=resp3: Pylon's client sends HELLO 3 after AUTH/SELECT, so the
+ * proof does too, on the subscription's connection before SUBSCRIBE.  The
+ * answer must be a RESP3 map; then HELLO 2 puts the connection back to
+ * RESP2 for the rest of the proof (docs/decisions.md).
+ */
+static int
+do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
+    struct agent_err *err)
+{
+	const char	*argv[2] = { "HELLO", "3" };
+	size_t		 lens[2] = { 5, 1 }, len = 0, got, left;
+	char		*buf, txt[256], tmp[AGENT_ERR_LEN];
+	redisReply	 fake, *r = NULL;
+	enum tr_status	 st;
+	long		 used;
+	int		 rc;
+
+	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0)
+		return rc;
+	if ((buf = a_malloc(HELLO_CAP)) == NULL)
+		return err_oom(err, "HELLO 3");
+	/* Bytes the reader already holds belong to this answer. */
+	left = c->rd->len - c->rd->pos;
+	if (left > 0 && left <= HELLO_CAP) {
+		memcpy(buf, c->rd->buf + c->rd->pos, left);
+		len = left;
+		c->rd->pos = c->rd->len;
+	}
+	while ((used = resp3_scan(buf, len, 0)) == 0) {
+		if (len == HELLO_CAP)
+			used = -1;
+		if (used < 0)
+			break;
+		if (now_ms() >= deadline)
+			st = TR_TIMEOUT;
+		else
+			st = transport_read(c->t, buf + len, HELLO_CAP - len,
+			    &got, deadline, err);
+		if (st == TR_TIMEOUT) {
+			rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: read "
+			    "timeout: no answer to HELLO 3 (?protocol=resp3)",
+			    c->where);
+			goto out;
+		}
+		if (st != TR_OK) {
+			snprintf(tmp, sizeof(tmp), "%s", err->msg);
+			rc = err_set(err, err->code ? err->code :
+			    EXIT_AGENT_UNPROVEN, "%s (waiting for HELLO 3)",
+			    tmp);
+			goto out;
+		}
+		len += got;
+	}
+	if (used < 0) {
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "(?protocol=resp3): the answer is not RESP3", c->where);
+		goto out;
+	}
+	if (buf[0] == '-' || buf[0] == '!') {
+		const char	*t = buf + 1;
+		size_t		 tl = (size_t)used - 3;
+
+		if (buf[0] == '!') {	/* !<len>\r\n<text>\r\n */
+			t = (const char *)memchr(buf, '\n', (size_t)used) + 1;
+			tl = (size_t)(buf + used - 2 - t);
+		}
+		memset(&fake, 0, sizeof(fake));
+		fake.type = REDIS_REPLY_ERROR;
+		fake.str = (char *)t;
+		fake.len = tl;
+		if (err_is(&fake, "NOPERM") || err_is(&fake, "NOAUTH") ||
+		    err_is(&fake, "WRONGPASS")) {
+			rc = reply_error(x, c->where, "HELLO", NULL, &fake,
+			    err);
+			goto out;
+		}
+		server_text(t, tl, txt, sizeof(txt));
+		reply_fatal = true;	/* a server's version does not heal */
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "failed: %s: the server does not speak RESP3, and Pylon "
+		    "with ?protocol=resp3 in its URL cannot use it; remove "
+		    "?protocol=resp3 or use Redis 6 or later", c->where, txt);
+		goto out;
+	}
+	if (buf[0] != '%') {
+		reply_fatal = true;
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "answered '%c', not a RESP3 map: the server (or a proxy "
+		    "in front of it) does not switch to RESP3; remove "
+		    "?protocol=resp3", c->where, isprint((unsigned char)
+		    buf[0]) ? buf[0] : '?');
+		goto out;
+	}
+	/* Anything after it belongs to the next reply. */
+	if ((size_t)used < len &&
+	    redisReaderFeed(c->rd, buf + used, len - (size_t)used) !=
+	    REDIS_OK) {
+		rc = err_oom(err, "redisReaderFeed");
+		goto out;
+	}
+	c->fed = len - (size_t)used;
+	argv[1] = "2";
+	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0 ||
+	    (rc = rconn_recv(c, &r, deadline, "HELLO 2", err)) != 0)
+		goto out;
+	if (r->type == REDIS_REPLY_ERROR)
+		rc = reply_error(x, c->where, "HELLO 2", NULL, r, err);
+	else if (r->type != REDIS_REPLY_ARRAY)
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 2: "
+		    "unexpected reply type %d", c->where, r->type);
+	freeReplyObject(r);
+out:
+	a_free(buf);
+	return rc;
+}
+
 /* ---- the envelope ------------------------------------------------------- */
 
 static void
@@ -654,6 +853,8 @@ attempt_run(const struct ctx *x, struct attempt *a, const char *env,
 	}
 	if ((rc = conn_setup(x, &a->sub, deadline, err)) != 0)
 		return rc;
+	if (x->u->resp3 && (rc = do_hello3(x, &a->sub, deadline, err)) != 0)
+		goto fail;
 	if ((rc = do_subscribe(x, &a->sub, deadline, err)) != 0)
 		goto fail;
 	if ((rc = conn_setup(x, &a->pub, deadline, err)) != 0)

@@ -395,9 +395,11 @@ class FakeRedis:
     subscribe_reply, when set, replaces the SUBSCRIBE answer (raw bytes)."""
 
     def __init__(self, publish_reply=1, deliver=False, subscribe_reply=None,
-                 flood=False):
+                 flood=False, replies=None):
         self.publish_reply, self.deliver = publish_reply, deliver
         self.subscribe_reply = subscribe_reply
+        # replies: {"HELLO": raw bytes, or a function of the command}
+        self.replies, self.seen = replies or {}, []
         # flood: after the subscription, messages on the channel without
         # a pause (never the envelope), for at most FLOOD_S seconds
         self.flood, self.flooded = flood, 0
@@ -427,7 +429,11 @@ class FakeRedis:
             while True:
                 cmd = rd.read()
                 name = cmd[0].decode().upper()
-                if name == "SUBSCRIBE":
+                self.seen.append(name)
+                if name in self.replies:
+                    rep = self.replies[name]
+                    c.sendall(rep(cmd) if callable(rep) else rep)
+                elif name == "SUBSCRIBE":
                     if self.subscribe_reply is not None:
                         c.sendall(self.subscribe_reply)
                         continue
@@ -568,6 +574,75 @@ def test_proven_while_another_client_floods_the_channel(redis_factory):
     assert_proven(res)
     assert took < 5 + 2.0 * SLOW
     assert sent[0] > 1000
+
+
+# ---- ?protocol=resp3: proven with HELLO 3 (issue 11) -----------------------
+
+def hello_calls(r):
+    info = r.cmd("INFO", "commandstats")
+    if isinstance(info, bytes):
+        info = info.decode()
+    m = re.search(r"cmdstat_hello:calls=(\d+)", info)
+    return int(m.group(1)) if m else 0
+
+
+def test_resp3_url_is_proven_with_hello_3(redis_factory):
+    r = redis_factory(requirepass=NASTY, databases=4)
+    res = prove(r.url(password=NASTY, db=2) + "?protocol=resp3")
+    assert_proven(res)
+    assert_no_secret(res, NASTY)
+    # HELLO 3 (the answer checked as a RESP3 map), then HELLO 2 back
+    assert hello_calls(r) == 2
+    # without ?protocol=resp3 no HELLO at all
+    r2 = redis_factory()
+    assert_proven(prove(r2.url()))
+    assert hello_calls(r2) == 0
+
+
+# (An ACL rule cannot refuse HELLO: Redis exempts it, like AUTH, from ACL
+# checks, so "-hello" has no effect; a server that refuses it is faked.)
+
+
+HELLO2 = b"*2\r\n$5\r\nproto\r\n:2\r\n"
+
+
+@pytest.mark.parametrize("answer,needle,retried", [
+    (b"-ERR unknown command 'HELLO', with args beginning with: '3' \r\n",
+     "the server does not speak RESP3", False),
+    (b"-NOPROTO unsupported protocol version\r\n", "the server does not speak RESP3", False),
+    (b"!37\r\nNOPROTO sorry, this is a blob error..\r\n", "the server does not speak RESP3",
+     False),
+    (b"*2\r\n$5\r\nproto\r\n:2\r\n", "not a RESP3 map", False),
+    (b"%1\r\n$5\r\npro", "read timeout: no answer to HELLO 3", True),
+    (b"%1\r\n@x\r\n", "the answer is not RESP3", True),
+])
+def test_resp3_hello_answers_that_pylon_could_not_use(answer, needle, retried):
+    f = FakeRedis(deliver=True, replies={"HELLO": answer})
+    try:
+        res = prove("redis://127.0.0.1:%d?protocol=resp3" % f.port, timeout="2s")
+        assert_unproven(res, needle)
+        assert f.seen.count("PUBLISH") == 0 and f.seen.count("SUBSCRIBE") == 0
+        if not retried:
+            # a server's protocol version does not heal by waiting
+            assert "not retried" in res.stderr, res.stderr
+            assert f.seen.count("HELLO") == 1
+    finally:
+        f.close()
+
+
+def test_resp3_map_then_hello_2_is_proven():
+    # A RESP3 map (split over reads by its size: a long server string) is
+    # accepted, HELLO 2 turns the connection back to RESP2.
+    big = b"x" * 40000
+    hello3 = b"%%2\r\n$5\r\nproto\r\n:3\r\n$6\r\nserver\r\n$%d\r\n%s\r\n" % (len(big), big)
+    f = FakeRedis(deliver=True, replies={
+        "HELLO": lambda cmd: hello3 if cmd[1] == b"3" else HELLO2})
+    try:
+        assert_proven(prove("redis://127.0.0.1:%d?protocol=resp3" % f.port))
+        assert f.seen[:3] == ["HELLO", "HELLO", "SUBSCRIBE"], f.seen
+        assert f.seen.count("PUBLISH") == 1
+    finally:
+        f.close()
 
 
 def test_oversized_replies_are_refused():
