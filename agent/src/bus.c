@@ -505,9 +505,30 @@ resp3_line(const char *p, size_t n)
 
 	if (e == NULL)
 		return n >= HELLO_CAP ? -1 : 0;
-	if (e == p || e[-1] != '\r')
+	if (e == p || e[-1] != '\r' || e - p >= HELLO_CAP)
 		return -1;
 	return (long)(e - p) + 1;
+}
+
+/* The length field between p and end ([-]digits, nothing else); the
+ * input is not NUL-terminated, so no strtoll. */
+static bool
+resp3_len(const char *p, const char *end, long long *out)
+{
+	long long	v = 0;
+	bool		neg = p < end && *p == '-';
+
+	if (neg)
+		p++;
+	if (p == end || end - p > 18)
+		return false;
+	for (; p < end; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (*p - '0');
+	}
+	*out = neg ? -v : v;
+	return true;
 }
 
 /*
@@ -521,7 +542,6 @@ resp3_scan(const char *p, size_t n, int depth)
 {
 	long		 l, sub, used;
 	long long	 cnt;
-	char		*end;
 
 	if (n == 0)
 		return 0;
@@ -533,8 +553,7 @@ resp3_scan(const char *p, size_t n, int depth)
 	case '+': case '-': case ':': case '_': case '#': case ',': case '(':
 		return l;
 	case '$': case '!': case '=':
-		cnt = strtoll(p + 1, &end, 10);
-		if (end != p + l - 2 || end == p + 1)
+		if (!resp3_len(p + 1, p + l - 2, &cnt))
 			return -1;
 		if (cnt == -1 && p[0] == '$')
 			return l;
@@ -546,8 +565,7 @@ resp3_scan(const char *p, size_t n, int depth)
 			return -1;
 		return l + (long)cnt + 2;
 	case '*': case '~': case '>': case '%': case '|':
-		cnt = strtoll(p + 1, &end, 10);
-		if (end != p + l - 2 || end == p + 1)
+		if (!resp3_len(p + 1, p + l - 2, &cnt))
 			return -1;
 		if (cnt == -1 && p[0] == '*')
 			return l;

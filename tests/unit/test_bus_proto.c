@@ -230,7 +230,10 @@ test_resp3_scan(void **state)
 		{ "+OK\r\n+next\r\n", 5 },	/* one value only */
 		/* not RESP3 */
 		{ "x\r\n", -1 }, { "+OK\n", -1 }, { "$5\r\nabcdefg\r\n", -1 },
-		{ "$-2\r\n", -1 }, { "*x\r\n", -1 }, { "%-1\r\n", -1 },
+		{ "$-2\r\n", -1 },
+		/* strtoll would skip the CRLF and read on (found by fuzz_resp) */
+		{ "$\r\n\r\n5\r\nabcde\r\n", -1 }, { "* 1\r\n:1\r\n", -1 },
+		{ "$+3\r\nabc\r\n", -1 }, { "*\r\n", -1 }, { "*x\r\n", -1 }, { "%-1\r\n", -1 },
 		{ "*99999\r\n", -1 }, { "$99999999\r\n", -1 },
 		{ "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
 		  -1 },	/* deeper than RESP3_DEPTH */
