@@ -333,6 +333,8 @@ envfile_read(const char *path, struct envfile *ef, struct agent_err *err)
 		err_prefix(err, "env file");
 		if (rc == EXIT_AGENT_SOFTWARE)
 			return rc;	/* out of memory, not a bad file */
+		if (strstr(err->msg, "expected a regular file") != NULL)
+			return EXIT_AGENT_CONFIG;	/* says what to do */
 		strncat(err->msg, " (was pylon-agent init run with the same "
 		    "--env-file?)", sizeof(err->msg) - strlen(err->msg) - 1);
 		return EXIT_AGENT_CONFIG;

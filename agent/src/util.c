@@ -184,9 +184,9 @@ read_file_opt(const char *path, size_t cap, bool regular, char **out,
 	}
 	if (regular && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
 		rc = err_set(err, EXIT_AGENT_CONFIG, "cannot read %s: it is "
-		    "%s, expected a regular file (remove it: pylon-agent "
-		    "writes this file itself)", path,
-		    file_type_name((unsigned)st.st_mode));
+		    "%s, expected a regular file (pylon-agent writes this "
+		    "file itself: remove what is there and run pylon-agent "
+		    "init again)", path, file_type_name((unsigned)st.st_mode));
 		goto out;
 	}
 	if (regular)
