@@ -466,9 +466,15 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 		if ((rc = rconn_recv(c, &r, deadline, subscribed ?
 		    "PING on the subscription" : "PING", err)) != 0)
 			return rc;
-		if (subscribed && is_push(r, "message") && skipped++ <
-		    1000000 && now_ms() < deadline) {
+		if (subscribed && is_push(r, "message")) {
+			/* pushes before the pong: skipped, to the deadline */
 			freeReplyObject(r);
+			if (++skipped > 1000000 || now_ms() >= deadline)
+				return err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: PING on the subscription: no "
+				    "answer before the deadline (%d other "
+				    "messages arrived first)", c->where,
+				    skipped);
 			continue;
 		}
 		break;
