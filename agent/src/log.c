@@ -149,9 +149,10 @@ insertion_len(const char *p)
  * Length of the span at in that shows secret s, or 0.  Beyond the exact
  * bytes, the span may hold what insertion_len() skips (a server that
  * echoes the password with a control character or a colour escape
- * inserted must not show it either), and a control character of the
- * secret matches '?' or any control character (the way output folds
- * it).  The span starts and ends with a character of the secret.
+ * inserted must not show it either), and characters that output folds
+ * alike match: a control character or '?' of the secret matches any
+ * control character or '?'.  The span starts and ends with a character
+ * of the secret.
  */
 static size_t
 secret_span(const char *in, const char *s)
@@ -165,7 +166,8 @@ secret_span(const char *in, const char *s)
 
 		if (c == '\0')
 			return 0;
-		if (c == e || (is_ctl(e) && (is_ctl(c) || c == '?'))) {
+		if (c == e || ((is_ctl(e) || e == '?') &&
+		    (is_ctl(c) || c == '?'))) {
 			j++;
 			k++;
 		} else if (j > 0 && ins < FUZZ_MAX &&

@@ -73,6 +73,10 @@ test_redaction_looks_through_inserted_controls(void **state)
 		/* the secret with a control character, echoed folded */
 		{ "tab=ab?cdef", "tab=***" },
 		{ "tab=ab\tcdef", "tab=***" },
+		/* a '?' of the secret, echoed as a control character that
+		 * output folds back to '?' */
+		{ "q=wh\x01t-now", "q=***" },
+		{ "q=wh?t-now", "q=***" },
 	};
 	char	out[256];
 	size_t	i;
@@ -81,6 +85,7 @@ test_redaction_looks_through_inserted_controls(void **state)
 	log_clear_secrets();
 	log_add_secret("hunter2xyz");
 	log_add_secret("ab\tcdef");
+	log_add_secret("wh?t-now");
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		redact(cases[i].in, out, sizeof(out));
 		if (strcmp(out, cases[i].want) != 0)
