@@ -568,7 +568,11 @@ def test_api_urls_with_userinfo_are_refused_unechoed(tmp_path):
 
 # ---- the agent's memory (issue 21: PR_SET_DUMPABLE) -------------------------
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+# As root the agent and the reader drop to uid 65534 (root could read any
+# process anyway); as any other user both simply run as that user.
+NOBODY = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+          if os.geteuid() == 0 else [])
+UID = 65534 if os.geteuid() == 0 else os.geteuid()
 
 
 def _read_as_nobody(path):
@@ -578,7 +582,7 @@ def _read_as_nobody(path):
 
 
 def test_agent_memory_is_not_readable_by_the_same_uid(procs):
-    # Another process of the agent's uid (here: nobody) cannot read the
+    # Another process of the agent's uid (as root: nobody) cannot read the
     # agent's /proc/<pid>/environ or mem (the Redis password is in its
     # environment); the control, a plain process of that uid, can.
     secret = "dump-me-not-42"
@@ -596,7 +600,7 @@ def test_agent_memory_is_not_readable_by_the_same_uid(procs):
                 if not f.read().startswith(b"setpriv"):
                     break
             time.sleep(0.02)
-    assert os.stat("/proc/%d/environ" % ctl.pid).st_uid == 65534
+    assert os.stat("/proc/%d/environ" % ctl.pid).st_uid == UID
     assert _read_as_nobody("/proc/%d/environ" % ctl.pid).returncode == 0
     # a non-dumpable process's /proc files belong to root
     assert os.stat("/proc/%d/environ" % p.pid).st_uid == 0, "the agent is dumpable"
