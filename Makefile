@@ -31,7 +31,8 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bundle format format-check lint chart-test
+	fuzz bench bench-proxy bench-slowloris bundle format format-check lint \
+	chart-test
 
 all: $(BUILD)/pylon-agent
 
@@ -103,6 +104,11 @@ bench: all
 # serve --bus-proxy vs stunnel4 vs a direct TLS client (docs/benchmarks.md)
 bench-proxy: all
 	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
+
+# serve's /livez under 200 slowloris connections and 2,000 bursts
+# (docs/hardening.md; prints figures, not a test)
+bench-slowloris: all
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/slowloris_bench.py
 
 bundle: all
 	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle
