@@ -117,7 +117,8 @@ bundle: all
 chart-test: all
 	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
 	    tests/integration/test_chart.py tests/integration/test_manifests.py \
-	    tests/integration/test_bundle.py
+	    tests/integration/test_bundle.py \
+	    tests/integration/test_networkpolicy_chart.py
 
 demo: deps all
 	scripts/demo.sh
