@@ -31,8 +31,8 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bundle format format-check lint chart-test \
-	podman-test
+	fuzz bench bench-proxy bench-slowloris bundle format format-check lint \
+	chart-test podman-test
 
 all: $(BUILD)/pylon-agent
 
@@ -106,6 +106,11 @@ bench: all
 bench-proxy: all
 	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
 
+# serve's /livez under 200 slowloris connections and 2,000 bursts
+# (docs/hardening.md; prints figures, not a test)
+bench-slowloris: all
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/slowloris_bench.py
+
 bundle: all
 	scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle
 
@@ -115,7 +120,8 @@ chart-test: all
 	PYLON_AGENT_BIN=$(abspath $(BUILD)/pylon-agent) $(PYTEST) -q \
 	    tests/integration/test_chart.py tests/integration/test_manifests.py \
 	    tests/integration/test_bundle.py tests/integration/test_monitoring_chart.py \
-	    tests/integration/test_monitoring_live.py
+	    tests/integration/test_monitoring_live.py \
+	    tests/integration/test_networkpolicy_chart.py
 
 # The agent's image built with podman and the chart's pods kube-played
 # (docs/containers.md); part of `make test` too.

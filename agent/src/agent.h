@@ -89,6 +89,9 @@ void	log_add_secret(const char *s);
 void	log_clear_secrets(void);
 /* Copies in to out (size n) with every registered secret replaced. */
 char	*redact(const char *in, char *out, size_t n);
+/* Replaces every control character (< 0x20, 0x7f) by '?' in place: what a
+ * one-line output (a text log line, the termination log) shows. */
+void	fold_controls(char *s);
 void	log_info(const char *fmt, ...) AGENT_PRINTF(1, 2);
 void	log_warnx(const char *fmt, ...) AGENT_PRINTF(1, 2);
 void	log_warn(const char *fmt, ...) AGENT_PRINTF(1, 2);	/* + errno */
@@ -118,6 +121,20 @@ double	random_unit(void);
 void	sleep_ms(long ms, volatile int *stop);
 /* Reads a whole small file (cap bytes) into a NUL-terminated buffer. */
 int	read_file(const char *path, size_t cap, char **out, size_t *len,
+	    struct agent_err *err);
+/* The same; regular: refuse anything but a regular file (a FIFO or a
+ * device at the path is an error at once, never a block). */
+int	read_file_opt(const char *path, size_t cap, bool regular, char **out,
+	    size_t *len, struct agent_err *err);
+/* "a FIFO (named pipe)", "a directory", ... for st_mode. */
+const char *file_type_name(unsigned mode);
+/* The atomic writers' temp files: PATH.tmp.XXXXXX.  tmp_sweep removes
+ * stale ones of PATH (regular files of ours, older than TMP_STALE_S). */
+#define TMP_STALE_S	10
+int	tmp_sweep(const char *path);
+/* 0 when PATH is absent, a regular file or a symlink (rename replaces
+ * the link); else an error naming what is there. */
+int	write_target_ok(const char *path, const char *what,
 	    struct agent_err *err);
 /* Strips trailing whitespace in place. */
 void	rstrip(char *s);

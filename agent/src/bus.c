@@ -200,8 +200,15 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: a "
 			    "reply larger than %u bytes while waiting for %s",
 			    c->where, REPLY_CAP, what);
-		st = transport_read(c->t, buf, sizeof(buf), &got, deadline,
-		    err);
+		/* The deadline is checked before every read, not only when
+		 * the socket is idle: a server that keeps sending (a reply
+		 * trickled byte by byte, a flood of pushes) always has data
+		 * ready, and recv() would never reach poll()'s timeout. */
+		if (deadline > start && now_ms() >= deadline)
+			st = TR_TIMEOUT;
+		else
+			st = transport_read(c->t, buf, sizeof(buf), &got,
+			    deadline, err);
 		if (st == TR_TIMEOUT) {
 			waited = (long)(now_ms() - start);
 			c->timed_out = true;
@@ -409,63 +416,6 @@ fail:
 	return rc ? rc : EXIT_AGENT_UNPROVEN;
 }
 
-/*
- * ?protocol=resp3: Pylon's client sends HELLO 3 on its connections.  The
- * answer is a RESP3 map, which hiredis 0.14 cannot parse, so the check has
- * a connection of its own and reads only the first line: '%' (a map) is
- * yes, '-' is the server's refusal; then the connection is closed.
- */
-static int
-do_hello3(const struct ctx *x, int64_t deadline, struct agent_err *err)
-{
-	struct rconn	 c;
-	const char	*argv[2] = { "HELLO", "3" };
-	size_t		 lens[2] = { 5, 1 }, got = 0, n, line;
-	char		 buf[512], txt[256], *nl;
-	enum tr_status	 st;
-	int		 rc;
-
-	if ((rc = conn_setup(x, &c, deadline, err)) != 0)
-		return rc;
-	if ((rc = rconn_send(&c, 2, argv, lens, deadline, err)) != 0)
-		goto out;
-	while (got < sizeof(buf) && memchr(buf, '\n', got) == NULL) {
-		st = transport_read(c.t, buf + got, sizeof(buf) - got, &n,
-		    deadline, err);
-		if (st == TR_TIMEOUT) {
-			rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: read "
-			    "timeout: no reply to HELLO 3", c.where);
-			goto out;
-		}
-		if (st != TR_OK) {
-			rc = err->code ? err->code : EXIT_AGENT_UNPROVEN;
-			goto out;
-		}
-		got += n;
-	}
-	nl = memchr(buf, '\n', got);
-	line = nl != NULL ? (size_t)(nl - buf) : got;
-	if (line > 0 && buf[line - 1] == '\r')
-		line--;
-	if (got > 0 && buf[0] == '%') {
-		rc = 0;
-	} else if (got > 0 && buf[0] == '-') {
-		server_text(buf + 1, line > 0 ? line - 1 : 0, txt, sizeof(txt));
-		reply_fatal = true;
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
-		    "failed (server: %s): the URL asks for ?protocol=resp3, "
-		    "which Pylon sends as HELLO 3 on every connection, and "
-		    "this server refuses it (RESP3 needs Redis 6 or later); "
-		    "drop ?protocol=resp3 from the URL", c.where, txt);
-	} else {
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3: "
-		    "unexpected reply (not a RESP3 map)", c.where);
-	}
-out:
-	rconn_close(&c);
-	return rc;
-}
-
 /* A pub/sub push: ["message", channel, payload] (RESP2). */
 static bool
 is_push(const redisReply *r, const char *kind)
@@ -516,9 +466,15 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 		if ((rc = rconn_recv(c, &r, deadline, subscribed ?
 		    "PING on the subscription" : "PING", err)) != 0)
 			return rc;
-		if (subscribed && is_push(r, "message") && skipped++ <
-		    1000000) {
+		if (subscribed && is_push(r, "message")) {
+			/* pushes before the pong: skipped, to the deadline */
 			freeReplyObject(r);
+			if (++skipped > 1000000 || now_ms() >= deadline)
+				return err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: PING on the subscription: no "
+				    "answer before the deadline (%d other "
+				    "messages arrived first)", c->where,
+				    skipped);
 			continue;
 		}
 		break;
@@ -538,6 +494,223 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 		    "unexpected reply (the subscription is not alive)",
 		    c->where, subscribed ? " on the subscription" : "");
 	freeReplyObject(r);
+	return rc;
+}
+
+/* ---- RESP3: HELLO 3 for ?protocol=resp3 --------------------------------- */
+
+#define HELLO_CAP	65536	/* bytes of HELLO 3's answer (~200 in practice) */
+#define RESP3_DEPTH	8
+
+/* The length of "\r\n"-terminated line at p, CRLF included; 0: more
+ * bytes needed; -1: no CRLF in a line longer than the cap. */
+static long
+resp3_line(const char *p, size_t n)
+{
+	const char	*e = memchr(p, '\n', n);
+
+	if (e == NULL)
+		return n >= HELLO_CAP ? -1 : 0;
+	if (e == p || e[-1] != '\r' || e - p >= HELLO_CAP)
+		return -1;
+	return (long)(e - p) + 1;
+}
+
+/* The length field between p and end ([-]digits, nothing else); the
+ * input is not NUL-terminated, so no strtoll. */
+static bool
+resp3_len(const char *p, const char *end, long long *out)
+{
+	long long	v = 0;
+	bool		neg = p < end && *p == '-';
+
+	if (neg)
+		p++;
+	if (p == end || end - p > 18)
+		return false;
+	for (; p < end; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (*p - '0');
+	}
+	*out = neg ? -v : v;
+	return true;
+}
+
+/*
+ * The length of one complete RESP3 value at p (n bytes), 0 when more
+ * bytes are needed, -1 when it is not RESP3 (or over the caps).  Only a
+ * scanner: hiredis 0.14 cannot parse RESP3, and HELLO 3's answer is only
+ * checked for its type, never used.
+ */
+STATIC long
+resp3_scan(const char *p, size_t n, int depth)
+{
+	long		 l, sub, used;
+	long long	 cnt;
+
+	if (n == 0)
+		return 0;
+	if (depth > RESP3_DEPTH)
+		return -1;
+	if ((l = resp3_line(p, n)) <= 0)
+		return l;
+	switch (p[0]) {
+	case '+': case '-': case ':': case '_': case '#': case ',': case '(':
+		return l;
+	case '$': case '!': case '=':
+		if (!resp3_len(p + 1, p + l - 2, &cnt))
+			return -1;
+		if (cnt == -1 && p[0] == '$')
+			return l;
+		if (cnt < 0 || cnt > (long long)REPLY_CAP)
+			return -1;
+		if ((size_t)l + (size_t)cnt + 2 > n)
+			return 0;
+		if (p[l + cnt] != '\r' || p[l + cnt + 1] != '\n')
+			return -1;
+		return l + (long)cnt + 2;
+	case '*': case '~': case '>': case '%': case '|':
+		if (!resp3_len(p + 1, p + l - 2, &cnt))
+			return -1;
+		if (cnt == -1 && p[0] == '*')
+			return l;
+		if (cnt < 0 || cnt > ARRAY_CAP)
+			return -1;
+		if (p[0] == '%' || p[0] == '|')
+			cnt *= 2;
+		for (used = l; cnt > 0; cnt--) {
+			if ((sub = resp3_scan(p + used, n - (size_t)used,
+			    depth + 1)) <= 0)
+				return sub;
+			used += sub;
+		}
+		if (p[0] == '|') {
+			/* an attribute comes before the value it describes */
+			if ((sub = resp3_scan(p + used, n - (size_t)used,
+			    depth + 1)) <= 0)
+				return sub;
+			used += sub;
+		}
+		return used;
+	}
+	return -1;
+}
+
+/*
+ * ?protocol=resp3: Pylon's client sends HELLO 3 after AUTH/SELECT, so the
+ * proof does too, on the subscription's connection before SUBSCRIBE.  The
+ * answer must be a RESP3 map; then HELLO 2 puts the connection back to
+ * RESP2 for the rest of the proof (docs/decisions.md).
+ */
+static int
+do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
+    struct agent_err *err)
+{
+	const char	*argv[2] = { "HELLO", "3" };
+	size_t		 lens[2] = { 5, 1 }, len = 0, got, left;
+	char		*buf, txt[256], tmp[AGENT_ERR_LEN];
+	redisReply	 fake, *r = NULL;
+	enum tr_status	 st;
+	long		 used;
+	int		 rc;
+
+	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0)
+		return rc;
+	if ((buf = a_malloc(HELLO_CAP)) == NULL)
+		return err_oom(err, "HELLO 3");
+	/* Bytes the reader already holds belong to this answer. */
+	left = c->rd->len - c->rd->pos;
+	if (left > 0 && left <= HELLO_CAP) {
+		memcpy(buf, c->rd->buf + c->rd->pos, left);
+		len = left;
+		c->rd->pos = c->rd->len;
+	}
+	while ((used = resp3_scan(buf, len, 0)) == 0) {
+		if (len == HELLO_CAP)
+			used = -1;
+		if (used < 0)
+			break;
+		if (now_ms() >= deadline)
+			st = TR_TIMEOUT;
+		else
+			st = transport_read(c->t, buf + len, HELLO_CAP - len,
+			    &got, deadline, err);
+		if (st == TR_TIMEOUT) {
+			rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: read "
+			    "timeout: no answer to HELLO 3 (?protocol=resp3)",
+			    c->where);
+			goto out;
+		}
+		if (st != TR_OK) {
+			snprintf(tmp, sizeof(tmp), "%s", err->msg);
+			rc = err_set(err, err->code ? err->code :
+			    EXIT_AGENT_UNPROVEN, "%s (waiting for HELLO 3)",
+			    tmp);
+			goto out;
+		}
+		len += got;
+	}
+	if (used < 0) {
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "(?protocol=resp3): the answer is not RESP3", c->where);
+		goto out;
+	}
+	if (buf[0] == '-' || buf[0] == '!') {
+		const char	*t = buf + 1;
+		size_t		 tl = (size_t)used - 3;
+
+		if (buf[0] == '!') {	/* !<len>\r\n<text>\r\n */
+			t = (const char *)memchr(buf, '\n', (size_t)used) + 1;
+			tl = (size_t)(buf + used - 2 - t);
+		}
+		memset(&fake, 0, sizeof(fake));
+		fake.type = REDIS_REPLY_ERROR;
+		fake.str = (char *)t;
+		fake.len = tl;
+		if (err_is(&fake, "NOPERM") || err_is(&fake, "NOAUTH") ||
+		    err_is(&fake, "WRONGPASS")) {
+			rc = reply_error(x, c->where, "HELLO", NULL, &fake,
+			    err);
+			goto out;
+		}
+		server_text(t, tl, txt, sizeof(txt));
+		reply_fatal = true;	/* a server's version does not heal */
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "failed: %s: the server does not speak RESP3, and Pylon "
+		    "with ?protocol=resp3 in its URL cannot use it; remove "
+		    "?protocol=resp3 or use Redis 6 or later", c->where, txt);
+		goto out;
+	}
+	if (buf[0] != '%') {
+		reply_fatal = true;
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		    "answered '%c', not a RESP3 map: the server (or a proxy "
+		    "in front of it) does not switch to RESP3; remove "
+		    "?protocol=resp3", c->where, isprint((unsigned char)
+		    buf[0]) ? buf[0] : '?');
+		goto out;
+	}
+	/* Anything after it belongs to the next reply. */
+	if ((size_t)used < len &&
+	    redisReaderFeed(c->rd, buf + used, len - (size_t)used) !=
+	    REDIS_OK) {
+		rc = err_oom(err, "redisReaderFeed");
+		goto out;
+	}
+	c->fed = len - (size_t)used;
+	argv[1] = "2";
+	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0 ||
+	    (rc = rconn_recv(c, &r, deadline, "HELLO 2", err)) != 0)
+		goto out;
+	if (r->type == REDIS_REPLY_ERROR)
+		rc = reply_error(x, c->where, "HELLO 2", NULL, r, err);
+	else if (r->type != REDIS_REPLY_ARRAY)
+		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 2: "
+		    "unexpected reply type %d", c->where, r->type);
+	freeReplyObject(r);
+out:
+	a_free(buf);
 	return rc;
 }
 
@@ -632,10 +805,27 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 	if (a->receivers == 0 && deadline > start + ZERO_GRACE_MS)
 		deadline = start + ZERO_GRACE_MS;
 	for (;;) {
-		rc = rconn_recv(&a->sub, &r, deadline, "the envelope", err);
+		/* Other messages on the channel (Pylon's own traffic, or a
+		 * flood) are counted and skipped, never past the deadline. */
+		if (others > 0 && now_ms() >= deadline) {
+			a->sub.timed_out = true;
+			rc = EXIT_AGENT_UNPROVEN;
+		} else
+			rc = rconn_recv(&a->sub, &r, deadline, "the envelope",
+			    err);
 		if (rc != 0) {
 			if (!a->sub.timed_out)
 				return rc;
+			if (others >= 1000)
+				return err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: envelope not received on "
+				    "channel \"%s\" within %ld ms: %ld other "
+				    "messages arrived on it and were skipped "
+				    "(something else floods the channel: "
+				    "another application on the same "
+				    "--namespace, or a hostile server?)",
+				    a->sub.where, x->channel,
+				    (long)(now_ms() - start), others);
 			if (a->receivers == 0)
 				return err_set(err, EXIT_AGENT_UNPROVEN,
 				    "redis %s: envelope not received on "
@@ -685,11 +875,10 @@ attempt_run(const struct ctx *x, struct attempt *a, const char *env,
 			goto fail;
 		return 0;
 	}
-	/* Pylon's own handshake with ?protocol=resp3 (research: HELLO 3). */
-	if (x->u->resp3 && (rc = do_hello3(x, deadline, err)) != 0)
-		return rc;
 	if ((rc = conn_setup(x, &a->sub, deadline, err)) != 0)
 		return rc;
+	if (x->u->resp3 && (rc = do_hello3(x, &a->sub, deadline, err)) != 0)
+		goto fail;
 	if ((rc = do_subscribe(x, &a->sub, deadline, err)) != 0)
 		goto fail;
 	if ((rc = conn_setup(x, &a->pub, deadline, err)) != 0)

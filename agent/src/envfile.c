@@ -112,6 +112,9 @@ envfile_write(const char *path, const struct decision *d, const char *url,
 	ssize_t	 w;
 	int	 fd = -1, dfd, rc = 0;
 
+	if ((rc = write_target_ok(path, "env file", err)) != 0)
+		return rc;
+	(void)tmp_sweep(path);
 	if ((text = envfile_render(d, url, err)) == NULL)
 		return err->code;
 	len = strlen(text);
@@ -325,10 +328,13 @@ envfile_read(const char *path, struct envfile *ef, struct agent_err *err)
 	int	 rc;
 
 	memset(ef, 0, sizeof(*ef));
-	if ((rc = read_file(path, ENVFILE_MAX, &text, &len, err))) {
+	if ((rc = read_file_opt(path, ENVFILE_MAX, true, &text, &len,
+	    err))) {
 		err_prefix(err, "env file");
 		if (rc == EXIT_AGENT_SOFTWARE)
 			return rc;	/* out of memory, not a bad file */
+		if (strstr(err->msg, "expected a regular file") != NULL)
+			return EXIT_AGENT_CONFIG;	/* says what to do */
 		strncat(err->msg, " (was pylon-agent init run with the same "
 		    "--env-file?)", sizeof(err->msg) - strlen(err->msg) - 1);
 		return EXIT_AGENT_CONFIG;

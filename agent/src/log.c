@@ -111,6 +111,75 @@ log_clear_secrets(void)
 	pthread_mutex_unlock(&lock);
 }
 
+/* A control character: what a text line must never carry raw. */
+static bool
+is_ctl(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/* At most this many insertions inside one secret are looked through. */
+#define FUZZ_MAX	16
+
+/*
+ * Length of something inserted at p that output folds away or that a
+ * terminal does not show: a control character, the '?' output folds one
+ * to, or an ANSI CSI sequence (ESC or '?', '[', parameters, a final
+ * byte).  0 when p starts none of them.
+ */
+static size_t
+insertion_len(const char *p)
+{
+	const unsigned char	*q = (const unsigned char *)p;
+
+	if (!is_ctl(q[0]) && q[0] != '?')
+		return 0;
+	if ((q[0] == 0x1b || q[0] == '?') && q[1] == '[') {
+		for (q += 2; *q >= 0x30 && *q <= 0x3f; q++)
+			;
+		for (; *q >= 0x20 && *q <= 0x2f; q++)
+			;
+		if (*q >= 0x40 && *q <= 0x7e)
+			return (size_t)((const char *)q + 1 - p);
+	}
+	return 1;
+}
+
+/*
+ * Length of the span at in that shows secret s, or 0.  Beyond the exact
+ * bytes, the span may hold what insertion_len() skips (a server that
+ * echoes the password with a control character or a colour escape
+ * inserted must not show it either), and characters that output folds
+ * alike match: a control character or '?' of the secret matches any
+ * control character or '?'.  The span starts and ends with a character
+ * of the secret.
+ */
+static size_t
+secret_span(const char *in, const char *s)
+{
+	size_t	k = 0, j = 0, skip;
+	int	ins = 0;
+
+	while (s[j] != '\0') {
+		unsigned char	c = (unsigned char)in[k];
+		unsigned char	e = (unsigned char)s[j];
+
+		if (c == '\0')
+			return 0;
+		if (c == e || ((is_ctl(e) || e == '?') &&
+		    (is_ctl(c) || c == '?'))) {
+			j++;
+			k++;
+		} else if (j > 0 && ins < FUZZ_MAX &&
+		    (skip = insertion_len(in + k)) > 0) {
+			ins++;
+			k += skip;
+		} else
+			return 0;
+	}
+	return k;
+}
+
 char *
 redact(const char *in, char *out, size_t n)
 {
@@ -123,8 +192,8 @@ redact(const char *in, char *out, size_t n)
 	while (*in && o + 1 < n) {
 		hit = 0;
 		for (i = 0; i < nsecrets; i++) {
-			sl = strlen(secrets[i]);
-			if (strncmp(in, secrets[i], sl) == 0) {
+			sl = secret_span(in, secrets[i]);
+			if (sl > 0) {
 				if (o + 3 < n) {
 					memcpy(out + o, "***", 3);
 					o += 3;
@@ -141,6 +210,14 @@ redact(const char *in, char *out, size_t n)
 	out[o] = '\0';
 	pthread_mutex_unlock(&lock);
 	return out;
+}
+
+void
+fold_controls(char *s)
+{
+	for (; *s; s++)
+		if (is_ctl((unsigned char)*s))
+			*s = '?';
 }
 
 static void
@@ -172,15 +249,23 @@ emit(const char *level, const char *fields, const char *msg)
 
 	redact(msg, clean, sizeof(clean));
 	if (fmt == LOG_JSON) {
+		/* json_escape() writes every control character as \uXXXX. */
 		iso8601_now_micro(ts, sizeof(ts));
 		json_escape(clean, esc, sizeof(esc));
 		fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\","
 		    "\"logger\":\"pylon-agent\",\"msg\":\"%s\"%s}\n", ts, level,
 		    esc, fields ? fields : "");
-	} else if (strcmp(level, "info") == 0)
-		fprintf(stderr, "[pylon-agent] %s\n", clean);
-	else
-		fprintf(stderr, "[pylon-agent] %s: %s\n", level, clean);
+	} else {
+		/* One message, one line: a \r, \n or an escape sequence
+		 * from a URL or a server's answer cannot forge a line or
+		 * repaint the terminal. */
+		fold_controls(clean);
+		if (strcmp(level, "info") == 0)
+			fprintf(stderr, "[pylon-agent] %s\n", clean);
+		else
+			fprintf(stderr, "[pylon-agent] %s: %s\n", level,
+			    clean);
+	}
 	fflush(stderr);
 }
 

@@ -1,6 +1,8 @@
 /*
  * main.c - command dispatch, exit codes, printing the one error.
  */
+#include <sys/prctl.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -38,9 +40,12 @@ termination_log_write(const char *msg)
 	if (path == NULL)
 		path = "/dev/termination-log";
 	/* Only when it exists and is writable: never create it. */
-	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)) == -1)
+	/* O_NONBLOCK: a FIFO without a reader is skipped, not waited on. */
+	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK |
+	    O_NOCTTY)) == -1)
 		return;
 	redact(msg, clean, sizeof(clean) - 1);
+	fold_controls(clean);
 	n = strlen(clean);
 	clean[n++] = '\n';
 	(void)!write(fd, clean, n);
@@ -310,6 +315,12 @@ main(int argc, char **argv)
 	bool			 help = false;
 	int			 rc = 0;
 
+	/* Before any secret is read: no core dump, and another process of
+	 * the same uid cannot ptrace us or read /proc/<pid>/{mem,environ}
+	 * (the Redis password, API tokens).  Root (CAP_SYS_PTRACE) still
+	 * can.  execve() of a normal binary resets the flag: Pylon and a
+	 * supervised CMD are dumpable as usual (docs/hardening.md). */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
 	if ((e = getenv("PYLON_AGENT_FAIL_ALLOC")) != NULL)
 		alloc_fail_after(atol(e));

@@ -48,6 +48,9 @@ write_file_atomic(const char *path, const char *data, size_t len,
 	    (int)sizeof(tmp))
 		return err_set(err, EXIT_AGENT_CONFIG, "%s: path too long",
 		    path);
+	if ((fd = write_target_ok(path, "file", err)) != 0)
+		return fd;
+	(void)tmp_sweep(path);
 	snprintf(dirc, sizeof(dirc), "%s", path);
 	if ((fd = mkstemp(tmp)) == -1)
 		return err_set(err, EXIT_AGENT_CANTCREAT, "cannot create a "
@@ -293,7 +296,8 @@ state_read(const char *env_file, struct pod_state *ps, struct agent_err *err)
 		return err_set(err, EXIT_AGENT_CONFIG, "no env file path");
 	if (access(path, F_OK) != 0)
 		return err_set(err, EXIT_AGENT_CONFIG, "%s: not there", path);
-	if ((rc = read_file(path, STATE_MAX, &text, &len, err)) != 0)
+	if ((rc = read_file_opt(path, STATE_MAX, true, &text, &len,
+	    err)) != 0)
 		return rc;
 	rc = state_parse(text, len, ps, err);
 	a_free(text);

@@ -3,8 +3,10 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,9 +137,31 @@ sleep_ms(long ms, volatile int *stop)
 	}
 }
 
+const char *
+file_type_name(unsigned mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:	return "a regular file";
+	case S_IFDIR:	return "a directory";
+	case S_IFIFO:	return "a FIFO (named pipe)";
+	case S_IFCHR:	return "a character device";
+	case S_IFBLK:	return "a block device";
+	case S_IFSOCK:	return "a socket";
+	case S_IFLNK:	return "a symbolic link";
+	}
+	return "not a regular file";
+}
+
 int
 read_file(const char *path, size_t cap, char **out, size_t *lenp,
     struct agent_err *err)
+{
+	return read_file_opt(path, cap, false, out, lenp, err);
+}
+
+int
+read_file_opt(const char *path, size_t cap, bool regular, char **out,
+    size_t *lenp, struct agent_err *err)
 {
 	struct stat	 st;
 	char		*buf = NULL;
@@ -146,7 +170,11 @@ read_file(const char *path, size_t cap, char **out, size_t *lenp,
 	int		 fd, rc = 0;
 
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* regular: a FIFO or a device must give an error, never block -
+	 * O_NONBLOCK makes open() of a FIFO return at once, and fstat()
+	 * then refuses it (no read is ever tried on it). */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+	    (regular ? O_NONBLOCK : 0))) == -1)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "cannot read %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -154,6 +182,15 @@ read_file(const char *path, size_t cap, char **out, size_t *lenp,
 		    "cannot read %s: it is a directory, expected a file", path);
 		goto out;
 	}
+	if (regular && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		rc = err_set(err, EXIT_AGENT_CONFIG, "cannot read %s: it is "
+		    "%s, expected a regular file (pylon-agent writes this "
+		    "file itself: remove what is there and run pylon-agent "
+		    "init again)", path, file_type_name((unsigned)st.st_mode));
+		goto out;
+	}
+	if (regular)
+		(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	if ((buf = a_malloc(cap + 1)) == NULL) {
 		rc = err_oom(err, path);
 		goto out;
@@ -186,6 +223,73 @@ out:
 	a_free(buf);
 	close(fd);
 	return rc;
+}
+
+/* NAME is BASE.tmp. and six characters of mkstemp's alphabet. */
+static bool
+tmp_name_of(const char *name, const char *base)
+{
+	size_t	n = strlen(base), i;
+
+	if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5))
+		return false;
+	name += n + 5;
+	for (i = 0; i < 6; i++)
+		if (!isalnum((unsigned char)name[i]))
+			return false;
+	return name[6] == '\0';
+}
+
+int
+tmp_sweep(const char *path)
+{
+	char		 dirc[PATH_MAX], basec[PATH_MAX];
+	const char	*dir, *base;
+	struct dirent	*de;
+	struct stat	 st;
+	DIR		*d;
+	time_t		 now = time(NULL);
+	int		 n = 0;
+
+	if (snprintf(dirc, sizeof(dirc), "%s", path) >= (int)sizeof(dirc))
+		return 0;
+	memcpy(basec, dirc, sizeof(basec));
+	dir = dirname(dirc);
+	base = basename(basec);
+	if ((d = opendir(dir)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		if (!tmp_name_of(de->d_name, base))
+			continue;
+		/* Only a regular file of ours (never a link's target), and
+		 * only one no live writer can still be filling: a write of
+		 * a few hundred bytes and an fsync take far less. */
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+		    !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+		    now - st.st_mtime < TMP_STALE_S)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n > 0)
+		log_info("removed %d stale temp file%s of %s (left by a "
+		    "writer that was killed)", n, n == 1 ? "" : "s", path);
+	return n;
+}
+
+int
+write_target_ok(const char *path, const char *what, struct agent_err *err)
+{
+	struct stat	st;
+
+	if (lstat(path, &st) == -1 || S_ISREG(st.st_mode) ||
+	    S_ISLNK(st.st_mode))
+		return 0;
+	return err_set(err, EXIT_AGENT_CANTCREAT, "cannot write the %s %s: "
+	    "it is %s, expected a regular file (remove it, or point the "
+	    "option at a path on the shared volume)", what, path,
+	    file_type_name((unsigned)st.st_mode));
 }
 
 void

@@ -3,7 +3,8 @@
  * through hiredis's reader (the reader bus.c feeds from its own
  * transport).  The input is fed in pieces of varying size, as a socket
  * would deliver it; every reply is walked like bus.c inspects them, and
- * error/status texts go through bus.c's server_text().
+ * error/status texts go through bus.c's server_text().  The same bytes go
+ * through bus.c's resp3_scan() (the ?protocol=resp3 HELLO 3 check).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 /* bus.c (STATIC, visible with -DUNITTEST): the printable copy of a
  * server's error reply that goes into the one-line error. */
 void	server_text(const char *, size_t, char *, size_t);
+long	resp3_scan(const char *, size_t, int);
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static size_t
@@ -91,6 +93,27 @@ reader_new(void)
 	return r;
 }
 
+/*
+ * resp3_scan's properties: a result is -1, 0 or a length within the
+ * input; a complete value is found again in exactly its own bytes; and a
+ * proper prefix of it always asks for more (never "not RESP3", which
+ * would fail the proof on a short read).
+ */
+static void
+resp3_check(const char *p, size_t n)
+{
+	long	l = resp3_scan(p, n, 0);
+
+	if (l < -1 || l > (long)n)
+		abort();
+	if (l <= 0)
+		return;
+	if (resp3_scan(p, (size_t)l, 0) != l ||
+	    resp3_scan(p, (size_t)l / 2, 0) != 0 ||
+	    resp3_scan(p, (size_t)l - 1, 0) != 0)
+		abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -108,6 +131,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	step = (data[0] % 16) + 1;
 	data++;
 	size--;
+	resp3_check((const char *)data, size);
 	while (off < size) {
 		if (step > size - off)
 			step = size - off;

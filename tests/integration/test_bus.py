@@ -277,6 +277,18 @@ class SilentListener:
             except OSError:
                 continue
 
+    FLOOD_S = 30
+
+    def _flood(self, c, ch):
+        m = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$5\r\nnoise\r\n" % (len(ch), ch)
+        batch, t0 = m * 200, time.monotonic()
+        try:
+            while not self.stop and time.monotonic() - t0 < self.FLOOD_S:
+                c.sendall(batch)
+                self.flooded += 200
+        except OSError:
+            pass
+
     def close(self):
         self.stop = True
         self.t.join(2)
@@ -382,9 +394,15 @@ class FakeRedis:
     PUBLISH answers; deliver says whether it reaches subscribers;
     subscribe_reply, when set, replaces the SUBSCRIBE answer (raw bytes)."""
 
-    def __init__(self, publish_reply=1, deliver=False, subscribe_reply=None):
+    def __init__(self, publish_reply=1, deliver=False, subscribe_reply=None,
+                 flood=False, replies=None):
         self.publish_reply, self.deliver = publish_reply, deliver
         self.subscribe_reply = subscribe_reply
+        # replies: {"HELLO": raw bytes, or a function of the command}
+        self.replies, self.seen = replies or {}, []
+        # flood: after the subscription, messages on the channel without
+        # a pause (never the envelope), for at most FLOOD_S seconds
+        self.flood, self.flooded = flood, 0
         self.publishes, self.subs, self.lock = 0, [], threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -411,7 +429,11 @@ class FakeRedis:
             while True:
                 cmd = rd.read()
                 name = cmd[0].decode().upper()
-                if name == "SUBSCRIBE":
+                self.seen.append(name)
+                if name in self.replies:
+                    rep = self.replies[name]
+                    c.sendall(rep(cmd) if callable(rep) else rep)
+                elif name == "SUBSCRIBE":
                     if self.subscribe_reply is not None:
                         c.sendall(self.subscribe_reply)
                         continue
@@ -419,6 +441,9 @@ class FakeRedis:
                         self.subs.append(c)
                     ch = cmd[1]
                     c.sendall(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(ch), ch))
+                    if self.flood:
+                        threading.Thread(target=self._flood, args=(c, ch),
+                                         daemon=True).start()
                 elif name == "PUBLISH":
                     with self.lock:
                         self.publishes += 1
@@ -434,6 +459,18 @@ class FakeRedis:
                 else:
                     c.sendall(b"+OK\r\n")
         except (OSError, ConnectionError, ValueError, IndexError):
+            pass
+
+    FLOOD_S = 30
+
+    def _flood(self, c, ch):
+        m = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$5\r\nnoise\r\n" % (len(ch), ch)
+        batch, t0 = m * 200, time.monotonic()
+        try:
+            while not self.stop and time.monotonic() - t0 < self.FLOOD_S:
+                c.sendall(batch)
+                self.flooded += 200
+        except OSError:
             pass
 
     def close(self):
@@ -480,6 +517,130 @@ def test_fake_that_delivers_is_proven():
     try:
         assert_proven(prove("redis://127.0.0.1:%d" % f.port))
         assert f.publishes == 1
+    finally:
+        f.close()
+
+
+def test_timeout_holds_under_a_push_flood():
+    # issue 21 item 2: messages that are not the envelope keep the socket
+    # readable; the deadline is checked on every reply, so --timeout holds.
+    f = FakeRedis(publish_reply=1, deliver=False, flood=True)
+    try:
+        t0 = time.monotonic()
+        res = prove("redis://127.0.0.1:%d" % f.port, timeout="2s")
+        took = time.monotonic() - t0
+        assert_unproven(res, "other messages arrived on it and were skipped",
+                        "floods the channel")
+        assert f.flooded > 1000, f.flooded
+        assert took < 2 + 2.0 * SLOW, "--timeout 2s took %.1f s" % took
+        assert f.publishes == 1
+    finally:
+        f.close()
+
+
+def test_proven_while_another_client_floods_the_channel(redis_factory):
+    # A real redis-server, another client publishing on the proof's channel
+    # without a pause: the envelope is found among the other messages.
+    r = redis_factory()
+    stop, sent = threading.Event(), [0]
+
+    def flood():
+        s = r._connect()
+        cmd = resp_encode("PUBLISH", "pylon:cluster:bus", "noise" * 20) * 100
+        rd = s.makefile("rb")
+        t0 = time.monotonic()
+        try:
+            while not stop.is_set() and time.monotonic() - t0 < 30:
+                s.sendall(cmd)
+                for _ in range(100):
+                    rd.readline()
+                sent[0] += 100
+        finally:
+            s.close()
+
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        for _ in range(500):
+            if sent[0] >= 1000:
+                break
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        res = prove(r.url(), timeout="5s")
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(35)
+    assert_proven(res)
+    assert took < 5 + 2.0 * SLOW
+    assert sent[0] > 1000
+
+
+# ---- ?protocol=resp3: proven with HELLO 3 (issue 11) -----------------------
+
+def hello_calls(r):
+    info = r.cmd("INFO", "commandstats")
+    if isinstance(info, bytes):
+        info = info.decode()
+    m = re.search(r"cmdstat_hello:calls=(\d+)", info)
+    return int(m.group(1)) if m else 0
+
+
+def test_resp3_url_is_proven_with_hello_3(redis_factory):
+    r = redis_factory(requirepass=NASTY, databases=4)
+    res = prove(r.url(password=NASTY, db=2) + "?protocol=resp3")
+    assert_proven(res)
+    assert_no_secret(res, NASTY)
+    # HELLO 3 (the answer checked as a RESP3 map), then HELLO 2 back
+    assert hello_calls(r) == 2
+    # without ?protocol=resp3 no HELLO at all
+    r2 = redis_factory()
+    assert_proven(prove(r2.url()))
+    assert hello_calls(r2) == 0
+
+
+# (An ACL rule cannot refuse HELLO: Redis exempts it, like AUTH, from ACL
+# checks, so "-hello" has no effect; a server that refuses it is faked.)
+
+
+HELLO2 = b"*2\r\n$5\r\nproto\r\n:2\r\n"
+
+
+@pytest.mark.parametrize("answer,needle,retried", [
+    (b"-ERR unknown command 'HELLO', with args beginning with: '3' \r\n",
+     "the server does not speak RESP3", False),
+    (b"-NOPROTO unsupported protocol version\r\n", "the server does not speak RESP3", False),
+    (b"!37\r\nNOPROTO sorry, this is a blob error..\r\n", "the server does not speak RESP3",
+     False),
+    (b"*2\r\n$5\r\nproto\r\n:2\r\n", "not a RESP3 map", False),
+    (b"%1\r\n$5\r\npro", "read timeout: no answer to HELLO 3", True),
+    (b"%1\r\n@x\r\n", "the answer is not RESP3", True),
+])
+def test_resp3_hello_answers_that_pylon_could_not_use(answer, needle, retried):
+    f = FakeRedis(deliver=True, replies={"HELLO": answer})
+    try:
+        res = prove("redis://127.0.0.1:%d?protocol=resp3" % f.port, timeout="2s")
+        assert_unproven(res, needle)
+        assert f.seen.count("PUBLISH") == 0 and f.seen.count("SUBSCRIBE") == 0
+        if not retried:
+            # a server's protocol version does not heal by waiting
+            assert "not retried" in res.stderr, res.stderr
+            assert f.seen.count("HELLO") == 1
+    finally:
+        f.close()
+
+
+def test_resp3_map_then_hello_2_is_proven():
+    # A RESP3 map (split over reads by its size: a long server string) is
+    # accepted, HELLO 2 turns the connection back to RESP2.
+    big = b"x" * 40000
+    hello3 = b"%%2\r\n$5\r\nproto\r\n:3\r\n$6\r\nserver\r\n$%d\r\n%s\r\n" % (len(big), big)
+    f = FakeRedis(deliver=True, replies={
+        "HELLO": lambda cmd: hello3 if cmd[1] == b"3" else HELLO2})
+    try:
+        assert_proven(prove("redis://127.0.0.1:%d?protocol=resp3" % f.port))
+        assert f.seen[:3] == ["HELLO", "HELLO", "SUBSCRIBE"], f.seen
+        assert f.seen.count("PUBLISH") == 1
     finally:
         f.close()
 

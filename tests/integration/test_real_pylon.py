@@ -405,3 +405,18 @@ def test_standin_agrees_with_real_pylon(world):
     # the scenarios really cover every class of pylon-real.md's tables
     assert seen == {"exit 1", "boots redis", "boots NoopBus", "hangs",
                     "boots deaf or mute (NOPERM warnings)"}, seen
+def test_resp3_url_agent_sends_hello_3_and_pylon_connects(world):
+    # ?protocol=resp3 (issue 11): the agent's proof sends HELLO 3 like
+    # Pylon's client; on a Redis that speaks RESP3 both go ahead.
+    ps, _, tmp = world
+    r = redis(world, requirepass=PASSWORD)
+    uf = url_file(tmp, r.url(password=PASSWORD) + "?protocol=resp3")
+    a = ps.start(make_app(str(tmp)), env=env_for(uf),
+                 agent_args=agent_exec("--replicas", "2", "--cluster-required=false"))
+    assert "redis bus connected" in a.log(), a.log()
+    info = r.cmd("INFO", "commandstats")
+    info = info.decode() if isinstance(info, bytes) else info
+    import re
+    calls = int(re.search(r"cmdstat_hello:calls=(\d+)", info).group(1))
+    assert calls >= 3, info          # the agent's HELLO 3 + HELLO 2, Pylon's HELLO 3
+    assert PASSWORD not in a.log()

@@ -564,3 +564,112 @@ def test_api_urls_with_userinfo_are_refused_unechoed(tmp_path):
     assert p.returncode == 78, p.stderr
     assert "--fly-api-url holds a user name or password" in p.stderr
     assert_clean("fly-basic-pw", p.stdout, p.stderr)
+
+
+# ---- the agent's memory (issue 21: PR_SET_DUMPABLE) -------------------------
+
+# As root the agent and the reader drop to uid 65534 (root could read any
+# process anyway); as any other user both simply run as that user.
+NOBODY = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+          if os.geteuid() == 0 else [])
+UID = 65534 if os.geteuid() == 0 else os.geteuid()
+
+
+def _read_as_nobody(path):
+    import subprocess
+    return subprocess.run(NOBODY + ["cat", path], capture_output=True,
+                          timeout=10)
+
+
+def test_agent_memory_is_not_readable_by_the_same_uid(procs):
+    # Another process of the agent's uid (as root: nobody) cannot read the
+    # agent's /proc/<pid>/environ or mem (the Redis password is in its
+    # environment); the control, a plain process of that uid, can.
+    secret = "dump-me-not-42"
+    port = free_port()
+    from conftest import agent_cmd
+    p = procs.start(NOBODY + agent_cmd(
+        ["serve", "--platform", "static", "--mode", "redis", "--listen",
+         "127.0.0.1:%d" % port, "--interval", "200ms"]),
+        env=env_with(PYLON_AGENT_REDIS_URL="redis://:%s@127.0.0.1:1" % secret))
+    ctl = procs.start(NOBODY + ["sleep", "30"], env=clean_env())
+    wait_port(port)
+    for who in (p, ctl):
+        for _ in range(100):      # until setpriv has exec'd its command
+            with open("/proc/%d/cmdline" % who.pid, "rb") as f:
+                if not f.read().startswith(b"setpriv"):
+                    break
+            time.sleep(0.02)
+    assert os.stat("/proc/%d/environ" % ctl.pid).st_uid == UID
+    assert _read_as_nobody("/proc/%d/environ" % ctl.pid).returncode == 0
+    # a non-dumpable process's /proc files belong to root
+    assert os.stat("/proc/%d/environ" % p.pid).st_uid == 0, "the agent is dumpable"
+    for f in ("environ", "mem"):
+        r = _read_as_nobody("/proc/%d/%s" % (p.pid, f))
+        assert r.returncode != 0, f
+        assert b"Permission denied" in r.stderr, r.stderr
+        assert secret.encode() not in r.stdout
+
+
+CHECK_DUMPABLE = ("import ctypes, sys; "
+                  "d = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0); "  # PR_GET_DUMPABLE
+                  "open(sys.argv[1], 'w').write('dumpable=%d' % d)")
+
+
+def test_exec_and_supervised_children_stay_dumpable(procs, tmp_path):
+    import sys
+    out = tmp_path / "exec.txt"
+    r = run_agent(["exec", "--", sys.executable, "-c", CHECK_DUMPABLE, str(out)])
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "dumpable=1"
+    out2 = tmp_path / "supervised.txt"
+    port = free_port()
+    procs.start_agent(["serve", "--platform", "static", "--listen",
+                       "127.0.0.1:%d" % port, "--interval", "200ms", "--",
+                       sys.executable, "-c", CHECK_DUMPABLE, str(out2)])
+    for _ in range(int(200 * SLOW)):
+        if out2.exists() and out2.read_text():
+            break
+        time.sleep(0.05)
+    assert out2.read_text() == "dumpable=1"
+
+
+# ---- control characters (issue 21: redaction and one line per message) ----
+
+def test_echo_with_an_inserted_control_character_is_redacted(term_log):
+    # A server that echoes the password with a control character inside:
+    # output folds it to '?', and redaction looks through it.
+    from test_bus import FakeRedis, prove
+    pw = "hunter2xyz-secret"
+    for echo in (b"hunter2\x01xyz-secret", b"hun\x1b[31mter2xyz-sec\x1b[0mret",
+                 b"h\x7fu\x02nter2xyz-secret"):
+        f = FakeRedis(subscribe_reply=b"-ERR no such channel: " + echo + b"\r\n")
+        try:
+            r = prove("redis://:%s@127.0.0.1:%d" % (pw, f.port), timeout="1s",
+                      env=env_with(term_log))
+        finally:
+            f.close()
+        assert r.returncode == 69, r.stderr
+        assert "no such channel: ***" in r.stderr, r.stderr
+        with open(term_log) as t:
+            text = t.read()
+        for out in (r.stderr, r.stdout, text):
+            assert "hunter2" not in out and "xyz-sec" not in out, out
+            assert "\x1b" not in out and "\x7f" not in out, repr(out)
+
+
+def test_line_breaks_in_an_echoed_value_cannot_forge_log_lines(term_log):
+    # An invalid value is echoed in its error line (here --namespace, whose
+    # error quotes it): \r, \n and escapes are folded, one message one line.
+    forged = "[pylon-agent] info: bus proven in 1 ms"
+    r = run_agent(["decide", "--platform", "static", "--replicas", "2",
+                   "--namespace", "app\r\n%s\x1b[2K" % forged],
+                  env=env_with(term_log))
+    assert r.returncode == 78, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    for line in r.stderr.splitlines():
+        assert not line.startswith(forged), r.stderr
+    assert "\r" not in r.stderr and "\x1b" not in r.stderr, repr(r.stderr)
+    with open(term_log) as t:
+        text = t.read()
+    assert text.count("\n") == 1 and "\x1b" not in text, repr(text)

@@ -24,6 +24,7 @@ long	backoff_ms(int);
 void	server_text(const char *, size_t, char *, size_t);
 int	reply_error(const struct ctx *, const char *, const char *,
 	    const char *, const redisReply *, struct agent_err *);
+long	resp3_scan(const char *, size_t, int);
 
 static void
 test_instance_id(void **state)
@@ -201,6 +202,60 @@ test_prove_refused(void **state)
 	assert_int_equal(EXIT_AGENT_CONFIG, rc);
 }
 
+/* The RESP3 scanner behind ?protocol=resp3's HELLO 3: the length of one
+ * complete value, 0 for "more bytes", -1 for "not RESP3"; every proper
+ * prefix of a complete value asks for more. */
+static void
+test_resp3_scan(void **state)
+{
+	static const char *hello =
+	    "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n"
+	    "$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:5\r\n"
+	    "$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n"
+	    "$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+	static const struct {
+		const char	*in;
+		long		 want;
+	} cases[] = {
+		{ "+OK\r\n", 5 },
+		{ "-ERR unknown command 'HELLO'\r\n", 30 },
+		{ "_\r\n", 3 }, { "#t\r\n", 4 }, { ",1.5\r\n", 6 },
+		{ "(12345678901234567890\r\n", 23 },
+		{ "$-1\r\n", 5 }, { "$0\r\n\r\n", 6 },
+		{ "!9\r\nNOPROTO x\r\n", 15 },
+		{ "=8\r\ntxt:abcd\r\n", 14 },
+		{ "*-1\r\n", 5 }, { "~1\r\n:1\r\n", 8 },
+		{ ">2\r\n+a\r\n+b\r\n", 12 },
+		{ "|1\r\n+k\r\n+v\r\n:1\r\n", 16 },
+		{ "+OK\r\n+next\r\n", 5 },	/* one value only */
+		/* not RESP3 */
+		{ "x\r\n", -1 }, { "+OK\n", -1 }, { "$5\r\nabcdefg\r\n", -1 },
+		{ "$-2\r\n", -1 },
+		/* strtoll would skip the CRLF and read on (found by fuzz_resp) */
+		{ "$\r\n\r\n5\r\nabcde\r\n", -1 }, { "* 1\r\n:1\r\n", -1 },
+		{ "$+3\r\nabc\r\n", -1 }, { "*\r\n", -1 }, { "*x\r\n", -1 }, { "%-1\r\n", -1 },
+		{ "*99999\r\n", -1 }, { "$99999999\r\n", -1 },
+		{ "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
+		  -1 },	/* deeper than RESP3_DEPTH */
+	};
+	size_t	i, k, n;
+	long	got;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		got = resp3_scan(cases[i].in, strlen(cases[i].in), 0);
+		if (got != cases[i].want)
+			fail_msg("case %zu (%s): %ld, want %ld", i, cases[i].in,
+			    got, cases[i].want);
+	}
+	n = strlen(hello);
+	assert_int_equal((long)n, resp3_scan(hello, n, 0));
+	for (k = 0; k < n; k++)
+		if (resp3_scan(hello, k, 0) != 0)
+			fail_msg("prefix %zu of HELLO 3's answer is not 'more'",
+			    k);
+}
+
 int
 main(void)
 {
@@ -210,6 +265,7 @@ main(void)
 		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_server_text),
 		cmocka_unit_test(test_reply_error),
+		cmocka_unit_test(test_resp3_scan),
 		cmocka_unit_test(test_prove_refused),
 	};
 

@@ -49,12 +49,72 @@ test_rotated_tokens_keep_being_redacted(void **state)
 	log_clear_secrets();
 }
 
+/* issue 21: an echo of the password with a control character, a '?'
+ * (what output folds one to) or a colour escape inserted is still the
+ * password; a password holding a control character matches its folded
+ * form; the match never eats text around the secret. */
+static void
+test_redaction_looks_through_inserted_controls(void **state)
+{
+	static const struct {
+		const char	*in, *want;
+	} cases[] = {
+		{ "pw=hunter2xyz", "pw=***" },
+		{ "pw=hun\x01ter2xyz", "pw=***" },
+		{ "pw=hun?ter2xyz", "pw=***" },
+		{ "pw=h\r\nunter2xyz!", "pw=***!" },
+		{ "pw=hun\x1b[31mter2\x1b[0mxyz.", "pw=***." },
+		{ "pw=hun?[1;31mter2xyz", "pw=***" },
+		{ "pw=h\x7fu\x01n\x02t\x03" "er2xyz", "pw=***" },
+		/* not the password: text before and after is kept */
+		{ "?hunter2xy?", "?hunter2xy?" },
+		{ "hunter2xyZ", "hunter2xyZ" },
+		{ "?\x01hunter2xyz\x01?", "?\x01***\x01?" },
+		/* the secret with a control character, echoed folded */
+		{ "tab=ab?cdef", "tab=***" },
+		{ "tab=ab\tcdef", "tab=***" },
+		/* a '?' of the secret, echoed as a control character that
+		 * output folds back to '?' */
+		{ "q=wh\x01t-now", "q=***" },
+		{ "q=wh?t-now", "q=***" },
+	};
+	char	out[256];
+	size_t	i;
+
+	(void)state;
+	log_clear_secrets();
+	log_add_secret("hunter2xyz");
+	log_add_secret("ab\tcdef");
+	log_add_secret("wh?t-now");
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		redact(cases[i].in, out, sizeof(out));
+		if (strcmp(out, cases[i].want) != 0)
+			fail_msg("case %zu: redact(%s) = %s, want %s", i,
+			    cases[i].in, out, cases[i].want);
+	}
+	log_clear_secrets();
+}
+
+/* A text log line is one line: \r, \n, ESC and DEL are folded to '?'
+ * so a URL or a server's error cannot forge a second line. */
+static void
+test_fold_controls(void **state)
+{
+	char	s[] = "bad url\r\n[pylon-agent] info: bus proven\x1b[2K\x7f\t.";
+
+	(void)state;
+	fold_controls(s);
+	assert_string_equal(s, "bad url??[pylon-agent] info: bus proven?[2K??.");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_longest_match_wins),
 		cmocka_unit_test(test_rotated_tokens_keep_being_redacted),
+		cmocka_unit_test(test_redaction_looks_through_inserted_controls),
+		cmocka_unit_test(test_fold_controls),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
