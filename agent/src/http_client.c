@@ -592,12 +592,12 @@ http_do(const struct http_request *rq, struct http_response *rs,
 			break;
 		if (rq->stop != NULL && *rq->stop)
 			break;
-		/* Wait: Retry-After when given, else full-jitter backoff. */
+		/* Wait: full-jitter backoff, on top of Retry-After when
+		 * given (never sooner than the server asked, and a fleet
+		 * told "1" at once does not come back at once). */
+		wait = http_backoff_ms(attempt, base, cap, random_unit());
 		if (c == CURLE_OK && b.retry_after_ms >= 0)
-			wait = b.retry_after_ms;
-		else
-			wait = http_backoff_ms(attempt, base, cap,
-			    random_unit());
+			wait += b.retry_after_ms;
 		if (rq->deadline_ms > 0) {
 			left = rq->deadline_ms - (now_ms() - start);
 			/* Not worth waiting when no attempt would fit. */

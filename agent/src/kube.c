@@ -35,6 +35,7 @@ struct kube {
 	char			 pod[254];
 	char			 ns[64];
 	int			 requests;
+	bool			 from_cache;	/* GETs with resourceVersion=0 */
 };
 
 /* What discover learned about the own pod, for report (same process). */
@@ -404,7 +405,7 @@ kube_call(struct kube *k, const char *method, const char *verb,
 {
 	struct http_request	 rq;
 	struct http_response	 rs;
-	char			 url[2048], authz[16384];
+	char			 url[2048], authz[16384], rvq[4200];
 	const char		*prefix = kube_path_prefix(group);
 	int			 rc, tries;
 	long			 t = k->opts->api_timeout_ms > 0 ?
@@ -412,6 +413,15 @@ kube_call(struct kube *k, const char *method, const char *verb,
 
 	*out = NULL;
 	*status = 0;
+	/* resync: any version is fine, so the API server answers from its
+	 * watch cache instead of a quorum read of etcd.  Not with continue
+	 * (the server refuses both). */
+	if (k->from_cache && strcmp(method, "GET") == 0 &&
+	    (query == NULL || strstr(query, "continue=") == NULL)) {
+		snprintf(rvq, sizeof(rvq), "resourceVersion=0%s%s",
+		    query ? "&" : "", query ? query : "");
+		query = rvq;
+	}
 	snprintf(url, sizeof(url), "%s%s/namespaces/%s/%s%s%s%s%s",
 	    k->cfg.server, prefix, k->ns, resource, name ? "/" : "",
 	    name ? name : "", query ? "?" : "", query ? query : "");
@@ -906,27 +916,253 @@ deployment_surge(const cJSON *d, const char *kind, const char *name,
 	(void)name;
 }
 
-/* A 404 on a link of the controller chain, e.g. "deployment/chat, the
- * owner of replicaset/chat-7d4b, is not found". */
+/* ---- the owner chain: a table of controller kinds --------------------- */
+
+/* What a controller's object adds to the topology (base, surge, colours). */
+typedef int (*ctl_read_fn)(const cJSON *obj, const char *name,
+    struct topology *t);
+
+struct ctl_kind {
+	const char	*group, *kind, *resource;
+	const char	*label;		/* "deployment": messages, chain key */
+	bool		 owns_pods;	/* may be a pod's controller */
+	bool		 owns_rs;	/* may be a ReplicaSet's owner */
+	ctl_read_fn	 read;
+	const char	*missing;	/* a 404 "does not serve": why */
+};
+
 static int
-chain_gone(struct kube *k, const char *kind, const char *name,
-    const char *rel, const char *of_kind, const char *of,
-    struct agent_err *err)
+read_replicas(const cJSON *obj, int *r)
 {
-	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s, the %s "
-	    "of %s/%s, is not found in namespace \"%s\"; was it deleted?",
-	    kind, name, rel, of_kind, of, k->ns);
+	return (*r = j_int(obj, "spec.replicas", 1)) < 0 ? -1 : 0;
 }
 
 static int
+read_statefulset(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	snprintf(t->base_src, sizeof(t->base_src), "statefulset/%s "
+	    "replicas=%d", name, r);
+	return 0;
+}
+
+static int
+read_deployment(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	snprintf(t->base_src, sizeof(t->base_src), "deployment/%s "
+	    "replicas=%d", name, r);
+	deployment_surge(obj, "deployment", name, r, t);
+	return 0;
+}
+
+static int
+read_rollout(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r, pr;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	if (!cJSON_IsObject(j_at(obj, "spec.strategy.blueGreen"))) {
+		snprintf(t->base_src, sizeof(t->base_src), "rollout/%s "
+		    "replicas=%d strategy=canary", name, r);
+		deployment_surge(obj, "rollout", name, r, t);
+		return 0;
+	}
+	if ((pr = j_int(obj, "spec.strategy.blueGreen.previewReplicaCount",
+	    r)) < 0)
+		pr = r;
+	snprintf(t->base_src, sizeof(t->base_src), "rollout/%s replicas=%d "
+	    "strategy=blueGreen", name, r);
+	/* Active and preview both serve during a switch. */
+	t->colours += pr;
+	snprintf(t->colours_src, sizeof(t->colours_src), "rollout/%s preview "
+	    "replicas=%d", name, pr);
+	return 0;
+}
+
+/* A ReplicaSet that no Deployment or Rollout owns. */
+static int
+read_replicaset(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	snprintf(t->base_src, sizeof(t->base_src), "replicaset/%s replicas=%d "
+	    "(no deployment)", name, r);
+	return 0;
+}
+
+static const struct ctl_kind ctl_kinds[] = {
+	{ "apps", "StatefulSet", "statefulsets", "statefulset", true, false,
+	    read_statefulset, NULL },
+	{ "apps", "ReplicaSet", "replicasets", "replicaset", true, false,
+	    read_replicaset, NULL },
+	{ "apps", "Deployment", "deployments", "deployment", false, true,
+	    read_deployment, NULL },
+	{ "argoproj.io", "Rollout", "rollouts", "rollout", false, true,
+	    read_rollout, "Argo Rollouts is not installed (or its CRD was "
+	    "removed)" },
+};
+#define CTL_REPLICASET	(&ctl_kinds[1])
+
+static const struct ctl_kind *
+ctl_by(const char *group, const char *kind, const char *label)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(ctl_kinds) / sizeof(ctl_kinds[0]); i++)
+		if (label ? strcmp(ctl_kinds[i].label, label) == 0 :
+		    strcmp(ctl_kinds[i].group, group) == 0 &&
+		    strcmp(ctl_kinds[i].kind, kind) == 0)
+			return &ctl_kinds[i];
+	return NULL;
+}
+
+/* One link of the chain: the object (label/name) and who it belongs to. */
+struct link {
+	const struct ctl_kind	*ck;		/* NULL: the pod */
+	char			 name[254];
+	const char		*rel;		/* "controller" / "owner" */
+	const char		*of_label;	/* "pod" / "replicaset" */
+	char			 of[254];
+};
+
+/* A 404 on a link of the controller chain, e.g. "deployment/chat, the
+ * owner of replicaset/chat-7d4b, is not found". */
+static int
+chain_gone(struct kube *k, const struct link *l, struct agent_err *err)
+{
+	if (l->ck->missing != NULL && strstr(err->msg, "does not serve"))
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		    "is owned by %s/%s, but the API server does not serve "
+		    "%s.%s/%s: %s", l->of_label, l->of, l->ck->label, l->name,
+		    l->ck->resource, l->ck->group,
+		    strrchr(kube_path_prefix(l->ck->group), '/') + 1,
+		    l->ck->missing);
+	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s, the %s "
+	    "of %s/%s, is not found in namespace \"%s\"; was it deleted?",
+	    l->ck->label, l->name, l->rel, l->of_label, l->of, k->ns);
+}
+
+/* GETs the link's object into *obj (a 404 named as a broken chain). */
+static int
+link_get(struct kube *k, const struct link *l, cJSON **obj,
+    struct agent_err *err)
+{
+	long	status;
+	int	rc;
+
+	rc = kube_get(k, l->ck->group, l->ck->resource, l->name, obj, &status,
+	    err);
+	if (rc && status == 404)
+		chain_gone(k, l, err);
+	return rc;
+}
+
+/*
+ * The next link from obj's controller ownerReference.  Returns 0 with
+ * l->ck set, 0 with l->ck NULL when obj has no controller, or an error
+ * (malformed or uncountable owner).
+ */
+static int
+link_next(struct kube *k, const cJSON *obj, struct link *l,
+    struct agent_err *err)
+{
+	const cJSON		*ref = controller_of(obj);
+	const char		*kind, *name;
+	const struct ctl_kind	*ck;
+	bool			 of_pod = l->ck == NULL;
+	char			 g[128];
+
+	snprintf(l->of, sizeof(l->of), "%s", of_pod ? k->pod : l->name);
+	l->of_label = of_pod ? "pod" : l->ck->label;
+	l->rel = of_pod ? "controller" : "owner";
+	l->ck = NULL;
+	if (ref == NULL)
+		return 0;
+	kind = j_str(ref, "kind");
+	name = j_str(ref, "name");
+	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
+	if (kind == NULL || name == NULL || !dns_name_ok(name, 253))
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		    "has a malformed controller ownerReference", l->of_label,
+		    l->of);
+	ck = ctl_by(g, kind, NULL);
+	if (ck == NULL || !(of_pod ? ck->owns_pods : ck->owns_rs)) {
+		if (of_pod)
+			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+			    "pod/%s is controlled by %s/%s (%s), which "
+			    "pylon-agent cannot count; run it under a "
+			    "Deployment, StatefulSet or Argo Rollout, or use "
+			    "--platform static --replicas N", k->pod, kind,
+			    name, g[0] ? g : "core");
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		    "is owned by %s/%s (%s), which pylon-agent cannot count; "
+		    "use --platform static --replicas N", l->of_label, l->of,
+		    kind, name, g[0] ? g : "core");
+	}
+	l->ck = ck;
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	return 0;
+}
+
+/* What the chain's end adds: its object, its HPAs, the other colours. */
+static int
+read_end(struct kube *k, const struct ctl_kind *ck, const char *name,
+    const cJSON *obj, struct topology *t, struct agent_err *err)
+{
+	int	rc;
+
+	if (ck->read(obj, name, t))
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the "
+		    "controller of pod/%s (%s/%s) has a malformed "
+		    "spec.replicas", k->pod, ck->label, name);
+	snprintf(t->chain, sizeof(t->chain), "%s/%s", ck->label, name);
+	if ((rc = find_hpa(k, ck->group, ck->kind, name, t, err)))
+		return rc;
+	if (k->opts->app_selector != NULL && ck != CTL_REPLICASET)
+		return find_colours(k, ck->label, name, t, err);
+	return 0;
+}
+
+/* Caches the pod's uid for report_event (same process). */
+static void
+cache_pod_uid(struct kube *k, const cJSON *pod)
+{
+	const char	*uid = j_str(pod, "metadata.uid");
+
+	pthread_mutex_lock(&cache_mu);
+	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);
+	snprintf(cache_ns, sizeof(cache_ns), "%s", k->ns);
+	snprintf(cache_uid, sizeof(cache_uid), "%s", uid ? uid : "");
+	pthread_mutex_unlock(&cache_mu);
+}
+
+/*
+ * The first discovery: GET the pod, follow controller ownerReferences
+ * through the table (Pod -> StatefulSet | ReplicaSet -> Deployment |
+ * Rollout), then read the chain's end.  t->chain keeps the end for
+ * kube_resync: the chain does not change for the pod's life.
+ */
+static int
 discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 {
-	cJSON		*pod = NULL, *rs = NULL, *ctl = NULL;
-	const cJSON	*ref;
-	const char	*kind, *name, *uid;
-	char		 g[128], rsname[254], cname[254];
+	cJSON		*pod = NULL, *obj = NULL;
+	struct link	 l, end;
 	long		 status;
-	int		 rc, r;
+	int		 rc;
 
 	rc = kube_get(k, "", "pods", k->pod, &pod, &status, err);
 	if (rc) {
@@ -940,163 +1176,37 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 	t->init_fallback = native_sidecar_dropped(pod);
 	snprintf(t->fallback_of, sizeof(t->fallback_of), "%s",
 	    kube_container_name());
-	uid = j_str(pod, "metadata.uid");
-	pthread_mutex_lock(&cache_mu);
-	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);
-	snprintf(cache_ns, sizeof(cache_ns), "%s", k->ns);
-	snprintf(cache_uid, sizeof(cache_uid), "%s", uid ? uid : "");
-	pthread_mutex_unlock(&cache_mu);
-
-	ref = controller_of(pod);
-	if (ref == NULL) {
+	cache_pod_uid(k, pod);
+	memset(&l, 0, sizeof(l));
+	if ((rc = link_next(k, pod, &l, err)))
+		goto out;
+	if (l.ck == NULL) {
 		t->base = 1;
 		snprintf(t->base_src, sizeof(t->base_src),
 		    "pod/%s (bare pod, no controller)", k->pod);
+		snprintf(t->chain, sizeof(t->chain), "pod/%s", k->pod);
 		goto out;
 	}
-	kind = j_str(ref, "kind");
-	name = j_str(ref, "name");
-	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
-	if (kind == NULL || name == NULL || !dns_name_ok(name, 253)) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod/%s "
-		    "has a malformed controller ownerReference", k->pod);
-		goto out;
-	}
-	if (strcmp(kind, "StatefulSet") == 0 && strcmp(g, "apps") == 0) {
-		snprintf(cname, sizeof(cname), "%s", name);
-		rc = kube_get(k, "apps", "statefulsets", cname, &ctl, &status,
-		    err);
-		if (rc) {
-			if (status == 404)
-				chain_gone(k, "statefulset", cname,
-				    "controller", "pod", k->pod, err);
+	/* At most two links: a ReplicaSet's owner ends the chain. */
+	for (;;) {
+		if ((rc = link_get(k, &l, &obj, err)))
 			goto out;
+		if (l.ck != CTL_REPLICASET)
+			break;
+		end = l;
+		if ((rc = link_next(k, obj, &l, err)))
+			goto out;
+		if (l.ck == NULL) {
+			l = end;	/* an orphaned ReplicaSet ends it */
+			break;
 		}
-		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		snprintf(t->base_src, sizeof(t->base_src),
-		    "statefulset/%s replicas=%d", cname, r);
-		if ((rc = find_hpa(k, "apps", "StatefulSet", cname, t, err)))
-			goto out;
-		if (k->opts->app_selector)
-			rc = find_colours(k, "statefulset", cname, t, err);
-		goto out;
+		cJSON_Delete(obj);
+		obj = NULL;
 	}
-	if (strcmp(kind, "ReplicaSet") != 0 || strcmp(g, "apps") != 0) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod/%s is "
-		    "controlled by %s/%s (%s), which pylon-agent cannot count; "
-		    "run it under a Deployment, StatefulSet or Argo Rollout, "
-		    "or use --platform static --replicas N", k->pod, kind,
-		    name, g[0] ? g : "core");
-		goto out;
-	}
-	snprintf(rsname, sizeof(rsname), "%s", name);
-	rc = kube_get(k, "apps", "replicasets", rsname, &rs, &status, err);
-	if (rc) {
-		if (status == 404)
-			chain_gone(k, "replicaset", rsname, "controller",
-			    "pod", k->pod, err);
-		goto out;
-	}
-	ref = controller_of(rs);
-	if (ref == NULL) {
-		if ((r = j_int(rs, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		snprintf(t->base_src, sizeof(t->base_src),
-		    "replicaset/%s replicas=%d (no deployment)", rsname, r);
-		rc = find_hpa(k, "apps", "ReplicaSet", rsname, t, err);
-		goto out;
-	}
-	kind = j_str(ref, "kind");
-	name = j_str(ref, "name");
-	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
-	if (kind == NULL || name == NULL || !dns_name_ok(name, 253)) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-		    "replicaset/%s has a malformed controller ownerReference",
-		    rsname);
-		goto out;
-	}
-	snprintf(cname, sizeof(cname), "%s", name);
-	if (strcmp(kind, "Deployment") == 0 && strcmp(g, "apps") == 0) {
-		rc = kube_get(k, "apps", "deployments", cname, &ctl, &status,
-		    err);
-		if (rc) {
-			if (status == 404)
-				chain_gone(k, "deployment", cname, "owner",
-				    "replicaset", rsname, err);
-			goto out;
-		}
-		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		snprintf(t->base_src, sizeof(t->base_src),
-		    "deployment/%s replicas=%d", cname, r);
-		deployment_surge(ctl, "deployment", cname, r, t);
-		if ((rc = find_hpa(k, "apps", "Deployment", cname, t, err)))
-			goto out;
-		if (k->opts->app_selector)
-			rc = find_colours(k, "deployment", cname, t, err);
-		goto out;
-	}
-	if (strcmp(kind, "Rollout") == 0 && strcmp(g, "argoproj.io") == 0) {
-		rc = kube_get(k, "argoproj.io", "rollouts", cname, &ctl,
-		    &status, err);
-		if (rc) {
-			if (status == 404 && strstr(err->msg,
-			    "does not serve") != NULL)
-				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-				    "replicaset/%s is owned by rollout/%s, but "
-				    "the API server does not serve "
-				    "rollouts.argoproj.io/v1alpha1: Argo "
-				    "Rollouts is not installed (or its CRD was "
-				    "removed)", rsname, cname);
-			else if (status == 404)
-				chain_gone(k, "rollout", cname, "owner",
-				    "replicaset", rsname, err);
-			goto out;
-		}
-		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		if (cJSON_IsObject(j_at(ctl, "spec.strategy.blueGreen"))) {
-			int pr = j_int(ctl,
-			    "spec.strategy.blueGreen.previewReplicaCount", r);
-
-			if (pr < 0)
-				pr = r;
-			snprintf(t->base_src, sizeof(t->base_src),
-			    "rollout/%s replicas=%d strategy=blueGreen", cname,
-			    r);
-			/* Active and preview both serve during a switch. */
-			t->colours += pr;
-			snprintf(t->colours_src, sizeof(t->colours_src),
-			    "rollout/%s preview replicas=%d", cname, pr);
-		} else {
-			snprintf(t->base_src, sizeof(t->base_src),
-			    "rollout/%s replicas=%d strategy=canary", cname, r);
-			deployment_surge(ctl, "rollout", cname, r, t);
-		}
-		if ((rc = find_hpa(k, "argoproj.io", "Rollout", cname, t,
-		    err)))
-			goto out;
-		if (k->opts->app_selector)
-			rc = find_colours(k, "rollout", cname, t, err);
-		goto out;
-	}
-	rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: replicaset/%s is "
-	    "owned by %s/%s (%s), which pylon-agent cannot count; use "
-	    "--platform static --replicas N", rsname, kind, cname,
-	    g[0] ? g : "core");
-	goto out;
-bad_replicas:
-	rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the controller "
-	    "of pod/%s has a malformed spec.replicas", k->pod);
+	rc = read_end(k, l.ck, l.name, obj, t, err);
 out:
 	cJSON_Delete(pod);
-	cJSON_Delete(rs);
-	cJSON_Delete(ctl);
+	cJSON_Delete(obj);
 	return rc;
 }
 
@@ -1276,9 +1386,71 @@ kube_report(const struct options *opts, const struct decision *d,
 	return rc;
 }
 
+/*
+ * serve's resync: the owner chain does not change for a pod's life, so
+ * only its end (t->chain, "deployment/chat") and the HPAs are re-read,
+ * from the API server's watch cache: 2 requests (a bare pod: none).
+ */
+static int
+kube_resync(const struct options *opts, struct topology *t,
+    struct agent_err *err)
+{
+	const struct ctl_kind	*ck;
+	struct topology		 n;
+	struct kube		 k;
+	struct link		 l;
+	cJSON			*obj = NULL;
+	const char		*slash = strchr(t->chain, '/');
+	char			 label[32];
+	int			 rc;
+
+	if (slash == NULL || (size_t)(slash - t->chain) >= sizeof(label))
+		return PLATFORM_RESYNC_FULL;
+	snprintf(label, sizeof(label), "%.*s", (int)(slash - t->chain),
+	    t->chain);
+	ck = ctl_by(NULL, NULL, label);
+	if (ck == NULL && strcmp(label, "pod") != 0)
+		return PLATFORM_RESYNC_FULL;
+	if ((rc = kube_open(&k, opts, err)))
+		return rc;
+	if (strcmp(k.pod, t->instance) != 0 ||
+	    strcmp(k.ns, t->pod_namespace) != 0) {
+		kube_close(&k);
+		return PLATFORM_RESYNC_FULL;	/* another pod's state */
+	}
+	t->api_requests = 0;
+	if (ck == NULL) {			/* a bare pod: nothing moves */
+		kube_close(&k);
+		return 0;
+	}
+	k.from_cache = true;
+	memset(&n, 0, sizeof(n));
+	memcpy(n.platform, t->platform, sizeof(n.platform));
+	memcpy(n.instance, t->instance, sizeof(n.instance));
+	memcpy(n.pod_namespace, t->pod_namespace, sizeof(n.pod_namespace));
+	memcpy(n.fallback_of, t->fallback_of, sizeof(n.fallback_of));
+	n.init_fallback = t->init_fallback;
+	memset(&l, 0, sizeof(l));
+	l.ck = ck;
+	snprintf(l.name, sizeof(l.name), "%s", slash + 1);
+	l.rel = "controller";
+	l.of_label = "pod";
+	snprintf(l.of, sizeof(l.of), "%s", k.pod);
+	if ((rc = link_get(&k, &l, &obj, err)) == 0 &&
+	    (rc = read_end(&k, ck, l.name, obj, &n, err)) == 0)
+		*t = n;
+	t->api_requests = k.requests;
+	log_debug("kubernetes: resync of %s: %d API requests", t->chain,
+	    k.requests);
+	cJSON_Delete(obj);
+	kube_close(&k);
+	return rc;
+}
+
 const struct platform platform_kubernetes = {
 	.name = "kubernetes",
 	.detect = kube_detect,
 	.discover = kube_discover,
 	.report = kube_report,
+	.resync = kube_resync,
 };
