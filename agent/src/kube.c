@@ -6,8 +6,12 @@
  * bare pod) with single GETs, lists HPAs once, and, only with
  * --app-selector, lists Deployments and StatefulSets for the other
  * blue/green colours.  It never lists pods: a plain Deployment decision is
- * four GETs.  Reporting merge-patches the own pod's annotations and posts
- * an events.k8s.io/v1 Event about it.
+ * four GETs.  The chain is walked over a table of controller kinds
+ * (ctl_kinds) and its end is kept in topology.chain: serve's resync
+ * (kube_resync) re-reads only that end and the HPAs, with
+ * resourceVersion=0 so the API server answers from its watch cache.
+ * Reporting merge-patches the own pod's annotations and posts an
+ * events.k8s.io/v1 Event about it.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -157,7 +161,7 @@ sel_token(const char *p, bool (*fn)(int), char *out, size_t n)
 }
 
 static bool
-set_has(char vals[][64], int nv, const char *v)
+set_has(const char vals[][64], int nv, const char *v)
 {
 	int	i;
 
@@ -167,14 +171,101 @@ set_has(char vals[][64], int nv, const char *v)
 	return false;
 }
 
+/* One requirement: the key, the operator and its values. */
+struct sel_req {
+	char		key[320], vals[16][64];
+	int		nv;
+	enum sel_op	op;
+};
+
+/* Parses "k in (a,b)" and the like at p; returns the end, NULL if bad. */
+static const char *
+sel_parse_values(const char *p, struct sel_req *r)
+{
+	if (r->op == SEL_EQ || r->op == SEL_NE) {
+		r->nv = 1;
+		return sel_token(p, sel_valch, r->vals[0], sizeof(r->vals[0]));
+	}
+	if (r->op != SEL_IN && r->op != SEL_NOTIN)
+		return p;
+	if (*p++ != '(')
+		return NULL;
+	for (;;) {
+		if (r->nv >= 16)
+			return NULL;
+		p = sel_token(skip_ws(p), sel_valch, r->vals[r->nv++],
+		    sizeof(r->vals[0]));
+		p = skip_ws(p);
+		if (*p == ',') {
+			p++;
+			continue;
+		}
+		return *p == ')' ? p + 1 : NULL;
+	}
+}
+
+static const char *
+sel_parse_req(const char *p, struct sel_req *r)
+{
+	r->nv = 0;
+	p = skip_ws(p);
+	if (*p == '!') {
+		r->op = SEL_NOTEXISTS;
+		return sel_token(skip_ws(p + 1), sel_keych, r->key,
+		    sizeof(r->key));
+	}
+	p = skip_ws(sel_token(p, sel_keych, r->key, sizeof(r->key)));
+	r->op = SEL_EXISTS;
+	if (p[0] == '!' && p[1] == '=') {
+		r->op = SEL_NE;
+		p += 2;
+	} else if (p[0] == '=' && p[1] == '=') {
+		r->op = SEL_EQ;
+		p += 2;
+	} else if (p[0] == '=') {
+		r->op = SEL_EQ;
+		p++;
+	} else if (strncmp(p, "notin", 5) == 0 &&
+	    !sel_keych((unsigned char)p[5])) {
+		r->op = SEL_NOTIN;
+		p += 5;
+	} else if (strncmp(p, "in", 2) == 0 &&
+	    !sel_keych((unsigned char)p[2])) {
+		r->op = SEL_IN;
+		p += 2;
+	}
+	return sel_parse_values(skip_ws(p), r);
+}
+
+static bool
+sel_req_match(const struct sel_req *r, const char *have)
+{
+	switch (r->op) {
+	case SEL_EXISTS:
+		return have != NULL;
+	case SEL_NOTEXISTS:
+		return have == NULL;
+	case SEL_EQ:
+		return have != NULL && strcmp(have, r->vals[0]) == 0;
+	case SEL_NE:
+		return have == NULL || strcmp(have, r->vals[0]) != 0;
+	case SEL_IN:
+		return have != NULL && set_has(r->vals, r->nv,
+		    have);
+	case SEL_NOTIN:
+		return have == NULL || !set_has(r->vals, r->nv,
+		    have);
+	}
+	return false;
+}
+
 int
 kube_selector_match(const char *selector, const struct cJSON *labels,
     struct agent_err *err)
 {
 	const char	*p = selector, *have;
-	char		 key[320], vals[16][64];
-	int		 nv, match = 1;
-	enum sel_op	 op;
+	struct sel_req	 r;
+	int		 match = 1;
 
 	if (selector == NULL)
 		return 1;
@@ -182,62 +273,7 @@ kube_selector_match(const char *selector, const struct cJSON *labels,
 	if (*p == '\0')
 		goto bad;
 	while (*p) {
-		nv = 0;
-		p = skip_ws(p);
-		if (*p == '!') {
-			p = sel_token(skip_ws(p + 1), sel_keych, key,
-			    sizeof(key));
-			op = SEL_NOTEXISTS;
-		} else {
-			p = sel_token(p, sel_keych, key, sizeof(key));
-			p = skip_ws(p);
-			op = SEL_EXISTS;
-			if (p[0] == '!' && p[1] == '=') {
-				op = SEL_NE;
-				p += 2;
-			} else if (p[0] == '=' && p[1] == '=') {
-				op = SEL_EQ;
-				p += 2;
-			} else if (p[0] == '=') {
-				op = SEL_EQ;
-				p++;
-			} else if (strncmp(p, "notin", 5) == 0 &&
-			    !sel_keych((unsigned char)p[5])) {
-				op = SEL_NOTIN;
-				p += 5;
-			} else if (strncmp(p, "in", 2) == 0 &&
-			    !sel_keych((unsigned char)p[2])) {
-				op = SEL_IN;
-				p += 2;
-			}
-			p = skip_ws(p);
-			if (op == SEL_EQ || op == SEL_NE) {
-				p = sel_token(p, sel_valch, vals[0],
-				    sizeof(vals[0]));
-				nv = 1;
-			} else if (op == SEL_IN || op == SEL_NOTIN) {
-				if (*p != '(')
-					goto bad;
-				p++;
-				for (;;) {
-					if (nv >= 16)
-						goto bad;
-					p = sel_token(skip_ws(p), sel_valch,
-					    vals[nv++], sizeof(vals[0]));
-					p = skip_ws(p);
-					if (*p == ',') {
-						p++;
-						continue;
-					}
-					if (*p == ')') {
-						p++;
-						break;
-					}
-					goto bad;
-				}
-			}
-		}
-		if (key[0] == '\0')
+		if ((p = sel_parse_req(p, &r)) == NULL || r.key[0] == '\0')
 			goto bad;
 		p = skip_ws(p);
 		if (*p == ',')
@@ -245,27 +281,8 @@ kube_selector_match(const char *selector, const struct cJSON *labels,
 		else if (*p != '\0')
 			goto bad;
 		have = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-		    labels, key));
-		switch (op) {
-		case SEL_EXISTS:
-			match &= have != NULL;
-			break;
-		case SEL_NOTEXISTS:
-			match &= have == NULL;
-			break;
-		case SEL_EQ:
-			match &= have != NULL && strcmp(have, vals[0]) == 0;
-			break;
-		case SEL_NE:
-			match &= have == NULL || strcmp(have, vals[0]) != 0;
-			break;
-		case SEL_IN:
-			match &= have != NULL && set_has(vals, nv, have);
-			break;
-		case SEL_NOTIN:
-			match &= have == NULL || !set_has(vals, nv, have);
-			break;
-		}
+		    labels, r.key));
+		match &= sel_req_match(&r, have);
 	}
 	return match;
 bad:
@@ -392,6 +409,94 @@ token_has_ctl(const char *s)
 	return false;
 }
 
+/* The request of one attempt: connection settings and the bearer token
+ * (authz is the caller's buffer for the header value). */
+static int
+kube_request(struct kube *k, struct http_request *rq, const char *method,
+    const char *url, const char *ctype, const char *body, char *authz,
+    size_t authz_len, struct agent_err *err)
+{
+	long	t = k->opts->api_timeout_ms > 0 ? k->opts->api_timeout_ms :
+		    10000;
+
+	memset(rq, 0, sizeof(*rq));
+	rq->method = method;
+	rq->url = url;
+	if (k->cfg.token != NULL) {
+		/* A line break would split the header (the part after it an
+		 * injected header, the part before it echoed unredacted). */
+		if (token_has_ctl(k->cfg.token))
+			return err_set(err, EXIT_AGENT_CONFIG, "kubernetes: "
+			    "the bearer token%s%s holds a line break or "
+			    "control character inside; it must be one line (a "
+			    "broken token file?)", k->cfg.token_file ? " in " :
+			    "", k->cfg.token_file ? k->cfg.token_file : "");
+		snprintf(authz, authz_len, "Bearer %s", k->cfg.token);
+		rq->authorization = authz;
+	}
+	rq->content_type = ctype;
+	rq->body = body;
+	rq->body_len = body ? strlen(body) : 0;
+	rq->ca_file = k->cfg.ca_file;
+	rq->ca_pem = k->cfg.ca_pem;
+	rq->ca_pem_len = k->cfg.ca_pem_len;
+	rq->client_cert_pem = k->cfg.client_cert_pem;
+	rq->client_key_pem = k->cfg.client_key_pem;
+	rq->tls_server_name = k->cfg.tls_server_name;
+	rq->insecure = k->cfg.insecure;
+	rq->noproxy_host = k->cfg.noproxy_host;
+	rq->timeout_ms = t;
+	rq->max_body = KUBE_MAX_BODY;
+	rq->max_attempts = 4;
+	rq->deadline_ms = 3 * t + 2000;
+	rq->backoff_base_ms = 500;
+	rq->backoff_cap_ms = 5000;
+	return 0;
+}
+
+/* After a 401: whether a re-read token file (or a re-run exec plugin)
+ * gave a new credential worth one more try, like client-go's next call. */
+static bool
+kube_token_renewed(struct kube *k, struct agent_err *err)
+{
+	char	*old;
+	bool	 same;
+	int	 rc;
+
+	if (k->cfg.token_file == NULL && k->cfg.exec_command == NULL)
+		return false;
+	old = k->cfg.token ? a_strdup(k->cfg.token) : NULL;
+	rc = kube_config_refresh_token(&k->cfg, 0, true, err);
+	same = rc != 0 || (old && k->cfg.token && strcmp(old,
+	    k->cfg.token) == 0 && k->cfg.exec_command == NULL);
+	a_free(old);
+	err_clear(err);
+	return !same;
+}
+
+/* A 2xx body into *out: a JSON object, or an error naming the server. */
+static int
+kube_parse_body(struct kube *k, const struct http_response *rs,
+    const char *verb, const char *resource, const char *name, cJSON **out,
+    struct agent_err *err)
+{
+	long	fails = alloc_failures();
+
+	if (out == NULL || rs->len == 0)
+		return 0;
+	*out = cJSON_ParseWithLength(rs->body, rs->len);
+	if (*out == NULL && alloc_failures() != fails)
+		return err_oom(err, "kubernetes: API response");
+	if (*out != NULL && cJSON_IsObject(*out))
+		return 0;
+	cJSON_Delete(*out);
+	*out = NULL;
+	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s%s%s: the "
+	    "API server answered %zu bytes that are not a JSON object; is %s "
+	    "a Kubernetes API server?", verb, resource, name ? "/" : "",
+	    name ? name : "", rs->len, k->cfg.server);
+}
+
 /*
  * One API call.  verb is the RBAC verb (for messages); query is appended
  * after '?' when non-NULL.  On a 2xx the JSON object body is in *out.
@@ -408,8 +513,6 @@ kube_call(struct kube *k, const char *method, const char *verb,
 	char			 url[2048], authz[16384], rvq[4200];
 	const char		*prefix = kube_path_prefix(group);
 	int			 rc, tries;
-	long			 t = k->opts->api_timeout_ms > 0 ?
-				    k->opts->api_timeout_ms : 10000;
 
 	*out = NULL;
 	*status = 0;
@@ -428,45 +531,12 @@ kube_call(struct kube *k, const char *method, const char *verb,
 	for (tries = 0; tries < 2; tries++) {
 		/* The 401 branch below already forced the re-read. */
 		if ((rc = kube_config_refresh_token(&k->cfg,
-		    KUBE_TOKEN_MAX_AGE_MS, false, err)))
+		    KUBE_TOKEN_MAX_AGE_MS, false, err)) ||
+		    (rc = kube_request(k, &rq, method, url, ctype, body, authz,
+		    sizeof(authz), err)))
 			return rc;
-		memset(&rq, 0, sizeof(rq));
-		rq.method = method;
-		rq.url = url;
-		if (k->cfg.token != NULL) {
-			/* A line break would split the header (the part
-			 * after it an injected header, the part before it
-			 * echoed unredacted). */
-			if (token_has_ctl(k->cfg.token))
-				return err_set(err, EXIT_AGENT_CONFIG,
-				    "kubernetes: the bearer token%s%s holds a "
-				    "line break or control character inside; "
-				    "it must be one line (a broken token "
-				    "file?)", k->cfg.token_file ? " in " : "",
-				    k->cfg.token_file ? k->cfg.token_file :
-				    "");
-			snprintf(authz, sizeof(authz), "Bearer %s",
-			    k->cfg.token);
-			rq.authorization = authz;
-		}
-		rq.content_type = ctype;
-		rq.body = body;
-		rq.body_len = body ? strlen(body) : 0;
-		rq.ca_file = k->cfg.ca_file;
-		rq.ca_pem = k->cfg.ca_pem;
-		rq.ca_pem_len = k->cfg.ca_pem_len;
-		rq.client_cert_pem = k->cfg.client_cert_pem;
-		rq.client_key_pem = k->cfg.client_key_pem;
-		rq.tls_server_name = k->cfg.tls_server_name;
-		rq.insecure = k->cfg.insecure;
-		rq.noproxy_host = k->cfg.noproxy_host;
-		rq.timeout_ms = t;
-		rq.max_body = KUBE_MAX_BODY;
-		rq.max_attempts = 4;
-		rq.deadline_ms = 3 * t + 2000;
-		rq.backoff_base_ms = 500;
-		rq.backoff_cap_ms = 5000;
 		rc = http_do(&rq, &rs, err);
+		explicit_bzero(authz, sizeof(authz));
 		k->requests += rs.attempts;
 		if (rc) {
 			http_response_release(&rs);
@@ -474,50 +544,18 @@ kube_call(struct kube *k, const char *method, const char *verb,
 			    verb, resource, name ? "/" : "", name ? name : "");
 		}
 		*status = rs.status;
-		/* A rotated token: re-read the file (or re-run the exec
-		 * plugin) once and retry once, like client-go's next call. */
 		if (rs.status == 401 && tries == 0 &&
-		    (k->cfg.token_file != NULL || k->cfg.exec_command)) {
-			char	*old;
-			bool	 same;
-
-			old = k->cfg.token ? a_strdup(k->cfg.token) : NULL;
-
-			rc = kube_config_refresh_token(&k->cfg, 0, true, err);
-			same = rc != 0 || (old && k->cfg.token &&
-			    strcmp(old, k->cfg.token) == 0 &&
-			    k->cfg.exec_command == NULL);
-			a_free(old);
-			err_clear(err);
-			if (!same) {
-				http_response_release(&rs);
-				continue;
-			}
+		    kube_token_renewed(k, err)) {
+			http_response_release(&rs);
+			continue;
 		}
 		break;
 	}
-	if (rs.status < 200 || rs.status > 299) {
+	if (rs.status < 200 || rs.status > 299)
 		rc = kube_status_error(rs.status, rs.body, verb, group,
 		    resource, name, k->ns, err);
-		http_response_release(&rs);
-		return rc;
-	}
-	if (out != NULL && rs.len > 0) {
-		long	fails = alloc_failures();
-
-		*out = cJSON_ParseWithLength(rs.body, rs.len);
-		if (*out == NULL && alloc_failures() != fails)
-			rc = err_oom(err, "kubernetes: API response");
-		else if (*out == NULL || !cJSON_IsObject(*out)) {
-			cJSON_Delete(*out);
-			*out = NULL;
-			rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s "
-			    "%s%s%s: the API server answered %zu bytes that "
-			    "are not a JSON object; is %s a Kubernetes API "
-			    "server?", verb, resource, name ? "/" : "",
-			    name ? name : "", rs.len, k->cfg.server);
-		}
-	}
+	else
+		rc = kube_parse_body(k, &rs, verb, resource, name, out, err);
 	http_response_release(&rs);
 	return rc;
 }
