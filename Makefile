@@ -31,7 +31,7 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bundle format format-check lint chart-test
+	fuzz bench bench-proxy bench-fleet bundle format format-check lint chart-test
 
 all: $(BUILD)/pylon-agent
 
@@ -99,6 +99,13 @@ fuzz fuzz-smoke:
 bench: all
 	BUILD=$(BUILD) tests/bench/run.sh
 	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/fleet.py
+
+# A simulated fleet: N = 100, 500, 1000 pods in the chart's shape against
+# the fake Kubernetes API and one redis-server (docs/benchmarks.md).
+# FLEET_SIZES=100,500,1000 to choose the sizes.
+bench-fleet: all
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/fleet.py
 
 # serve --bus-proxy vs stunnel4 vs a direct TLS client (docs/benchmarks.md)
 bench-proxy: all
