@@ -96,7 +96,15 @@ def port_free(p):
         s.close()
 
 
-def ports(n, start=41000):
+def ports(n):
+    """n free ports below the ephemeral range: the agents' own outgoing
+    connections take ephemeral ports and would collide with listeners."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    start = 20000 if low > 20000 + n + 100 else low + 20000
     out, p = [], start
     while len(out) < n and p < 65000:
         if port_free(p):
@@ -227,6 +235,8 @@ class Pod:
                                          env=self.env(self.fleet.init_env, False))
 
     def start_serve(self):
+        while not port_free(self.port):
+            self.port = self.fleet.next_port()
         with open(os.path.join(self.dir, "serve.log"), "wb") as out:
             self.serve = subprocess.Popen([self.fleet.agent, "serve"],
                                           stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -266,7 +276,7 @@ class Fleet:
         self.init_env, self.serve_env = init_env, serve_env
         self.wd = tempfile.mkdtemp(prefix="pylon-fleet-%d-" % n)
         self.pods = []
-        self._ports = iter(ports(int(n * (1 + args.scale_up)) + 8))
+        self._ports = iter(ports(int(n * (1 + args.scale_up)) + 200))
         self.fake = KubeFake(os.path.join(self.wd, "fake"), namespace=NS)
         self.redis = None
 
@@ -281,7 +291,7 @@ class Fleet:
         os.chmod(self.url_file, 0o600)
         self.fake.add(deployment(DEP, self.n), replicaset(RS, ("apps/v1", "Deployment", DEP),
                                                          self.n),
-                      hpa(DEP, "Deployment", DEP, 2 * self.n))
+                      hpa(DEP, "Deployment", DEP, self.n))   # max N: a scale-up shows
         self.fake.start()
         self.sa_dir = self.fake.serviceaccount_dir(os.path.join(self.wd, "sa"), NS)
         return self
@@ -565,6 +575,8 @@ def main():
     for tool in ("redis-server", "redis-cli"):
         if shutil.which(tool) is None:
             raise SystemExit("fleet: %s missing (make deps)" % tool)
+    # SIGTERM (timeout, make interrupted) unwinds like ^C: every pod stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     nodelay()
     init_env, serve_env = chart_env()
     results = []
