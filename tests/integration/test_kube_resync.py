@@ -7,6 +7,7 @@ tests/fakes/kube_fake.py.
 """
 import json
 import os
+import time
 import urllib.parse
 
 import pytest
@@ -74,12 +75,14 @@ def test_resync_honours_retry_after(fake, tmp_path, procs):
     port = free_port()
     start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
     # APF's answer when the agent's flow is over its share: 429, Retry-After: 2
+    t_fault = time.time()
     f = fake.fault(r"/deployments/chat$", status=429, retry_after=2, times=2,
                    query="resourceVersion=0", reason="TooManyRequests",
                    message="Too many requests, please try again later.")
     wait_for(lambda: f.hits >= 2 and len(resyncs(fake, r"/deployments/chat$")) >= 3, 20,
              what="two 429s and a retry")
-    reqs = resyncs(fake, r"/deployments/chat$")[:3]
+    reqs = [r for r in resyncs(fake, r"/deployments/chat$") if r["time"] >= t_fault][:3]
+    assert len(reqs) == 3
     gaps = [b["time"] - a["time"] for a, b in zip(reqs, reqs[1:])]
     assert all(g >= 2.0 for g in gaps), "Retry-After: 2 not honoured: %r" % gaps
     # jittered on top, bounded: backoff cap (5 s) + Retry-After
@@ -148,3 +151,27 @@ def test_serve_after_init_resyncs_from_the_state_file(fake, tmp_path, procs):
     assert all(rv0(r) for r in later), later
     assert len(fake.requests("GET", r"/pods/")) == 1
     assert os.path.exists(str(env_file))
+
+
+def test_retry_after_longer_than_a_request_holds_the_next_resync(fake, tmp_path, procs):
+    # Retry-After (6 s) beyond one request's deadline (--api-timeout 1s: 5 s):
+    # the request gives up at once, and the next resync (due ~2 s later)
+    # still waits for the pause to end instead of calling sooner.
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    port = free_port()
+    args = kargs(port)
+    args[args.index("--api-timeout") + 1] = "1s"
+    start_serve(procs, args, env=kenv(fake, tmp_path), wait="/readyz")
+    t_fault = time.time()
+    f = fake.fault(r"/deployments/chat$", status=429, retry_after=6, times=1,
+                   query="resourceVersion=0")
+    wait_for(lambda: f.hits >= 1 and len(resyncs(fake, r"/deployments/chat$")) >= 2, 20,
+             what="a 429 and the next request")
+    first_429 = next(r for r in resyncs(fake, r"/deployments/chat$")
+                     if r["time"] >= t_fault)
+    after = [r for r in fake.log if r["time"] > first_429["time"]]
+    assert after, "nothing after the 429"
+    gap = after[0]["time"] - first_429["time"]
+    assert gap >= 6.0, "called %.2fs after Retry-After: 6" % gap
+    fams, _ = metrics(port)
+    assert value(fams, "pylon_agent_discovery_errors_total") >= 1
