@@ -34,12 +34,14 @@ import argparse
 import json
 import os
 import re
+import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -189,6 +191,18 @@ class Redis:
                 out[k[len("cmdstat_"):]] = int(m.group(1))
         return out
 
+    def agent_clients(self):
+        """(count, tot-mem bytes) of the clients that are not subscribers
+        (the Pylon stand-ins) nor this redis-cli: the agents'."""
+        n = mem = 0
+        for line in self.cli("CLIENT", "LIST").splitlines():
+            f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            if f.get("sub") != "0" or f.get("psub") != "0" or f.get("cmd") == "client|list":
+                continue
+            n += 1
+            mem += int(f.get("tot-mem", 0))
+        return n, mem
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -196,6 +210,70 @@ class Redis:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class Pylons(threading.Thread):
+    """Stand-ins for the pods' Pylon processes: one connection per pod,
+    SUBSCRIBEd to Pylon's channel from the moment the pod's init exited (as
+    Pylon starts after it), counting the messages delivered to them.  One
+    thread, non-blocking sockets: no process per Pylon."""
+    MSG = b"$7\r\nmessage\r\n"
+
+    def __init__(self, redis, channel):
+        super().__init__(daemon=True)
+        self.redis, self.channel = redis, channel.encode()
+        self.sel = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.delivered = 0
+        self.tails = {}
+        self.stop_flag = False
+        self.socks = []
+
+    def add(self):
+        s = socket.create_connection(("127.0.0.1", self.redis.port), 5)
+        cmd = b""
+        for args in ((b"AUTH", b"default", PASS.encode()), (b"SUBSCRIBE", self.channel)):
+            cmd += b"*%d\r\n" % len(args) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        s.sendall(cmd)
+        s.setblocking(False)
+        with self.lock:
+            self.socks.append(s)
+            self.tails[s.fileno()] = b""
+            self.sel.register(s, selectors.EVENT_READ)
+
+    def count(self):
+        with self.lock:
+            return self.delivered
+
+    def run(self):
+        while not self.stop_flag:
+            with self.lock:
+                empty = not self.socks
+            if empty:
+                time.sleep(0.05)
+                continue
+            for key, _ in self.sel.select(0.2):
+                try:
+                    data = key.fileobj.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                with self.lock:
+                    fd = key.fileobj.fileno()
+                    if not data:
+                        self.sel.unregister(key.fileobj)
+                        continue
+                    buf = self.tails[fd] + data
+                    self.delivered += buf.count(self.MSG) - self.tails[fd].count(self.MSG)
+                    self.tails[fd] = buf[-(len(self.MSG) - 1):]
+
+    def close(self):
+        self.stop_flag = True
+        self.join(5)
+        for s in self.socks:
+            s.close()
 
 
 # ---- pods --------------------------------------------------------------------
@@ -294,6 +372,9 @@ class Fleet:
                       hpa(DEP, "Deployment", DEP, self.n))   # max N: a scale-up shows
         self.fake.start()
         self.sa_dir = self.fake.serviceaccount_dir(os.path.join(self.wd, "sa"), NS)
+        self.pylons = Pylons(self.redis, self.init_env["PYLON_AGENT_NAMESPACE"] +
+                             ":cluster:bus")
+        self.pylons.start()
         return self
 
     def __exit__(self, *exc):
@@ -312,6 +393,7 @@ class Fleet:
                     proc.kill()
                     proc.wait()
         self.fake.stop()
+        self.pylons.close()
         if self.redis:
             self.redis.stop()
         if not self.args.keep:
@@ -349,6 +431,7 @@ class Fleet:
                     log("init of %s exited %d; see %s/init.log" % (p.name, rc, p.dir))
                     continue
                 p.start_serve()
+                self.pylons.add()      # the pod's Pylon starts after its init
                 starting.append(p)
             for p in list(starting[:50]):
                 if p.http("/readyz", 1.0)[0] == 200:
@@ -380,6 +463,7 @@ def run_size(args, agent, init_env, serve_env, n):
         # ---- rollout
         f.redis.cli("CONFIG", "RESETSTAT")
         f.fake.clear_log()
+        d0 = f.pylons.count()
         new = f.add_pods(n)
         log("N=%d: rollout" % n)
         res["rollout_s"] = f.start_pods(new, args.deadline)
@@ -392,6 +476,8 @@ def run_size(args, agent, init_env, serve_env, n):
         res["publish"] = cs.get("publish", 0) / n
         res["publish_total"] = cs.get("publish", 0)
         res["subscribe_total"] = cs.get("subscribe", 0)
+        time.sleep(1)
+        res["deliveries_total"] = f.pylons.count() - d0
         # init's PUBLISH reaches the subscribers of the channel at that moment:
         # here only the prover itself (no Pylon runs in the simulation).
         # ---- steady
@@ -427,9 +513,11 @@ def run_size(args, agent, init_env, serve_env, n):
         res["numsub_per_min"] = cs.get("pubsub|numsub", 0) / len(live) / (w / 60)
         # chart defaults: a check each 30 s, NUMSUB instead of one PING a minute
         res["cmds_per_min_default"] = per_check * 60 / 30.0
-        res["conns"] = int(clients.get("connected_clients", 0)) - 1   # minus redis-cli
+        res["load"] = os.getloadavg()[0]
+        res["conns_all"] = int(clients.get("connected_clients", 0)) - 1   # minus redis-cli
+        res["conns"], res["mem_clients"] = f.redis.agent_clients()
         res["conns_per_pod"] = res["conns"] / len(live)
-        res["mem_clients"] = int(mem.get("mem_clients_normal", 0))
+        res["mem_clients_all"] = int(mem.get("mem_clients_normal", 0))
         res["mem_client_per_pod"] = res["mem_clients"] / max(1, res["conns"])
         rss = [p.mem() for p in live]
         res["rss_kb"] = sum(r for r, _ in rss) / len(rss)
@@ -449,6 +537,7 @@ def run_size(args, agent, init_env, serve_env, n):
         log("N=%d: scale-up by %d" % (n, m))
         f.redis.cli("CONFIG", "RESETSTAT")
         mark = len(f.fake.log)
+        d0 = f.pylons.count()
         f.fake.add(deployment(DEP, n + m), replicaset(RS, ("apps/v1", "Deployment", DEP),
                                                       n + m))
         new = f.add_pods(m)
@@ -458,6 +547,8 @@ def run_size(args, agent, init_env, serve_env, n):
         start, _c, _r = api_split(list(f.fake.log)[mark:])
         res["scale_start_api"] = len(start) / m
         res["scale_publish"] = cs.get("publish", 0) / m
+        time.sleep(1)
+        res["scale_deliveries"] = f.pylons.count() - d0
         # the old pods see n+m at their next resync (a sample)
         old = [p for p in live[:: max(1, len(live) // 10)][:10]]
         t1 = time.monotonic()
@@ -492,8 +583,9 @@ def table(args, results, meta):
          "writes the env file and its state file), then `serve` as the sidecar "
          "(adopts init's decision and proof), both real processes of "
          "`build/pylon-agent`, in-cluster configuration.  At most %d inits at a "
-         "time.  No Pylon runs: each proof's PUBLISH reaches only the proving agent "
-         "(in a real pod it also reaches every Pylon on the channel)." % (
+         "time.  Pylon itself does not run: a stand-in connection per pod subscribes to "
+         "Pylon's channel once the pod's init exited (Pylon's start), so NUMSUB and "
+         "the deliveries of the proofs' PUBLISHes are as with Pylon." % (
              meta["when"], meta["machine"], args.concurrency), "",
          "**Time is scaled down** in the steady phase: `--interval %s --resync %s` "
          "for %d s instead of the chart's 30 s / 60 s.  \"at defaults\" columns are "
@@ -511,6 +603,8 @@ def table(args, results, meta):
         r["live"], r["n"], r["rollout_s"]), None)
     row("API requests per start (init + serve)", "≤ 4", "%.2f", "start_api")
     row("PUBLISH on Pylon's channel per start", "≤ 1", "%.2f", "publish")
+    row("deliveries to Pylons per start (mean)", "—", lambda r: "%.0f" % (
+        r["deliveries_total"] / r["n"]), None)
     row("API requests per resync", "≤ 2", "%.2f", "resync_api")
     row("API requests outside resyncs in steady state", "0", "%d", "steady_start_api")
     row("API requests a minute, at defaults", "≤ 2", "%.2f", "api_per_min_default")
@@ -519,7 +613,7 @@ def table(args, results, meta):
     row("Redis commands a minute, at defaults", "≤ 3", "%.2f", "cmds_per_min_default")
     row("Redis commands a minute, measured (scaled)", "—", "%.1f", "cmds_per_min_scaled")
     row("PUBSUB NUMSUB a minute", "≤ 1", "%.2f", "numsub_per_min")
-    row("Redis client memory (mem_clients_normal / clients)", "—",
+    row("Redis memory per agent client (CLIENT LIST tot-mem)", "—",
         lambda r: "%.1f KiB" % (r["mem_client_per_pod"] / 1024), None)
     row("agent RSS (serve), mean / max", "—", lambda r: "%.1f / %.1f MiB" % (
         r["rss_kb"] / 1024, r["rss_max_kb"] / 1024), None)
@@ -527,7 +621,8 @@ def table(args, results, meta):
     row("scale-up: new pods, API requests per start", "≤ 4", lambda r: "+%d, %.2f" % (
         r["scale_up"], r["scale_start_api"]), None)
     row("scale-up: PUBLISH per new pod", "≤ 1", "%.2f", "scale_publish")
-    row("scale-up: old pods seeing the new count", "next resync", lambda r: "%s in %.0f s" % (
+    row("scale-up: old pods seeing the new count (s after the new pods were ready)",
+        "next resync", lambda r: "%s in %.0f s" % (
         r["scale_seen"], r["scale_seen_s"]), None)
     L += ["", "| for the fleet | " + " | ".join("N=%d" % r["n"] for r in results) + " |",
           "|---|" + "---|" * len(results)]
@@ -536,15 +631,32 @@ def table(args, results, meta):
         L.append("| %s | %s |" % (name, " | ".join(fmt(r) for r in results)))
     frow("API requests for the rollout", lambda r: "%d" % r["start_api_total"])
     frow("PUBLISHes for the rollout", lambda r: "%d" % r["publish_total"])
+    frow("deliveries of those to Pylons (stand-ins)", lambda r: "%d" % r["deliveries_total"])
+    frow("scale-up: PUBLISHes, deliveries", lambda r: "%d, %d" % (
+        r["scale_publish"] * r["scale_up"], r["scale_deliveries"]))
     frow("API requests per second at defaults (2 per pod a minute)",
          lambda r: "%.1f" % (r["api_per_min_default"] * r["live"] / 60))
     frow("Redis commands per second at defaults",
          lambda r: "%.1f" % (r["cmds_per_min_default"] * r["live"] / 60))
-    frow("Redis connections", lambda r: "%d" % r["conns"])
-    frow("Redis memory for the agents' clients", lambda r: "%.1f MiB" % (
-        r["mem_clients"] / 1048576))
+    frow("Redis connections: agents (all, with the Pylons)", lambda r: "%d (%d)" % (
+        r["conns"], r["conns_all"]))
+    frow("Redis memory for the agents' clients (all clients)", lambda r: "%.1f MiB (%.1f MiB)" % (
+        r["mem_clients"] / 1048576, r["mem_clients_all"] / 1048576))
+    frow("load average (1 min) at the end of the steady phase", lambda r: "%.1f" % r["load"])
     frow("agents' RSS, summed (PSS)", lambda r: "%.0f MiB (%.0f MiB)" % (
         r["rss_kb"] * r["live"] / 1024, r["pss_kb"] * r["live"] / 1024))
+    L += ["", "Deliveries grow as N²/2 over a rollout: each pod's one proof reaches "
+          "every Pylon already running (the proof travels on Pylon's own channel, "
+          "which is what proves that channel); each is one small envelope that "
+          "Pylon ignores."]
+    L += ["", "Before issue 13 the same shape cost, per pod: 8 API requests and 2 "
+          "PUBLISHes per start (init, then serve discovering and proving again), 4 "
+          "quorum reads per resync (pod, ReplicaSet, Deployment, HPA list), and in "
+          "Redis 2 connections (one subscribed to Pylon's channel, so every envelope "
+          "Pylon publishes was buffered for every agent) and a PING every 5 s plus "
+          "NUMSUB (figures of issue 13).  At N=1000 and the "
+          "defaults the fleet now makes about 33 API requests a second, all from the "
+          "watch cache (it was 67 quorum reads)."]
     L += ["", "Steady-phase commands by name (all pods, %d s): " % args.steady + "; ".join(
         "N=%d: %s" % (r["n"], ", ".join("%s %d" % kv for kv in sorted(r["cmds_steady"].items())))
         for r in results) + ".  The agents' own `pylon_agent_redis_commands_total` "
@@ -585,9 +697,11 @@ def main():
         log(json.dumps(r))
         results.append(r)
     ver = subprocess.run([agent, "version"], capture_output=True, text=True).stdout.strip()
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
     meta = {"when": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
-            "machine": "%d CPUs, load %s, %s" % (os.cpu_count(), " ".join(
-                "%.2f" % x for x in os.getloadavg()), ver.splitlines()[0] if ver else "?"),
+            "machine": "%d CPUs shared with other work, tree %s, binary %s" % (
+                os.cpu_count(), rev or "?", ver.splitlines()[0] if ver else "?"),
             "cmd": " ".join(["tests/bench/fleet.py"] + sys.argv[1:])}
     sect = table(args, results, meta)
     try:
