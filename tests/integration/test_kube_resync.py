@@ -13,7 +13,8 @@ import urllib.parse
 import pytest
 
 from conftest import free_port, run_agent
-from kube_fake import KubeFake, deployment, deployment_objects, hpa, pod, replicaset, rollout
+from kube_fake import (KubeFake, deployment, deployment_objects, hpa, pod, replicaset,
+                       rollout, statefulset)
 from test_kube import POD, kenv
 from test_serve import INTERVAL, metrics, start_serve, status_json, value, wait_for
 
@@ -175,3 +176,33 @@ def test_retry_after_longer_than_a_request_holds_the_next_resync(fake, tmp_path,
     assert gap >= 6.0, "called %.2fs after Retry-After: 6" % gap
     fams, _ = metrics(port)
     assert value(fams, "pylon_agent_discovery_errors_total") >= 1
+
+
+@pytest.mark.parametrize("shape", ["statefulset", "orphan-replicaset", "bare-pod"])
+def test_resync_of_each_chain_end(fake, tmp_path, procs, shape):
+    if shape == "statefulset":
+        fake.add(pod(POD, owner=("apps/v1", "StatefulSet", "chat")), statefulset("chat", 1))
+        end = r"/statefulsets/chat$"
+    elif shape == "orphan-replicaset":
+        fake.add(pod(POD, owner=("apps/v1", "ReplicaSet", "chat-7d4b9c8f6d")),
+                 replicaset("chat-7d4b9c8f6d", None, 1))
+        end = r"/replicasets/chat-7d4b9c8f6d$"
+    else:
+        fake.add(pod(POD))
+        end = None
+    port = free_port()
+    start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
+    n_start = len([r for r in fake.log if not rv0(r)])
+    if end is None:
+        # nothing of a bare pod can change: its resyncs make no request
+        time.sleep(2.5)
+        assert len(fake.log) == n_start == 1, fake.log
+        return
+    wait_for(lambda: len(resyncs(fake, end)) >= 2, 8, what="2 resyncs")
+    cached = [r for r in fake.log if rv0(r)]
+    assert {r["path"].rsplit("/", 1)[-1] for r in cached} == {
+        end.rstrip("$").rsplit("/", 1)[-1], "horizontalpodautoscalers"}
+    assert len(fake.log) == n_start + len(cached)
+    if shape == "statefulset":
+        fake.add(statefulset("chat", 3))
+        wait_for(lambda: status_json(port)["drift"], 8, what="drift: statefulset scaled")
