@@ -1055,15 +1055,29 @@ static const struct ctl_kind ctl_kinds[] = {
 };
 #define CTL_REPLICASET	(&ctl_kinds[1])
 
+#define CTL_KINDS	(sizeof(ctl_kinds) / sizeof(ctl_kinds[0]))
+
+/* The table entry of an ownerReference's group and kind, or NULL. */
 static const struct ctl_kind *
-ctl_by(const char *group, const char *kind, const char *label)
+ctl_by_kind(const char *group, const char *kind)
 {
 	size_t	i;
 
-	for (i = 0; i < sizeof(ctl_kinds) / sizeof(ctl_kinds[0]); i++)
-		if (label ? strcmp(ctl_kinds[i].label, label) == 0 :
-		    strcmp(ctl_kinds[i].group, group) == 0 &&
+	for (i = 0; i < CTL_KINDS; i++)
+		if (strcmp(ctl_kinds[i].group, group) == 0 &&
 		    strcmp(ctl_kinds[i].kind, kind) == 0)
+			return &ctl_kinds[i];
+	return NULL;
+}
+
+/* The table entry of a chain key's label ("deployment"), or NULL. */
+static const struct ctl_kind *
+ctl_by_label(const char *label)
+{
+	size_t	i;
+
+	for (i = 0; i < CTL_KINDS; i++)
+		if (strcmp(ctl_kinds[i].label, label) == 0)
 			return &ctl_kinds[i];
 	return NULL;
 }
@@ -1137,7 +1151,7 @@ link_next(struct kube *k, const cJSON *obj, struct link *l,
 		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
 		    "has a malformed controller ownerReference", l->of_label,
 		    l->of);
-	ck = ctl_by(g, kind, NULL);
+	ck = ctl_by_kind(g, kind);
 	if (ck == NULL || !(of_pod ? ck->owns_pods : ck->owns_rs)) {
 		if (of_pod)
 			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
@@ -1446,7 +1460,7 @@ kube_resync(const struct options *opts, struct topology *t,
 		return PLATFORM_RESYNC_FULL;
 	snprintf(label, sizeof(label), "%.*s", (int)(slash - t->chain),
 	    t->chain);
-	ck = ctl_by(NULL, NULL, label);
+	ck = ctl_by_label(label);
 	if (ck == NULL && strcmp(label, "pod") != 0)
 		return PLATFORM_RESYNC_FULL;
 	if ((rc = kube_open(&k, opts, err)))
