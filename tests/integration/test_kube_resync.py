@@ -67,8 +67,11 @@ def test_resync_gets_the_chain_end_and_hpas_from_the_cache(fake, tmp_path, procs
     assert status_json(port)["peers"] == 3
     fake.add(hpa("chat", "Deployment", "chat", 10))
     wait_for(lambda: status_json(port)["peers"] == 10, 8, what="peers from the new HPA")
+    # every request counted by code (one may be in flight while we read)
+    before = len(fake.log)
     fams, _ = metrics(port)
-    assert value(fams, "pylon_agent_api_requests_total", code="200") == len(fake.log)
+    n200 = value(fams, "pylon_agent_api_requests_total", code="200")
+    assert before - 2 <= n200 <= len(fake.log), (n200, before)
 
 
 def test_resync_honours_retry_after(fake, tmp_path, procs):
