@@ -31,8 +31,8 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bench-slowloris bundle format format-check lint \
-	chart-test podman-test
+	fuzz bench bench-proxy bench-slowloris bench-fleet bundle format \
+	format-check lint chart-test podman-test
 
 all: $(BUILD)/pylon-agent
 
@@ -101,6 +101,13 @@ fuzz fuzz-smoke:
 bench: all
 	BUILD=$(BUILD) tests/bench/run.sh
 	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/fleet.py
+
+# A simulated fleet: N = 100, 500, 1000 pods in the chart's shape against
+# the fake Kubernetes API and one redis-server (docs/benchmarks.md).
+# FLEET_SIZES=100,500,1000 to choose the sizes.
+bench-fleet: all
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/fleet.py
 
 # serve --bus-proxy vs stunnel4 vs a direct TLS client (docs/benchmarks.md)
 bench-proxy: all

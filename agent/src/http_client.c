@@ -466,6 +466,46 @@ http_buf_reset(struct http_buf *b)
 	b->retry_after_ms = -1;
 }
 
+/*
+ * The server's last Retry-After, for the whole process: a request that
+ * gave up before the pause ended (its deadline was shorter) must not let
+ * the next one (serve's next resync) call sooner than the server asked.
+ */
+static pthread_mutex_t	gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t		gate_until_ms;
+
+static void
+retry_gate_set(long retry_after_ms)
+{
+	int64_t	until = now_ms() + retry_after_ms;
+
+	pthread_mutex_lock(&gate_mu);
+	if (until > gate_until_ms)
+		gate_until_ms = until;
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/* Waits out the pause when it fits the deadline, else refuses to send. */
+static int
+retry_gate(const struct http_request *rq, const char *method,
+    struct agent_err *err)
+{
+	int64_t	left;
+
+	pthread_mutex_lock(&gate_mu);
+	left = gate_until_ms - now_ms();
+	pthread_mutex_unlock(&gate_mu);
+	if (left <= 0)
+		return 0;
+	if (rq->deadline_ms > 0 && left >= rq->deadline_ms)
+		return err_set(err, EXIT_AGENT_DISCOVERY, "%s %s: not sent: the "
+		    "server asked for a pause (Retry-After) that ends in %lld "
+		    "ms, after this request's deadline; it is tried again "
+		    "later", method, rq->url, (long long)left);
+	sleep_ms((long)left, rq->stop);
+	return 0;
+}
+
 int
 http_do(const struct http_request *rq, struct http_response *rs,
     struct agent_err *err)
@@ -501,7 +541,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 	if (url == NULL || *url == '\0')
 		return err_set(err, EXIT_AGENT_SOFTWARE, "http: no URL");
 
-	if ((rc = dl_need_curl(err)) != 0)
+	if ((rc = dl_need_curl(err)) != 0 ||
+	    (rc = retry_gate(rq, method, err)) != 0)
 		return rc;
 	pthread_once(&http_once, http_global_init);
 	if (http_init_rc != CURLE_OK)
@@ -564,6 +605,9 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		    errbuf);
 		rs->attempts = attempt;
 		stats_api_request(c == CURLE_OK ? status : 0);
+		if (c == CURLE_OK && http_status_retryable(status) &&
+		    b.retry_after_ms >= 0)
+			retry_gate_set(b.retry_after_ms);
 		if (log_debug_enabled()) {
 			if (c == CURLE_OK)
 				log_debug("http %s %s -> %ld (%zu bytes) in "
@@ -592,12 +636,12 @@ http_do(const struct http_request *rq, struct http_response *rs,
 			break;
 		if (rq->stop != NULL && *rq->stop)
 			break;
-		/* Wait: Retry-After when given, else full-jitter backoff. */
+		/* Wait: full-jitter backoff, on top of Retry-After when
+		 * given (never sooner than the server asked, and a fleet
+		 * told "1" at once does not come back at once). */
+		wait = http_backoff_ms(attempt, base, cap, random_unit());
 		if (c == CURLE_OK && b.retry_after_ms >= 0)
-			wait = b.retry_after_ms;
-		else
-			wait = http_backoff_ms(attempt, base, cap,
-			    random_unit());
+			wait += b.retry_after_ms;
 		if (rq->deadline_ms > 0) {
 			left = rq->deadline_ms - (now_ms() - start);
 			/* Not worth waiting when no attempt would fit. */

@@ -6,8 +6,12 @@
  * bare pod) with single GETs, lists HPAs once, and, only with
  * --app-selector, lists Deployments and StatefulSets for the other
  * blue/green colours.  It never lists pods: a plain Deployment decision is
- * four GETs.  Reporting merge-patches the own pod's annotations and posts
- * an events.k8s.io/v1 Event about it.
+ * four GETs.  The chain is walked over a table of controller kinds
+ * (ctl_kinds) and its end is kept in topology.chain: serve's resync
+ * (kube_resync) re-reads only that end and the HPAs, with
+ * resourceVersion=0 so the API server answers from its watch cache.
+ * Reporting merge-patches the own pod's annotations and posts an
+ * events.k8s.io/v1 Event about it.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -35,6 +39,7 @@ struct kube {
 	char			 pod[254];
 	char			 ns[64];
 	int			 requests;
+	bool			 from_cache;	/* GETs with resourceVersion=0 */
 };
 
 /* What discover learned about the own pod, for report (same process). */
@@ -156,7 +161,7 @@ sel_token(const char *p, bool (*fn)(int), char *out, size_t n)
 }
 
 static bool
-set_has(char vals[][64], int nv, const char *v)
+set_has(const char vals[][64], int nv, const char *v)
 {
 	int	i;
 
@@ -166,14 +171,101 @@ set_has(char vals[][64], int nv, const char *v)
 	return false;
 }
 
+/* One requirement: the key, the operator and its values. */
+struct sel_req {
+	char		key[320], vals[16][64];
+	int		nv;
+	enum sel_op	op;
+};
+
+/* Parses "k in (a,b)" and the like at p; returns the end, NULL if bad. */
+static const char *
+sel_parse_values(const char *p, struct sel_req *r)
+{
+	if (r->op == SEL_EQ || r->op == SEL_NE) {
+		r->nv = 1;
+		return sel_token(p, sel_valch, r->vals[0], sizeof(r->vals[0]));
+	}
+	if (r->op != SEL_IN && r->op != SEL_NOTIN)
+		return p;
+	if (*p++ != '(')
+		return NULL;
+	for (;;) {
+		if (r->nv >= 16)
+			return NULL;
+		p = sel_token(skip_ws(p), sel_valch, r->vals[r->nv++],
+		    sizeof(r->vals[0]));
+		p = skip_ws(p);
+		if (*p == ',') {
+			p++;
+			continue;
+		}
+		return *p == ')' ? p + 1 : NULL;
+	}
+}
+
+static const char *
+sel_parse_req(const char *p, struct sel_req *r)
+{
+	r->nv = 0;
+	p = skip_ws(p);
+	if (*p == '!') {
+		r->op = SEL_NOTEXISTS;
+		return sel_token(skip_ws(p + 1), sel_keych, r->key,
+		    sizeof(r->key));
+	}
+	p = skip_ws(sel_token(p, sel_keych, r->key, sizeof(r->key)));
+	r->op = SEL_EXISTS;
+	if (p[0] == '!' && p[1] == '=') {
+		r->op = SEL_NE;
+		p += 2;
+	} else if (p[0] == '=' && p[1] == '=') {
+		r->op = SEL_EQ;
+		p += 2;
+	} else if (p[0] == '=') {
+		r->op = SEL_EQ;
+		p++;
+	} else if (strncmp(p, "notin", 5) == 0 &&
+	    !sel_keych((unsigned char)p[5])) {
+		r->op = SEL_NOTIN;
+		p += 5;
+	} else if (strncmp(p, "in", 2) == 0 &&
+	    !sel_keych((unsigned char)p[2])) {
+		r->op = SEL_IN;
+		p += 2;
+	}
+	return sel_parse_values(skip_ws(p), r);
+}
+
+static bool
+sel_req_match(const struct sel_req *r, const char *have)
+{
+	switch (r->op) {
+	case SEL_EXISTS:
+		return have != NULL;
+	case SEL_NOTEXISTS:
+		return have == NULL;
+	case SEL_EQ:
+		return have != NULL && strcmp(have, r->vals[0]) == 0;
+	case SEL_NE:
+		return have == NULL || strcmp(have, r->vals[0]) != 0;
+	case SEL_IN:
+		return have != NULL && set_has(r->vals, r->nv,
+		    have);
+	case SEL_NOTIN:
+		return have == NULL || !set_has(r->vals, r->nv,
+		    have);
+	}
+	return false;
+}
+
 int
 kube_selector_match(const char *selector, const struct cJSON *labels,
     struct agent_err *err)
 {
 	const char	*p = selector, *have;
-	char		 key[320], vals[16][64];
-	int		 nv, match = 1;
-	enum sel_op	 op;
+	struct sel_req	 r;
+	int		 match = 1;
 
 	if (selector == NULL)
 		return 1;
@@ -181,62 +273,7 @@ kube_selector_match(const char *selector, const struct cJSON *labels,
 	if (*p == '\0')
 		goto bad;
 	while (*p) {
-		nv = 0;
-		p = skip_ws(p);
-		if (*p == '!') {
-			p = sel_token(skip_ws(p + 1), sel_keych, key,
-			    sizeof(key));
-			op = SEL_NOTEXISTS;
-		} else {
-			p = sel_token(p, sel_keych, key, sizeof(key));
-			p = skip_ws(p);
-			op = SEL_EXISTS;
-			if (p[0] == '!' && p[1] == '=') {
-				op = SEL_NE;
-				p += 2;
-			} else if (p[0] == '=' && p[1] == '=') {
-				op = SEL_EQ;
-				p += 2;
-			} else if (p[0] == '=') {
-				op = SEL_EQ;
-				p++;
-			} else if (strncmp(p, "notin", 5) == 0 &&
-			    !sel_keych((unsigned char)p[5])) {
-				op = SEL_NOTIN;
-				p += 5;
-			} else if (strncmp(p, "in", 2) == 0 &&
-			    !sel_keych((unsigned char)p[2])) {
-				op = SEL_IN;
-				p += 2;
-			}
-			p = skip_ws(p);
-			if (op == SEL_EQ || op == SEL_NE) {
-				p = sel_token(p, sel_valch, vals[0],
-				    sizeof(vals[0]));
-				nv = 1;
-			} else if (op == SEL_IN || op == SEL_NOTIN) {
-				if (*p != '(')
-					goto bad;
-				p++;
-				for (;;) {
-					if (nv >= 16)
-						goto bad;
-					p = sel_token(skip_ws(p), sel_valch,
-					    vals[nv++], sizeof(vals[0]));
-					p = skip_ws(p);
-					if (*p == ',') {
-						p++;
-						continue;
-					}
-					if (*p == ')') {
-						p++;
-						break;
-					}
-					goto bad;
-				}
-			}
-		}
-		if (key[0] == '\0')
+		if ((p = sel_parse_req(p, &r)) == NULL || r.key[0] == '\0')
 			goto bad;
 		p = skip_ws(p);
 		if (*p == ',')
@@ -244,27 +281,8 @@ kube_selector_match(const char *selector, const struct cJSON *labels,
 		else if (*p != '\0')
 			goto bad;
 		have = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-		    labels, key));
-		switch (op) {
-		case SEL_EXISTS:
-			match &= have != NULL;
-			break;
-		case SEL_NOTEXISTS:
-			match &= have == NULL;
-			break;
-		case SEL_EQ:
-			match &= have != NULL && strcmp(have, vals[0]) == 0;
-			break;
-		case SEL_NE:
-			match &= have == NULL || strcmp(have, vals[0]) != 0;
-			break;
-		case SEL_IN:
-			match &= have != NULL && set_has(vals, nv, have);
-			break;
-		case SEL_NOTIN:
-			match &= have == NULL || !set_has(vals, nv, have);
-			break;
-		}
+		    labels, r.key));
+		match &= sel_req_match(&r, have);
 	}
 	return match;
 bad:
@@ -391,6 +409,94 @@ token_has_ctl(const char *s)
 	return false;
 }
 
+/* The request of one attempt: connection settings and the bearer token
+ * (authz is the caller's buffer for the header value). */
+static int
+kube_request(struct kube *k, struct http_request *rq, const char *method,
+    const char *url, const char *ctype, const char *body, char *authz,
+    size_t authz_len, struct agent_err *err)
+{
+	long	t = k->opts->api_timeout_ms > 0 ? k->opts->api_timeout_ms :
+		    10000;
+
+	memset(rq, 0, sizeof(*rq));
+	rq->method = method;
+	rq->url = url;
+	if (k->cfg.token != NULL) {
+		/* A line break would split the header (the part after it an
+		 * injected header, the part before it echoed unredacted). */
+		if (token_has_ctl(k->cfg.token))
+			return err_set(err, EXIT_AGENT_CONFIG, "kubernetes: "
+			    "the bearer token%s%s holds a line break or "
+			    "control character inside; it must be one line (a "
+			    "broken token file?)", k->cfg.token_file ? " in " :
+			    "", k->cfg.token_file ? k->cfg.token_file : "");
+		snprintf(authz, authz_len, "Bearer %s", k->cfg.token);
+		rq->authorization = authz;
+	}
+	rq->content_type = ctype;
+	rq->body = body;
+	rq->body_len = body ? strlen(body) : 0;
+	rq->ca_file = k->cfg.ca_file;
+	rq->ca_pem = k->cfg.ca_pem;
+	rq->ca_pem_len = k->cfg.ca_pem_len;
+	rq->client_cert_pem = k->cfg.client_cert_pem;
+	rq->client_key_pem = k->cfg.client_key_pem;
+	rq->tls_server_name = k->cfg.tls_server_name;
+	rq->insecure = k->cfg.insecure;
+	rq->noproxy_host = k->cfg.noproxy_host;
+	rq->timeout_ms = t;
+	rq->max_body = KUBE_MAX_BODY;
+	rq->max_attempts = 4;
+	rq->deadline_ms = 3 * t + 2000;
+	rq->backoff_base_ms = 500;
+	rq->backoff_cap_ms = 5000;
+	return 0;
+}
+
+/* After a 401: whether a re-read token file (or a re-run exec plugin)
+ * gave a new credential worth one more try, like client-go's next call. */
+static bool
+kube_token_renewed(struct kube *k, struct agent_err *err)
+{
+	char	*old;
+	bool	 same;
+	int	 rc;
+
+	if (k->cfg.token_file == NULL && k->cfg.exec_command == NULL)
+		return false;
+	old = k->cfg.token ? a_strdup(k->cfg.token) : NULL;
+	rc = kube_config_refresh_token(&k->cfg, 0, true, err);
+	same = rc != 0 || (old && k->cfg.token && strcmp(old,
+	    k->cfg.token) == 0 && k->cfg.exec_command == NULL);
+	a_free(old);
+	err_clear(err);
+	return !same;
+}
+
+/* A 2xx body into *out: a JSON object, or an error naming the server. */
+static int
+kube_parse_body(struct kube *k, const struct http_response *rs,
+    const char *verb, const char *resource, const char *name, cJSON **out,
+    struct agent_err *err)
+{
+	long	fails = alloc_failures();
+
+	if (out == NULL || rs->len == 0)
+		return 0;
+	*out = cJSON_ParseWithLength(rs->body, rs->len);
+	if (*out == NULL && alloc_failures() != fails)
+		return err_oom(err, "kubernetes: API response");
+	if (*out != NULL && cJSON_IsObject(*out))
+		return 0;
+	cJSON_Delete(*out);
+	*out = NULL;
+	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s%s%s: the "
+	    "API server answered %zu bytes that are not a JSON object; is %s "
+	    "a Kubernetes API server?", verb, resource, name ? "/" : "",
+	    name ? name : "", rs->len, k->cfg.server);
+}
+
 /*
  * One API call.  verb is the RBAC verb (for messages); query is appended
  * after '?' when non-NULL.  On a 2xx the JSON object body is in *out.
@@ -404,59 +510,33 @@ kube_call(struct kube *k, const char *method, const char *verb,
 {
 	struct http_request	 rq;
 	struct http_response	 rs;
-	char			 url[2048], authz[16384];
+	char			 url[2048], authz[16384], rvq[4200];
 	const char		*prefix = kube_path_prefix(group);
 	int			 rc, tries;
-	long			 t = k->opts->api_timeout_ms > 0 ?
-				    k->opts->api_timeout_ms : 10000;
 
 	*out = NULL;
 	*status = 0;
+	/* resync: any version is fine, so the API server answers from its
+	 * watch cache instead of a quorum read of etcd.  Not with continue
+	 * (the server refuses both). */
+	if (k->from_cache && strcmp(method, "GET") == 0 &&
+	    (query == NULL || strstr(query, "continue=") == NULL)) {
+		snprintf(rvq, sizeof(rvq), "resourceVersion=0%s%s",
+		    query ? "&" : "", query ? query : "");
+		query = rvq;
+	}
 	snprintf(url, sizeof(url), "%s%s/namespaces/%s/%s%s%s%s%s",
 	    k->cfg.server, prefix, k->ns, resource, name ? "/" : "",
 	    name ? name : "", query ? "?" : "", query ? query : "");
 	for (tries = 0; tries < 2; tries++) {
 		/* The 401 branch below already forced the re-read. */
 		if ((rc = kube_config_refresh_token(&k->cfg,
-		    KUBE_TOKEN_MAX_AGE_MS, false, err)))
+		    KUBE_TOKEN_MAX_AGE_MS, false, err)) ||
+		    (rc = kube_request(k, &rq, method, url, ctype, body, authz,
+		    sizeof(authz), err)))
 			return rc;
-		memset(&rq, 0, sizeof(rq));
-		rq.method = method;
-		rq.url = url;
-		if (k->cfg.token != NULL) {
-			/* A line break would split the header (the part
-			 * after it an injected header, the part before it
-			 * echoed unredacted). */
-			if (token_has_ctl(k->cfg.token))
-				return err_set(err, EXIT_AGENT_CONFIG,
-				    "kubernetes: the bearer token%s%s holds a "
-				    "line break or control character inside; "
-				    "it must be one line (a broken token "
-				    "file?)", k->cfg.token_file ? " in " : "",
-				    k->cfg.token_file ? k->cfg.token_file :
-				    "");
-			snprintf(authz, sizeof(authz), "Bearer %s",
-			    k->cfg.token);
-			rq.authorization = authz;
-		}
-		rq.content_type = ctype;
-		rq.body = body;
-		rq.body_len = body ? strlen(body) : 0;
-		rq.ca_file = k->cfg.ca_file;
-		rq.ca_pem = k->cfg.ca_pem;
-		rq.ca_pem_len = k->cfg.ca_pem_len;
-		rq.client_cert_pem = k->cfg.client_cert_pem;
-		rq.client_key_pem = k->cfg.client_key_pem;
-		rq.tls_server_name = k->cfg.tls_server_name;
-		rq.insecure = k->cfg.insecure;
-		rq.noproxy_host = k->cfg.noproxy_host;
-		rq.timeout_ms = t;
-		rq.max_body = KUBE_MAX_BODY;
-		rq.max_attempts = 4;
-		rq.deadline_ms = 3 * t + 2000;
-		rq.backoff_base_ms = 500;
-		rq.backoff_cap_ms = 5000;
 		rc = http_do(&rq, &rs, err);
+		explicit_bzero(authz, sizeof(authz));
 		k->requests += rs.attempts;
 		if (rc) {
 			http_response_release(&rs);
@@ -464,50 +544,18 @@ kube_call(struct kube *k, const char *method, const char *verb,
 			    verb, resource, name ? "/" : "", name ? name : "");
 		}
 		*status = rs.status;
-		/* A rotated token: re-read the file (or re-run the exec
-		 * plugin) once and retry once, like client-go's next call. */
 		if (rs.status == 401 && tries == 0 &&
-		    (k->cfg.token_file != NULL || k->cfg.exec_command)) {
-			char	*old;
-			bool	 same;
-
-			old = k->cfg.token ? a_strdup(k->cfg.token) : NULL;
-
-			rc = kube_config_refresh_token(&k->cfg, 0, true, err);
-			same = rc != 0 || (old && k->cfg.token &&
-			    strcmp(old, k->cfg.token) == 0 &&
-			    k->cfg.exec_command == NULL);
-			a_free(old);
-			err_clear(err);
-			if (!same) {
-				http_response_release(&rs);
-				continue;
-			}
+		    kube_token_renewed(k, err)) {
+			http_response_release(&rs);
+			continue;
 		}
 		break;
 	}
-	if (rs.status < 200 || rs.status > 299) {
+	if (rs.status < 200 || rs.status > 299)
 		rc = kube_status_error(rs.status, rs.body, verb, group,
 		    resource, name, k->ns, err);
-		http_response_release(&rs);
-		return rc;
-	}
-	if (out != NULL && rs.len > 0) {
-		long	fails = alloc_failures();
-
-		*out = cJSON_ParseWithLength(rs.body, rs.len);
-		if (*out == NULL && alloc_failures() != fails)
-			rc = err_oom(err, "kubernetes: API response");
-		else if (*out == NULL || !cJSON_IsObject(*out)) {
-			cJSON_Delete(*out);
-			*out = NULL;
-			rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s "
-			    "%s%s%s: the API server answered %zu bytes that "
-			    "are not a JSON object; is %s a Kubernetes API "
-			    "server?", verb, resource, name ? "/" : "",
-			    name ? name : "", rs.len, k->cfg.server);
-		}
-	}
+	else
+		rc = kube_parse_body(k, &rs, verb, resource, name, out, err);
 	http_response_release(&rs);
 	return rc;
 }
@@ -906,27 +954,267 @@ deployment_surge(const cJSON *d, const char *kind, const char *name,
 	(void)name;
 }
 
-/* A 404 on a link of the controller chain, e.g. "deployment/chat, the
- * owner of replicaset/chat-7d4b, is not found". */
+/* ---- the owner chain: a table of controller kinds --------------------- */
+
+/* What a controller's object adds to the topology (base, surge, colours). */
+typedef int (*ctl_read_fn)(const cJSON *obj, const char *name,
+    struct topology *t);
+
+struct ctl_kind {
+	const char	*group, *kind, *resource;
+	const char	*label;		/* "deployment": messages, chain key */
+	bool		 owns_pods;	/* may be a pod's controller */
+	bool		 owns_rs;	/* may be a ReplicaSet's owner */
+	ctl_read_fn	 read;
+	const char	*missing;	/* a 404 "does not serve": why */
+};
+
 static int
-chain_gone(struct kube *k, const char *kind, const char *name,
-    const char *rel, const char *of_kind, const char *of,
-    struct agent_err *err)
+read_replicas(const cJSON *obj, int *r)
 {
-	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s, the %s "
-	    "of %s/%s, is not found in namespace \"%s\"; was it deleted?",
-	    kind, name, rel, of_kind, of, k->ns);
+	return (*r = j_int(obj, "spec.replicas", 1)) < 0 ? -1 : 0;
 }
 
 static int
+read_statefulset(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	snprintf(t->base_src, sizeof(t->base_src), "statefulset/%s "
+	    "replicas=%d", name, r);
+	return 0;
+}
+
+static int
+read_deployment(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	snprintf(t->base_src, sizeof(t->base_src), "deployment/%s "
+	    "replicas=%d", name, r);
+	deployment_surge(obj, "deployment", name, r, t);
+	return 0;
+}
+
+static int
+read_rollout(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r, pr;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	if (!cJSON_IsObject(j_at(obj, "spec.strategy.blueGreen"))) {
+		snprintf(t->base_src, sizeof(t->base_src), "rollout/%s "
+		    "replicas=%d strategy=canary", name, r);
+		deployment_surge(obj, "rollout", name, r, t);
+		return 0;
+	}
+	if ((pr = j_int(obj, "spec.strategy.blueGreen.previewReplicaCount",
+	    r)) < 0)
+		pr = r;
+	snprintf(t->base_src, sizeof(t->base_src), "rollout/%s replicas=%d "
+	    "strategy=blueGreen", name, r);
+	/* Active and preview both serve during a switch. */
+	t->colours += pr;
+	snprintf(t->colours_src, sizeof(t->colours_src), "rollout/%s preview "
+	    "replicas=%d", name, pr);
+	return 0;
+}
+
+/* A ReplicaSet that no Deployment or Rollout owns. */
+static int
+read_replicaset(const cJSON *obj, const char *name, struct topology *t)
+{
+	int	r;
+
+	if (read_replicas(obj, &r))
+		return -1;
+	t->base = r;
+	snprintf(t->base_src, sizeof(t->base_src), "replicaset/%s replicas=%d "
+	    "(no deployment)", name, r);
+	return 0;
+}
+
+static const struct ctl_kind ctl_kinds[] = {
+	{ "apps", "StatefulSet", "statefulsets", "statefulset", true, false,
+	    read_statefulset, NULL },
+	{ "apps", "ReplicaSet", "replicasets", "replicaset", true, false,
+	    read_replicaset, NULL },
+	{ "apps", "Deployment", "deployments", "deployment", false, true,
+	    read_deployment, NULL },
+	{ "argoproj.io", "Rollout", "rollouts", "rollout", false, true,
+	    read_rollout, "Argo Rollouts is not installed (or its CRD was "
+	    "removed)" },
+};
+#define CTL_REPLICASET	(&ctl_kinds[1])
+
+#define CTL_KINDS	(sizeof(ctl_kinds) / sizeof(ctl_kinds[0]))
+
+/* The table entry of an ownerReference's group and kind, or NULL. */
+static const struct ctl_kind *
+ctl_by_kind(const char *group, const char *kind)
+{
+	size_t	i;
+
+	for (i = 0; i < CTL_KINDS; i++)
+		if (strcmp(ctl_kinds[i].group, group) == 0 &&
+		    strcmp(ctl_kinds[i].kind, kind) == 0)
+			return &ctl_kinds[i];
+	return NULL;
+}
+
+/* The table entry of a chain key's label ("deployment"), or NULL. */
+static const struct ctl_kind *
+ctl_by_label(const char *label)
+{
+	size_t	i;
+
+	for (i = 0; i < CTL_KINDS; i++)
+		if (strcmp(ctl_kinds[i].label, label) == 0)
+			return &ctl_kinds[i];
+	return NULL;
+}
+
+/* One link of the chain: the object (label/name) and who it belongs to. */
+struct link {
+	const struct ctl_kind	*ck;		/* NULL: the pod */
+	char			 name[254];
+	const char		*rel;		/* "controller" / "owner" */
+	const char		*of_label;	/* "pod" / "replicaset" */
+	char			 of[254];
+};
+
+/* A 404 on a link of the controller chain, e.g. "deployment/chat, the
+ * owner of replicaset/chat-7d4b, is not found". */
+static int
+chain_gone(struct kube *k, const struct link *l, struct agent_err *err)
+{
+	if (l->ck->missing != NULL && strstr(err->msg, "does not serve"))
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		    "is owned by %s/%s, but the API server does not serve "
+		    "%s.%s/%s: %s", l->of_label, l->of, l->ck->label, l->name,
+		    l->ck->resource, l->ck->group,
+		    strrchr(kube_path_prefix(l->ck->group), '/') + 1,
+		    l->ck->missing);
+	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s, the %s "
+	    "of %s/%s, is not found in namespace \"%s\"; was it deleted?",
+	    l->ck->label, l->name, l->rel, l->of_label, l->of, k->ns);
+}
+
+/* GETs the link's object into *obj (a 404 named as a broken chain). */
+static int
+link_get(struct kube *k, const struct link *l, cJSON **obj,
+    struct agent_err *err)
+{
+	long	status;
+	int	rc;
+
+	rc = kube_get(k, l->ck->group, l->ck->resource, l->name, obj, &status,
+	    err);
+	if (rc && status == 404)
+		chain_gone(k, l, err);
+	return rc;
+}
+
+/*
+ * The next link from obj's controller ownerReference.  Returns 0 with
+ * l->ck set, 0 with l->ck NULL when obj has no controller, or an error
+ * (malformed or uncountable owner).
+ */
+static int
+link_next(struct kube *k, const cJSON *obj, struct link *l,
+    struct agent_err *err)
+{
+	const cJSON		*ref = controller_of(obj);
+	const char		*kind, *name;
+	const struct ctl_kind	*ck;
+	bool			 of_pod = l->ck == NULL;
+	char			 g[128];
+
+	snprintf(l->of, sizeof(l->of), "%s", of_pod ? k->pod : l->name);
+	l->of_label = of_pod ? "pod" : l->ck->label;
+	l->rel = of_pod ? "controller" : "owner";
+	l->ck = NULL;
+	if (ref == NULL)
+		return 0;
+	kind = j_str(ref, "kind");
+	name = j_str(ref, "name");
+	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
+	if (kind == NULL || name == NULL || !dns_name_ok(name, 253))
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		    "has a malformed controller ownerReference", l->of_label,
+		    l->of);
+	ck = ctl_by_kind(g, kind);
+	if (ck == NULL || !(of_pod ? ck->owns_pods : ck->owns_rs)) {
+		if (of_pod)
+			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+			    "pod/%s is controlled by %s/%s (%s), which "
+			    "pylon-agent cannot count; run it under a "
+			    "Deployment, StatefulSet or Argo Rollout, or use "
+			    "--platform static --replicas N", k->pod, kind,
+			    name, g[0] ? g : "core");
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		    "is owned by %s/%s (%s), which pylon-agent cannot count; "
+		    "use --platform static --replicas N", l->of_label, l->of,
+		    kind, name, g[0] ? g : "core");
+	}
+	l->ck = ck;
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	return 0;
+}
+
+/* What the chain's end adds: its object, its HPAs, the other colours. */
+static int
+read_end(struct kube *k, const struct ctl_kind *ck, const char *name,
+    const cJSON *obj, struct topology *t, struct agent_err *err)
+{
+	int	rc;
+
+	if (ck->read(obj, name, t))
+		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the "
+		    "controller of pod/%s (%s/%s) has a malformed "
+		    "spec.replicas", k->pod, ck->label, name);
+	snprintf(t->chain, sizeof(t->chain), "%s/%s", ck->label, name);
+	if ((rc = find_hpa(k, ck->group, ck->kind, name, t, err)))
+		return rc;
+	if (k->opts->app_selector != NULL && ck != CTL_REPLICASET)
+		return find_colours(k, ck->label, name, t, err);
+	return 0;
+}
+
+/* Caches the pod's uid for report_event (same process). */
+static void
+cache_pod_uid(struct kube *k, const cJSON *pod)
+{
+	const char	*uid = j_str(pod, "metadata.uid");
+
+	pthread_mutex_lock(&cache_mu);
+	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);
+	snprintf(cache_ns, sizeof(cache_ns), "%s", k->ns);
+	snprintf(cache_uid, sizeof(cache_uid), "%s", uid ? uid : "");
+	pthread_mutex_unlock(&cache_mu);
+}
+
+/*
+ * The first discovery: GET the pod, follow controller ownerReferences
+ * through the table (Pod -> StatefulSet | ReplicaSet -> Deployment |
+ * Rollout), then read the chain's end.  t->chain keeps the end for
+ * kube_resync: the chain does not change for the pod's life.
+ */
+static int
 discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 {
-	cJSON		*pod = NULL, *rs = NULL, *ctl = NULL;
-	const cJSON	*ref;
-	const char	*kind, *name, *uid;
-	char		 g[128], rsname[254], cname[254];
+	cJSON		*pod = NULL, *obj = NULL;
+	struct link	 l, end;
 	long		 status;
-	int		 rc, r;
+	int		 rc;
 
 	rc = kube_get(k, "", "pods", k->pod, &pod, &status, err);
 	if (rc) {
@@ -940,163 +1228,37 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 	t->init_fallback = native_sidecar_dropped(pod);
 	snprintf(t->fallback_of, sizeof(t->fallback_of), "%s",
 	    kube_container_name());
-	uid = j_str(pod, "metadata.uid");
-	pthread_mutex_lock(&cache_mu);
-	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);
-	snprintf(cache_ns, sizeof(cache_ns), "%s", k->ns);
-	snprintf(cache_uid, sizeof(cache_uid), "%s", uid ? uid : "");
-	pthread_mutex_unlock(&cache_mu);
-
-	ref = controller_of(pod);
-	if (ref == NULL) {
+	cache_pod_uid(k, pod);
+	memset(&l, 0, sizeof(l));
+	if ((rc = link_next(k, pod, &l, err)))
+		goto out;
+	if (l.ck == NULL) {
 		t->base = 1;
 		snprintf(t->base_src, sizeof(t->base_src),
 		    "pod/%s (bare pod, no controller)", k->pod);
+		snprintf(t->chain, sizeof(t->chain), "pod/%s", k->pod);
 		goto out;
 	}
-	kind = j_str(ref, "kind");
-	name = j_str(ref, "name");
-	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
-	if (kind == NULL || name == NULL || !dns_name_ok(name, 253)) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod/%s "
-		    "has a malformed controller ownerReference", k->pod);
-		goto out;
-	}
-	if (strcmp(kind, "StatefulSet") == 0 && strcmp(g, "apps") == 0) {
-		snprintf(cname, sizeof(cname), "%s", name);
-		rc = kube_get(k, "apps", "statefulsets", cname, &ctl, &status,
-		    err);
-		if (rc) {
-			if (status == 404)
-				chain_gone(k, "statefulset", cname,
-				    "controller", "pod", k->pod, err);
+	/* At most two links: a ReplicaSet's owner ends the chain. */
+	for (;;) {
+		if ((rc = link_get(k, &l, &obj, err)))
 			goto out;
+		if (l.ck != CTL_REPLICASET)
+			break;
+		end = l;
+		if ((rc = link_next(k, obj, &l, err)))
+			goto out;
+		if (l.ck == NULL) {
+			l = end;	/* an orphaned ReplicaSet ends it */
+			break;
 		}
-		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		snprintf(t->base_src, sizeof(t->base_src),
-		    "statefulset/%s replicas=%d", cname, r);
-		if ((rc = find_hpa(k, "apps", "StatefulSet", cname, t, err)))
-			goto out;
-		if (k->opts->app_selector)
-			rc = find_colours(k, "statefulset", cname, t, err);
-		goto out;
+		cJSON_Delete(obj);
+		obj = NULL;
 	}
-	if (strcmp(kind, "ReplicaSet") != 0 || strcmp(g, "apps") != 0) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod/%s is "
-		    "controlled by %s/%s (%s), which pylon-agent cannot count; "
-		    "run it under a Deployment, StatefulSet or Argo Rollout, "
-		    "or use --platform static --replicas N", k->pod, kind,
-		    name, g[0] ? g : "core");
-		goto out;
-	}
-	snprintf(rsname, sizeof(rsname), "%s", name);
-	rc = kube_get(k, "apps", "replicasets", rsname, &rs, &status, err);
-	if (rc) {
-		if (status == 404)
-			chain_gone(k, "replicaset", rsname, "controller",
-			    "pod", k->pod, err);
-		goto out;
-	}
-	ref = controller_of(rs);
-	if (ref == NULL) {
-		if ((r = j_int(rs, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		snprintf(t->base_src, sizeof(t->base_src),
-		    "replicaset/%s replicas=%d (no deployment)", rsname, r);
-		rc = find_hpa(k, "apps", "ReplicaSet", rsname, t, err);
-		goto out;
-	}
-	kind = j_str(ref, "kind");
-	name = j_str(ref, "name");
-	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
-	if (kind == NULL || name == NULL || !dns_name_ok(name, 253)) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-		    "replicaset/%s has a malformed controller ownerReference",
-		    rsname);
-		goto out;
-	}
-	snprintf(cname, sizeof(cname), "%s", name);
-	if (strcmp(kind, "Deployment") == 0 && strcmp(g, "apps") == 0) {
-		rc = kube_get(k, "apps", "deployments", cname, &ctl, &status,
-		    err);
-		if (rc) {
-			if (status == 404)
-				chain_gone(k, "deployment", cname, "owner",
-				    "replicaset", rsname, err);
-			goto out;
-		}
-		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		snprintf(t->base_src, sizeof(t->base_src),
-		    "deployment/%s replicas=%d", cname, r);
-		deployment_surge(ctl, "deployment", cname, r, t);
-		if ((rc = find_hpa(k, "apps", "Deployment", cname, t, err)))
-			goto out;
-		if (k->opts->app_selector)
-			rc = find_colours(k, "deployment", cname, t, err);
-		goto out;
-	}
-	if (strcmp(kind, "Rollout") == 0 && strcmp(g, "argoproj.io") == 0) {
-		rc = kube_get(k, "argoproj.io", "rollouts", cname, &ctl,
-		    &status, err);
-		if (rc) {
-			if (status == 404 && strstr(err->msg,
-			    "does not serve") != NULL)
-				err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-				    "replicaset/%s is owned by rollout/%s, but "
-				    "the API server does not serve "
-				    "rollouts.argoproj.io/v1alpha1: Argo "
-				    "Rollouts is not installed (or its CRD was "
-				    "removed)", rsname, cname);
-			else if (status == 404)
-				chain_gone(k, "rollout", cname, "owner",
-				    "replicaset", rsname, err);
-			goto out;
-		}
-		if ((r = j_int(ctl, "spec.replicas", 1)) < 0)
-			goto bad_replicas;
-		t->base = r;
-		if (cJSON_IsObject(j_at(ctl, "spec.strategy.blueGreen"))) {
-			int pr = j_int(ctl,
-			    "spec.strategy.blueGreen.previewReplicaCount", r);
-
-			if (pr < 0)
-				pr = r;
-			snprintf(t->base_src, sizeof(t->base_src),
-			    "rollout/%s replicas=%d strategy=blueGreen", cname,
-			    r);
-			/* Active and preview both serve during a switch. */
-			t->colours += pr;
-			snprintf(t->colours_src, sizeof(t->colours_src),
-			    "rollout/%s preview replicas=%d", cname, pr);
-		} else {
-			snprintf(t->base_src, sizeof(t->base_src),
-			    "rollout/%s replicas=%d strategy=canary", cname, r);
-			deployment_surge(ctl, "rollout", cname, r, t);
-		}
-		if ((rc = find_hpa(k, "argoproj.io", "Rollout", cname, t,
-		    err)))
-			goto out;
-		if (k->opts->app_selector)
-			rc = find_colours(k, "rollout", cname, t, err);
-		goto out;
-	}
-	rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: replicaset/%s is "
-	    "owned by %s/%s (%s), which pylon-agent cannot count; use "
-	    "--platform static --replicas N", rsname, kind, cname,
-	    g[0] ? g : "core");
-	goto out;
-bad_replicas:
-	rc = err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the controller "
-	    "of pod/%s has a malformed spec.replicas", k->pod);
+	rc = read_end(k, l.ck, l.name, obj, t, err);
 out:
 	cJSON_Delete(pod);
-	cJSON_Delete(rs);
-	cJSON_Delete(ctl);
+	cJSON_Delete(obj);
 	return rc;
 }
 
@@ -1276,9 +1438,71 @@ kube_report(const struct options *opts, const struct decision *d,
 	return rc;
 }
 
+/*
+ * serve's resync: the owner chain does not change for a pod's life, so
+ * only its end (t->chain, "deployment/chat") and the HPAs are re-read,
+ * from the API server's watch cache: 2 requests (a bare pod: none).
+ */
+static int
+kube_resync(const struct options *opts, struct topology *t,
+    struct agent_err *err)
+{
+	const struct ctl_kind	*ck;
+	struct topology		 n;
+	struct kube		 k;
+	struct link		 l;
+	cJSON			*obj = NULL;
+	const char		*slash = strchr(t->chain, '/');
+	char			 label[32];
+	int			 rc;
+
+	if (slash == NULL || (size_t)(slash - t->chain) >= sizeof(label))
+		return PLATFORM_RESYNC_FULL;
+	snprintf(label, sizeof(label), "%.*s", (int)(slash - t->chain),
+	    t->chain);
+	ck = ctl_by_label(label);
+	if (ck == NULL && strcmp(label, "pod") != 0)
+		return PLATFORM_RESYNC_FULL;
+	if ((rc = kube_open(&k, opts, err)))
+		return rc;
+	if (strcmp(k.pod, t->instance) != 0 ||
+	    strcmp(k.ns, t->pod_namespace) != 0) {
+		kube_close(&k);
+		return PLATFORM_RESYNC_FULL;	/* another pod's state */
+	}
+	t->api_requests = 0;
+	if (ck == NULL) {			/* a bare pod: nothing moves */
+		kube_close(&k);
+		return 0;
+	}
+	k.from_cache = true;
+	memset(&n, 0, sizeof(n));
+	memcpy(n.platform, t->platform, sizeof(n.platform));
+	memcpy(n.instance, t->instance, sizeof(n.instance));
+	memcpy(n.pod_namespace, t->pod_namespace, sizeof(n.pod_namespace));
+	memcpy(n.fallback_of, t->fallback_of, sizeof(n.fallback_of));
+	n.init_fallback = t->init_fallback;
+	memset(&l, 0, sizeof(l));
+	l.ck = ck;
+	snprintf(l.name, sizeof(l.name), "%s", slash + 1);
+	l.rel = "controller";
+	l.of_label = "pod";
+	snprintf(l.of, sizeof(l.of), "%s", k.pod);
+	if ((rc = link_get(&k, &l, &obj, err)) == 0 &&
+	    (rc = read_end(&k, ck, l.name, obj, &n, err)) == 0)
+		*t = n;
+	t->api_requests = k.requests;
+	log_debug("kubernetes: resync of %s: %d API requests", t->chain,
+	    k.requests);
+	cJSON_Delete(obj);
+	kube_close(&k);
+	return rc;
+}
+
 const struct platform platform_kubernetes = {
 	.name = "kubernetes",
 	.detect = kube_detect,
 	.discover = kube_discover,
 	.report = kube_report,
+	.resync = kube_resync,
 };

@@ -727,6 +727,10 @@ class _Handler(BaseHTTPRequestHandler):
                  if all(p(o.get("metadata", {}).get("labels") or {}) for p in preds)]
         start = 0
         cont = query.get("continue", [""])[0]
+        if cont and query.get("resourceVersion", [""])[0]:
+            # as the real server (apiserver/pkg/storage/cacher, etcd3)
+            return self._status(400, "BadRequest", "specifying resource version is not "
+                                "allowed when using continue")
         if cont:
             try:
                 c = json.loads(base64.urlsafe_b64decode(cont.encode()))

@@ -1,0 +1,211 @@
+"""serve's Kubernetes resync (SPEC 10): the owner chain is read once per pod
+start; every resync then GETs only the chain's end and lists the HPAs, both
+with resourceVersion=0 (the API server's watch cache), <= 2 requests; a 429
+with Retry-After is honoured (the gap between requests measured); drift,
+HPA and blue/green changes are still seen.  The real binary against
+tests/fakes/kube_fake.py.
+"""
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import free_port, run_agent
+from kube_fake import (KubeFake, deployment, deployment_objects, hpa, pod, replicaset,
+                       rollout, statefulset)
+from test_kube import POD, kenv
+from test_serve import INTERVAL, metrics, start_serve, status_json, value, wait_for
+
+
+@pytest.fixture
+def fake(tmp_path):
+    f = KubeFake(str(tmp_path / "fake"))
+    f.start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def kargs(port, *extra):
+    return ["serve", "--platform", "kubernetes", "--listen", "127.0.0.1:%d" % port,
+            "--interval", INTERVAL, "--resync", "1s", "--api-timeout", "3s",
+            "--report", "log"] + list(extra)
+
+
+def rv0(r):
+    return urllib.parse.parse_qs(r["query"]).get("resourceVersion") == ["0"]
+
+
+def resyncs(fake, end_re):
+    return [r for r in fake.requests("GET", end_re) if rv0(r)]
+
+
+def test_resync_gets_the_chain_end_and_hpas_from_the_cache(fake, tmp_path, procs):
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    port = free_port()
+    start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
+    # the first discovery: pod, replicaset, deployment, HPA list (quorum reads)
+    first = [r for r in fake.log if not rv0(r)]
+    assert [r["path"].rsplit("/", 1)[-1] for r in first] == [
+        POD, "chat-7d4b9c8f6d", "chat", "horizontalpodautoscalers"], first
+    wait_for(lambda: len(resyncs(fake, r"/deployments/chat$")) >= 3, 10, what="3 resyncs")
+    later = fake.log[len(first):]
+    # every later request is a cached read of the deployment or of the HPAs
+    assert all(rv0(r) and r["method"] == "GET" for r in later), later
+    kinds = [r["path"].rsplit("/", 1)[-1] for r in later]
+    assert set(kinds) <= {"chat", "horizontalpodautoscalers"}, kinds
+    n_dep, n_hpa = kinds.count("chat"), kinds.count("horizontalpodautoscalers")
+    assert n_dep >= 3 and n_dep - 1 <= n_hpa <= n_dep, kinds   # <= 2 per resync
+    assert len(fake.requests("GET", r"/pods/")) == 1            # the chain is cached
+    assert len(fake.requests("GET", r"/replicasets/")) == 1
+    # the resync still sees a scale-up (drift) and a new HPA
+    fake.add(deployment("chat", 3))
+    wait_for(lambda: status_json(port)["drift"], 8, what="drift after scale-up")
+    assert status_json(port)["peers"] == 3
+    fake.add(hpa("chat", "Deployment", "chat", 10))
+    wait_for(lambda: status_json(port)["peers"] == 10, 8, what="peers from the new HPA")
+    # every request counted by code (one may be in flight while we read)
+    before = len(fake.log)
+    fams, _ = metrics(port)
+    n200 = value(fams, "pylon_agent_api_requests_total", code="200")
+    assert before - 2 <= n200 <= len(fake.log), (n200, before)
+
+
+def test_resync_honours_retry_after(fake, tmp_path, procs):
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    port = free_port()
+    start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
+    # APF's answer when the agent's flow is over its share: 429, Retry-After: 2
+    t_fault = time.time()
+    f = fake.fault(r"/deployments/chat$", status=429, retry_after=2, times=2,
+                   query="resourceVersion=0", reason="TooManyRequests",
+                   message="Too many requests, please try again later.")
+    wait_for(lambda: f.hits >= 2 and len(resyncs(fake, r"/deployments/chat$")) >= 3, 20,
+             what="two 429s and a retry")
+    reqs = [r for r in resyncs(fake, r"/deployments/chat$") if r["time"] >= t_fault][:3]
+    assert len(reqs) == 3
+    gaps = [b["time"] - a["time"] for a, b in zip(reqs, reqs[1:])]
+    assert all(g >= 2.0 for g in gaps), "Retry-After: 2 not honoured: %r" % gaps
+    # jittered on top, bounded: backoff cap (5 s) + Retry-After
+    assert all(g <= 2.0 + 5.5 for g in gaps), gaps
+    fams, _ = metrics(port)
+    assert value(fams, "pylon_agent_api_requests_total", code="429") == 2
+    assert status_json(port)["mode"] == "noop"
+
+
+def test_rollout_bluegreen_preview_seen_on_resync(fake, tmp_path, procs):
+    bg = {"blueGreen": {"activeService": "chat", "previewService": "chat-preview",
+                        "previewReplicaCount": 0}}
+    fake.add(pod(POD, owner=("apps/v1", "ReplicaSet", "chat-6cbccd9f99")),
+             replicaset("chat-6cbccd9f99", ("argoproj.io/v1alpha1", "Rollout", "chat"), 1),
+             rollout("chat", 1, strategy=bg))
+    port = free_port()
+    start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
+    assert status_json(port)["peers"] == 1 and status_json(port)["mode"] == "noop"
+    bg["blueGreen"]["previewReplicaCount"] = 2
+    fake.add(rollout("chat", 1, strategy=bg))
+    wait_for(lambda: status_json(port)["drift"], 8, what="drift: a preview on resync")
+    assert status_json(port)["peers"] == 3
+    later = [r for r in fake.log if rv0(r)]
+    assert later and {r["path"].rsplit("/", 1)[-1] for r in later} <= {
+        "chat", "horizontalpodautoscalers"}
+    assert all("/rollouts/" in r["path"] or r["path"].endswith("/horizontalpodautoscalers")
+               for r in later)
+
+
+def test_selector_colours_seen_on_resync(fake, tmp_path, procs):
+    blue, green = {"app": "chat", "color": "blue"}, {"app": "chat", "color": "green"}
+    fake.add(*deployment_objects("chat-blue", 1, podname=POD, labels=blue))
+    fake.add(deployment("chat-green", 0, labels=green))
+    port = free_port()
+    start_serve(procs, kargs(port, "--app-selector", "app=chat"), env=kenv(fake, tmp_path),
+                wait="/readyz")
+    assert status_json(port)["mode"] == "noop"
+    fake.add(deployment("chat-green", 2, labels=green))
+    wait_for(lambda: status_json(port)["drift"], 8, what="drift: green scaled up")
+    assert status_json(port)["peers"] == 3
+    cached = [r for r in fake.log if rv0(r)]
+    # with --app-selector: + the two colour lists, also from the cache
+    assert {r["path"].rsplit("/", 1)[-1] for r in cached} == {
+        "chat-blue", "horizontalpodautoscalers", "deployments", "statefulsets"}
+    assert len(fake.requests("GET", r"/pods/")) == 1
+
+
+def test_serve_after_init_resyncs_from_the_state_file(fake, tmp_path, procs):
+    # The chart's sidecar shape: init discovers (4 requests) and writes the
+    # chain's end into the state file; serve adopts it and never walks the
+    # chain again.
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    env = kenv(fake, tmp_path)
+    env_file = tmp_path / "cluster.env"
+    r = run_agent(["init", "--platform", "kubernetes", "--env-file", str(env_file),
+                   "--report", "log"], env=env)
+    assert r.returncode == 0, r.stderr
+    state = json.loads(open(str(env_file) + ".state").read())
+    assert json.dumps(state).count("deployment/chat") >= 1
+    assert len(fake.log) == 4
+    port = free_port()
+    start_serve(procs, kargs(port, "--env-file", str(env_file)), env=env, wait="/readyz")
+    assert status_json(port)["adopted_from_init"] is True
+    wait_for(lambda: len(resyncs(fake, r"/deployments/chat$")) >= 2, 8, what="2 resyncs")
+    later = fake.log[4:]
+    assert all(rv0(r) for r in later), later
+    assert len(fake.requests("GET", r"/pods/")) == 1
+    assert os.path.exists(str(env_file))
+
+
+def test_retry_after_longer_than_a_request_holds_the_next_resync(fake, tmp_path, procs):
+    # Retry-After (6 s) beyond one request's deadline (--api-timeout 1s: 5 s):
+    # the request gives up at once, and the next resync (due ~2 s later)
+    # still waits for the pause to end instead of calling sooner.
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    port = free_port()
+    args = kargs(port)
+    args[args.index("--api-timeout") + 1] = "1s"
+    start_serve(procs, args, env=kenv(fake, tmp_path), wait="/readyz")
+    t_fault = time.time()
+    f = fake.fault(r"/deployments/chat$", status=429, retry_after=6, times=1,
+                   query="resourceVersion=0")
+    wait_for(lambda: f.hits >= 1 and len(resyncs(fake, r"/deployments/chat$")) >= 2, 20,
+             what="a 429 and the next request")
+    first_429 = next(r for r in resyncs(fake, r"/deployments/chat$")
+                     if r["time"] >= t_fault)
+    after = [r for r in fake.log if r["time"] > first_429["time"]]
+    assert after, "nothing after the 429"
+    gap = after[0]["time"] - first_429["time"]
+    assert gap >= 6.0, "called %.2fs after Retry-After: 6" % gap
+    fams, _ = metrics(port)
+    assert value(fams, "pylon_agent_discovery_errors_total") >= 1
+
+
+@pytest.mark.parametrize("shape", ["statefulset", "orphan-replicaset", "bare-pod"])
+def test_resync_of_each_chain_end(fake, tmp_path, procs, shape):
+    if shape == "statefulset":
+        fake.add(pod(POD, owner=("apps/v1", "StatefulSet", "chat")), statefulset("chat", 1))
+        end = r"/statefulsets/chat$"
+    elif shape == "orphan-replicaset":
+        fake.add(pod(POD, owner=("apps/v1", "ReplicaSet", "chat-7d4b9c8f6d")),
+                 replicaset("chat-7d4b9c8f6d", None, 1))
+        end = r"/replicasets/chat-7d4b9c8f6d$"
+    else:
+        fake.add(pod(POD))
+        end = None
+    port = free_port()
+    start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
+    n_start = len([r for r in fake.log if not rv0(r)])
+    if end is None:
+        # nothing of a bare pod can change: its resyncs make no request
+        time.sleep(2.5)
+        assert len(fake.log) == n_start == 1, fake.log
+        return
+    wait_for(lambda: len(resyncs(fake, end)) >= 2, 8, what="2 resyncs")
+    cached = [r for r in fake.log if rv0(r)]
+    assert {r["path"].rsplit("/", 1)[-1] for r in cached} == {
+        end.rstrip("$").rsplit("/", 1)[-1], "horizontalpodautoscalers"}
+    assert len(fake.log) == n_start + len(cached)
+    if shape == "statefulset":
+        fake.add(statefulset("chat", 3))
+        wait_for(lambda: status_json(port)["drift"], 8, what="drift: statefulset scaled")
