@@ -836,32 +836,20 @@ exec_stderr_log(const char *cmd, char *ebuf, size_t elen)
 		log_warnx("kubeconfig exec %s: stderr: %s", cmd, line);
 }
 
-static int
-run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
+/* The plugin's environment: ours minus a stale KUBERNETES_EXEC_INFO, plus
+ * the kubeconfig's env entries and the fresh info.  NULL: out of memory. */
+static char **
+exec_envp(const struct kube_config *cfg, char *info)
 {
-	int		 outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	int		 status, rc = 0, w;
-	pid_t		 pid;
-	char		*buf = NULL, *info = NULL, ebuf[EXEC_ERR_MAX];
-	size_t		 len = 0, elen = 0;
-	ssize_t		 r;
-	int64_t		 deadline = now_ms() + EXEC_TIMEOUT_MS, left;
-	struct pollfd	 pfd[2];
-	cJSON		*j = NULL, *st;
-	const char	*tok, *cert, *key, *kind;
-	char		**envp;
-	size_t		 i, ne;
+	char	**envp;
+	size_t	  i, ne;
 
-	if ((info = exec_info(cfg)) == NULL)
-		return err_oom(err, "exec plugin");
 	for (ne = 0; environ[ne]; ne++)
 		;
 	for (i = 0; cfg->exec_env[i]; i++)
 		ne++;
-	if ((envp = a_calloc(ne + 2, sizeof(char *))) == NULL) {
-		a_free(info);
-		return err_oom(err, "exec plugin");
-	}
+	if ((envp = a_calloc(ne + 2, sizeof(char *))) == NULL)
+		return NULL;
 	ne = 0;
 	for (i = 0; environ[i]; i++)
 		if (strncmp(environ[i], "KUBERNETES_EXEC_INFO=", 21) != 0)
@@ -869,89 +857,88 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 	for (i = 0; cfg->exec_env[i]; i++)
 		envp[ne++] = cfg->exec_env[i];
 	envp[ne++] = info;
-	if ((buf = a_malloc(EXEC_OUT_MAX + 1)) == NULL) {
-		a_free(envp);
-		a_free(info);
-		return err_oom(err, "exec plugin");
-	}
-	if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY,
-		    "kubeconfig exec %s: pipe: %s", cfg->exec_command,
-		    strerror(errno));
-		goto out;
-	}
-	if ((pid = fork()) == -1) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY,
-		    "kubeconfig exec %s: fork: %s", cfg->exec_command,
-		    strerror(errno));
-		goto out;
-	}
-	if (pid == 0) {
-		/* Only async-signal-safe calls from here (serve is threaded). */
-		int devnull = open("/dev/null", O_RDONLY);
+	return envp;
+}
 
-		spawn_restore_signals();
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(outp[1], 1);
-		dup2(errp[1], 2);
-		execvpe(cfg->exec_command, cfg->exec_argv, envp);
-		_exit(127);
-	}
-	close(outp[1]);
-	outp[1] = -1;
-	close(errp[1]);
-	errp[1] = -1;
+/* The plugin's output and stderr until it exits or the deadline; its exit
+ * status checked.  buf holds EXEC_OUT_MAX + 1 bytes. */
+struct exec_io {
+	int	out, err;		/* pipe read ends, -1 when closed */
+	char	*buf;
+	size_t	 len;
+	char	 ebuf[EXEC_ERR_MAX];
+	size_t	 elen;
+};
+
+static int
+exec_collect(const struct kube_config *cfg, pid_t pid, struct exec_io *io,
+    struct agent_err *err)
+{
+	int64_t		 deadline = now_ms() + EXEC_TIMEOUT_MS, left;
+	struct pollfd	 pfd[2];
+	ssize_t		 r;
+	int		 status, w;
+
 	for (;;) {
 		left = deadline - now_ms();
 		if (left <= 0) {
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
-			rc = err_set(err, EXIT_AGENT_DISCOVERY,
+			return err_set(err, EXIT_AGENT_DISCOVERY,
 			    "kubeconfig exec %s: no credential after %d s; is "
 			    "the plugin waiting for input?", cfg->exec_command,
 			    EXEC_TIMEOUT_MS / 1000);
-			goto out;
 		}
-		pfd[0].fd = outp[0];
+		pfd[0].fd = io->out;
 		pfd[0].events = POLLIN;
-		pfd[1].fd = errp[0];
+		pfd[1].fd = io->err;
 		pfd[1].events = POLLIN;
 		pfd[0].revents = pfd[1].revents = 0;
 		if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
 			break;
 		if (pfd[1].revents != 0)
-			exec_stderr_read(&errp[0], ebuf, &elen);
+			exec_stderr_read(&io->err, io->ebuf, &io->elen);
 		if (pfd[0].revents == 0)
 			continue;
-		r = read(outp[0], buf + len, EXEC_OUT_MAX - len);
+		r = read(io->out, io->buf + io->len, EXEC_OUT_MAX - io->len);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
-		len += (size_t)r;
-		if (len >= EXEC_OUT_MAX)
+		io->len += (size_t)r;
+		if (io->len >= EXEC_OUT_MAX)
 			break;
 	}
-	buf[len] = '\0';
+	io->buf[io->len] = '\0';
 	while ((w = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
 		;
 	/* What the plugin wrote to stderr after its stdout (no wait: a
 	 * grandchild may hold the pipe). */
 	for (;;) {
-		pfd[0].fd = errp[0];
+		pfd[0].fd = io->err;
 		pfd[0].events = POLLIN;
-		if (errp[0] < 0 || poll(pfd, 1, 0) <= 0)
+		if (io->err < 0 || poll(pfd, 1, 0) <= 0)
 			break;
-		exec_stderr_read(&errp[0], ebuf, &elen);
+		exec_stderr_read(&io->err, io->ebuf, &io->elen);
 	}
-	if (w == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY,
+	if (w == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return err_set(err, EXIT_AGENT_DISCOVERY,
 		    "kubeconfig exec %s: the credential plugin failed (exit "
 		    "%d); run it by hand to see why", cfg->exec_command,
 		    w != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-		goto out;
-	}
+	return 0;
+}
+
+/* An ExecCredential's token or client certificate, kept (and the token
+ * registered as a secret) for the next requests. */
+static int
+exec_credential(const struct kube_config *cfg, const char *buf, size_t len,
+    struct agent_err *err)
+{
+	cJSON		*j, *st;
+	const char	*tok, *cert, *key, *kind;
+	int		 rc = 0;
+
 	j = cJSON_ParseWithLength(buf, len);
 	kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j,
 	    "kind"));
@@ -987,11 +974,70 @@ run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 	exec_exp = parse_rfc3339(cJSON_GetStringValue(
 	    cJSON_GetObjectItemCaseSensitive(st, "expirationTimestamp")));
 out:
-	/* After the token is registered: the lines go through log.c. */
-	exec_stderr_log(cfg->exec_command, ebuf, elen);
 	cJSON_Delete(j);
+	return rc;
+}
+
+static int
+run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
+{
+	int		 outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int		 rc = 0;
+	pid_t		 pid;
+	char		*info = NULL, **envp = NULL;
+	struct exec_io	*io;
+
+	if ((io = a_calloc(1, sizeof(*io))) == NULL)
+		return err_oom(err, "exec plugin");
+	io->out = io->err = -1;
+	if ((info = exec_info(cfg)) == NULL ||
+	    (envp = exec_envp(cfg, info)) == NULL ||
+	    (io->buf = a_malloc(EXEC_OUT_MAX + 1)) == NULL) {
+		rc = err_oom(err, "exec plugin");
+		goto out;
+	}
+	if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
+		rc = err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubeconfig exec %s: pipe: %s", cfg->exec_command,
+		    strerror(errno));
+		goto out;
+	}
+	if ((pid = fork()) == -1) {
+		rc = err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubeconfig exec %s: fork: %s", cfg->exec_command,
+		    strerror(errno));
+		goto out;
+	}
+	if (pid == 0) {
+		/* Only async-signal-safe calls from here (serve is threaded). */
+		int devnull = open("/dev/null", O_RDONLY);
+
+		spawn_restore_signals();
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		dup2(outp[1], 1);
+		dup2(errp[1], 2);
+		execvpe(cfg->exec_command, cfg->exec_argv, envp);
+		_exit(127);
+	}
+	close(outp[1]);
+	outp[1] = -1;
+	close(errp[1]);
+	errp[1] = -1;
+	io->out = outp[0];
+	io->err = errp[0];
+	outp[0] = errp[0] = -1;
+	if ((rc = exec_collect(cfg, pid, io, err)) == 0)
+		rc = exec_credential(cfg, io->buf, io->len, err);
+out:
+	/* After the token is registered: the lines go through log.c. */
+	exec_stderr_log(cfg->exec_command, io->ebuf, io->elen);
 	a_free(envp);
 	a_free(info);
+	if (io->out >= 0)
+		close(io->out);
+	if (io->err >= 0)
+		close(io->err);
 	if (outp[0] >= 0)
 		close(outp[0]);
 	if (outp[1] >= 0)
@@ -1000,7 +1046,8 @@ out:
 		close(errp[0]);
 	if (errp[1] >= 0)
 		close(errp[1]);
-	a_free(buf);
+	a_free(io->buf);
+	a_free(io);
 	return rc;
 }
 
