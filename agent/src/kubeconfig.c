@@ -431,42 +431,17 @@ find_named(struct kube_kubeconfig *kc, const char *list, const char *inner,
 	return NULL;
 }
 
-int
-kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
-    struct agent_err *err)
+/* The cluster entry: server, TLS verification, CA. */
+static int
+resolve_cluster(struct kube_kubeconfig *kc, struct kube_config *cfg,
+    const char *cur, const char *cname, struct agent_err *err)
 {
 	yaml_document_t	*d;
-	yaml_node_t	*ctx, *cl, *us, *ex;
-	const char	*cur = NULL, *cname, *uname, *ns, *server, *v;
+	yaml_node_t	*cl;
+	const char	*server, *v;
 	char		 where[320];
 	size_t		 n;
-	int		 i, wi = 0, rc;
-
-	for (i = 0; i < kc->n && cur == NULL; i++)
-		cur = y_str(&kc->docs[i],
-		    yaml_document_get_root_node(&kc->docs[i]),
-		    "current-context");
-	if (cur == NULL)
-		return err_set(err, EXIT_AGENT_CONFIG,
-		    "kubeconfig %s: no current-context; set one with "
-		    "`kubectl config use-context NAME`",
-		    kc->n ? kc->names[0] : "(empty)");
-	if ((ctx = find_named(kc, "contexts", "context", cur, &wi)) == NULL)
-		return err_set(err, EXIT_AGENT_CONFIG,
-		    "kubeconfig %s: current-context \"%s\" is not among its "
-		    "contexts", kc->names[0], cur);
-	d = &kc->docs[wi];
-	cname = y_str(d, ctx, "cluster");
-	uname = y_str(d, ctx, "user");
-	ns = y_str(d, ctx, "namespace");
-	if (dup_to(&cfg->namespace, ns, err))
-		return err->code;
-	if (cname == NULL)
-		return err_set(err, EXIT_AGENT_CONFIG,
-		    "kubeconfig %s: context \"%s\" names no cluster",
-		    kc->names[wi], cur);
-	snprintf(cfg->source, sizeof(cfg->source), "kubeconfig %s context %s",
-	    kc->names[wi], cur);
+	int		 wi = 0, rc;
 
 	if ((cl = find_named(kc, "clusters", "cluster", cname, &wi)) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
@@ -520,9 +495,20 @@ kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	if (y_str(d, cl, "proxy-url") != NULL)
 		log_warnx("kubeconfig %s: proxy-url is not supported and is "
 		    "ignored; use https_proxy", where);
+	return 0;
+}
 
-	if (uname == NULL)
-		return 0;	/* anonymous */
+/* The user entry: token, token file, client certificate, exec plugin. */
+static int
+resolve_user(struct kube_kubeconfig *kc, struct kube_config *cfg,
+    const char *cur, const char *uname, struct agent_err *err)
+{
+	yaml_document_t	*d;
+	yaml_node_t	*us, *ex;
+	const char	*v;
+	char		 where[320];
+	int		 wi = 0, rc;
+
 	if ((us = find_named(kc, "users", "user", uname, &wi)) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: context \"%s\" names user \"%s\", which is "
@@ -561,6 +547,47 @@ kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	    ex->type == YAML_MAPPING_NODE)
 		return load_exec(d, ex, where, cfg, err);
 	return 0;
+}
+
+int
+kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
+    struct agent_err *err)
+{
+	yaml_document_t	*d;
+	yaml_node_t	*ctx;
+	const char	*cur = NULL, *cname, *uname, *ns;
+	int		 i, wi = 0, rc;
+
+	for (i = 0; i < kc->n && cur == NULL; i++)
+		cur = y_str(&kc->docs[i],
+		    yaml_document_get_root_node(&kc->docs[i]),
+		    "current-context");
+	if (cur == NULL)
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "kubeconfig %s: no current-context; set one with "
+		    "`kubectl config use-context NAME`",
+		    kc->n ? kc->names[0] : "(empty)");
+	if ((ctx = find_named(kc, "contexts", "context", cur, &wi)) == NULL)
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "kubeconfig %s: current-context \"%s\" is not among its "
+		    "contexts", kc->names[0], cur);
+	d = &kc->docs[wi];
+	cname = y_str(d, ctx, "cluster");
+	uname = y_str(d, ctx, "user");
+	ns = y_str(d, ctx, "namespace");
+	if (dup_to(&cfg->namespace, ns, err))
+		return err->code;
+	if (cname == NULL)
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "kubeconfig %s: context \"%s\" names no cluster",
+		    kc->names[wi], cur);
+	snprintf(cfg->source, sizeof(cfg->source), "kubeconfig %s context %s",
+	    kc->names[wi], cur);
+	if ((rc = resolve_cluster(kc, cfg, cur, cname, err)) != 0)
+		return rc;
+	if (uname == NULL)
+		return 0;	/* anonymous */
+	return resolve_user(kc, cfg, cur, uname, err);
 }
 
 int
