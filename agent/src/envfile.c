@@ -204,13 +204,122 @@ bad:
 	return NULL;
 }
 
+/* The header comment's " mode=..." (line 1 only). */
+static void
+line_mode(const char *p, const char *nl, struct envfile *ef)
+{
+	const char	*m = memmem(p, (size_t)(nl - p), " mode=", 6);
+	size_t		 k = 0;
+
+	if (m == NULL)
+		return;
+	for (m += 6; m < nl && k + 1 < sizeof(ef->mode) && *m >= 'a' &&
+	    *m <= 'z'; m++)
+		ef->mode[k++] = *m;
+	ef->mode[k] = '\0';
+}
+
+/* The single-quoted value after "export NAME=" (q .. nl) into *slot. */
+static int
+line_value(const char *q, const char *nl, char **slot, int lineno,
+    struct agent_err *err)
+{
+	/* Work on a NUL-terminated copy of the line. */
+	char		*ln = a_strndup(q, (size_t)(nl - q)), *val;
+	const char	*lp = ln;
+
+	if (ln == NULL)
+		return err_oom(err, "env file");
+	val = *ln == '\'' ? unquote(&lp) : NULL;
+	if (val == NULL && lp != NULL && *lp == '\'') {
+		/* unquote ran out of memory */
+		a_free(ln);
+		return err_oom(err, "env file");
+	}
+	if (val == NULL || lp == NULL || *lp != '\0') {
+		a_free(val);
+		a_free(ln);
+		return err_set(err, EXIT_AGENT_CONFIG, "env file line %d: "
+		    "expected a single-quoted value", lineno);
+	}
+	a_free(ln);
+	a_free(*slot);
+	*slot = val;
+	return 0;
+}
+
+/* A line this agent never writes: say which, without echoing a value (a
+ * URL, a password), only the NAME of a NAME=... line. */
+static int
+line_foreign(const char *p, const char *nl, int lineno, struct agent_err *err)
+{
+	const char	*q;
+	char		 line[64];
+
+	for (q = p; q < nl && q - p < 40 && (*q == '_' ||
+	    isalpha((unsigned char)*q) || (q > p &&
+	    isdigit((unsigned char)*q))); q++)
+		;
+	if (q > p && q < nl && *q == '=')
+		snprintf(line, sizeof(line), "%.*s=...", (int)(q - p), p);
+	else
+		snprintf(line, sizeof(line), "not a NAME=value line");
+	return err_set(err, EXIT_AGENT_CONFIG, "env file line %d is not one "
+	    "pylon-agent writes (%s): regenerate it with pylon-agent init",
+	    lineno, line);
+}
+
+static bool
+line_is(const char *p, const char *nl, const char *s)
+{
+	return (size_t)(nl - p) == strlen(s) && !strncmp(p, s, strlen(s));
+}
+
+static bool
+line_starts(const char *p, const char *nl, const char *s)
+{
+	return (size_t)(nl - p) >= strlen(s) && !strncmp(p, s, strlen(s));
+}
+
+/* One line (p .. nl, without the newline). */
+static int
+envfile_line(const char *p, const char *nl, int lineno, struct envfile *ef,
+    bool *seen_bus, struct agent_err *err)
+{
+	static const char bus[] = "export PYLON_CLUSTER_BUS=";
+	static const char ns[] = "export PYLON_CLUSTER_NAMESPACE=";
+
+	if (*p == '#') {
+		/* text is not NUL-terminated: stay within the line. */
+		if (lineno == 1)
+			line_mode(p, nl, ef);
+	} else if (p == nl) {
+		;	/* blank */
+	} else if (line_is(p, nl, REQ_EXPORT)) {
+		ef->required = true;
+	} else if (line_is(p, nl, REQ_UNSET)) {
+		ef->required = false;
+	} else if (line_is(p, nl, "unset PYLON_CLUSTER_BUS")) {
+		a_free(ef->bus);
+		ef->bus = NULL;
+		*seen_bus = true;
+	} else if (line_starts(p, nl, bus)) {
+		*seen_bus = true;
+		return line_value(p + sizeof(bus) - 1, nl, &ef->bus, lineno,
+		    err);
+	} else if (line_starts(p, nl, ns)) {
+		return line_value(p + sizeof(ns) - 1, nl, &ef->namespace,
+		    lineno, err);
+	} else
+		return line_foreign(p, nl, lineno, err);
+	return 0;
+}
+
 int
 envfile_parse(const char *text, size_t len, struct envfile *ef,
     struct agent_err *err)
 {
-	const char	*p = text, *end = text + len, *nl, *q, *m;
-	char		 line[64];
-	char		*val, **slot;
+	const char	*p = text, *end = text + len, *nl;
 	int		 lineno = 0, rc = 0;
 	bool		 seen_bus = false;
 
@@ -218,103 +327,23 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 	if (memchr(text, '\0', len) != NULL)
 		return err_set(err, EXIT_AGENT_CONFIG, "the env file holds a "
 		    "NUL byte: it was not written by pylon-agent init");
-	while (p < end) {
+	while (p < end && rc == 0) {
 		lineno++;
 		nl = memchr(p, '\n', (size_t)(end - p));
 		if (nl == NULL)
 			nl = end;
-		if (*p == '#') {
-			/* text is not NUL-terminated: stay within the line. */
-			if (lineno == 1 && (m = memmem(p, (size_t)(nl - p),
-			    " mode=", 6)) != NULL) {
-				size_t	k = 0;
-
-				for (m += 6; m < nl && k + 1 < sizeof(ef->mode) &&
-				    *m >= 'a' && *m <= 'z'; m++)
-					ef->mode[k++] = *m;
-				ef->mode[k] = '\0';
-			}
-		} else if (p == nl) {
-			;	/* blank */
-		} else if ((size_t)(nl - p) == sizeof(REQ_EXPORT) - 1 &&
-		    !strncmp(p, REQ_EXPORT, sizeof(REQ_EXPORT) - 1)) {
-			ef->required = true;
-		} else if ((size_t)(nl - p) == sizeof(REQ_UNSET) - 1 &&
-		    !strncmp(p, REQ_UNSET, sizeof(REQ_UNSET) - 1)) {
-			ef->required = false;
-		} else if ((size_t)(nl - p) == 23 &&
-		    !strncmp(p, "unset PYLON_CLUSTER_BUS", 23)) {
-			a_free(ef->bus);
-			ef->bus = NULL;
-			seen_bus = true;
-		} else if (((size_t)(nl - p) >= 25 &&
-		    !strncmp(p, "export PYLON_CLUSTER_BUS=", 25)) ||
-		    ((size_t)(nl - p) >= 31 &&
-		    !strncmp(p, "export PYLON_CLUSTER_NAMESPACE=", 31))) {
-			bool bus = p[21] == 'B';
-
-			q = p + (bus ? 25 : 31);
-			slot = bus ? &ef->bus : &ef->namespace;
-			{
-				/* Work on a NUL-terminated copy of the line. */
-				char *ln = a_strndup(q, (size_t)(nl - q));
-				const char *lp = ln;
-
-				if (ln == NULL) {
-					rc = err_oom(err, "env file");
-					goto out;
-				}
-				val = *ln == '\'' ? unquote(&lp) : NULL;
-				if (val == NULL && lp != NULL && *lp == '\'') {
-					/* unquote ran out of memory */
-					a_free(ln);
-					rc = err_oom(err, "env file");
-					goto out;
-				}
-				if (val == NULL || lp == NULL || *lp != '\0') {
-					a_free(val);
-					a_free(ln);
-					rc = err_set(err, EXIT_AGENT_CONFIG,
-					    "env file line %d: expected a "
-					    "single-quoted value", lineno);
-					goto out;
-				}
-				a_free(ln);
-			}
-			a_free(*slot);
-			*slot = val;
-			if (bus)
-				seen_bus = true;
-		} else {
-			/* Never echo a value (a URL, a password): only the
-			 * NAME of a NAME=... line. */
-			for (q = p; q < nl && q - p < 40 && (*q == '_' ||
-			    isalpha((unsigned char)*q) || (q > p &&
-			    isdigit((unsigned char)*q))); q++)
-				;
-			if (q > p && q < nl && *q == '=')
-				snprintf(line, sizeof(line), "%.*s=...",
-				    (int)(q - p), p);
-			else
-				snprintf(line, sizeof(line), "not a NAME=value "
-				    "line");
-			rc = err_set(err, EXIT_AGENT_CONFIG, "env file line %d "
-			    "is not one pylon-agent writes (%s): regenerate "
-			    "it with pylon-agent init", lineno, line);
-			goto out;
-		}
+		rc = envfile_line(p, nl, lineno, ef, &seen_bus, err);
 		p = nl + 1;
 	}
-	if (!seen_bus || ef->namespace == NULL)
+	if (rc == 0 && (!seen_bus || ef->namespace == NULL))
 		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file sets no "
 		    "%s: it is not a complete pylon-agent env file",
 		    !seen_bus ? "PYLON_CLUSTER_BUS (export or unset)" :
 		    "PYLON_CLUSTER_NAMESPACE");
-	else if (!namespace_valid(ef->namespace))
+	else if (rc == 0 && !namespace_valid(ef->namespace))
 		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file's "
 		    "PYLON_CLUSTER_NAMESPACE is invalid: use 1 to 64 "
 		    "characters of A-Z a-z 0-9 and . - _ : + = , ~ # %%");
-out:
 	if (rc)
 		envfile_release(ef);
 	return rc;
