@@ -60,7 +60,6 @@ static struct serve_ctx *
 serve_ctx_new(struct options *opts, struct agent_err *err)
 {
 	struct serve_ctx *c;
-	char *red;
 
 	if (opts->interval_ms < SERVE_MIN_INTERVAL_MS) {
 		log_warnx("serve: --interval %ld ms is too short; using %d ms",
@@ -87,13 +86,23 @@ serve_ctx_new(struct options *opts, struct agent_err *err)
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
-	if (opts->redis_url != NULL && opts->redis_url[0] != '\0' &&
-	    (red = redis_url_redact(opts->redis_url)) != NULL) {
+	return c;
+}
+
+/* The URL /status shows, redacted: after proxy_serve_begin, which points
+ * opts->redis_url at the local proxy (the path Pylon uses). */
+static void
+serve_show_url(struct serve_ctx *c)
+{
+	const char *url = c->opts->redis_url;
+	char *red;
+
+	if (url != NULL && url[0] != '\0' &&
+	    (red = redis_url_redact(url)) != NULL) {
 		snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url), "%s",
 		    red);
 		a_free(red);
 	}
-	return c;
 }
 
 /* One signal: shutdown, forwarded to the command, or ignored.  True when
@@ -283,6 +292,7 @@ cmd_serve(struct options *opts, struct agent_err *err)
 		return err->code;
 	if ((code = proxy_serve_begin(opts, &c->proxy, err)) != 0)
 		return serve_finish(c, d, th, false, code, err);
+	serve_show_url(c);
 	fd_floor = supervise_fd_floor();
 	/* Before any thread exists, so every thread inherits the mask. */
 	supervise_block_signals(&set);
