@@ -186,6 +186,8 @@ struct options {
 	char			*kubeconfig;
 	char			*serviceaccount_dir;
 	char			*fly_api_url;
+	char			*fly_resolver;	/* "[fdaa::3]:53", "none" */
+	long			fly_boot_spread_ms;
 	enum log_format		log_format;
 	enum output_fmt		output;
 	bool			prove;		/* decide --prove */
