@@ -945,7 +945,9 @@ fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
 		    s.group_n > fly_base_snap.group_n);
 	}
 	if (relist) {
-		err_set(err, 0, "DNS shows %zu machine%s in app %s (%s), %d "
+		/* Not an error: the reason flow_resync logs for the list. */
+		snprintf(err->msg, sizeof(err->msg), "DNS shows %zu machine%s "
+		    "in app %s (%s), %d "
 		    "started in group %s: the mode may flip, listing the "
 		    "machines", s.nids, s.nids == 1 ? "" : "s", app, gained ?
 		    "new ones" : lost ? "some gone" : "no baseline",
