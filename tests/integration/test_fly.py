@@ -476,6 +476,18 @@ def test_serve_autostop_in_redis_mode_lists_nothing(fly, dns, procs, tmp_path):
     assert len(fake.list_requests()) == 1
     st = status_json(port)
     assert st["mode"] == "redis" and st["peers"] == 3 and st["drift"] is False
+    # Then the two stopped machines are destroyed: ids gone from all.vms
+    # and one started machine left: one list, drift (redis pod, noop
+    # topology).
+    with fake.lock:
+        fake.machines = json.loads(json.dumps(SCENARIOS["one"]))
+    dns.set_machines(APP, [M_SELF])
+    wait_for(lambda: status_json(port)["drift"], 10, what="drift after the scale-down")
+    n = resyncs(dns)
+    wait_for(lambda: resyncs(dns) >= n + 3, 20, what="3 resyncs after the scale-down")
+    assert len(fake.list_requests()) == 2
+    st = status_json(port)
+    assert st["mode"] == "redis" and st["peers"] == 1
 
 
 def test_serve_dns_change_that_flips_lists_once_and_reports_drift(fly, dns, procs, tmp_path):
