@@ -407,6 +407,9 @@ int	stats_api_get(long *codes, uint64_t *counts, int max);
 uint64_t stats_api_total(void);
 void	stats_redis_command(void);
 uint64_t stats_redis_commands(void);
+/* One question to Fly's internal DNS (dns.c), answered or failed. */
+void	stats_dns_query(bool ok);
+void	stats_dns_queries(uint64_t *ok, uint64_t *err);
 
 /* ---- spawn (spawn.c): what every child starts with ------------------- */
 

@@ -516,6 +516,7 @@ fail:
 	rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: %s %s from %s: %s",
 	    tname, name, server, why);
 out:
+	stats_dns_query(rc == 0);
 	if (fd >= 0)
 		close(fd);
 	a_free(buf);

@@ -456,8 +456,18 @@ def test_serve_steady_state_makes_no_api_call(fly, dns, procs):
     assert dns.count("app.process.%s.internal" % APP, "AAAA") >= 7
     st = status_json(port)
     assert st["mode"] == "noop" and st["drift"] is False and st["peers"] == 1
-    assert value(metrics(port)[0], "pylon_agent_discovery_errors_total") == 0
+    fams = metrics(port)[0]
+    assert value(fams, "pylon_agent_discovery_errors_total") == 0
+    # The agent's own counters agree: one API request, 2 questions a resync.
+    assert api_total(fams) == 1
+    assert value(fams, "pylon_agent_dns_queries_total", result="ok") >= 14
+    assert value(fams, "pylon_agent_dns_queries_total", result="error") == 0
     assert p.poll() is None
+
+
+def api_total(fams):
+    return sum(s[2] for fam in fams.values() for s in fam["samples"]
+               if s[0] == "pylon_agent_api_requests_total")
 
 
 def test_serve_autostop_in_redis_mode_lists_nothing(fly, dns, procs, tmp_path):
@@ -538,6 +548,9 @@ def test_serve_dns_failure_keeps_the_last_decision(fly, dns, procs):
         dns.fault = None
     # No fallback to the Machines API while the DNS fails.
     assert len(fake.list_requests()) == 1
+    fams = metrics(port)[0]
+    assert value(fams, "pylon_agent_dns_queries_total", result="error") >= 4
+    assert api_total(fams) == 1
     err = stderr_of_serve(procs, p)
     assert "resync from the internal DNS (the last decision stays; --fly-resolver)" in err
     assert "no reply within 2000 ms" in err
