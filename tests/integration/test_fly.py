@@ -603,3 +603,35 @@ def test_serve_boot_spread_bound_from_all_vms(fly, dns, procs):
     assert time.monotonic() - t0 < 10 * SLOW
     err = stderr_of_serve(procs, p)
     assert "before listing machines" not in err
+
+
+def test_serve_dns_over_ipv6_loopback(fly, procs):
+    # Fly's resolver is IPv6 ([fdaa::3]:53): the same client on [::1].
+    from fly_dns_fake import FlyDnsFake
+    from test_serve import status_json, wait_for
+    try:
+        d6 = FlyDnsFake(host="::1").start()
+    except OSError as e:
+        pytest.fail("no IPv6 loopback on this machine: %s" % e)
+    try:
+        assert d6.addr.startswith("[::1]:")
+        fake = fly("one")
+        d6.set_machines(APP, [M_SELF])
+        p, port = serve_fly(procs, fake, d6)
+        wait_for(lambda: resyncs(d6) >= 4, 15, what="3 resyncs over IPv6")
+        assert len(fake.list_requests()) == 1
+        assert status_json(port)["mode"] == "noop"
+    finally:
+        d6.stop()
+
+
+@pytest.mark.parametrize("resolver", ["dns.example:53", "[fdaa::3", "127.0.0.1:0"])
+def test_serve_bad_resolver_is_a_config_error(fly, procs, resolver):
+    from conftest import free_port
+    fake = fly("one")
+    p = run_agent(["serve", "--platform", "fly", "--fly-api-url", fake.url,
+                   "--fly-resolver", resolver, "--listen", "127.0.0.1:%d" % free_port(),
+                   "--api-timeout", "2s"], env=fly_env(), timeout=20)
+    assert p.returncode == 78, p.stderr
+    assert 'dns: resolver "%s" is not a numeric address' % resolver in p.stderr
+    assert fake.list_requests() == []
