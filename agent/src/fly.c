@@ -554,9 +554,10 @@ fly_request_defaults(const struct options *o, struct http_request *rq)
 /* ---- Fly's internal DNS: serve's steady state (no token, no rate) ---- */
 
 /*
- * What the DNS shows: the app's machines (all.vms.<app>.internal TXT,
- * "<id> <region>" entries separated by commas, every group) as sorted
- * hashes of their ids, and the started machines of the group
+ * What the DNS shows: the app's other machines (all.vms.<app>.internal
+ * TXT, "<id> <region>" entries separated by commas, every group) as
+ * sorted hashes of their ids, whether this machine is listed, and the
+ * started machines of the group
  * (<group>.process.<app>.internal AAAA).
  */
 struct fly_snap {
@@ -622,9 +623,16 @@ fly_vms_parse(const char *txt, const char *self_id, struct fly_snap *s)
 				return -1;
 		if (w - p > 32)
 			return -1;
+		/* This machine is not one of the changes: its own DNS
+		 * registration after the boot read must not cost a list. */
 		if (self_id != NULL && strlen(self_id) == (size_t)(w - p) &&
-		    strncmp(self_id, p, (size_t)(w - p)) == 0)
+		    strncmp(self_id, p, (size_t)(w - p)) == 0) {
 			s->self_listed = true;
+			while (*w != '\0' && *w != ',')
+				w++;
+			p = w;
+			continue;
+		}
 		if (s->nids == cap) {
 			cap = cap ? cap * 2 : 16;
 			if ((n = a_calloc(cap, sizeof(*n))) == NULL)
@@ -737,8 +745,8 @@ fly_dns_read(const struct options *o, const char *app, const char *group,
 	if (rc != 0)
 		fly_snap_release(s);
 	else
-		log_debug("fly: DNS: %zu machines in app %s, %d started in "
-		    "group %s%s", s->nids, app, s->group_n, group,
+		log_debug("fly: DNS: %zu other machines in app %s, %d started "
+		    "in group %s%s", s->nids, app, s->group_n, group,
 		    self && !s->self_listed ? " (this machine not listed)" : "");
 	return rc;
 }
@@ -793,11 +801,13 @@ fly_spread(const struct options *o, const struct fly_snap *s, bool have)
 		if (*end == '\0' && v >= 0 && v <= 600000)
 			max = v;
 	} else if (o->command == CMD_SERVE || o->command == CMD_INIT) {
+		long all = have ? (long)s->nids + 1 : 0;	/* + this one */
+
 		max = o->fly_boot_spread_ms;
-		if (have && s->nids <= 3)
+		if (have && all <= 3)
 			max = 0;
-		else if (have && (long)(s->nids - 3) * 1000 < max)
-			max = (long)(s->nids - 3) * 1000;
+		else if (have && (all - 3) * 1000 < max)
+			max = (all - 3) * 1000;
 	}
 	if (max > 0) {
 		v = (long)(random_unit() * (double)max);
@@ -946,8 +956,8 @@ fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
 	}
 	if (relist) {
 		/* Not an error: the reason flow_resync logs for the list. */
-		snprintf(err->msg, sizeof(err->msg), "DNS shows %zu machine%s "
-		    "in app %s (%s), %d "
+		snprintf(err->msg, sizeof(err->msg), "DNS shows %zu other "
+		    "machine%s in app %s (%s), %d "
 		    "started in group %s: the mode may flip, listing the "
 		    "machines", s.nids, s.nids == 1 ? "" : "s", app, gained ?
 		    "new ones" : lost ? "some gone" : "no baseline",
@@ -958,7 +968,7 @@ fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
 	}
 	if (!fly_have_base || gained || lost ||
 	    s.group_n != fly_base_snap.group_n)
-		log_debug("fly: DNS changed (%zu machines, %d started in "
+		log_debug("fly: DNS changed (%zu other machines, %d started in "
 		    "group %s); the mode cannot flip: no list", s.nids,
 		    s.group_n, group);
 	if (!fly_have_base)

@@ -429,9 +429,17 @@ test_vms_parse(void **state)
 	memset(&s, 0, sizeof(s));
 	assert_int_equal(fly_vms_parse("3d8d9016b29d89 ord,e784e23ce06838 ams,"
 	    "3d8d9016b29d89 ord", "e784e23ce06838", &s), 0);
-	assert_int_equal(s.nids, 2);		/* deduplicated */
+	assert_int_equal(s.nids, 1);		/* deduplicated, self apart */
 	assert_true(s.self_listed);
-	assert_true(s.ids[0] < s.ids[1]);	/* sorted */
+	assert_int_equal(fly_vms_parse("3d8d9016b29d89 ord,e784e23ce06838 ams,"
+	    "3d8d9016b29d89 ord,148e272b4d3989 syd", NULL, &s), 0);
+	assert_int_equal(s.nids, 3);		/* deduplicated */
+	assert_false(s.self_listed);
+	assert_true(s.ids[0] < s.ids[1] && s.ids[1] < s.ids[2]);
+	/* This machine's entry, region included, is skipped. */
+	assert_int_equal(fly_vms_parse("a1 ord", "a1", &s), 0);
+	assert_int_equal(s.nids, 0);
+	assert_true(s.self_listed);
 	assert_int_equal(fly_vms_parse("", NULL, &s), 0);
 	assert_int_equal(s.nids, 0);
 	assert_int_equal(fly_vms_parse(" , ,a1", "a", &s), 0);
