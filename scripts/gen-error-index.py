@@ -29,6 +29,7 @@ SEE = {
     "kube.c": "[kubernetes.md](kubernetes.md#6-error-lines-and-what-to-do)",
     "kubeconfig.c": "[kubernetes.md](kubernetes.md#1-connecting-to-the-api-server)",
     "fly.c": "[fly.md](fly.md#2-secrets)",
+    "dns.c": "[fly.md](fly.md#7a-steady-state-drift-from-the-internal-dns)",
     "http_client.c": "[75](#75--discovery-failed)",
     "options.c": "[reference.md](reference.md)",
     "util.c": "[64](#64--usage) / [78](#78--misconfiguration)",

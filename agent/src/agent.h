@@ -203,6 +203,8 @@ struct options {
 	char			*kubeconfig;
 	char			*serviceaccount_dir;
 	char			*fly_api_url;
+	char			*fly_resolver;	/* "[fdaa::3]:53", "none" */
+	long			fly_boot_spread_ms;
 	enum log_format		log_format;
 	enum output_fmt		output;
 	bool			prove;		/* decide --prove */
@@ -422,6 +424,9 @@ int	stats_api_get(long *codes, uint64_t *counts, int max);
 uint64_t stats_api_total(void);
 void	stats_redis_command(void);
 uint64_t stats_redis_commands(void);
+/* One question to Fly's internal DNS (dns.c), answered or failed. */
+void	stats_dns_query(bool ok);
+void	stats_dns_queries(uint64_t *ok, uint64_t *err);
 
 /* ---- spawn (spawn.c): what every child starts with ------------------- */
 

@@ -11,19 +11,25 @@
 
 #include <cjson/cJSON.h>
 
+#include "dns.h"
 #include "http_client.h"
 
-#define FLY_DEFAULT_JITTER_MS	250
+#define FLY_DEFAULT_JITTER_MS	250	/* decide, check */
 #define FLY_MAX_ATTEMPTS	5
 #define FLY_DEADLINE_MIN_MS	5000L
 #define FLY_DEADLINE_MAX_MS	30000L
 #define FLY_NAME_LEN		64
+#define FLY_DNS_TIMEOUT_MS	2000L	/* fdaa::3 is on the host */
+#define FLY_TXT_MAX		(64 * 1024)
 
 #ifdef UNITTEST
 int	fly_auth_header(const char *token, char *out, size_t n);
 int	fly_count(const char *body, size_t len, const char *app,
 	    const char *group, const char *self_id, bool self_serving,
 	    struct topology *t, struct agent_err *err);
+struct fly_snap;
+int	fly_vms_parse(const char *txt, const char *self_id,
+	    struct fly_snap *s);
 #endif
 
 /* Why a listed machine was not counted (the excluded string's order). */
@@ -545,29 +551,270 @@ fly_request_defaults(const struct options *o, struct http_request *rq)
 	rq->deadline_ms = deadline;
 }
 
+/* ---- Fly's internal DNS: serve's steady state (no token, no rate) ---- */
+
 /*
- * First call jitter: many machines booting at once would exceed the
- * list rate limit (1 req/s, burst 3, per app).  PYLON_AGENT_FLY_JITTER_MS
- * sets the maximum (default 250, 0 disables).
+ * What the DNS shows: the app's other machines (all.vms.<app>.internal
+ * TXT, "<id> <region>" entries separated by commas, every group) as
+ * sorted hashes of their ids, whether this machine is listed, and the
+ * started machines of the group
+ * (<group>.process.<app>.internal AAAA).
+ */
+struct fly_snap {
+	uint64_t	*ids;
+	size_t		 nids;
+	int		 group_n;
+	bool		 self_listed;
+};
+
+/* The snapshot the last Machines API list was judged with (serve). */
+static struct fly_snap	fly_base_snap;
+static bool		fly_have_base;
+
+static void
+fly_snap_release(struct fly_snap *s)
+{
+	a_free(s->ids);
+	memset(s, 0, sizeof(*s));
+}
+
+static uint64_t
+fly_hash(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+
+	while (n-- > 0) {
+		h ^= (unsigned char)*p++;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static int
+fly_u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Parses the all.vms TXT text.  An entry's id is its first word, ids are
+ * lowercase letters and digits; an entry that is not is malformed.
+ * Returns 0, or -1 (malformed) or -2 (out of memory).
+ */
+STATIC int
+fly_vms_parse(const char *txt, const char *self_id, struct fly_snap *s)
+{
+	const char	*p = txt, *e, *w;
+	size_t		 cap = 0, i, j;
+	uint64_t	*n;
+
+	s->nids = 0;
+	s->self_listed = false;
+	while (*p != '\0') {
+		while (*p == ',' || *p == ' ')
+			p++;
+		if (*p == '\0')
+			break;
+		for (w = p; *w != '\0' && *w != ' ' && *w != ','; w++)
+			if (!islower((unsigned char)*w) &&
+			    !isdigit((unsigned char)*w))
+				return -1;
+		if (w - p > 32)
+			return -1;
+		/* This machine is not one of the changes: its own DNS
+		 * registration after the boot read must not cost a list. */
+		if (self_id != NULL && strlen(self_id) == (size_t)(w - p) &&
+		    strncmp(self_id, p, (size_t)(w - p)) == 0) {
+			s->self_listed = true;
+			while (*w != '\0' && *w != ',')
+				w++;
+			p = w;
+			continue;
+		}
+		if (s->nids == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((n = a_calloc(cap, sizeof(*n))) == NULL)
+				return -2;
+			if (s->nids)
+				memcpy(n, s->ids, s->nids * sizeof(*n));
+			a_free(s->ids);
+			s->ids = n;
+		}
+		s->ids[s->nids++] = fly_hash(p, (size_t)(w - p));
+		/* The region word, up to the next comma. */
+		for (e = w; *e != '\0' && *e != ','; e++)
+			;
+		p = e;
+	}
+	if (s->nids > 1)
+		qsort(s->ids, s->nids, sizeof(*s->ids), fly_u64_cmp);
+	for (i = j = 0; i < s->nids; i++)
+		if (j == 0 || s->ids[j - 1] != s->ids[i])
+			s->ids[j++] = s->ids[i];
+	s->nids = j;
+	return 0;
+}
+
+struct fly_txt {
+	char	*buf;
+	size_t	 used;
+	bool	 full;
+};
+
+static int
+fly_txt_cb(const uint8_t *rd, size_t len, void *arg)
+{
+	struct fly_txt *t = arg;
+
+	/* Several TXT records are one list. */
+	if (t->used > 0 && t->used + 2 < FLY_TXT_MAX)
+		t->buf[t->used++] = ',';
+	if (dns_txt_append(rd, len, t->buf, FLY_TXT_MAX, &t->used) != 0)
+		t->full = true;
+	return 0;
+}
+
+static int
+fly_aaaa_cb(const uint8_t *rd, size_t len, void *arg)
+{
+	(void)rd;
+	(void)len;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static bool
+fly_dns_off(const struct options *o)
+{
+	return o->fly_resolver != NULL && strcmp(o->fly_resolver, "none") == 0;
+}
+
+static long
+fly_dns_timeout(const struct options *o)
+{
+	long t = o->api_timeout_ms > 0 ? o->api_timeout_ms : 10000;
+
+	return t > FLY_DNS_TIMEOUT_MS ? FLY_DNS_TIMEOUT_MS : t;
+}
+
+/* Reads both names into *s.  Returns 0 or an exit code with err set. */
+static int
+fly_dns_read(const struct options *o, const char *app, const char *group,
+    struct fly_snap *s, struct agent_err *err)
+{
+	const char	*srv = o->fly_resolver && *o->fly_resolver ?
+			    o->fly_resolver : "[fdaa::3]:53";
+	const char	*self = getenv("FLY_MACHINE_ID");
+	struct fly_txt	 txt;
+	char		 name[300];
+	int		 rc, n = 0;
+
+	memset(s, 0, sizeof(*s));
+	memset(&txt, 0, sizeof(txt));
+	if ((txt.buf = a_malloc(FLY_TXT_MAX)) == NULL)
+		return err_oom(err, "fly: DNS answer");
+	txt.buf[0] = '\0';
+	snprintf(name, sizeof(name), "all.vms.%s.internal", app);
+	rc = dns_query(srv, name, DNS_T_TXT, fly_dns_timeout(o), fly_txt_cb,
+	    &txt, err);
+	if (rc == 0 && txt.full)
+		rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: TXT %s from %s: "
+		    "more than %d bytes of machines", name, srv, FLY_TXT_MAX);
+	if (rc == 0) {
+		switch (fly_vms_parse(txt.buf, self, s)) {
+		case -1:
+			rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: TXT %s "
+			    "from %s: not a list of \"<machine id> <region>\" "
+			    "entries", name, srv);
+			break;
+		case -2:
+			rc = err_oom(err, "fly: DNS machine list");
+			break;
+		}
+	}
+	a_free(txt.buf);
+	if (rc == 0) {
+		snprintf(name, sizeof(name), "%s.process.%s.internal", group,
+		    app);
+		rc = dns_query(srv, name, DNS_T_AAAA, fly_dns_timeout(o),
+		    fly_aaaa_cb, &n, err);
+		s->group_n = n;
+	}
+	if (rc != 0)
+		fly_snap_release(s);
+	else
+		log_debug("fly: DNS: %zu other machines in app %s, %d started "
+		    "in group %s%s", s->nids, app, s->group_n, group,
+		    self && !s->self_listed ? " (this machine not listed)" : "");
+	return rc;
+}
+
+/* Whether a has an id that b lacks (both sorted, unique). */
+static bool
+fly_snap_more(const struct fly_snap *a, const struct fly_snap *b)
+{
+	size_t i = 0, j = 0;
+
+	while (i < a->nids) {
+		if (j == b->nids || a->ids[i] < b->ids[j])
+			return true;
+		if (a->ids[i] == b->ids[j])
+			i++;
+		j++;
+	}
+	return false;
+}
+
+static void
+fly_base_set(struct fly_snap *s)
+{
+	fly_snap_release(&fly_base_snap);
+	fly_base_snap = *s;
+	memset(s, 0, sizeof(*s));
+	fly_have_base = true;
+}
+
+/*
+ * The random delay before the first list of a process (SPEC 10): a fleet
+ * booting at once must stay near the per-app rate (1 list/s, burst 3).
+ * serve and init wait uniformly in [0, min(--fly-boot-spread, 1 s per
+ * machine of all.vms beyond 3)] (the full bound when DNS did not tell);
+ * the one-off commands (decide, check) at most 250 ms.
+ * PYLON_AGENT_FLY_JITTER_MS, when set, is the bound of every command
+ * (tests set 0).
  */
 static void
-fly_jitter(void)
+fly_spread(const struct options *o, const struct fly_snap *s, bool have)
 {
 	static bool	 done;
-	const char	*s = getenv("PYLON_AGENT_FLY_JITTER_MS");
-	long		 max = FLY_DEFAULT_JITTER_MS;
+	const char	*env = getenv("PYLON_AGENT_FLY_JITTER_MS");
+	long		 max = FLY_DEFAULT_JITTER_MS, v;
 	char		*end;
 
 	if (done)
 		return;
 	done = true;
-	if (s != NULL && *s != '\0') {
-		max = strtol(s, &end, 10);
-		if (*end != '\0' || max < 0 || max > 60000)
-			max = FLY_DEFAULT_JITTER_MS;
+	if (env != NULL && *env != '\0') {
+		v = strtol(env, &end, 10);
+		if (*end == '\0' && v >= 0 && v <= 600000)
+			max = v;
+	} else if (o->command == CMD_SERVE || o->command == CMD_INIT) {
+		long all = have ? (long)s->nids + 1 : 0;	/* + this one */
+
+		max = o->fly_boot_spread_ms;
+		if (have && all <= 3)
+			max = 0;
+		else if (have && (all - 3) * 1000 < max)
+			max = (all - 3) * 1000;
 	}
-	if (max > 0)
-		sleep_ms((long)(random_unit() * (double)max), NULL);
+	if (max > 0) {
+		v = (long)(random_unit() * (double)max);
+		log_debug("fly: waiting %ld ms before listing machines (bound "
+		    "%ld ms)", v, max);
+		sleep_ms(v, NULL);
+	}
 }
 
 static int
@@ -582,11 +829,15 @@ fly_discover(const struct options *o, struct topology *t,
 			    "app";
 	struct http_request	rq;
 	struct http_response	rs;
+	struct fly_snap	 snap;
+	struct agent_err derr;
 	char		 base[512], url[768], auth[4096], what[800];
-	bool		 have_token, serving;
+	bool		 have_token, serving, have_snap = false;
+	bool		 boot = o->command == CMD_SERVE || o->command == CMD_INIT;
 	int		 rc;
 
 	memset(&rs, 0, sizeof(rs));
+	memset(&snap, 0, sizeof(snap));
 	if (!fly_name_ok(app))
 		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_APP_NAME is "
 		    "%s; the fly platform needs the app name Fly sets in "
@@ -608,7 +859,23 @@ fly_discover(const struct options *o, struct topology *t,
 	rq.url = url;
 	rq.authorization = have_token ? auth : NULL;
 	fly_request_defaults(o, &rq);
-	fly_jitter();
+	/* serve's DNS baseline, read before the list (a change in between
+	 * shows at the next resync), and the boot spread's bound. */
+	if (boot && !fly_dns_off(o) &&
+	    (o->command == CMD_SERVE || getenv("PYLON_AGENT_FLY_JITTER_MS") ==
+	    NULL)) {
+		err_clear(&derr);
+		if ((rc = fly_dns_read(o, app, group, &snap, &derr)) == 0)
+			have_snap = true;
+		else if (rc == EXIT_AGENT_CONFIG) {
+			*err = derr;
+			explicit_bzero(auth, sizeof(auth));
+			return rc;
+		} else if (o->command == CMD_SERVE)
+			log_warnx("fly: %s; serve's first resync takes its DNS "
+			    "baseline", derr.msg);
+	}
+	fly_spread(o, &snap, have_snap);
 	rc = http_do(&rq, &rs, err);
 	explicit_bzero(auth, sizeof(auth));
 	t->api_requests += rs.attempts;
@@ -629,9 +896,85 @@ fly_discover(const struct options *o, struct topology *t,
 		fly_cat(t->base_src, sizeof(t->base_src), ", seen from a %s "
 		    "machine", rel != NULL && strcmp(rel, "1") == 0 ?
 		    "release_command" : "non-app");
+	/* serve resyncs from the DNS against this list's snapshot. */
+	if (rc == 0 && o->command == CMD_SERVE && !fly_dns_off(o)) {
+		snprintf(t->chain, sizeof(t->chain), "dns");
+		if (have_snap)
+			fly_base_set(&snap);
+		else
+			fly_have_base = false;
+	}
 out:
+	fly_snap_release(&snap);
 	http_response_release(&rs);
 	return rc;
+}
+
+/*
+ * serve's resync (SPEC 10: no Machines API call in steady state): reads
+ * the DNS and asks for a full discovery (one list) only when what it
+ * shows could flip the mode since the last list:
+ *   noop now:  a machine id in all.vms the last list did not see, or
+ *              2+ started machines in the group, more than then;
+ *   redis now: at most 1 started machine in the group and an id gone
+ *              from all.vms (stopped machines stay in all.vms and are
+ *              counted by the list: an autostop alone flips nothing).
+ * A DNS failure is a discovery error: the last decision stays.
+ */
+static int
+fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
+{
+	const char	*app = getenv("FLY_APP_NAME");
+	const char	*group = o->fly_group && *o->fly_group ? o->fly_group :
+			    "app";
+	struct fly_snap	 s;
+	bool		 redis, gained, lost, relist;
+	int		 rc, peers;
+
+	if (fly_dns_off(o))
+		return PLATFORM_RESYNC_FULL;
+	if (!fly_name_ok(app))
+		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_APP_NAME is "
+		    "not a valid app name");
+	if ((rc = fly_dns_read(o, app, group, &s, err)) != 0) {
+		err_prefix(err, "fly: resync from the internal DNS (the last "
+		    "decision stays; --fly-resolver)");
+		return rc;
+	}
+	peers = t->base > o->min_peers ? t->base : o->min_peers;
+	redis = peers > 1;
+	if (!fly_have_base) {
+		/* The boot read failed: this one is the baseline. */
+		relist = !redis && s.group_n >= 2;
+		gained = lost = false;
+	} else {
+		gained = fly_snap_more(&s, &fly_base_snap);
+		lost = fly_snap_more(&fly_base_snap, &s);
+		relist = redis ? s.group_n <= 1 && lost :
+		    gained || (s.group_n >= 2 &&
+		    s.group_n > fly_base_snap.group_n);
+	}
+	if (relist) {
+		/* Not an error: the reason flow_resync logs for the list. */
+		snprintf(err->msg, sizeof(err->msg), "DNS shows %zu other "
+		    "machine%s in app %s (%s), %d "
+		    "started in group %s: the mode may flip, listing the "
+		    "machines", s.nids, s.nids == 1 ? "" : "s", app, gained ?
+		    "new ones" : lost ? "some gone" : "no baseline",
+		    s.group_n, group);
+		log_info("fly: %s", err->msg);
+		fly_snap_release(&s);
+		return PLATFORM_RESYNC_FULL;
+	}
+	if (!fly_have_base || gained || lost ||
+	    s.group_n != fly_base_snap.group_n)
+		log_debug("fly: DNS changed (%zu other machines, %d started in "
+		    "group %s); the mode cannot flip: no list", s.nids,
+		    s.group_n, group);
+	if (!fly_have_base)
+		fly_base_set(&s);
+	fly_snap_release(&s);
+	return 0;
 }
 
 static int
@@ -706,4 +1049,5 @@ const struct platform platform_fly = {
 	.detect = fly_detect,
 	.discover = fly_discover,
 	.report = fly_report,
+	.resync = fly_resync,
 };

@@ -95,10 +95,19 @@ static const struct opt_row rows[] = {
 	{ "fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
 	  "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
 	  "Fly Machines API base URL" },
+	{ "fly-boot-spread", "PYLON_AGENT_FLY_BOOT_SPREAD", T_DUR, "10s",
+	  OFF(fly_boot_spread_ms), NULL, C_DISC, "DURATION",
+	  "Fly, serve and init: at most this random delay before the first "
+	  "Machines API list, 1 s per machine of all.vms beyond 3 (the "
+	  "list rate: 1/s, burst 3); 0 disables" },
 	{ "fly-group", "PYLON_AGENT_FLY_GROUP", T_STR, NULL, OFF(fly_group),
 	  NULL, C_DISC, "GROUP",
 	  "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
 	  "app for release/console machines)" },
+	{ "fly-resolver", "PYLON_AGENT_FLY_RESOLVER", T_STR, "[fdaa::3]:53",
+	  OFF(fly_resolver), NULL, C_DISC, "ADDR|none",
+	  "Fly internal DNS server serve resyncs from (all.vms and "
+	  "<group>.process TXT/AAAA); none: resync lists the Machines API" },
 	{ "interval", "PYLON_AGENT_INTERVAL", T_DUR, "30s", OFF(interval_ms),
 	  NULL, C_SERVE, "DURATION",
 	  "serve: bus health check period (one PING each)" },

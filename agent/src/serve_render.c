@@ -346,7 +346,7 @@ static void
 sb_costs(struct sbuf *b)
 {
 	long codes[16];
-	uint64_t counts[16];
+	uint64_t counts[16], dok, derr;
 	int i, n = stats_api_get(codes, counts, 16);
 
 	sb_family(b, "pylon_agent_redis_commands_total", "counter",
@@ -369,6 +369,13 @@ sb_costs(struct sbuf *b)
 			    "{code=\"%ld\"} %" PRIu64 "\n", codes[i],
 			    counts[i]);
 	}
+	stats_dns_queries(&dok, &derr);
+	sb_family(b, "pylon_agent_dns_queries_total", "counter",
+	    "Questions to Fly's internal DNS (--fly-resolver) by result "
+	    "(serve's resync on Fly).");
+	sb_printf(b, "pylon_agent_dns_queries_total{result=\"ok\"} %" PRIu64
+	    "\npylon_agent_dns_queries_total{result=\"error\"} %" PRIu64 "\n",
+	    dok, derr);
 }
 
 char *

@@ -17,6 +17,7 @@ static struct {
 } api[STATS_CODES];
 static uint64_t	api_other;	/* more distinct codes than slots */
 static uint64_t	redis_cmds;
+static uint64_t	dns_ok, dns_err;
 
 void
 stats_api_request(long code)
@@ -83,4 +84,17 @@ uint64_t
 stats_redis_commands(void)
 {
 	return __atomic_load_n(&redis_cmds, __ATOMIC_RELAXED);
+}
+
+void
+stats_dns_query(bool ok)
+{
+	__atomic_add_fetch(ok ? &dns_ok : &dns_err, 1, __ATOMIC_RELAXED);
+}
+
+void
+stats_dns_queries(uint64_t *ok, uint64_t *err)
+{
+	*ok = __atomic_load_n(&dns_ok, __ATOMIC_RELAXED);
+	*err = __atomic_load_n(&dns_err, __ATOMIC_RELAXED);
 }

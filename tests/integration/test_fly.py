@@ -399,3 +399,240 @@ def test_report_metadata_unavailable_when_bus_fails(fly, tmp_path):
     assert p.returncode == 69, p.stderr
     assert not envfile.exists()
     assert [json.loads(x["body"]) for x in fake.metadata_posts()] == [{"value": "unavailable"}]
+
+
+# ---- serve's steady state: drift from Fly's internal DNS (SPEC 10) --------
+#
+# serve lists the Machines API once at boot; every --resync it reads
+# all.vms.<app>.internal TXT and <group>.process.<app>.internal AAAA from
+# --fly-resolver (here tests/fakes/fly_dns_fake.py on loopback) and lists
+# again only when the DNS shows a change that could flip the mode.
+
+from fly_fake import SCENARIOS  # noqa: E402
+
+RESYNC = "400ms"
+M_SELF = (SELF_ID, "ord", "app", True)
+M_AMS = ("e784e23ce06838", "ams", "app", True)
+M_SYD = ("148e272b4d3989", "syd", "app", True)
+
+
+@pytest.fixture
+def dns():
+    from fly_dns_fake import FlyDnsFake
+    f = FlyDnsFake().start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def serve_fly(procs, fake, dns, *extra, env=None):
+    from conftest import free_port, wait_port
+    from test_serve import http, wait_for
+    port = free_port()
+    argv = ["serve", "--platform", "fly", "--fly-api-url", fake.url, "--fly-resolver",
+            dns.addr, "--listen", "127.0.0.1:%d" % port, "--interval", "200ms",
+            "--resync", RESYNC, "--api-timeout", "2s"] + list(extra)
+    p = procs.start_agent(argv, env=env if env is not None else fly_env())
+    wait_port(port, timeout=10)
+    wait_for(lambda: http(port, "/startupz")[0] == 200, 15, what="/startupz")
+    return p, port
+
+
+def resyncs(dns):
+    """Resyncs seen by the DNS fake (one all.vms TXT question each)."""
+    return dns.count("all.vms.%s.internal" % APP, "TXT")
+
+
+def test_serve_steady_state_makes_no_api_call(fly, dns, procs):
+    from test_serve import metrics, status_json, value, wait_for
+    fake = fly("one")
+    dns.set_machines(APP, [M_SELF, ("e1", "ord", "worker", True)])
+    p, port = serve_fly(procs, fake, dns)
+    assert len(fake.list_requests()) == 1
+    # The boot read plus 6 resyncs: the DNS answer never changes.
+    wait_for(lambda: resyncs(dns) >= 7, 20, what="6 resyncs from the DNS")
+    assert len(fake.list_requests()) == 1, fake.requests
+    assert dns.count("app.process.%s.internal" % APP, "AAAA") >= 7
+    st = status_json(port)
+    assert st["mode"] == "noop" and st["drift"] is False and st["peers"] == 1
+    fams = metrics(port)[0]
+    assert value(fams, "pylon_agent_discovery_errors_total") == 0
+    # The agent's own counters agree: one API request, 2 questions a resync.
+    assert api_total(fams) == 1
+    assert value(fams, "pylon_agent_dns_queries_total", result="ok") >= 14
+    assert value(fams, "pylon_agent_dns_queries_total", result="error") == 0
+    assert p.poll() is None
+
+
+def api_total(fams):
+    return sum(s[2] for fam in fams.values() for s in fam["samples"]
+               if s[0] == "pylon_agent_api_requests_total")
+
+
+def test_serve_autostop_in_redis_mode_lists_nothing(fly, dns, procs, tmp_path):
+    # 3 machines, 2 then autostopped: fewer AAAA, all.vms unchanged (a
+    # stopped machine stays deployed and the list would count it): the
+    # mode cannot flip, no list.
+    from test_serve import Redis, status_json, wait_for
+    r = Redis(procs, tmp_path).start()
+    fake = fly("three_regions")
+    dns.set_machines(APP, [M_SELF, M_AMS, M_SYD])
+    p, port = serve_fly(procs, fake, dns, "--redis-url", r.url)
+    assert status_json(port)["mode"] == "redis"
+    n = resyncs(dns)
+    dns.set_machines(APP, [M_SELF, M_AMS[:3] + (False,), M_SYD[:3] + (False,)])
+    wait_for(lambda: resyncs(dns) >= n + 4, 20, what="4 resyncs after the autostop")
+    assert len(fake.list_requests()) == 1
+    st = status_json(port)
+    assert st["mode"] == "redis" and st["peers"] == 3 and st["drift"] is False
+    # Then the two stopped machines are destroyed: ids gone from all.vms
+    # and one started machine left: one list, drift (redis pod, noop
+    # topology).
+    with fake.lock:
+        fake.machines = json.loads(json.dumps(SCENARIOS["one"]))
+    dns.set_machines(APP, [M_SELF])
+    wait_for(lambda: status_json(port)["drift"], 10, what="drift after the scale-down")
+    n = resyncs(dns)
+    wait_for(lambda: resyncs(dns) >= n + 3, 20, what="3 resyncs after the scale-down")
+    assert len(fake.list_requests()) == 2
+    st = status_json(port)
+    assert st["mode"] == "redis" and st["peers"] == 1
+
+
+def test_serve_dns_change_that_flips_lists_once_and_reports_drift(fly, dns, procs, tmp_path):
+    from test_serve import Redis, metrics, status_json, value, wait_for
+    r = Redis(procs, tmp_path).start()
+    fake = fly("one")
+    dns.set_machines(APP, [M_SELF])
+    p, port = serve_fly(procs, fake, dns, "--redis-url", r.url)
+    wait_for(lambda: resyncs(dns) >= 3, 10, what="2 resyncs")
+    assert len(fake.list_requests()) == 1
+    # Scaled to three: the API and the DNS say so.
+    with fake.lock:
+        fake.machines = json.loads(json.dumps(SCENARIOS["three_regions"]))
+    dns.set_machines(APP, [M_SELF, M_AMS, M_SYD])
+    wait_for(lambda: status_json(port)["drift"], 10, what="drift in /status")
+    st = status_json(port)
+    assert st["mode"] == "noop" and st["peers"] == 3
+    assert value(metrics(port)[0], "pylon_agent_drift") == 1
+    n = resyncs(dns)
+    wait_for(lambda: resyncs(dns) >= n + 4, 20, what="4 resyncs after the change")
+    # Exactly one list for the change: the new DNS answer is the baseline.
+    assert len(fake.list_requests()) == 2, [r["time"] for r in fake.list_requests()]
+    err = stderr_of_serve(procs, p)
+    assert "DNS shows 2 other machines in app %s (new ones), 3 started in group app" % APP \
+        in err
+    assert "drift: this pod runs noop but the topology now wants redis" in err
+    assert TOKEN not in err
+
+
+def stderr_of_serve(procs, p):
+    from test_serve import stderr_of
+    return stderr_of(procs, p)
+
+
+def test_serve_dns_failure_keeps_the_last_decision(fly, dns, procs):
+    from test_serve import metrics, status_json, value, wait_for
+    fake = fly("one")
+    dns.set_machines(APP, [M_SELF])
+    p, port = serve_fly(procs, fake, dns)
+    for fault in ("drop", "servfail", "garbage", "wrong_id"):
+        before = value(metrics(port)[0], "pylon_agent_discovery_errors_total")
+        with dns.lock:
+            dns.fault = fault
+        wait_for(lambda: value(metrics(port)[0], "pylon_agent_discovery_errors_total")
+                 > before, 15, what="a discovery error counted (%s)" % fault)
+        st = status_json(port)
+        assert st["mode"] == "noop" and st["peers"] == 1 and st["drift"] is False, st
+    with dns.lock:
+        dns.fault = None
+    # No fallback to the Machines API while the DNS fails.
+    assert len(fake.list_requests()) == 1
+    fams = metrics(port)[0]
+    assert value(fams, "pylon_agent_dns_queries_total", result="error") >= 4
+    assert api_total(fams) == 1
+    err = stderr_of_serve(procs, p)
+    assert "resync from the internal DNS (the last decision stays; --fly-resolver)" in err
+    assert "no reply within 2000 ms" in err
+    assert "SERVFAIL" in err
+    assert "keeping the last decision" in err
+
+
+def test_serve_truncated_udp_answer_is_read_over_tcp(fly, dns, procs):
+    from test_serve import status_json, wait_for
+    fake = fly("one")
+    # 40 machines of another group: the TXT is over 512 bytes.
+    dns.set_machines(APP, [M_SELF] + [("%014x" % (0xabc000 + i), "ord", "worker", True)
+                                      for i in range(40)])
+    dns.fault = "udp_limit"
+    p, port = serve_fly(procs, fake, dns)
+    wait_for(lambda: resyncs(dns) >= 8, 20, what="resyncs")
+    with dns.lock:
+        tcp = [q for q in dns.queries if q["proto"] == "tcp" and q["type"] == "TXT"]
+    assert len(tcp) >= 3
+    assert len(fake.list_requests()) == 1
+    assert status_json(port)["mode"] == "noop"
+
+
+def test_serve_boot_429_retry_after_is_waited(fly, dns, procs):
+    from test_serve import status_json
+    fake = fly("429_retry_after", fault_count=1)
+    dns.set_machines(APP, [M_SELF])
+    _, port = serve_fly(procs, fake, dns)
+    reqs = fake.list_requests()
+    assert len(reqs) == 2
+    assert reqs[1]["time"] - reqs[0]["time"] >= 0.95   # Retry-After: 1
+    st = status_json(port)
+    assert st["mode"] == "noop" and st["peers"] == 1
+
+
+def test_serve_boot_spread_bound_from_all_vms(fly, dns, procs):
+    # PYLON_AGENT_FLY_JITTER_MS unset: serve's own bound.  50 machines in
+    # all.vms and --fly-boot-spread 1500ms: bound 1.5 s; one machine: 0.
+    env = fly_env(PYLON_AGENT_DEBUG="1")
+    env.pop("PYLON_AGENT_FLY_JITTER_MS")
+    fake = fly("one")
+    dns.set_machines(APP, [M_SELF] + [("%014x" % (0xdef000 + i), "ord", "worker", False)
+                                      for i in range(49)])
+    p, _ = serve_fly(procs, fake, dns, "--fly-boot-spread", "1500ms", env=env)
+    err = stderr_of_serve(procs, p)
+    assert "before listing machines (bound 1500 ms)" in err, err
+    dns.set_machines(APP, [M_SELF])
+    t0 = time.monotonic()
+    p, _ = serve_fly(procs, fake, dns, "--fly-boot-spread", "60s", env=env)
+    assert time.monotonic() - t0 < 10 * SLOW
+    err = stderr_of_serve(procs, p)
+    assert "before listing machines" not in err
+
+
+def test_serve_dns_over_ipv6_loopback(fly, procs):
+    # Fly's resolver is IPv6 ([fdaa::3]:53): the same client on [::1].
+    from fly_dns_fake import FlyDnsFake
+    from test_serve import status_json, wait_for
+    try:
+        d6 = FlyDnsFake(host="::1").start()
+    except OSError as e:
+        pytest.fail("no IPv6 loopback on this machine: %s" % e)
+    try:
+        assert d6.addr.startswith("[::1]:")
+        fake = fly("one")
+        d6.set_machines(APP, [M_SELF])
+        p, port = serve_fly(procs, fake, d6)
+        wait_for(lambda: resyncs(d6) >= 4, 15, what="3 resyncs over IPv6")
+        assert len(fake.list_requests()) == 1
+        assert status_json(port)["mode"] == "noop"
+    finally:
+        d6.stop()
+
+
+@pytest.mark.parametrize("resolver", ["dns.example:53", "[fdaa::3", "127.0.0.1:0"])
+def test_serve_bad_resolver_is_a_config_error(fly, procs, resolver):
+    from conftest import free_port
+    fake = fly("one")
+    p = run_agent(["serve", "--platform", "fly", "--fly-api-url", fake.url,
+                   "--fly-resolver", resolver, "--listen", "127.0.0.1:%d" % free_port(),
+                   "--api-timeout", "2s"], env=fly_env(), timeout=20)
+    assert p.returncode == 78, p.stderr
+    assert 'dns: resolver "%s" is not a numeric address' % resolver in p.stderr
+    assert fake.list_requests() == []

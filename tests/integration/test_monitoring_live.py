@@ -119,6 +119,8 @@ def live(tmp_path_factory):
                            "--interval", "200ms", "--resync", "1s", "--api-timeout", "5s"],
                           env=clean_env(FLY_APP_NAME=APP, FLY_MACHINE_ID=SELF_ID,
                                         FLY_API_TOKEN=TOKEN, FLY_PROCESS_GROUP="app",
+                                        PYLON_AGENT_FLY_RESOLVER="none",
+                                        PYLON_AGENT_FLY_JITTER_MS="0",
                                         PYLON_AGENT_REDIS_URL=r2.url(host="localhost"),
                                         PYLON_AGENT_REDIS_CA_FILE=mat.ca,
                                         PYLON_AGENT_BUS_PROXY="127.0.0.1:%d" % pproxy))

@@ -537,8 +537,11 @@ def test_peers_without_redis_url_exits_78():
 
 def _fly_env(fake):
     from fly_fake import APP, SELF_ID, TOKEN
+    # The Machines API resync (--fly-resolver none); the DNS one is in
+    # test_fly.py.
     return clean_env(FLY_APP_NAME=APP, FLY_MACHINE_ID=SELF_ID, FLY_API_TOKEN=TOKEN,
-                     FLY_PROCESS_GROUP="app")
+                     FLY_PROCESS_GROUP="app", PYLON_AGENT_FLY_RESOLVER="none",
+                     PYLON_AGENT_FLY_JITTER_MS="0")
 
 
 def _fly_args(port, fake, *extra):
