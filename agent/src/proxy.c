@@ -532,42 +532,92 @@ handshake(struct proxy *px, struct pconn *c)
 	return -1;
 }
 
-/* Moves every byte it can, both ways; -1 when c was closed. */
+/* A failed SSL_read/SSL_write (e from SSL_get_error): WANT_* sets *want
+ * and returns 0, anything else is the upstream's failure (c closed, -1). */
 static int
-pump(struct proxy *px, struct pconn *c)
+ssl_io_fail(struct proxy *px, struct pconn *c, int e, uint32_t *want,
+    const char *what)
 {
 	char	why[256];
+
+	if (e == SSL_ERROR_WANT_READ) {
+		*want = EPOLLIN;
+		return 0;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		*want = EPOLLOUT;
+		return 0;
+	}
+	if (e == SSL_ERROR_SYSCALL && errno != 0)
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+	else if (e == SSL_ERROR_SYSCALL)
+		snprintf(why, sizeof(why), "the server closed the connection");
+	else
+		ssl_why(why, sizeof(why));
+	up_fail(px, c, "%s: %s", what, why);
+	return -1;
+}
+
+/*
+ * Moves every byte it can, both ways; -1 when c was closed.
+ *
+ * Each direction fills its buffer as far as the source allows, then
+ * drains it in as few writes as the sink takes (one send() for many TLS
+ * records read, one SSL_write per 16 KiB record).  A source is known to
+ * be empty without asking again: a recv() shorter than the room left
+ * means the socket queue was emptied; after SSL_read, SSL_has_pending()
+ * says whether OpenSSL still holds bytes (read-ahead is on, so one read()
+ * takes many records) - if not, level-triggered epoll reports the socket
+ * when more arrives.  So an event costs no EAGAIN probe in the common
+ * case, and bytes OpenSSL buffered are never left unseen.  Likewise a
+ * side whose input epoll watches is not read until epoll reports it.
+ */
+static int
+pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
+{
 	ssize_t	r;
-	bool	progress;
+	size_t	room;
+	bool	progress, cli_empty, up_empty;
+	bool	cli_full = false, up_full = false;
 	int	rc, e;
 
-	/* Until nothing moves: SSL keeps decrypted bytes of its own that
-	 * epoll cannot see, so stopping early could stall the stream. */
+	/* A side epoll watches for input and did not report is empty (for
+	 * the upstream: unless OpenSSL holds bytes); a side not watched
+	 * (its buffer was full) must be tried. */
+	cli_empty = (c->cmask & EPOLLIN) && !(!up && (ev & EPOLLIN));
+	up_empty = c->st == UP_RELAY && c->rwant == EPOLLIN &&
+	    (c->umask & EPOLLIN) && !(up && (ev & EPOLLIN)) &&
+	    !SSL_has_pending(c->ssl);
 	for (;;) {
 		progress = false;
 		if (c->st == UP_HANDSHAKE) {
 			if (handshake(px, c) != 0)
 				return -1;
-			if (c->st == UP_RELAY)
-				progress = true;
+			if (c->st != UP_RELAY)
+				break;
+			progress = true;
 		}
 		/* client -> buffer */
-		if (!c->cli_eof && buf_room(&c->c2u) > 0) {
-			r = recv(c->cfd, c->c2u.d + c->c2u.len,
-			    buf_room(&c->c2u), 0);
+		while (!c->cli_eof && !cli_empty &&
+		    (room = buf_room(&c->c2u)) > 0) {
+			r = recv(c->cfd, c->c2u.d + c->c2u.len, room, 0);
 			if (r > 0) {
 				c->c2u.len += (size_t)r;
 				progress = true;
+				if ((size_t)r < room)
+					cli_empty = true;
 			} else if (r == 0) {
 				c->cli_eof = true;
 				progress = true;
-			} else if (errno != EAGAIN && errno != EINTR) {
+			} else if (errno == EAGAIN || errno == EINTR)
+				cli_empty = true;
+			else {
 				conn_close(px, c);	/* client reset */
 				return -1;
 			}
 		}
 		/* buffer -> upstream */
-		if (c->st == UP_RELAY && !c->up_shut &&
+		while (c->st == UP_RELAY && !c->up_shut && !up_full &&
 		    buf_pending(&c->c2u) > 0) {
 			ERR_clear_error();
 			errno = 0;
@@ -578,23 +628,15 @@ pump(struct proxy *px, struct pconn *c)
 				STAT_ADD(px, bytes_up_total, (uint64_t)rc);
 				c->wwant = EPOLLOUT;
 				progress = true;
-			} else {
-				e = SSL_get_error(c->ssl, rc);
-				if (e == SSL_ERROR_WANT_READ)
-					c->wwant = EPOLLIN;
-				else if (e == SSL_ERROR_WANT_WRITE)
-					c->wwant = EPOLLOUT;
-				else {
-					if (e == SSL_ERROR_SYSCALL &&
-					    errno != 0)
-						snprintf(why, sizeof(why),
-						    "%s", strerror(errno));
-					else
-						ssl_why(why, sizeof(why));
-					up_fail(px, c, "write: %s", why);
-					return -1;
-				}
+				continue;
 			}
+			if (ssl_io_fail(px, c, SSL_get_error(c->ssl, rc),
+			    &c->wwant, "write") != 0)
+				return -1;
+			up_full = true;
+			/* a WANT_READ write waits for upstream bytes */
+			if (c->wwant == EPOLLIN)
+				up_empty = false;
 		}
 		/* the client is done sending and all of it went up */
 		if (c->st == UP_RELAY && c->cli_eof && !c->up_shut &&
@@ -607,52 +649,48 @@ pump(struct proxy *px, struct pconn *c)
 			progress = true;
 		}
 		/* upstream -> buffer */
-		if (c->st == UP_RELAY && !c->up_eof &&
-		    buf_room(&c->u2c) > 0) {
+		while (c->st == UP_RELAY && !c->up_eof && !up_empty &&
+		    (room = buf_room(&c->u2c)) > 0) {
 			ERR_clear_error();
 			errno = 0;
-			rc = SSL_read(c->ssl, c->u2c.d + c->u2c.len,
-			    (int)buf_room(&c->u2c));
+			rc = SSL_read(c->ssl, c->u2c.d + c->u2c.len, (int)room);
 			if (rc > 0) {
 				c->u2c.len += (size_t)rc;
 				STAT_ADD(px, bytes_down_total, (uint64_t)rc);
 				c->rwant = EPOLLIN;
 				progress = true;
-			} else {
-				e = SSL_get_error(c->ssl, rc);
-				if (e == SSL_ERROR_WANT_READ)
-					c->rwant = EPOLLIN;
-				else if (e == SSL_ERROR_WANT_WRITE)
-					c->rwant = EPOLLOUT;
-				else if (e == SSL_ERROR_ZERO_RETURN ||
-				    (c->up_shut && e != SSL_ERROR_SSL)) {
-					c->up_eof = true;
-					progress = true;
-				} else {
-					if (e == SSL_ERROR_SYSCALL &&
-					    errno != 0)
-						snprintf(why, sizeof(why),
-						    "%s", strerror(errno));
-					else if (e == SSL_ERROR_SYSCALL)
-						snprintf(why, sizeof(why),
-						    "the server closed the "
-						    "connection");
-					else
-						ssl_why(why, sizeof(why));
-					up_fail(px, c, "read: %s", why);
-					return -1;
-				}
+				if (!SSL_has_pending(c->ssl))
+					up_empty = true;
+				/* reading unblocks a write that wanted it */
+				if (c->wwant == EPOLLIN)
+					up_full = false;
+				continue;
 			}
+			e = SSL_get_error(c->ssl, rc);
+			if (e == SSL_ERROR_ZERO_RETURN || (c->up_shut &&
+			    e != SSL_ERROR_SSL && e != SSL_ERROR_WANT_READ &&
+			    e != SSL_ERROR_WANT_WRITE)) {
+				c->up_eof = true;
+				progress = true;
+				break;
+			}
+			if (ssl_io_fail(px, c, e, &c->rwant, "read") != 0)
+				return -1;
+			up_empty = true;
 		}
 		/* buffer -> client */
-		if (buf_pending(&c->u2c) > 0) {
+		while (!cli_full && buf_pending(&c->u2c) > 0) {
 			r = send(c->cfd, c->u2c.d + c->u2c.off,
 			    buf_pending(&c->u2c), MSG_NOSIGNAL);
 			if (r > 0) {
 				c->u2c.off += (size_t)r;
 				progress = true;
-			} else if (r == -1 && errno != EAGAIN &&
-			    errno != EINTR) {
+				if (buf_pending(&c->u2c) > 0)
+					cli_full = true;
+			} else if (r == -1 && (errno == EAGAIN ||
+			    errno == EINTR))
+				cli_full = true;
+			else {
 				conn_close(px, c);
 				return -1;
 			}
@@ -720,7 +758,7 @@ conn_event(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 		}
 		c->st = UP_HANDSHAKE;
 	}
-	if (pump(px, c) != 0)
+	if (pump(px, c, up, ev) != 0)
 		return;
 	/* a hang-up that reading cannot clear (buffer full, not reading) */
 	if (!up && (ev & EPOLLHUP)) {
@@ -869,6 +907,9 @@ proxy_start(struct proxy **pp, const char *addr, const char *upstream_url,
 	}
 	SSL_CTX_set_mode(px->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* one read() takes every record the socket holds (pump() asks
+	 * SSL_has_pending() so none is left unseen by epoll) */
+	SSL_CTX_set_read_ahead(px->ctx, 1);
 
 	px->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);

@@ -14,7 +14,7 @@
 
 #include "agent.h"
 
-#define PROXY_BUF_SIZE		(64 * 1024)	/* each direction */
+#define PROXY_BUF_SIZE		(16 * 1024)	/* each direction */
 #define PROXY_MAX_CONNS		256		/* client connections */
 #define PROXY_CONNECT_MS	10000		/* TCP + TLS handshake */
 #define PROXY_HALFCLOSE_MS	30000		/* client done, waiting on

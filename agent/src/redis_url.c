@@ -670,11 +670,16 @@ redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
 		    "with a TLS-capable Pylon build, see --pylon-tls)");
 	if (tls && (flags & (PYLON_URL_TLS | PYLON_URL_PROXY)) == 0)
 		return gate(err, "Pylon 0.11.3 cannot speak TLS (it exits 1 at "
-		    "boot on rediss://): use redis:// on a private network, or "
-		    "--bus-proxy 127.0.0.1:6380 (the native-sidecar shape: init "
-		    "and serve; the Fly supervisor shape: serve -- pylon start), "
-		    "or --pylon-tls if your Pylon build has TLS; the init-only "
-		    "and classic-sidecar shapes cannot carry TLS for Pylon");
+		    "boot on rediss://): let the agent carry TLS with "
+		    "--bus-proxy 127.0.0.1:6380 in a shape that runs it for the "
+		    "pod's life: the native sidecar (init --bus-proxy and serve "
+		    "--bus-proxy as a restartPolicy: Always init container; "
+		    "chart: agent.shape=nativeSidecar, agent.busProxy.enabled) "
+		    "or the supervisor (serve --bus-proxy 127.0.0.1:6380 -- "
+		    "pylon start; Fly); or use redis:// on a private network, "
+		    "or --pylon-tls if your Pylon build has TLS. exec and the "
+		    "init-only and classic-sidecar shapes cannot carry TLS for "
+		    "Pylon");
 	end = url + n;
 	frag = memchr(url, '#', n);
 	if (frag != NULL) {

@@ -19,7 +19,7 @@
 	X(SSL_CTX_load_verify_locations) X(SSL_CTX_new)			\
 	X(SSL_CTX_set_default_verify_paths) X(SSL_CTX_set_verify)	\
 	X(SSL_connect) X(SSL_ctrl) X(SSL_free) X(SSL_get0_param)	\
-	X(SSL_get_error) X(SSL_get_ex_data)				\
+	X(SSL_get_error) X(SSL_get_ex_data) X(SSL_has_pending)		\
 	X(SSL_get_ex_data_X509_STORE_CTX_idx) X(SSL_get_verify_result)	\
 	X(SSL_new) X(SSL_read) X(SSL_set_ex_data) X(SSL_set_fd)		\
 	X(SSL_set_connect_state) X(SSL_shutdown) X(SSL_write)		\
@@ -58,6 +58,7 @@ SSL_DL_SYMS(SSL_DL_DECLARE)
 #define SSL_get_ex_data		sym_SSL_get_ex_data
 #define SSL_get_ex_data_X509_STORE_CTX_idx sym_SSL_get_ex_data_X509_STORE_CTX_idx
 #define SSL_get_verify_result	sym_SSL_get_verify_result
+#define SSL_has_pending		sym_SSL_has_pending
 #define SSL_new			sym_SSL_new
 #define SSL_read		sym_SSL_read
 #define SSL_set_ex_data		sym_SSL_set_ex_data

@@ -231,6 +231,10 @@ def test_missing_secret_fails_with_instructions(renderer):
      "needs agent.shape nativeSidecar or classicSidecar"),
     ({"agent": {"deafPylon": "report"},
       "pylon": {"probes": {"liveness": {"fromAgent": True}}}}, "needs agent.deafPylon heal"),
+    ({"agent": {"shape": "init", "busProxy": {"enabled": True}}},
+     "agent.busProxy.enabled needs agent.shape nativeSidecar"),
+    ({"agent": {"shape": "classicSidecar", "busProxy": {"enabled": True}}},
+     "agent.busProxy.enabled needs agent.shape nativeSidecar"),
 ])
 def test_bad_values_fail_render(renderer, bad, msg):
     rc, _, err = chartlib.render(renderer, values=merge(SECRET, bad))
@@ -749,6 +753,107 @@ def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, 
             assert "pylon.dev/cluster-bus" not in anns
         posted = [p for m, p in reqs if m == "POST" and p.endswith("/events")]
         assert bool(posted) == ("events" in report)
+    finally:
+        fake.stop()
+
+
+def test_bus_proxy_refusal_names_the_shapes_that_work(renderer):
+    for shape in ("init", "classicSidecar"):
+        rc, _, err = chartlib.render(renderer, values=merge(SECRET, {
+            "agent": {"shape": shape, "busProxy": {"enabled": True}}}))
+        assert rc != 0, shape
+        assert "nativeSidecar" in err and "supervisor shape on Fly" in err, err
+        assert "agent.shape %s" % shape in err, err
+
+
+def test_bus_proxy_native_sidecar_wiring(renderer, validator):
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci",
+                                                 "native-sidecar-values.yaml")],
+                   values={"agent": {"busProxy": {"enabled": True}}})
+    rc, out = chartlib.validate(validator, doc["manifests"])
+    assert rc == 0 and "0 invalid" in out, out
+    spec = pod_spec(doc)
+    for name in ("pylon-agent-init", "pylon-agent"):
+        env = env_map(container(spec, name))
+        assert env["PYLON_AGENT_BUS_PROXY"]["value"] == "127.0.0.1:6380", name
+    # Pylon's container gets no proxy setting and no URL: the env file does
+    assert "PYLON_AGENT_BUS_PROXY" not in env_map(container(spec, "pylon"))
+    assert "PYLON_CLUSTER_BUS" not in env_map(container(spec, "pylon"))
+    # off by default
+    doc = rendered(renderer, files=[os.path.join(chartlib.CHART, "ci",
+                                                 "native-sidecar-values.yaml")])
+    for c in pod_spec(doc)["initContainers"]:
+        assert "PYLON_AGENT_BUS_PROXY" not in env_map(c)
+
+
+def test_rendered_pod_with_bus_proxy_gives_pylon_a_local_url(
+        renderer, agent_dir, redis_factory, procs, tmp_path):
+    """helm template of the native-sidecar values with the proxy enabled,
+    run as the kubelet would against a TLS-only Redis: the env file holds
+    redis://:pw@127.0.0.1:PORT, /startupz passes through the proxy, and
+    Pylon (the stand-in) talks plain RESP to it."""
+    from redisfix import make_tls_material
+    if not os.access(AGENT, os.X_OK):
+        pytest.fail("no agent binary at %s" % AGENT)
+    mat = make_tls_material(str(tmp_path / "tls"))
+    r = redis_factory(tls=mat, requirepass="pod-s3cret")
+    pport = free_port()
+    doc = rendered(renderer, release="chat", namespace="prod",
+                   files=[os.path.join(chartlib.CHART, "ci", "native-sidecar-values.yaml")],
+                   values={"redis": {"existingSecret": "chat-redis", "caSecret": "chat-redis-ca"},
+                           "database": {"existingSecret": "chat-db"},
+                           "agent": {"namespace": "chat", "timeout": "20s",
+                                     "report": ["log"],
+                                     "busProxy": {"enabled": True,
+                                                  "address": "127.0.0.1:%d" % pport}},
+                           "pylon": {"command": [sys.executable, STANDIN]}})
+    spec = pod_spec(doc)
+    labels = one(doc, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    fake = KubeFake(str(tmp_path / "fake")).start()
+    try:
+        fake.add(*deployment_objects(dep="chat", replicas=3, podname=POD, labels=labels,
+                                     sidecar=True))
+        sim = PodSim(tmp_path / "root", fake, spec, agent_dir)
+        os.makedirs(sim.path("/var/run/secrets/pylon-agent/redis"))
+        with open(sim.path("/var/run/secrets/pylon-agent/redis/url"), "w") as f:
+            f.write(r.url(host="localhost") + "\n")
+        os.makedirs(sim.path("/var/run/secrets/pylon-agent/redis-ca"))
+        shutil.copy(mat.ca, sim.path("/var/run/secrets/pylon-agent/redis-ca/ca.crt"))
+        init = container(spec, "pylon-agent-init")
+        assert init["env"][[e["name"] for e in init["env"]].index(
+            "PYLON_AGENT_BUS_PROXY")]["value"] == "127.0.0.1:%d" % pport
+        serve = None
+        for c in spec["initContainers"]:
+            if c.get("restartPolicy") == "Always":
+                serve = procs.start(sim.argv(c), env=sim.env(c))
+                wait_http(sim.port, "/startupz")
+                continue
+            p = subprocess.run(sim.argv(c), env=sim.env(c), capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0, "%s: %s" % (c["name"], p.stderr)
+            assert "pod-s3cret" not in p.stderr + p.stdout
+        assert serve is not None
+        with open(sim.path("/pylon-agent/cluster.env")) as f:
+            text = f.read()
+        assert "PYLON_CLUSTER_BUS='redis://:pod-s3cret@127.0.0.1:%d'" % pport in text, text
+        assert "rediss://" not in text
+        pylon = container(spec, "pylon")
+        pp = procs.start(sim.argv(pylon), env={"PATH": "/usr/bin:/bin",
+                                               "DATABASE_URL": "postgres://u@db:5432/chat"},
+                         stdin=subprocess.PIPE, text=True)
+        line = readline_within(pp, 15.0)
+        assert "bus=redis" in line and "channel=chat:cluster:bus" in line, line
+        pp.stdin.write("quit\n")
+        pp.stdin.flush()
+        assert pp.wait(timeout=10) == 0
+        code, body = http_get(sim.port, "/metrics")
+        conns = [ln for ln in body.splitlines()
+                 if ln.startswith("pylon_agent_proxy_connections_total")]
+        # the startup proof and the stand-in's connections came through it
+        assert conns and int(float(conns[0].split()[-1])) >= 2, body
+        assert "pod-s3cret" not in body
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=10) == 0
     finally:
         fake.stop()
 

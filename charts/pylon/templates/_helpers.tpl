@@ -134,6 +134,12 @@ pylon.dev/app: {{ include "pylon.appName" . }}
 {{- if and .Values.podDisruptionBudget.enabled .Values.podDisruptionBudget.minAvailable .Values.podDisruptionBudget.maxUnavailable }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}
+{{- if and .Values.agent.busProxy.enabled (ne .Values.agent.shape "nativeSidecar") }}
+{{- fail (printf "agent.busProxy.enabled needs agent.shape nativeSidecar (the relay must run beside Pylon for the pod's whole life; agent.shape %s has nothing running it after init), or the supervisor shape on Fly (pylon-agent serve --bus-proxy 127.0.0.1:6380 -- pylon start, docs/fly.md)" .Values.agent.shape) }}
+{{- end }}
+{{- if and .Values.agent.busProxy.enabled (not .Values.agent.busProxy.address) }}
+{{- fail "agent.busProxy.enabled needs agent.busProxy.address (a loopback address, e.g. 127.0.0.1:6380)" }}
+{{- end }}
 {{- if and (not .Values.agent.install) (not .Values.agent.binaryPath) }}
 {{- fail "agent.install=false needs agent.binaryPath (where Pylon's image ships pylon-agent)" }}
 {{- end }}
@@ -171,6 +177,11 @@ Environment of an agent container.  Call with
 {{- if $v.redis.caSecret }}
 - name: PYLON_AGENT_REDIS_CA_FILE
   value: {{ printf "%s/ca.crt" (include "pylon.redisCADir" .root) | quote }}
+{{- end }}
+{{- if $v.agent.busProxy.enabled }}
+# Pylon's env file gets redis://...@<address>; serve relays it over TLS.
+- name: PYLON_AGENT_BUS_PROXY
+  value: {{ $v.agent.busProxy.address | quote }}
 {{- end }}
 - name: PYLON_AGENT_REPORT
   value: {{ .report | quote }}
