@@ -133,8 +133,8 @@ dl_need(struct dl_lib *l, struct agent_err *err)
 		return 0;
 	return err_set(err, EXIT_AGENT_SOFTWARE, "%s is needed for %s but "
 	    "cannot be loaded (%s): install the Debian package %s, or run "
-	    "the pylon-agent bundle, which carries it", l->soname, l->feature,
-	    l->why, l->package);
+	    "the full pylon-agent bundle, whose lib-dlopen/ carries it",
+	    l->soname, l->feature, l->why, l->package);
 }
 
 static bool

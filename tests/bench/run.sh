@@ -414,10 +414,18 @@ cp "$AGENT" "$W/stripped" && strip "$W/stripped"
 STRIP_SIZE=$(stat -c %s "$W/stripped")
 TEXT_SIZE=$(size "$AGENT" | awk 'NR == 2 { print $1 + $2 + $3 }')
 BUNDLE="not built (scripts/bundle.sh needs patchelf)"
+COPIED=""
+COPIED_ALL=""
 if [ -x scripts/bundle.sh ] && command -v patchelf >/dev/null 2>&1; then
 	if scripts/bundle.sh "$AGENT" "$W/bundle" >"$W/bundle.log" 2>&1; then
 		tgz=$(ls "$W"/bundle/*.tar.gz 2>/dev/null | head -1)
-		[ -n "$tgz" ] && BUNDLE="$(stat -c %s "$tgz") bytes ($(basename "$tgz"), $(ls "$W/bundle/pylon-agent/lib" | wc -l) libraries)"
+		[ -n "$tgz" ] && BUNDLE="$(stat -c %s "$tgz") bytes ($(basename "$tgz"), $(ls "$W/bundle/pylon-agent/lib" | wc -l) libraries linked, $(ls "$W/bundle/pylon-agent/lib-dlopen" | wc -l) loaded on first use)"
+		# Bytes copied into each pod for Pylon's container: the chart's
+		# install container runs `cp -R bin lib` (the exec tree); before
+		# issue 16 lib/ held every library, as the whole bundle does now.
+		b=$W/bundle/pylon-agent
+		COPIED=$(du -sb --total "$b/bin" "$b/lib" | tail -1 | cut -f1)
+		COPIED_ALL=$(du -sb "$b" | cut -f1)
 	else
 		BUNDLE="bundle.sh failed: $(tail -1 "$W/bundle.log")"
 	fi
@@ -514,6 +522,8 @@ Pod -> ReplicaSet -> Deployment (replicas 3) + an HPA (max 10).
 | binary size (as built, with debug info) | $BIN_SIZE bytes | | |
 | binary size stripped | $STRIP_SIZE bytes (text+data+bss $TEXT_SIZE) | <= 300 KB | $(verdict "$STRIP_SIZE" "<=" 307200) |
 | bundle (\`scripts/bundle.sh\`) | $BUNDLE | | |
+| bytes copied into each pod for Pylon's container (the exec tree \`bin/\` + \`lib/\`: \`du -sb --total bin lib\`) | ${COPIED:-n/a} bytes ($(awk -v b="$COPIED" 'BEGIN { printf "%.2f", b / 1048576 }') MiB) | <= 1 MiB | $(verdict "$COPIED" "<=" 1048576) |
+| the whole bundle (\`du -sb\`; what the chart copied per pod before issue 16) | ${COPIED_ALL:-n/a} bytes ($(awk -v b="$COPIED_ALL" 'BEGIN { printf "%.2f", b / 1048576 }') MiB) | | |
 | shared libraries loaded | $NLIBS | | |
 | dynamic loader startup (\`LD_DEBUG=statistics\`) | ${LDSTAT:-?} cycles, ${LDRELOC:-?} relocations | | |
 | peak RSS of \`pylon-agent version\` / \`decide --replicas 3\` | $STARTRSS / $DECIDERSS kB | | |
@@ -577,6 +587,11 @@ EOF
 # The hand-written analysis (why each number is what it is) follows.
 if [ -f tests/bench/analysis.md ]; then
 	{ echo; cat tests/bench/analysis.md; } >>"$OUT.tmp"
+fi
+# Keep `make bench-proxy`'s section (tests/bench/proxy_bench.py) of the
+# previous file: it is rewritten only by that benchmark.
+if [ -f "$OUT" ] && grep -q '^<!-- bench-proxy -->' "$OUT"; then
+	{ echo; sed -n '/^<!-- bench-proxy -->/,/^<!-- \/bench-proxy -->/p' "$OUT"; } >>"$OUT.tmp"
 fi
 mv "$OUT.tmp" "$OUT"
 say "wrote $OUT"
