@@ -21,11 +21,13 @@ POD=chat-7d4b9c8f6d-x2k9p
 PASS=bench-pass-0123
 W=$(mktemp -d /tmp/pylon-bench.XXXXXX)
 PIDS=""
+SHM=""
 
 cleanup() {
 	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
 	for p in $PIDS; do wait "$p" 2>/dev/null || true; done
 	rm -rf "$W"
+	[ -z "$SHM" ] || rm -rf "$SHM"
 }
 trap cleanup EXIT INT TERM
 
@@ -122,6 +124,14 @@ NOOP_INIT_CMD="$AGENT init --platform static --replicas 1 --env-file $W/noop-ini
 REDIS_INIT_CMD="$AGENT init --platform static --replicas 3 --env-file $W/redis-init.env"
 EXEC_CMD="$AGENT exec --env-file $W/noop.env -- /bin/true"
 PROBE_CMD="$AGENT probe --platform static --replicas 3 --env-file $W/redis.env"
+# The Kubernetes init taken apart (issue 16): discovery alone (start,
+# libcurl, the four GETs), + the proof, + the env file on tmpfs (no disk
+# flush), beside the full init on the run's directory (a disk: fsync).
+K8S_DECIDE_CMD="$AGENT decide --platform kubernetes"
+K8S_PROVE_CMD="$AGENT decide --platform kubernetes --prove"
+SHM=""
+[ -d /dev/shm ] && [ -w /dev/shm ] && SHM=$(mktemp -d /dev/shm/pylon-bench.XXXXXX)
+K8S_SHM_CMD="$AGENT init --platform kubernetes --env-file $SHM/cluster.env"
 
 # Sanity: each command works before it is timed.
 # shellcheck disable=SC2086
@@ -200,7 +210,8 @@ export $INIT_ENV
 export PYLON_AGENT_SERVICEACCOUNT_DIR=/nonexistent
 PER_CMD=$(printf '%s\n' "true=/bin/true" "version=$VERSION_CMD" "decide=$DECIDE_CMD" \
     "init-noop=$NOOP_INIT_CMD" "init-redis=$REDIS_INIT_CMD" "exec-noop=$EXEC_CMD" \
-    "probe-redis=$PROBE_CMD" "init=$INIT_CMD")
+    "probe-redis=$PROBE_CMD" "k8s-decide=$K8S_DECIDE_CMD" "k8s-prove=$K8S_PROVE_CMD" \
+    ${SHM:+"k8s-init-tmpfs=$K8S_SHM_CMD"} "init=$INIT_CMD")
 T1=$(echo "$PER_CMD" | time_cmds)
 # Peak RSS (median of 5 runs, GNU time; after exec: the larger of the two
 # images) and the shared objects the dynamic loader initialised (dlopen()
@@ -459,6 +470,9 @@ per_name() {
 	init-redis) echo "init, static, 3 replicas + bus proof" ;;
 	exec-noop) echo "exec --env-file (noop) -- /bin/true" ;;
 	probe-redis) echo "probe, redis mode (one PING)" ;;
+	k8s-decide) echo "decide, Kubernetes discovery only (no proof, no env file)" ;;
+	k8s-prove) echo "decide --prove, Kubernetes discovery + proof (no env file)" ;;
+	k8s-init-tmpfs) echo "init, Kubernetes discovery + proof, env file on tmpfs (/dev/shm)" ;;
 	true) echo "/bin/true" ;;
 	*) echo "$1" ;;
 	esac
