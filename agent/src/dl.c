@@ -6,7 +6,7 @@
  * the agent calls is looked up; the sym_ pointers are filled only when
  * all resolved, so a half-loaded library is never called.  RTLD_LAZY
  * (not RTLD_NOW) because RTLD_NOW binds every function of all ~30
- * libraries libcurl brings, ~1-2 ms of each Kubernetes/Fly start
+ * libraries libcurl brings, ~0.35 ms of each Kubernetes/Fly start
  * (docs/benchmarks.md).  Debian links libcurl.so.4, libmicrohttpd.so.12,
  * libssl.so.3 and libcrypto.so.3 themselves with -z now, so their own
  * references are still all resolved at load, and the symbols the agent

@@ -498,7 +498,7 @@ per_table() {
 }
 per_commands() {
 	echo "$PER_CMD" | while IFS='=' read -r label cmd; do
-		echo "- $(per_name "$label"): \`$(echo "$cmd" | sed "s|$W|\$W|g; s|$ROOT/||g")\`"
+		echo "- $(per_name "$label"): \`$(echo "$cmd" | sed "s|$W|\$W|g; s|${SHM:-/nonexistent}|/dev/shm/\$D|g; s|$ROOT/||g")\`"
 	done
 }
 
@@ -558,7 +558,8 @@ $(per_table)
 
 Exact commands (environment: \`PYLON_AGENT_REDIS_URL\` = the password URL of
 the local \`redis-server\`, and \`POD_NAME\`, \`KUBECONFIG\` as for \`init\` below,
-which the static ones ignore; \`\$W\` is the run's temporary directory):
+which the static ones ignore; \`\$W\` is the run's temporary directory,
+\`/dev/shm/\$D\` one on tmpfs):
 
 $(per_commands)
 
