@@ -210,8 +210,7 @@ export $INIT_ENV
 export PYLON_AGENT_SERVICEACCOUNT_DIR=/nonexistent
 PER_CMD=$(printf '%s\n' "true=/bin/true" "version=$VERSION_CMD" "decide=$DECIDE_CMD" \
     "init-noop=$NOOP_INIT_CMD" "init-redis=$REDIS_INIT_CMD" "exec-noop=$EXEC_CMD" \
-    "probe-redis=$PROBE_CMD" "k8s-decide=$K8S_DECIDE_CMD" "k8s-prove=$K8S_PROVE_CMD" \
-    ${SHM:+"k8s-init-tmpfs=$K8S_SHM_CMD"} "init=$INIT_CMD")
+    "probe-redis=$PROBE_CMD" "init=$INIT_CMD")
 T1=$(echo "$PER_CMD" | time_cmds)
 # Peak RSS (median of 5 runs, GNU time; after exec: the larger of the two
 # images) and the shared objects the dynamic loader initialised (dlopen()
@@ -272,6 +271,45 @@ ts.sort()
 print("%.1f" % ts[len(ts) // 2])
 EOF
 )
+# The Kubernetes init taken apart, interleaved (round-robin, alternating
+# order): the load here moves within seconds, and one block of runs after
+# another would charge it to whichever command ran then.
+say "the Kubernetes init taken apart (interleaved)"
+K8S_RR=$(python3 - "$RUNS" "start=$VERSION_CMD" "discovery=$K8S_DECIDE_CMD" \
+    "proof=$K8S_PROVE_CMD" ${SHM:+"tmpfs=$K8S_SHM_CMD"} "disk=$INIT_CMD" <<'EOF'
+import shlex, statistics, subprocess, sys, time
+rounds = int(sys.argv[1])
+vs = [(a.split("=", 1)[0], shlex.split(a.split("=", 1)[1])) for a in sys.argv[2:]]
+t = {n: [] for n, _ in vs}
+for r in range(rounds + 3):
+    for n, c in (vs if r % 2 == 0 else vs[::-1]):
+        s = time.perf_counter()
+        subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r >= 3:
+            t[n].append((time.perf_counter() - s) * 1e3)
+for n, _ in vs:
+    x = sorted(t[n])
+    q = statistics.quantiles(x, n=4)
+    print("%s %.2f %.2f %.2f %.2f" % (n, statistics.median(x), q[0], q[2], x[0]))
+EOF
+)
+k8s_rows() {
+	prev=""
+	echo "$K8S_RR" | while read -r n med p25 p75 mn; do
+		case $n in
+		start) what="\`version\`: process start, the linked libraries" ;;
+		discovery) what="+ libcurl loaded, the four API GETs: \`decide --platform kubernetes\`" ;;
+		proof) what="+ the bus proof: \`decide --platform kubernetes --prove\`" ;;
+		tmpfs) what="+ env file and state file on tmpfs: \`init\` into /dev/shm/\$D" ;;
+		disk) what="+ on the run's directory (a disk: fsync): \`init\` as timed above" ;;
+		*) what=$n ;;
+		esac
+		step=""
+		[ -z "$prev" ] || step=$(awk -v a="$med" -v b="$prev" 'BEGIN { printf "%+.2f ms", a - b }')
+		echo "| $what | $med ms | $p25 … $p75 ms | $mn ms | $step |"
+		prev=$med
+	done
+}
 unset POD_NAME KUBECONFIG PYLON_AGENT_REDIS_URL
 
 T2=""
@@ -470,9 +508,6 @@ per_name() {
 	init-redis) echo "init, static, 3 replicas + bus proof" ;;
 	exec-noop) echo "exec --env-file (noop) -- /bin/true" ;;
 	probe-redis) echo "probe, redis mode (one PING)" ;;
-	k8s-decide) echo "decide, Kubernetes discovery only (no proof, no env file)" ;;
-	k8s-prove) echo "decide --prove, Kubernetes discovery + proof (no env file)" ;;
-	k8s-init-tmpfs) echo "init, Kubernetes discovery + proof, env file on tmpfs (/dev/shm)" ;;
 	true) echo "/bin/true" ;;
 	*) echo "$1" ;;
 	esac
@@ -562,6 +597,15 @@ which the static ones ignore; \`\$W\` is the run's temporary directory,
 \`/dev/shm/\$D\` one on tmpfs):
 
 $(per_commands)
+
+The Kubernetes \`init\` taken apart: each row adds one part to the one
+above; timed interleaved (round-robin in alternating order, $RUNS rounds
+after 3 warm-ups, Python \`subprocess\` + \`perf_counter\`, so a few tenths of
+a millisecond above hyperfine), same environment as \`init\`:
+
+| | median | p25 … p75 | min | vs the row above (medians) |
+|---|---|---|---|---|
+$(k8s_rows)
 
 Start-up cost of the linked libraries alone (an empty \`main\` linked with
 \`-Wl,--no-as-needed\` against each set; median of the same timer, peak RSS):
