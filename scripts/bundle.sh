@@ -4,6 +4,9 @@
 #   OUTDIR/pylon-agent/bin/pylon-agent   RUNPATH $ORIGIN/../lib:$ORIGIN/../lib-dlopen
 #   OUTDIR/pylon-agent/lib/*.so.*        the libraries the binary links,
 #                                        except glibc's: all `exec` needs
+#                                        (bin/ + lib/ is the "exec tree",
+#                                        all the chart copies into Pylon's
+#                                        container: ~0.5 MB, not ~17 MiB)
 #   OUTDIR/pylon-agent/lib-dlopen/*.so.* the libraries it dlopen()s on first
 #                                        use (its .note.dlopen), with their
 #                                        dependencies (RUNPATH $ORIGIN)
@@ -129,6 +132,14 @@ bad=$(echo "$check" | while read -r name arrow path rest; do
 	[ "$(dirname "$(realpath "$path")")" = "$abslib" ] || echo "$name"
 done)
 [ -z "$bad" ] || die "resolved outside the bundle: $bad"
+# ... and lib/ holds exactly those (the exec tree carries nothing else).
+want=$(echo "$check" | while read -r name arrow path rest; do
+	[ "$arrow" = "=>" ] || continue
+	is_glibc "$name" || echo "$name"
+done | sort)
+have=$(cd "$dir/lib" && for f in *; do echo "$f"; done | sort)
+[ "$want" = "$have" ] ||
+    die "lib/ holds $(echo "$have" | tr '\n' ' ')but the binary links $(echo "$want" | tr '\n' ' ')"
 
 ver=$("$dir/bin/pylon-agent" version 2>/dev/null | sed -n '1s/^pylon-agent \([^ ]*\).*/\1/p')
 [ -n "$ver" ] || ver=unknown
@@ -140,7 +151,9 @@ tar -C "$out" --sort=name --owner=0 --group=0 --numeric-owner \
 
 size=$(du -sk "$dir" | cut -f1)
 tsize=$(du -k "$tarball" | cut -f1)
-exec_bytes=$(cat "$dir/bin/pylon-agent" "$dir"/lib/* | wc -c)
+# What the chart's install container copies (cp -R bin lib): du -sb, the
+# figure docs/benchmarks.md reports as "bytes copied per pod".
+exec_bytes=$(du -sb --total "$dir/bin" "$dir/lib" | tail -1 | cut -f1)
 echo "bundle: $dir ($n libraries: $nlinked linked, $((n - nlinked)) dlopen; ${size} KiB unpacked)"
-echo "bundle: bin/ + lib/ (what exec needs, copied into Pylon's container): $exec_bytes bytes"
+echo "bundle: exec tree bin/ + lib/ (all exec needs, what the chart copies into Pylon's container): $exec_bytes bytes (du -sb)"
 echo "bundle: $tarball (${tsize} KiB)"

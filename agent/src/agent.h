@@ -408,9 +408,10 @@ int	state_read(const char *env_file, struct pod_state *,
 int	state_parse(const char *text, size_t len, struct pod_state *,
 	    struct agent_err *);
 char	*state_render(const struct pod_state *);
-/* Temp file in the same directory, fsync, rename, fsync the directory. */
+/* Temp file in the same directory, rename; with durable, fsync of the
+ * file before the rename and of the directory after it. */
 int	write_file_atomic(const char *path, const char *data, size_t len,
-	    unsigned mode, struct agent_err *);
+	    unsigned mode, bool durable, struct agent_err *);
 /* init: writes the state of this process's last flow_decide/flow_prove
  * beside env_file; a failure is a warning (serve then discovers). */
 void	flow_state_write(const struct options *, const struct decision *);

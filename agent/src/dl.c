@@ -2,10 +2,15 @@
  * dl.c - loading libcurl, libmicrohttpd and OpenSSL on first use, and the
  * ".note.dlopen" note that declares them.  See dl.h.
  *
- * A library is opened with RTLD_NOW (every symbol of its own resolved
- * now, not at some later call) and RTLD_NODELETE, then every symbol the
- * agent calls is looked up; the sym_ pointers are filled only when all
- * resolved, so a half-loaded library is never called.  It is never
+ * A library is opened with RTLD_LAZY and RTLD_NODELETE, then every symbol
+ * the agent calls is looked up; the sym_ pointers are filled only when
+ * all resolved, so a half-loaded library is never called.  RTLD_LAZY
+ * (not RTLD_NOW) because RTLD_NOW binds every function of all ~30
+ * libraries libcurl brings, ~0.35 ms of each Kubernetes/Fly start
+ * (docs/benchmarks.md).  Debian links libcurl.so.4, libmicrohttpd.so.12,
+ * libssl.so.3 and libcrypto.so.3 themselves with -z now, so their own
+ * references are still all resolved at load, and the symbols the agent
+ * calls are checked by dlsym() here.  It is never
  * closed: the agent keeps using it until exit.
  */
 #include <dlfcn.h>
@@ -100,7 +105,7 @@ dl_load(struct dl_lib *l)
 		return -1;
 	}
 	(void)dlerror();
-	if ((h = dlopen(l->soname, RTLD_NOW | RTLD_NODELETE)) == NULL) {
+	if ((h = dlopen(l->soname, RTLD_LAZY | RTLD_NODELETE)) == NULL) {
 		e = dlerror();
 		snprintf(l->why, sizeof(l->why), "%s", e ? e : "dlopen failed");
 		return -1;
@@ -133,8 +138,8 @@ dl_need(struct dl_lib *l, struct agent_err *err)
 		return 0;
 	return err_set(err, EXIT_AGENT_SOFTWARE, "%s is needed for %s but "
 	    "cannot be loaded (%s): install the Debian package %s, or run "
-	    "the pylon-agent bundle, which carries it", l->soname, l->feature,
-	    l->why, l->package);
+	    "the full pylon-agent bundle, whose lib-dlopen/ carries it",
+	    l->soname, l->feature, l->why, l->package);
 }
 
 static bool

@@ -1,8 +1,14 @@
 /*
  * envfile.c - the env file handed to Pylon: POSIX-shell sourceable,
  * single-quoted values, written atomically (temp file in the same
- * directory, fsync, rename, fsync the directory), mode 0600; and the
- * strict reader behind `exec --env-file`.
+ * directory, fsync, rename), mode 0600; and the strict reader behind
+ * `exec --env-file`.
+ *
+ * The directory is not fsync()ed (docs/decisions.md, issue 16): a rename
+ * lost in a node crash leaves the previous env file or none, and every
+ * start runs init again before exec reads it (a recreated pod sandbox
+ * re-runs its init containers).  The file itself is fsync()ed before the
+ * rename, so the name never points at an empty or partial file.
  */
 #include <sys/stat.h>
 
@@ -110,7 +116,7 @@ envfile_write(const char *path, const struct decision *d, const char *url,
 	char	*text = NULL, *dirc = NULL, *tmp = NULL, *dir;
 	size_t	 len, off = 0;
 	ssize_t	 w;
-	int	 fd = -1, dfd, rc = 0;
+	int	 fd = -1, rc = 0;
 
 	if ((rc = write_target_ok(path, "env file", err)) != 0)
 		return rc;
@@ -150,10 +156,6 @@ envfile_write(const char *path, const struct decision *d, const char *url,
 	fd = -1;
 	if (rename(tmp, path) == -1)
 		goto fail;
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
-		(void)fsync(dfd);
-		close(dfd);
-	}
 	goto out;
 fail:
 	rc = err_set(err, EXIT_AGENT_CANTCREAT, "cannot write the env file "

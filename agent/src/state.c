@@ -7,7 +7,9 @@
  * adapter's resync key (the owner chain's end).  A `serve` sidecar that
  * starts after it in the same pod adopts that instead of discovering and
  * publishing again.  No secret is in it (the Redis URL stays in the env
- * file); it is written atomically (temp file, fsync, rename), mode 0600.
+ * file); it is written atomically (temp file, rename), mode 0600, and not
+ * fsync()ed: it is advisory (a missing or malformed one makes serve
+ * decide again) and init rewrites it on every start (docs/decisions.md).
  */
 #include <sys/stat.h>
 
@@ -37,7 +39,7 @@ state_path(const char *env_file, char *out, size_t n)
 
 int
 write_file_atomic(const char *path, const char *data, size_t len,
-    unsigned mode, struct agent_err *err)
+    unsigned mode, bool durable, struct agent_err *err)
 {
 	char	 tmp[4096], dirc[4096];
 	size_t	 off = 0;
@@ -65,7 +67,7 @@ write_file_atomic(const char *path, const char *data, size_t len,
 		}
 		off += (size_t)w;
 	}
-	if (fsync(fd) == -1)
+	if (durable && fsync(fd) == -1)
 		goto fail;
 	if (close(fd) == -1) {
 		fd = -1;
@@ -74,7 +76,7 @@ write_file_atomic(const char *path, const char *data, size_t len,
 	fd = -1;
 	if (rename(tmp, path) == -1)
 		goto fail;
-	if ((dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY |
+	if (durable && (dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY |
 	    O_CLOEXEC)) != -1) {
 		(void)fsync(dfd);
 		close(dfd);
@@ -175,7 +177,7 @@ state_write(const char *env_file, const struct pod_state *ps,
 		    "the state file");
 	if ((txt = state_render(ps)) == NULL)
 		return err_oom(err, "state file");
-	rc = write_file_atomic(path, txt, strlen(txt), 0600, err);
+	rc = write_file_atomic(path, txt, strlen(txt), 0600, false, err);
 	a_free(txt);
 	return rc;
 }

@@ -196,6 +196,16 @@ dns_thread(void *arg)
 	return NULL;
 }
 
+static bool
+host_is_numeric(const char *host)
+{
+	struct in6_addr	a6;
+	struct in_addr	a4;
+
+	return inet_pton(AF_INET, host, &a4) == 1 ||
+	    inet_pton(AF_INET6, host, &a6) == 1;
+}
+
 static enum tr_status
 resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
     struct addrinfo **res, struct agent_err *err)
@@ -221,7 +231,10 @@ resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
 	pthread_cond_init(&j->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	j->refs = 2;
-	if (pthread_create(&th, NULL, dns_thread, j) != 0) {
+	/* A numeric address needs no DNS: getaddrinfo answers at once, so
+	 * it runs inline (no thread to start and join; issue 16). */
+	if (host_is_numeric(j->name) ||
+	    pthread_create(&th, NULL, dns_thread, j) != 0) {
 		/* no thread: look up inline, without a deadline */
 		dns_lookup(j);
 		j->refs = 1;

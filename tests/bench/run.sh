@@ -21,11 +21,13 @@ POD=chat-7d4b9c8f6d-x2k9p
 PASS=bench-pass-0123
 W=$(mktemp -d /tmp/pylon-bench.XXXXXX)
 PIDS=""
+SHM=""
 
 cleanup() {
 	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
 	for p in $PIDS; do wait "$p" 2>/dev/null || true; done
 	rm -rf "$W"
+	[ -z "$SHM" ] || rm -rf "$SHM"
 }
 trap cleanup EXIT INT TERM
 
@@ -122,6 +124,14 @@ NOOP_INIT_CMD="$AGENT init --platform static --replicas 1 --env-file $W/noop-ini
 REDIS_INIT_CMD="$AGENT init --platform static --replicas 3 --env-file $W/redis-init.env"
 EXEC_CMD="$AGENT exec --env-file $W/noop.env -- /bin/true"
 PROBE_CMD="$AGENT probe --platform static --replicas 3 --env-file $W/redis.env"
+# The Kubernetes init taken apart (issue 16): discovery alone (start,
+# libcurl, the four GETs), + the proof, + the env file on tmpfs (no disk
+# flush), beside the full init on the run's directory (a disk: fsync).
+K8S_DECIDE_CMD="$AGENT decide --platform kubernetes"
+K8S_PROVE_CMD="$AGENT decide --platform kubernetes --prove"
+SHM=""
+[ -d /dev/shm ] && [ -w /dev/shm ] && SHM=$(mktemp -d /dev/shm/pylon-bench.XXXXXX)
+K8S_SHM_CMD="$AGENT init --platform kubernetes --env-file $SHM/cluster.env"
 
 # Sanity: each command works before it is timed.
 # shellcheck disable=SC2086
@@ -261,6 +271,45 @@ ts.sort()
 print("%.1f" % ts[len(ts) // 2])
 EOF
 )
+# The Kubernetes init taken apart, interleaved (round-robin, alternating
+# order): the load here moves within seconds, and one block of runs after
+# another would charge it to whichever command ran then.
+say "the Kubernetes init taken apart (interleaved)"
+K8S_RR=$(python3 - "$RUNS" "start=$VERSION_CMD" "discovery=$K8S_DECIDE_CMD" \
+    "proof=$K8S_PROVE_CMD" ${SHM:+"tmpfs=$K8S_SHM_CMD"} "disk=$INIT_CMD" <<'EOF'
+import shlex, statistics, subprocess, sys, time
+rounds = int(sys.argv[1])
+vs = [(a.split("=", 1)[0], shlex.split(a.split("=", 1)[1])) for a in sys.argv[2:]]
+t = {n: [] for n, _ in vs}
+for r in range(rounds + 3):
+    for n, c in (vs if r % 2 == 0 else vs[::-1]):
+        s = time.perf_counter()
+        subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r >= 3:
+            t[n].append((time.perf_counter() - s) * 1e3)
+for n, _ in vs:
+    x = sorted(t[n])
+    q = statistics.quantiles(x, n=4)
+    print("%s %.2f %.2f %.2f %.2f" % (n, statistics.median(x), q[0], q[2], x[0]))
+EOF
+)
+k8s_rows() {
+	prev=""
+	echo "$K8S_RR" | while read -r n med p25 p75 mn; do
+		case $n in
+		start) what="\`version\`: process start, the linked libraries" ;;
+		discovery) what="+ libcurl loaded, the four API GETs: \`decide --platform kubernetes\`" ;;
+		proof) what="+ the bus proof: \`decide --platform kubernetes --prove\`" ;;
+		tmpfs) what="+ env file and state file on tmpfs: \`init\` into /dev/shm/\$D" ;;
+		disk) what="+ on the run's directory (a disk: fsync): \`init\` as timed above" ;;
+		*) what=$n ;;
+		esac
+		step=""
+		[ -z "$prev" ] || step=$(awk -v a="$med" -v b="$prev" 'BEGIN { printf "%+.2f ms", a - b }')
+		echo "| $what | $med ms | $p25 … $p75 ms | $mn ms | $step |"
+		prev=$med
+	done
+}
 unset POD_NAME KUBECONFIG PYLON_AGENT_REDIS_URL
 
 T2=""
@@ -414,10 +463,18 @@ cp "$AGENT" "$W/stripped" && strip "$W/stripped"
 STRIP_SIZE=$(stat -c %s "$W/stripped")
 TEXT_SIZE=$(size "$AGENT" | awk 'NR == 2 { print $1 + $2 + $3 }')
 BUNDLE="not built (scripts/bundle.sh needs patchelf)"
+COPIED=""
+COPIED_ALL=""
 if [ -x scripts/bundle.sh ] && command -v patchelf >/dev/null 2>&1; then
 	if scripts/bundle.sh "$AGENT" "$W/bundle" >"$W/bundle.log" 2>&1; then
 		tgz=$(ls "$W"/bundle/*.tar.gz 2>/dev/null | head -1)
-		[ -n "$tgz" ] && BUNDLE="$(stat -c %s "$tgz") bytes ($(basename "$tgz"), $(ls "$W/bundle/pylon-agent/lib" | wc -l) libraries)"
+		[ -n "$tgz" ] && BUNDLE="$(stat -c %s "$tgz") bytes ($(basename "$tgz"), $(ls "$W/bundle/pylon-agent/lib" | wc -l) libraries linked, $(ls "$W/bundle/pylon-agent/lib-dlopen" | wc -l) loaded on first use)"
+		# Bytes copied into each pod for Pylon's container: the chart's
+		# install container runs `cp -R bin lib` (the exec tree); before
+		# issue 16 lib/ held every library, as the whole bundle does now.
+		b=$W/bundle/pylon-agent
+		COPIED=$(du -sb --total "$b/bin" "$b/lib" | tail -1 | cut -f1)
+		COPIED_ALL=$(du -sb "$b" | cut -f1)
 	else
 		BUNDLE="bundle.sh failed: $(tail -1 "$W/bundle.log")"
 	fi
@@ -476,7 +533,7 @@ per_table() {
 }
 per_commands() {
 	echo "$PER_CMD" | while IFS='=' read -r label cmd; do
-		echo "- $(per_name "$label"): \`$(echo "$cmd" | sed "s|$W|\$W|g; s|$ROOT/||g")\`"
+		echo "- $(per_name "$label"): \`$(echo "$cmd" | sed "s|$W|\$W|g; s|${SHM:-/nonexistent}|/dev/shm/\$D|g; s|$ROOT/||g")\`"
 	done
 }
 
@@ -514,6 +571,8 @@ Pod -> ReplicaSet -> Deployment (replicas 3) + an HPA (max 10).
 | binary size (as built, with debug info) | $BIN_SIZE bytes | | |
 | binary size stripped | $STRIP_SIZE bytes (text+data+bss $TEXT_SIZE) | <= 300 KB | $(verdict "$STRIP_SIZE" "<=" 307200) |
 | bundle (\`scripts/bundle.sh\`) | $BUNDLE | | |
+| bytes copied into each pod for Pylon's container (the exec tree \`bin/\` + \`lib/\`: \`du -sb --total bin lib\`) | ${COPIED:-n/a} bytes ($(awk -v b="$COPIED" 'BEGIN { printf "%.2f", b / 1048576 }') MiB) | <= 1 MiB | $(verdict "$COPIED" "<=" 1048576) |
+| the whole bundle (\`du -sb\`; what the chart copied per pod before issue 16) | ${COPIED_ALL:-n/a} bytes ($(awk -v b="$COPIED_ALL" 'BEGIN { printf "%.2f", b / 1048576 }') MiB) | | |
 | shared libraries loaded | $NLIBS | | |
 | dynamic loader startup (\`LD_DEBUG=statistics\`) | ${LDSTAT:-?} cycles, ${LDRELOC:-?} relocations | | |
 | peak RSS of \`pylon-agent version\` / \`decide --replicas 3\` | $STARTRSS / $DECIDERSS kB | | |
@@ -534,9 +593,19 @@ $(per_table)
 
 Exact commands (environment: \`PYLON_AGENT_REDIS_URL\` = the password URL of
 the local \`redis-server\`, and \`POD_NAME\`, \`KUBECONFIG\` as for \`init\` below,
-which the static ones ignore; \`\$W\` is the run's temporary directory):
+which the static ones ignore; \`\$W\` is the run's temporary directory,
+\`/dev/shm/\$D\` one on tmpfs):
 
 $(per_commands)
+
+The Kubernetes \`init\` taken apart: each row adds one part to the one
+above; timed interleaved (round-robin in alternating order, $RUNS rounds
+after 3 warm-ups, Python \`subprocess\` + \`perf_counter\`, so a few tenths of
+a millisecond above hyperfine), same environment as \`init\`:
+
+| | median | p25 … p75 | min | vs the row above (medians) |
+|---|---|---|---|---|
+$(k8s_rows)
 
 Start-up cost of the linked libraries alone (an empty \`main\` linked with
 \`-Wl,--no-as-needed\` against each set; median of the same timer, peak RSS):
@@ -577,6 +646,11 @@ EOF
 # The hand-written analysis (why each number is what it is) follows.
 if [ -f tests/bench/analysis.md ]; then
 	{ echo; cat tests/bench/analysis.md; } >>"$OUT.tmp"
+fi
+# Keep `make bench-proxy`'s section (tests/bench/proxy_bench.py) of the
+# previous file: it is rewritten only by that benchmark.
+if [ -f "$OUT" ] && grep -q '^<!-- bench-proxy -->' "$OUT"; then
+	{ echo; sed -n '/^<!-- bench-proxy -->/,/^<!-- \/bench-proxy -->/p' "$OUT"; } >>"$OUT.tmp"
 fi
 mv "$OUT.tmp" "$OUT"
 say "wrote $OUT"

@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 from conftest import AGENT, ROOT
+from redisfix import redis_factory  # noqa: F401
 
 BUNDLE = os.path.join(ROOT, "scripts", "bundle.sh")
 GLIBC = ("linux-vdso", "linux-gate", "ld-linux", "ld64", "libc.so", "libm.so", "libmvec",
@@ -167,3 +168,125 @@ def test_dockerfile_recipe():
         mk = f.read()
     assert "scripts/bundle.sh $(BUILD)/pylon-agent $(BUILD)/bundle" in mk
     assert "BUILD\t?= build" in mk or "BUILD ?= build" in mk
+
+
+# ---- the exec tree: what the chart copies into Pylon's container (issue 16) ----
+
+EXEC_TREE_MAX = 1024 * 1024   # issue 16: <= 1 MiB copied into each pod
+
+
+def du_sb(*paths):
+    p = subprocess.run(["du", "-sb", "--total"] + [str(x) for x in paths],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return int(p.stdout.splitlines()[-1].split()[0])
+
+
+def copy_exec_tree(bundle, dest):
+    """Exactly what the chart's pylon-agent-install container runs
+    (test_chart.py checks the rendered command is this one)."""
+    os.makedirs(dest)
+    src = bundle / "pylon-agent"
+    p = subprocess.run(["cp", "-R", str(src / "bin"), str(src / "lib"), str(dest) + "/"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return dest
+
+
+def run_hiding(sonames, argv, env, timeout=30):
+    """argv with the system's copies of sonames unloadable: in a private
+    mount namespace each is covered by /dev/null (as in test_footprint.py),
+    so only a library the binary itself carries could be found."""
+    real = set()
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                         timeout=30).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] in sonames:
+            real.add(os.path.realpath(parts[-1]))
+    assert real, "none of %s installed: nothing to hide" % (sonames,)
+    script = "; ".join("mount --bind /dev/null '%s'" % r for r in sorted(real))
+    script += "; exec " + " ".join("'%s'" % a for a in argv)
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_exec_tree_is_small_and_only_what_the_binary_links(bundle, tmp_path):
+    src = bundle / "pylon-agent"
+    dest = copy_exec_tree(bundle, tmp_path / "shared")
+    assert sorted(os.listdir(dest)) == ["bin", "lib"]
+    size = du_sb(dest / "bin", dest / "lib")
+    assert size <= EXEC_TREE_MAX, size
+    # the whole bundle (what the chart copied before issue 16) is ~17 MiB
+    assert du_sb(src) > 10 * size
+    # bundle.sh reports the same figure
+    p = subprocess.run(["sh", BUNDLE, AGENT, str(tmp_path / "again")], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "exec tree bin/ + lib/" in p.stdout and ": %d bytes (du -sb)" % du_sb(
+        tmp_path / "again" / "pylon-agent" / "bin",
+        tmp_path / "again" / "pylon-agent" / "lib") in p.stdout, p.stdout
+    # lib/ is exactly the non-glibc libraries of the DT_NEEDED closure
+    need = {n for n in ldd_map(AGENT) if not n.startswith(GLIBC)}
+    assert set(os.listdir(dest / "lib")) == need
+    for n in os.listdir(dest / "lib"):
+        assert not n.startswith(("libcurl", "libmicrohttpd", "libssl", "libcrypto",
+                                 "libgnutls", "libnghttp2")), n
+    p = subprocess.run(["patchelf", "--print-rpath", str(dest / "bin" / "pylon-agent")],
+                       capture_output=True, text=True, timeout=10)
+    assert p.stdout.strip().split(":")[0] == "$ORIGIN/../lib"
+
+
+def test_exec_from_the_exec_tree(bundle, tmp_path, redis_factory):  # noqa: F811
+    """Pylon's container: init (the agent's image, the full bundle) writes
+    the env file, exec from the exec tree applies it, with LD_LIBRARY_PATH
+    unset and the system's libcurl, libmicrohttpd and OpenSSL hidden."""
+    r = redis_factory(requirepass="tree-s3cret")
+    envfile = tmp_path / "cluster.env"
+    env = plain_env()
+    assert "LD_LIBRARY_PATH" not in env
+    full = str(bundle / "pylon-agent" / "bin" / "pylon-agent")
+    p = subprocess.run([full, "init", "--platform", "static", "--replicas", "3",
+                        "--redis-url", r.url(), "--env-file", str(envfile)],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 0, p.stderr
+    dest = copy_exec_tree(bundle, tmp_path / "shared")
+    binary = str(dest / "bin" / "pylon-agent")
+    p = run_hiding(["libcurl.so.4", "libmicrohttpd.so.12", "libssl.so.3", "libcrypto.so.3"],
+                   [binary, "exec", "--env-file", str(envfile), "--", "/bin/sh", "-c",
+                    "echo $PYLON_CLUSTER_BUS"], env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == r.url(), p.stdout
+    assert "tree-s3cret" not in p.stderr
+
+
+def test_kubernetes_from_the_exec_tree_fails_clearly(bundle, tmp_path):
+    """decide --platform kubernetes from the exec tree needs libcurl, which
+    the tree does not carry: one line naming it, exit 70, no crash."""
+    dest = copy_exec_tree(bundle, tmp_path / "shared")
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("""apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
+users: [{name: u, user: {token: abc}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: ns}}]
+current-context: x
+""")
+    env = dict(plain_env(), POD_NAME="p1")
+    p = run_hiding(["libcurl.so.4"],
+                   [str(dest / "bin" / "pylon-agent"), "decide", "--platform", "kubernetes",
+                    "--kubeconfig", str(kc), "--on-discovery-error", "fail"], env)
+    assert p.returncode == 70, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("[pylon-agent] error: ")
+    assert "libcurl.so.4 is needed for the Kubernetes and Fly APIs" in lines[0]
+    assert "install the Debian package libcurl4" in lines[0]
+    assert "full pylon-agent bundle" in lines[0]
+    # the same command from the full bundle loads libcurl from lib-dlopen/
+    p = run_hiding(["libcurl.so.4"],
+                   [str(bundle / "pylon-agent" / "bin" / "pylon-agent"), "decide",
+                    "--platform", "kubernetes", "--kubeconfig", str(kc),
+                    "--on-discovery-error", "fail"], env)
+    assert "libcurl.so.4 is needed" not in p.stderr, p.stderr
+    assert p.returncode == 75, p.stderr   # discovery fails: nothing listens on :1

@@ -398,6 +398,8 @@ def test_env_and_start_wiring(renderer, shape):
         "pylon": {"command": ["/usr/bin/pylon"], "args": ["--verbose"]}}))
     spec = pod_spec(doc)
     install = container(spec, "pylon-agent-install")
+    # only the exec tree (bin/ + lib/: what `exec --env-file` links), never
+    # lib-dlopen/ (libcurl, libmicrohttpd, OpenSSL: ~17 MiB) nor the bundle
     assert install["command"] == ["cp", "-R", "/opt/pylon-agent/bin", "/opt/pylon-agent/lib",
                                   "/pylon-agent/"]
     agents = [c for c in (container(spec, "pylon-agent-init"), container(spec, "pylon-agent"))
@@ -707,6 +709,17 @@ def test_rendered_pod_runs(renderer, agent_dir, redis_factory, procs, tmp_path, 
             assert "pod-s3cret" not in p.stderr + p.stdout
         envfile = sim.path("/pylon-agent/cluster.env")
         assert os.stat(envfile).st_mode & 0o777 == 0o600
+        # the install container copied the exec tree only: <= 1 MiB (issue 16)
+        shared = sim.path("/pylon-agent")
+        # (besides it: the env file and, with serve, its state file)
+        assert sorted(n for n in os.listdir(shared)
+                      if os.path.isdir(os.path.join(shared, n))) == ["bin", "lib"]
+        assert all(n.startswith("cluster.env") for n in os.listdir(shared)
+                   if n not in ("bin", "lib")), os.listdir(shared)
+        du = subprocess.run(["du", "-sb", "--total", shared + "/bin", shared + "/lib"],
+                            capture_output=True, text=True, timeout=30)
+        copied = int(du.stdout.splitlines()[-1].split()[0])
+        assert 0 < copied <= 1024 * 1024, copied
         with open(envfile) as f:
             text = f.read()
         assert "export PYLON_CLUSTER_BUS=" in text and "PYLON_CLUSTER_NAMESPACE='chat'" in text
