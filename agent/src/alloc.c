@@ -10,9 +10,9 @@
 
 #include "agent.h"
 
-static long	fail_at;	/* 0: never */
-static long	count;
-static long	failures;
+static long fail_at; /* 0: never */
+static long count;
+static long failures;
 
 void
 alloc_fail_after(long n)
@@ -79,8 +79,8 @@ a_realloc(void *p, size_t n)
 char *
 a_strndup(const char *s, size_t n)
 {
-	size_t	 len;
-	char	*p;
+	size_t len;
+	char *p;
 
 	if (s == NULL)
 		return NULL;
@@ -113,7 +113,7 @@ cjson_malloc(size_t n)
 void
 alloc_init_cjson(void)
 {
-	cJSON_Hooks	h = { .malloc_fn = cjson_malloc, .free_fn = a_free };
+	cJSON_Hooks h = {.malloc_fn = cjson_malloc, .free_fn = a_free};
 
 	cJSON_InitHooks(&h);
 }

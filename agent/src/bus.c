@@ -25,36 +25,36 @@
 
 #include "bus.h"
 
-#define REPLY_CAP	(4u * 1024 * 1024)	/* bytes of one reply */
-#define ARRAY_CAP	4096			/* elements of one array */
-#define ATTEMPT_MS	10000L	/* one attempt's deadline, at most */
-#define MIN_ATTEMPT_MS	200L	/* no new attempt with less time left */
-#define BACKOFF_MS	200L
-#define BACKOFF_CAP_MS	5000L
-#define ZERO_GRACE_MS	1000L	/* wait after "0 receivers" */
+#define REPLY_CAP (4u * 1024 * 1024) /* bytes of one reply */
+#define ARRAY_CAP 4096 /* elements of one array */
+#define ATTEMPT_MS 10000L /* one attempt's deadline, at most */
+#define MIN_ATTEMPT_MS 200L /* no new attempt with less time left */
+#define BACKOFF_MS 200L
+#define BACKOFF_CAP_MS 5000L
+#define ZERO_GRACE_MS 1000L /* wait after "0 receivers" */
 
 /* ---- capped hiredis reader -------------------------------------------- */
 
 struct rconn {
-	struct transport	*t;
-	redisReader		*rd;
-	size_t			 fed;	/* bytes of the reply in progress */
-	bool			 too_big;
-	bool			 timed_out;	/* the last recv */
-	char			 where[300];
+	struct transport *t;
+	redisReader *rd;
+	size_t fed; /* bytes of the reply in progress */
+	bool too_big;
+	bool timed_out; /* the last recv */
+	char where[300];
 };
 
-#define RC_AGAIN	(-1)	/* rconn_recv polled: nothing there yet */
+#define RC_AGAIN (-1) /* rconn_recv polled: nothing there yet */
 
-static redisReplyObjectFunctions	 capfn;
+static redisReplyObjectFunctions capfn;
 static void *(*orig_string)(const redisReadTask *, char *, size_t);
 static void *(*orig_array)(const redisReadTask *, int);
-static pthread_once_t			 capfn_once = PTHREAD_ONCE_INIT;
+static pthread_once_t capfn_once = PTHREAD_ONCE_INIT;
 
 static void *
 cap_string(const redisReadTask *task, char *s, size_t n)
 {
-	struct rconn	*c = task->privdata;
+	struct rconn *c = task->privdata;
 
 	if (n > REPLY_CAP) {
 		if (c != NULL)
@@ -67,7 +67,7 @@ cap_string(const redisReadTask *task, char *s, size_t n)
 static void *
 cap_array(const redisReadTask *task, int n)
 {
-	struct rconn	*c = task->privdata;
+	struct rconn *c = task->privdata;
 
 	if (n > ARRAY_CAP) {
 		if (c != NULL)
@@ -80,7 +80,7 @@ cap_array(const redisReadTask *task, int n)
 static void
 capfn_init(void)
 {
-	redisReader	*r;
+	redisReader *r;
 
 	/* Wrap hiredis's default object functions (static in hiredis.c;
 	 * reachable through a default reader's fn). */
@@ -110,7 +110,7 @@ rconn_close(struct rconn *c)
 STATIC void
 server_text(const char *s, size_t len, char *out, size_t n)
 {
-	size_t	i, o = 0;
+	size_t i, o = 0;
 
 	for (i = 0; i < len && o + 1 < n && i < 200; i++)
 		out[o++] = isprint((unsigned char)s[i]) ? s[i] : '?';
@@ -121,7 +121,7 @@ static int
 rconn_open(struct rconn *c, const struct redis_url *u, const char *ca,
     int64_t deadline, struct agent_err *err)
 {
-	enum tr_status	st;
+	enum tr_status st;
 
 	pthread_once(&capfn_once, capfn_init);
 	memset(c, 0, sizeof(*c));
@@ -139,11 +139,11 @@ rconn_open(struct rconn *c, const struct redis_url *u, const char *ca,
 }
 
 static int
-rconn_send(struct rconn *c, int argc, const char **argv,
-    const size_t *lens, int64_t deadline, struct agent_err *err)
+rconn_send(struct rconn *c, int argc, const char **argv, const size_t *lens,
+    int64_t deadline, struct agent_err *err)
 {
-	char	*cmd = NULL;
-	int	 len;
+	char *cmd = NULL;
+	int len;
 
 	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
 	if (len < 0 || cmd == NULL)
@@ -165,12 +165,12 @@ static int
 rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
     const char *what, struct agent_err *err)
 {
-	char		 buf[16384], tmp[AGENT_ERR_LEN];
-	void		*r = NULL;
-	size_t		 got;
-	enum tr_status	 st;
-	long		 waited;
-	int64_t		 start = now_ms();
+	char buf[16384], tmp[AGENT_ERR_LEN];
+	void *r = NULL;
+	size_t got;
+	enum tr_status st;
+	long waited;
+	int64_t start = now_ms();
 
 	*reply = NULL;
 	c->timed_out = false;
@@ -180,9 +180,10 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 				return err_set(err, EXIT_AGENT_UNPROVEN,
 				    "redis %s: a reply larger than the agent "
 				    "accepts (%u bytes, %d elements) while "
-				    "waiting for %s", c->where, REPLY_CAP,
-				    ARRAY_CAP, what);
-			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+				    "waiting for %s",
+				    c->where, REPLY_CAP, ARRAY_CAP, what);
+			return err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: "
 			    "protocol error while waiting for %s: %s (is "
 			    "this a Redis server? for TLS use rediss://)",
 			    c->where, what, c->rd->errstr);
@@ -197,7 +198,8 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 		 * this one (hiredis consumes parsed elements of an
 		 * unfinished array, so its buffer alone says too little). */
 		if (c->fed > REPLY_CAP)
-			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: a "
+			return err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: a "
 			    "reply larger than %u bytes while waiting for %s",
 			    c->where, REPLY_CAP, what);
 		/* The deadline is checked before every read, not only when
@@ -207,25 +209,26 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 		if (deadline > start && now_ms() >= deadline)
 			st = TR_TIMEOUT;
 		else
-			st = transport_read(c->t, buf, sizeof(buf), &got,
-			    deadline, err);
+			st = transport_read(
+			    c->t, buf, sizeof(buf), &got, deadline, err);
 		if (st == TR_TIMEOUT) {
 			waited = (long)(now_ms() - start);
 			c->timed_out = true;
-			if (deadline <= start)	/* a poll, not a wait */
+			if (deadline <= start) /* a poll, not a wait */
 				return RC_AGAIN;
-			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			return err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: "
 			    "read timeout: no reply to %s within %ld ms (the "
 			    "server accepted the connection but does not "
 			    "answer: is it Redis, is it overloaded, or does "
-			    "it expect TLS (rediss://)?)", c->where, what,
-			    waited);
+			    "it expect TLS (rediss://)?)",
+			    c->where, what, waited);
 		}
 		if (st != TR_OK) {
 			snprintf(tmp, sizeof(tmp), "%s", err->msg);
-			return err_set(err, err->code ? err->code :
-			    EXIT_AGENT_UNPROVEN, "%s (waiting for %s)", tmp,
-			    what);
+			return err_set(err,
+			    err->code ? err->code : EXIT_AGENT_UNPROVEN,
+			    "%s (waiting for %s)", tmp, what);
 		}
 		c->fed += got;
 		if (redisReaderFeed(c->rd, buf, got) != REDIS_OK)
@@ -243,9 +246,9 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
 static __thread bool reply_fatal;
 
 struct ctx {
-	const struct redis_url	*u;
-	const char		*ca;
-	const char		*channel;
+	const struct redis_url *u;
+	const char *ca;
+	const char *channel;
 };
 
 static const char *
@@ -257,7 +260,7 @@ user_name(const struct redis_url *u)
 static bool
 err_is(const redisReply *r, const char *prefix)
 {
-	size_t	n = strlen(prefix);
+	size_t n = strlen(prefix);
 
 	return r->type == REDIS_REPLY_ERROR && r->len >= n &&
 	    strncmp(r->str, prefix, n) == 0;
@@ -267,18 +270,18 @@ err_is(const redisReply *r, const char *prefix)
 STATIC void
 auth_text_cut(char *txt, size_t n)
 {
-	size_t	cut;
-	char	*w;
+	size_t cut;
+	char *w;
 
 	cut = strcspn(txt, "'`\"");
-	if ((w = strstr(txt, "with args")) != NULL &&
-	    (size_t)(w - txt) < cut)
+	if ((w = strstr(txt, "with args")) != NULL && (size_t)(w - txt) < cut)
 		cut = (size_t)(w - txt);
 	if (txt[cut] == '\0')
 		return;
 	while (cut > 0 && (txt[cut - 1] == ' ' || txt[cut - 1] == ','))
 		cut--;
-	snprintf(txt + cut, n - cut, " [rest withheld: it may echo the "
+	snprintf(txt + cut, n - cut,
+	    " [rest withheld: it may echo the "
 	    "password]");
 }
 
@@ -290,7 +293,7 @@ STATIC int
 reply_error(const struct ctx *x, const char *where, const char *cmd,
     const char *verb, const redisReply *r, struct agent_err *err)
 {
-	char	txt[256];
+	char txt[256];
 
 	server_text(r->str, r->len, txt, sizeof(txt));
 	/* A server that does not know AUTH (renamed, a proxy) echoes its
@@ -300,60 +303,78 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 	if (strcmp(cmd, "AUTH") == 0)
 		auth_text_cut(txt, sizeof(txt));
 	if (err_is(r, "NOAUTH") || err_is(r, "WRONGPASS") ||
-	    err_is(r, "NOPERM") || (strcmp(cmd, "AUTH") == 0 &&
-	    (err_is(r, "ERR invalid password") ||
-	    err_is(r, "ERR invalid username"))))
+	    err_is(r, "NOPERM") ||
+	    (strcmp(cmd, "AUTH") == 0 &&
+	        (err_is(r, "ERR invalid password") ||
+	            err_is(r, "ERR invalid username"))))
 		reply_fatal = true;
 	if (err_is(r, "NOAUTH"))
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOAUTH: "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: NOAUTH: "
 		    "the server requires a password and the URL has none "
 		    "(server: %s); put it in the URL: "
 		    "redis://:PASSWORD@host:port, or USER:PASSWORD@ for an "
-		    "ACL user", where, txt);
-	if (err_is(r, "WRONGPASS") || (strcmp(cmd, "AUTH") == 0 &&
-	    (err_is(r, "ERR invalid password") ||
-	    err_is(r, "ERR invalid username"))))
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+		    "ACL user",
+		    where, txt);
+	if (err_is(r, "WRONGPASS") ||
+	    (strcmp(cmd, "AUTH") == 0 &&
+	        (err_is(r, "ERR invalid password") ||
+	            err_is(r, "ERR invalid username"))))
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: "
 		    "WRONGPASS: AUTH as user '%s' was rejected (server: %s); "
 		    "check the user name and password in the Redis URL "
 		    "(percent-encode special characters) and that the ACL "
-		    "user is enabled", where, user_name(x->u), txt);
-	if (strcmp(cmd, "AUTH") == 0 && strstr(txt, "without any password "
-	    "configured") != NULL)
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: AUTH "
+		    "user is enabled",
+		    where, user_name(x->u), txt);
+	if (strcmp(cmd, "AUTH") == 0 &&
+	    strstr(txt,
+	        "without any password "
+	        "configured") != NULL)
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: AUTH "
 		    "failed: the server has no password configured but the "
 		    "URL carries one (server: %s); drop the password from "
-		    "the URL or set requirepass on the server", where, txt);
+		    "the URL or set requirepass on the server",
+		    where, txt);
 	if (err_is(r, "NOPERM")) {
 		if (verb != NULL && strstr(txt, "channel") != NULL)
-			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			return err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: "
 			    "NOPERM: ACL user '%s' may not %s channel \"%s\" "
 			    "(server: %s); allow it with: ACL SETUSER %s "
-			    "&%s", where, user_name(x->u), verb, x->channel,
-			    txt, user_name(x->u), x->channel);
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: NOPERM: "
+			    "&%s",
+			    where, user_name(x->u), verb, x->channel, txt,
+			    user_name(x->u), x->channel);
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: NOPERM: "
 		    "ACL user '%s' may not run %s%s%s (server: %s); the "
 		    "agent needs: ACL SETUSER %s +subscribe +publish "
-		    "+ping +pubsub|numsub +select &%s", where,
-		    user_name(x->u), cmd, verb ? " on channel " : "",
-		    verb ? x->channel : "", txt, user_name(x->u),
-		    x->channel);
+		    "+ping +pubsub|numsub +select &%s",
+		    where, user_name(x->u), cmd, verb ? " on channel " : "",
+		    verb ? x->channel : "", txt, user_name(x->u), x->channel);
 	}
 	if (err_is(r, "DENIED"))
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DENIED: "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: DENIED: "
 		    "Redis runs in protected mode and refuses clients from "
 		    "other hosts (server: %s); set a password (requirepass, "
 		    "and put it in the URL) or configure bind and "
-		    "protected-mode", where, txt);
+		    "protected-mode",
+		    where, txt);
 	if (err_is(r, "LOADING"))
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: %s failed: "
 		    "Redis is still loading its dataset (server: %s); the "
-		    "agent retries", where, cmd, txt);
+		    "agent retries",
+		    where, cmd, txt);
 	if (strcmp(cmd, "SELECT") == 0)
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: SELECT %d "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: SELECT %d "
 		    "failed: wrong db: %s (the server has fewer databases, "
 		    "or is a cluster that only has db 0; fix /%d in the "
-		    "Redis URL)", where, x->u->db, txt, x->u->db);
+		    "Redis URL)",
+		    where, x->u->db, txt, x->u->db);
 	return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
 	    where, cmd, txt);
 }
@@ -363,11 +384,11 @@ static int
 conn_setup(const struct ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
-	const char	*argv[3];
-	size_t		 lens[3];
-	char		 dbs[16];
-	redisReply	*r = NULL;
-	int		 rc, argc = 0;
+	const char *argv[3];
+	size_t lens[3];
+	char dbs[16];
+	redisReply *r = NULL;
+	int rc, argc = 0;
 
 	if ((rc = rconn_open(c, x->u, x->ca, deadline, err)) != 0)
 		return rc;
@@ -429,19 +450,20 @@ static int
 do_subscribe(const struct ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
-	const char	*argv[2] = { "SUBSCRIBE", x->channel };
-	size_t		 lens[2] = { 9, strlen(x->channel) };
-	redisReply	*r = NULL;
-	int		 rc;
+	const char *argv[2] = {"SUBSCRIBE", x->channel};
+	size_t lens[2] = {9, strlen(x->channel)};
+	redisReply *r = NULL;
+	int rc;
 
 	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) ||
 	    (rc = rconn_recv(c, &r, deadline, "SUBSCRIBE", err)))
 		return rc;
 	if (r->type == REDIS_REPLY_ERROR)
-		rc = reply_error(x, c->where, "SUBSCRIBE", "subscribe to", r,
-		    err);
+		rc = reply_error(
+		    x, c->where, "SUBSCRIBE", "subscribe to", r, err);
 	else if (!is_push(r, "subscribe") || r->elements != 3)
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: SUBSCRIBE "
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: SUBSCRIBE "
 		    "%s: unexpected reply (is this a Redis server that "
 		    "supports pub/sub? proxies like Twemproxy do not)",
 		    c->where, x->channel);
@@ -452,19 +474,20 @@ do_subscribe(const struct ctx *x, struct rconn *c, int64_t deadline,
 /* PING; on a subscribed connection the reply is ["pong", ""] and pushes
  * that arrived before it are skipped. */
 static int
-do_ping(struct rconn *c, bool subscribed, int64_t deadline,
-    struct agent_err *err)
+do_ping(
+    struct rconn *c, bool subscribed, int64_t deadline, struct agent_err *err)
 {
-	const char	*argv[1] = { "PING" };
-	size_t		 lens[1] = { 4 };
-	redisReply	*r = NULL;
-	int		 rc, skipped = 0;
+	const char *argv[1] = {"PING"};
+	size_t lens[1] = {4};
+	redisReply *r = NULL;
+	int rc, skipped = 0;
 
 	if ((rc = rconn_send(c, 1, argv, lens, deadline, err)) != 0)
 		return rc;
 	for (;;) {
-		if ((rc = rconn_recv(c, &r, deadline, subscribed ?
-		    "PING on the subscription" : "PING", err)) != 0)
+		if ((rc = rconn_recv(c, &r, deadline,
+		         subscribed ? "PING on the subscription" : "PING",
+		         err)) != 0)
 			return rc;
 		if (subscribed && is_push(r, "message")) {
 			/* pushes before the pong: skipped, to the deadline */
@@ -473,24 +496,27 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 				return err_set(err, EXIT_AGENT_UNPROVEN,
 				    "redis %s: PING on the subscription: no "
 				    "answer before the deadline (%d other "
-				    "messages arrived first)", c->where,
-				    skipped);
+				    "messages arrived first)",
+				    c->where, skipped);
 			continue;
 		}
 		break;
 	}
-	if (subscribed ? is_push(r, "pong") : (r->type == REDIS_REPLY_STATUS &&
-	    strcasecmp(r->str, "PONG") == 0))
+	if (subscribed ? is_push(r, "pong")
+	               : (r->type == REDIS_REPLY_STATUS &&
+	                     strcasecmp(r->str, "PONG") == 0))
 		rc = 0;
 	else if (r->type == REDIS_REPLY_ERROR) {
-		char	txt[256];
+		char txt[256];
 
 		server_text(r->str, r->len, txt, sizeof(txt));
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PING%s "
-		    "failed: %s", c->where, subscribed ?
-		    " on the subscription" : "", txt);
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: PING%s "
+		    "failed: %s",
+		    c->where, subscribed ? " on the subscription" : "", txt);
 	} else
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PING%s: "
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: PING%s: "
 		    "unexpected reply (the subscription is not alive)",
 		    c->where, subscribed ? " on the subscription" : "");
 	freeReplyObject(r);
@@ -499,15 +525,15 @@ do_ping(struct rconn *c, bool subscribed, int64_t deadline,
 
 /* ---- RESP3: HELLO 3 for ?protocol=resp3 --------------------------------- */
 
-#define HELLO_CAP	65536	/* bytes of HELLO 3's answer (~200 in practice) */
-#define RESP3_DEPTH	8
+#define HELLO_CAP 65536 /* bytes of HELLO 3's answer (~200 in practice) */
+#define RESP3_DEPTH 8
 
 /* The length of "\r\n"-terminated line at p, CRLF included; 0: more
  * bytes needed; -1: no CRLF in a line longer than the cap. */
 static long
 resp3_line(const char *p, size_t n)
 {
-	const char	*e = memchr(p, '\n', n);
+	const char *e = memchr(p, '\n', n);
 
 	if (e == NULL)
 		return n >= HELLO_CAP ? -1 : 0;
@@ -521,8 +547,8 @@ resp3_line(const char *p, size_t n)
 static bool
 resp3_len(const char *p, const char *end, long long *out)
 {
-	long long	v = 0;
-	bool		neg = p < end && *p == '-';
+	long long v = 0;
+	bool neg = p < end && *p == '-';
 
 	if (neg)
 		p++;
@@ -546,8 +572,8 @@ resp3_len(const char *p, const char *end, long long *out)
 STATIC long
 resp3_scan(const char *p, size_t n, int depth)
 {
-	long		 l, sub, used;
-	long long	 cnt;
+	long l, sub, used;
+	long long cnt;
 
 	if (n == 0)
 		return 0;
@@ -556,9 +582,17 @@ resp3_scan(const char *p, size_t n, int depth)
 	if ((l = resp3_line(p, n)) <= 0)
 		return l;
 	switch (p[0]) {
-	case '+': case '-': case ':': case '_': case '#': case ',': case '(':
+	case '+':
+	case '-':
+	case ':':
+	case '_':
+	case '#':
+	case ',':
+	case '(':
 		return l;
-	case '$': case '!': case '=':
+	case '$':
+	case '!':
+	case '=':
 		if (!resp3_len(p + 1, p + l - 2, &cnt))
 			return -1;
 		if (cnt == -1 && p[0] == '$')
@@ -570,7 +604,11 @@ resp3_scan(const char *p, size_t n, int depth)
 		if (p[l + cnt] != '\r' || p[l + cnt + 1] != '\n')
 			return -1;
 		return l + (long)cnt + 2;
-	case '*': case '~': case '>': case '%': case '|':
+	case '*':
+	case '~':
+	case '>':
+	case '%':
+	case '|':
 		if (!resp3_len(p + 1, p + l - 2, &cnt))
 			return -1;
 		if (cnt == -1 && p[0] == '*')
@@ -580,15 +618,15 @@ resp3_scan(const char *p, size_t n, int depth)
 		if (p[0] == '%' || p[0] == '|')
 			cnt *= 2;
 		for (used = l; cnt > 0; cnt--) {
-			if ((sub = resp3_scan(p + used, n - (size_t)used,
-			    depth + 1)) <= 0)
+			if ((sub = resp3_scan(
+			         p + used, n - (size_t)used, depth + 1)) <= 0)
 				return sub;
 			used += sub;
 		}
 		if (p[0] == '|') {
 			/* an attribute comes before the value it describes */
-			if ((sub = resp3_scan(p + used, n - (size_t)used,
-			    depth + 1)) <= 0)
+			if ((sub = resp3_scan(
+			         p + used, n - (size_t)used, depth + 1)) <= 0)
 				return sub;
 			used += sub;
 		}
@@ -607,13 +645,13 @@ static int
 do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
-	const char	*argv[2] = { "HELLO", "3" };
-	size_t		 lens[2] = { 5, 1 }, len = 0, got, left;
-	char		*buf, txt[256], tmp[AGENT_ERR_LEN];
-	redisReply	 fake, *r = NULL;
-	enum tr_status	 st;
-	long		 used;
-	int		 rc;
+	const char *argv[2] = {"HELLO", "3"};
+	size_t lens[2] = {5, 1}, len = 0, got, left;
+	char *buf, txt[256], tmp[AGENT_ERR_LEN];
+	redisReply fake, *r = NULL;
+	enum tr_status st;
+	long used;
+	int rc;
 
 	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0)
 		return rc;
@@ -637,30 +675,33 @@ do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
 			st = transport_read(c->t, buf + len, HELLO_CAP - len,
 			    &got, deadline, err);
 		if (st == TR_TIMEOUT) {
-			rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: read "
+			rc = err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: read "
 			    "timeout: no answer to HELLO 3 (?protocol=resp3)",
 			    c->where);
 			goto out;
 		}
 		if (st != TR_OK) {
 			snprintf(tmp, sizeof(tmp), "%s", err->msg);
-			rc = err_set(err, err->code ? err->code :
-			    EXIT_AGENT_UNPROVEN, "%s (waiting for HELLO 3)",
-			    tmp);
+			rc = err_set(err,
+			    err->code ? err->code : EXIT_AGENT_UNPROVEN,
+			    "%s (waiting for HELLO 3)", tmp);
 			goto out;
 		}
 		len += got;
 	}
 	if (used < 0) {
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
-		    "(?protocol=resp3): the answer is not RESP3", c->where);
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: HELLO 3 "
+		    "(?protocol=resp3): the answer is not RESP3",
+		    c->where);
 		goto out;
 	}
 	if (buf[0] == '-' || buf[0] == '!') {
-		const char	*t = buf + 1;
-		size_t		 tl = (size_t)used - 3;
+		const char *t = buf + 1;
+		size_t tl = (size_t)used - 3;
 
-		if (buf[0] == '!') {	/* !<len>\r\n<text>\r\n */
+		if (buf[0] == '!') { /* !<len>\r\n<text>\r\n */
 			t = (const char *)memchr(buf, '\n', (size_t)used) + 1;
 			tl = (size_t)(buf + used - 2 - t);
 		}
@@ -670,31 +711,34 @@ do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
 		fake.len = tl;
 		if (err_is(&fake, "NOPERM") || err_is(&fake, "NOAUTH") ||
 		    err_is(&fake, "WRONGPASS")) {
-			rc = reply_error(x, c->where, "HELLO", NULL, &fake,
-			    err);
+			rc =
+			    reply_error(x, c->where, "HELLO", NULL, &fake, err);
 			goto out;
 		}
 		server_text(t, tl, txt, sizeof(txt));
-		reply_fatal = true;	/* a server's version does not heal */
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		reply_fatal = true; /* a server's version does not heal */
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: HELLO 3 "
 		    "failed: %s: the server does not speak RESP3, and Pylon "
 		    "with ?protocol=resp3 in its URL cannot use it; remove "
-		    "?protocol=resp3 or use Redis 6 or later", c->where, txt);
+		    "?protocol=resp3 or use Redis 6 or later",
+		    c->where, txt);
 		goto out;
 	}
 	if (buf[0] != '%') {
 		reply_fatal = true;
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 3 "
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: HELLO 3 "
 		    "answered '%c', not a RESP3 map: the server (or a proxy "
 		    "in front of it) does not switch to RESP3; remove "
-		    "?protocol=resp3", c->where, isprint((unsigned char)
-		    buf[0]) ? buf[0] : '?');
+		    "?protocol=resp3",
+		    c->where, isprint((unsigned char)buf[0]) ? buf[0] : '?');
 		goto out;
 	}
 	/* Anything after it belongs to the next reply. */
 	if ((size_t)used < len &&
 	    redisReaderFeed(c->rd, buf + used, len - (size_t)used) !=
-	    REDIS_OK) {
+	        REDIS_OK) {
 		rc = err_oom(err, "redisReaderFeed");
 		goto out;
 	}
@@ -706,8 +750,10 @@ do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
 	if (r->type == REDIS_REPLY_ERROR)
 		rc = reply_error(x, c->where, "HELLO 2", NULL, r, err);
 	else if (r->type != REDIS_REPLY_ARRAY)
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: HELLO 2: "
-		    "unexpected reply type %d", c->where, r->type);
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: HELLO 2: "
+		    "unexpected reply type %d",
+		    c->where, r->type);
 	freeReplyObject(r);
 out:
 	a_free(buf);
@@ -719,8 +765,8 @@ out:
 static void
 hex(const unsigned char *b, size_t n, char *out)
 {
-	static const char	d[] = "0123456789abcdef";
-	size_t			i;
+	static const char d[] = "0123456789abcdef";
+	size_t i;
 
 	for (i = 0; i < n; i++) {
 		out[2 * i] = d[b[i] >> 4];
@@ -733,8 +779,8 @@ hex(const unsigned char *b, size_t n, char *out)
 STATIC void
 make_instance_id(char *id, size_t n)
 {
-	unsigned char	b[4];
-	char		h[9];
+	unsigned char b[4];
+	char h[9];
 
 	random_bytes(b, sizeof(b));
 	hex(b, sizeof(b), h);
@@ -745,9 +791,9 @@ make_instance_id(char *id, size_t n)
 STATIC char *
 make_envelope(const char *instance_id)
 {
-	cJSON		*o, *p;
-	unsigned char	 b[16];
-	char		 nonce[33], *s = NULL;
+	cJSON *o, *p;
+	unsigned char b[16];
+	char nonce[33], *s = NULL;
 
 	random_bytes(b, sizeof(b));
 	hex(b, sizeof(b), nonce);
@@ -768,17 +814,17 @@ out:
 
 /* What the earlier PUBLISHes of this proof may have done. */
 enum pub_state {
-	PUB_NONE,		/* none reached anybody: publishing is ok */
-	PUB_DELIVERED,		/* "N > 0 receivers" */
-	PUB_UNKNOWN,		/* sent, reply never seen */
+	PUB_NONE, /* none reached anybody: publishing is ok */
+	PUB_DELIVERED, /* "N > 0 receivers" */
+	PUB_UNKNOWN, /* sent, reply never seen */
 };
 
 struct attempt {
-	struct rconn	sub;
-	struct rconn	pub;
-	enum pub_state	pub_state;
-	long long	receivers;
-	double		latency_ms;
+	struct rconn sub;
+	struct rconn pub;
+	enum pub_state pub_state;
+	long long receivers;
+	double latency_ms;
 };
 
 static void
@@ -793,11 +839,11 @@ static int
 await_envelope(const struct ctx *x, struct attempt *a, const char *env,
     int64_t deadline, struct agent_err *err)
 {
-	redisReply	*r = NULL;
-	size_t		 elen = strlen(env);
-	long		 others = 0;
-	int		 rc;
-	int64_t		 start = now_ms();
+	redisReply *r = NULL;
+	size_t elen = strlen(env);
+	long others = 0;
+	int rc;
+	int64_t start = now_ms();
 
 	/* "0 receivers" although our subscription was confirmed: the two
 	 * connections reached different servers.  A short grace for a
@@ -811,8 +857,8 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 			a->sub.timed_out = true;
 			rc = EXIT_AGENT_UNPROVEN;
 		} else
-			rc = rconn_recv(&a->sub, &r, deadline, "the envelope",
-			    err);
+			rc = rconn_recv(
+			    &a->sub, &r, deadline, "the envelope", err);
 		if (rc != 0) {
 			if (!a->sub.timed_out)
 				return rc;
@@ -835,14 +881,16 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 				    "different servers (a load balancer in "
 				    "front of independent Redis servers?)",
 				    a->sub.where, x->channel);
-			return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+			return err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: "
 			    "envelope not received on channel \"%s\" within "
 			    "%ld ms although PUBLISH reported %lld "
 			    "receiver(s) (%ld other message(s) seen): "
 			    "pub/sub does not deliver here (a proxy without "
 			    "pub/sub support, or two different servers "
-			    "behind one address?)", a->sub.where, x->channel,
-			    (long)(now_ms() - start), a->receivers, others);
+			    "behind one address?)",
+			    a->sub.where, x->channel, (long)(now_ms() - start),
+			    a->receivers, others);
 		}
 		if (is_push(r, "message") && r->elements == 3 &&
 		    r->element[2]->type == REDIS_REPLY_STRING &&
@@ -860,11 +908,11 @@ static int
 attempt_run(const struct ctx *x, struct attempt *a, const char *env,
     int64_t deadline, struct agent_err *err)
 {
-	const char	*argv[3];
-	size_t		 lens[3];
-	redisReply	*r = NULL;
-	double		 t0;
-	int		 rc;
+	const char *argv[3];
+	size_t lens[3];
+	redisReply *r = NULL;
+	double t0;
+	int rc;
 
 	a->receivers = 0;
 	if (env == NULL) {
@@ -899,14 +947,16 @@ attempt_run(const struct ctx *x, struct attempt *a, const char *env,
 		goto fail;
 	if (r->type == REDIS_REPLY_ERROR) {
 		a->pub_state = PUB_NONE;
-		rc = reply_error(x, a->pub.where, "PUBLISH", "publish to", r,
-		    err);
+		rc = reply_error(
+		    x, a->pub.where, "PUBLISH", "publish to", r, err);
 		freeReplyObject(r);
 		goto fail;
 	}
 	if (r->type != REDIS_REPLY_INTEGER) {
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PUBLISH: "
-		    "unexpected reply type %d", a->pub.where, r->type);
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: PUBLISH: "
+		    "unexpected reply type %d",
+		    a->pub.where, r->type);
 		freeReplyObject(r);
 		goto fail;
 	}
@@ -925,21 +975,21 @@ fail:
 /* ---- the proof with retries --------------------------------------------- */
 
 struct bus_session {
-	struct redis_url	 u;
-	char			*ca;
-	char			*channel;
-	struct rconn		 sub;
-	struct rconn		 pub;
-	bool			 broken;
-	char			 own_ip[64];	/* CLIENT INFO's addr, cached */
+	struct redis_url u;
+	char *ca;
+	char *channel;
+	struct rconn sub;
+	struct rconn pub;
+	bool broken;
+	char own_ip[64]; /* CLIENT INFO's addr, cached */
 };
 
 /* Set once an envelope of this process may have reached subscribers:
  * the agent publishes at most one per start (SPEC 5). */
-static int	envelope_out;
+static int envelope_out;
 
 #ifdef UNITTEST
-void	bus_test_reset_envelope(void);
+void bus_test_reset_envelope(void);
 void
 bus_test_reset_envelope(void)
 {
@@ -958,13 +1008,13 @@ static int
 session_run(struct bus_session *s, const char *url, long timeout_ms,
     bool publish, struct bus_result *res, struct agent_err *err)
 {
-	struct ctx		 x = { &s->u, s->ca, s->channel };
-	struct attempt		 a;
-	struct agent_err	 last;
-	char			*env = NULL, where[300];
-	int64_t			 start = now_ms(), deadline, ad;
-	long			 wait;
-	int			 rc, n = 0;
+	struct ctx x = {&s->u, s->ca, s->channel};
+	struct attempt a;
+	struct agent_err last;
+	char *env = NULL, where[300];
+	int64_t start = now_ms(), deadline, ad;
+	long wait;
+	int rc, n = 0;
 
 	memset(&a, 0, sizeof(a));
 	memset(res, 0, sizeof(*res));
@@ -973,14 +1023,16 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 	redis_url_where(&s->u, where, sizeof(where));
 	redis_url_register_secrets(url);
 	if (s->u.tls && s->u.insecure)
-		log_warnx("TLS certificate verification is DISABLED for "
+		log_warnx(
+		    "TLS certificate verification is DISABLED for "
 		    "redis %s (insecure in the Redis URL): anyone on the "
 		    "network path can impersonate the server and read the "
 		    "bus; remove #insecure and pass --redis-ca-file instead",
 		    where);
 	make_instance_id(res->instance_id, sizeof(res->instance_id));
 	if (publish && __atomic_load_n(&envelope_out, __ATOMIC_SEQ_CST))
-		return err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven: this "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "bus not proven: this "
 		    "start already published its one probe envelope and it "
 		    "did not come back; restart the agent to prove the bus "
 		    "again");
@@ -993,8 +1045,8 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 		if (ad > deadline)
 			ad = deadline;
 		reply_fatal = false;
-		rc = attempt_run(&x, &a, publish && a.pub_state == PUB_NONE ?
-		    env : NULL, ad, &last);
+		rc = attempt_run(&x, &a,
+		    publish && a.pub_state == PUB_NONE ? env : NULL, ad, &last);
 		if (a.pub_state != PUB_NONE)
 			__atomic_store_n(&envelope_out, 1, __ATOMIC_SEQ_CST);
 		if (rc == 0)
@@ -1006,26 +1058,30 @@ session_run(struct bus_session *s, const char *url, long timeout_ms,
 		if (reply_fatal) {
 			/* A password or an ACL is wrong: waiting until the
 			 * deadline would only delay the same answer. */
-			rc = err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven "
+			rc = err_set(err, EXIT_AGENT_UNPROVEN,
+			    "bus not proven "
 			    "(not retried: a wrong password or ACL does not "
-			    "heal by waiting): %s", last.msg);
+			    "heal by waiting): %s",
+			    last.msg);
 			goto out;
 		}
 		if (publish && a.pub_state != PUB_NONE) {
 			/* One envelope per start: it may have reached
 			 * Pylon's subscribers, so no second one. */
-			rc = err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven "
+			rc = err_set(err, EXIT_AGENT_UNPROVEN,
+			    "bus not proven "
 			    "(attempt %d): %s; not retrying: the envelope "
 			    "may already have reached subscribers and the "
-			    "agent publishes at most one per start", n,
-			    last.msg);
+			    "agent publishes at most one per start",
+			    n, last.msg);
 			goto out;
 		}
 		wait = backoff_ms(n);
 		if (now_ms() + wait + MIN_ATTEMPT_MS > deadline) {
-			rc = err_set(err, EXIT_AGENT_UNPROVEN, "bus not proven "
-			    "within %ld ms (%d attempt%s): %s", timeout_ms, n,
-			    n == 1 ? "" : "s", last.msg);
+			rc = err_set(err, EXIT_AGENT_UNPROVEN,
+			    "bus not proven "
+			    "within %ld ms (%d attempt%s): %s",
+			    timeout_ms, n, n == 1 ? "" : "s", last.msg);
 			goto out;
 		}
 		log_warnx("bus attempt %d failed: %s; retrying in %ld ms", n,
@@ -1065,13 +1121,13 @@ bus_session_close(struct bus_session *s)
 }
 
 int
-bus_session_open(struct bus_session **sp, const char *url,
-    const char *ca_file, const char *channel, long timeout_ms,
-    bool publish_probe, struct bus_result *res, struct agent_err *err)
+bus_session_open(struct bus_session **sp, const char *url, const char *ca_file,
+    const char *channel, long timeout_ms, bool publish_probe,
+    struct bus_result *res, struct agent_err *err)
 {
-	struct bus_session	*s;
-	struct bus_result	 tmp;
-	int			 rc;
+	struct bus_session *s;
+	struct bus_result tmp;
+	int rc;
 
 	*sp = NULL;
 	if (res == NULL)
@@ -1103,26 +1159,26 @@ int
 bus_prove(const char *url, const char *ca_file, const char *channel,
     long timeout_ms, struct bus_result *res, struct agent_err *err)
 {
-	struct bus_session	*s = NULL;
-	int			 rc;
+	struct bus_session *s = NULL;
+	int rc;
 
-	rc = bus_session_open(&s, url, ca_file, channel, timeout_ms, true,
-	    res, err);
+	rc = bus_session_open(
+	    &s, url, ca_file, channel, timeout_ms, true, res, err);
 	bus_session_close(s);
 	return rc;
 }
 
 int
-bus_session_check(struct bus_session *s, long timeout_ms,
-    double *latency_ms, long *numsub, struct agent_err *err)
+bus_session_check(struct bus_session *s, long timeout_ms, double *latency_ms,
+    long *numsub, struct agent_err *err)
 {
-	struct ctx	 x;
-	const char	*argv[3];
-	size_t		 lens[3];
-	redisReply	*r = NULL;
-	double		 t0 = now_ms_f();
-	int64_t		 deadline;
-	int		 rc;
+	struct ctx x;
+	const char *argv[3];
+	size_t lens[3];
+	redisReply *r = NULL;
+	double t0 = now_ms_f();
+	int64_t deadline;
+	int rc;
 
 	deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 	if (latency_ms != NULL)
@@ -1130,7 +1186,8 @@ bus_session_check(struct bus_session *s, long timeout_ms,
 	if (numsub != NULL)
 		*numsub = -1;
 	if (s == NULL || s->broken || s->pub.t == NULL)
-		return err_set(err, EXIT_AGENT_UNPROVEN, "bus session is "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "bus session is "
 		    "closed after an earlier failure; reconnect");
 	x.u = &s->u;
 	x.ca = s->ca;
@@ -1152,8 +1209,7 @@ bus_session_check(struct bus_session *s, long timeout_ms,
 	argv[2] = s->channel;
 	lens[2] = strlen(s->channel);
 	if ((rc = rconn_send(&s->pub, 3, argv, lens, deadline, err)) != 0 ||
-	    (rc = rconn_recv(&s->pub, &r, deadline, "PUBSUB NUMSUB",
-	    err)) != 0)
+	    (rc = rconn_recv(&s->pub, &r, deadline, "PUBSUB NUMSUB", err)) != 0)
 		goto fail;
 	if (r->type == REDIS_REPLY_ERROR) {
 		rc = reply_error(&x, s->pub.where, "PUBSUB", NULL, r, err);
@@ -1161,8 +1217,10 @@ bus_session_check(struct bus_session *s, long timeout_ms,
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[1]->type != REDIS_REPLY_INTEGER) {
-		rc = err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: PUBSUB "
-		    "NUMSUB: unexpected reply", s->pub.where);
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: PUBSUB "
+		    "NUMSUB: unexpected reply",
+		    s->pub.where);
 		goto fail;
 	}
 	if (numsub != NULL)
@@ -1188,8 +1246,8 @@ session_command(struct bus_session *s, int argc, const char **argv,
     int64_t deadline, const char *what, redisReply **r, bool *denied,
     struct agent_err *err)
 {
-	size_t	lens[4];
-	int	i, rc;
+	size_t lens[4];
+	int i, rc;
 
 	*r = NULL;
 	for (i = 0; i < argc; i++)
@@ -1201,39 +1259,41 @@ session_command(struct bus_session *s, int argc, const char **argv,
 		char txt[256];
 
 		server_text((*r)->str, (*r)->len, txt, sizeof(txt));
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s: %s", s->pub.where,
-		    what, txt);
+		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s: %s",
+		    s->pub.where, what, txt);
 		*denied = true;
 		freeReplyObject(*r);
 		*r = NULL;
 		return 0;
 	}
-	if ((*r)->type != REDIS_REPLY_STRING && (*r)->type !=
-	    REDIS_REPLY_STATUS) {
+	if ((*r)->type != REDIS_REPLY_STRING &&
+	    (*r)->type != REDIS_REPLY_STATUS) {
 		freeReplyObject(*r);
 		*r = NULL;
-		return err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s: "
-		    "unexpected reply", s->pub.where, what);
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: %s: "
+		    "unexpected reply",
+		    s->pub.where, what);
 	}
 	return 0;
 }
 
 int
-bus_session_own_subscribers(struct bus_session *s, long timeout_ms,
-    int *own, int *total, char *ip, size_t ipn, bool *denied,
-    struct agent_err *err)
+bus_session_own_subscribers(struct bus_session *s, long timeout_ms, int *own,
+    int *total, char *ip, size_t ipn, bool *denied, struct agent_err *err)
 {
-	static const char *info[] = { "CLIENT", "INFO" };
-	static const char *list[] = { "CLIENT", "LIST", "TYPE", "pubsub" };
-	redisReply	*r = NULL;
-	int64_t		 deadline;
-	int		 rc;
+	static const char *info[] = {"CLIENT", "INFO"};
+	static const char *list[] = {"CLIENT", "LIST", "TYPE", "pubsub"};
+	redisReply *r = NULL;
+	int64_t deadline;
+	int rc;
 
 	*own = *total = 0;
 	*denied = false;
 	deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 	if (s == NULL || s->broken || s->pub.t == NULL)
-		return err_set(err, EXIT_AGENT_UNPROVEN, "bus session is "
+		return err_set(err, EXIT_AGENT_UNPROVEN,
+		    "bus session is "
 		    "closed after an earlier failure; reconnect");
 	err_clear(err);
 	/* Our own address as Redis sees it (through NAT or a proxy too);
@@ -1242,24 +1302,26 @@ bus_session_own_subscribers(struct bus_session *s, long timeout_ms,
 		snprintf(s->own_ip, sizeof(s->own_ip), "%s", ip);
 	if (s->own_ip[0] == '\0') {
 		if ((rc = session_command(s, 2, info, deadline, "CLIENT INFO",
-		    &r, denied, err)) != 0)
+		         &r, denied, err)) != 0)
 			goto fail;
 		if (*denied)
 			return 0;
-		if (!deaf_client_ip(r->str, r->len, s->own_ip,
-		    sizeof(s->own_ip))) {
+		if (!deaf_client_ip(
+		        r->str, r->len, s->own_ip, sizeof(s->own_ip))) {
 			freeReplyObject(r);
 			s->own_ip[0] = '\0';
 			*denied = true;
-			err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: CLIENT "
-			    "INFO: no addr= field", s->pub.where);
+			err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: CLIENT "
+			    "INFO: no addr= field",
+			    s->pub.where);
 			return 0;
 		}
 		freeReplyObject(r);
 	}
 	snprintf(ip, ipn, "%s", s->own_ip);
 	if ((rc = session_command(s, 4, list, deadline,
-	    "CLIENT LIST TYPE pubsub", &r, denied, err)) != 0)
+	         "CLIENT LIST TYPE pubsub", &r, denied, err)) != 0)
 		goto fail;
 	if (*denied)
 		return 0;

@@ -14,27 +14,26 @@
 enum redis_kind { REDIS_TCP, REDIS_UNIX };
 
 struct redis_url {
-	enum redis_kind	kind;
-	bool		tls;		/* rediss:// */
-	bool		insecure;	/* ?insecure / #insecure: no verify */
-	char		*user;		/* NULL when absent (percent-decoded) */
-	char		*pass;		/* NULL when absent (percent-decoded) */
-	char		*host;		/* TCP: host without brackets */
-	int		port;		/* TCP: default 6379 */
-	char		*path;		/* unix: socket path */
-	int		db;		/* default 0 */
-	bool		resp3;		/* ?protocol=resp3: HELLO 3 */
+	enum redis_kind kind;
+	bool tls; /* rediss:// */
+	bool insecure; /* ?insecure / #insecure: no verify */
+	char *user; /* NULL when absent (percent-decoded) */
+	char *pass; /* NULL when absent (percent-decoded) */
+	char *host; /* TCP: host without brackets */
+	int port; /* TCP: default 6379 */
+	char *path; /* unix: socket path */
+	int db; /* default 0 */
+	bool resp3; /* ?protocol=resp3: HELLO 3 */
 };
 
 /* Returns 0 or EXIT_AGENT_CONFIG with a message that never holds the
  * password.  On error *u is left empty (nothing to release). */
-int	redis_url_parse(const char *url, struct redis_url *,
-	    struct agent_err *);
-void	redis_url_release(struct redis_url *);
+int redis_url_parse(const char *url, struct redis_url *, struct agent_err *);
+void redis_url_release(struct redis_url *);
 /* The URL with the password replaced by "***" (malloc'd, NULL on OOM).
  * For input that does not parse, "(invalid Redis URL)", never the raw
  * input. */
-char	*redis_url_redact(const char *url);
+char *redis_url_redact(const char *url);
 /*
  * The compatibility gate (SPEC 5): may the Pylon the agent configures use
  * this URL?  Returns 0, or EXIT_AGENT_CONFIG with one line saying why not
@@ -46,14 +45,13 @@ char	*redis_url_redact(const char *url);
  * redis+unix://, upper-case schemes, surrounding whitespace, query
  * parameters Pylon ignores, #insecure on redis://.
  */
-#define PYLON_URL_TLS	0x1u
-#define PYLON_URL_PROXY	0x2u
-int	redis_url_pylon_check(const char *url, unsigned flags,
-	    struct agent_err *);
+#define PYLON_URL_TLS 0x1u
+#define PYLON_URL_PROXY 0x2u
+int redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *);
 /* log_add_secret() of the password, decoded and as written in the URL. */
-void	redis_url_register_secrets(const char *url);
+void redis_url_register_secrets(const char *url);
 /* "host:port", "[::1]:port" or "unix:/path", for messages. */
-void	redis_url_where(const struct redis_url *, char *buf, size_t n);
+void redis_url_where(const struct redis_url *, char *buf, size_t n);
 
 /* ---- transport (transport.c): TCP/unix/TLS with deadlines -------------- */
 
@@ -65,9 +63,9 @@ struct transport;
 
 enum tr_status {
 	TR_OK = 0,
-	TR_TIMEOUT,		/* deadline passed */
-	TR_EOF,			/* peer closed the connection */
-	TR_ERROR,		/* anything else (err->code says how bad) */
+	TR_TIMEOUT, /* deadline passed */
+	TR_EOF, /* peer closed the connection */
+	TR_ERROR, /* anything else (err->code says how bad) */
 };
 
 /*
@@ -77,36 +75,35 @@ enum tr_status {
  * CA file cannot be loaded (retrying cannot help), else
  * EXIT_AGENT_UNPROVEN.
  */
-enum tr_status	transport_open(struct transport **, const struct redis_url *,
-		    const char *ca_file, int64_t deadline, struct agent_err *);
+enum tr_status transport_open(struct transport **, const struct redis_url *,
+    const char *ca_file, int64_t deadline, struct agent_err *);
 /* Writes all n bytes. */
-enum tr_status	transport_write(struct transport *, const void *, size_t n,
-		    int64_t deadline, struct agent_err *);
+enum tr_status transport_write(struct transport *, const void *, size_t n,
+    int64_t deadline, struct agent_err *);
 /* Reads 1..n bytes into buf (*got).  deadline <= now_ms() polls once
  * without waiting (TR_TIMEOUT when nothing is there). */
-enum tr_status	transport_read(struct transport *, void *buf, size_t n,
-		    size_t *got, int64_t deadline, struct agent_err *);
+enum tr_status transport_read(struct transport *, void *buf, size_t n,
+    size_t *got, int64_t deadline, struct agent_err *);
 struct ssl_st;
 struct ssl_ctx_st;
 /* The TLS pieces of transport_open, for the bus proxy (proxy.c): a client
  * context with the CA (NULL and *err filled on failure: EXIT_AGENT_CONFIG
  * when the CA cannot be loaded), and SNI + host name verification on one
  * SSL (-1 when it cannot be set up).  The caller frees what it gets. */
-struct ssl_ctx_st	*transport_tls_ctx(const struct redis_url *,
-			    const char *ca_file, struct agent_err *);
-int			 transport_tls_name(struct ssl_st *,
-			    const struct redis_url *);
+struct ssl_ctx_st *transport_tls_ctx(
+    const struct redis_url *, const char *ca_file, struct agent_err *);
+int transport_tls_name(struct ssl_st *, const struct redis_url *);
 /* Closes and frees; NULL is fine. */
-void		transport_close(struct transport *);
-const char	*transport_where(const struct transport *);
+void transport_close(struct transport *);
+const char *transport_where(const struct transport *);
 
 /* ---- the proof and the held session (bus.c) ---------------------------- */
 
 struct bus_result {
-	double	latency_ms;	/* the successful round trip */
-	int	attempts;
-	char	instance_id[32];	/* pylon-agent-<8 hex> */
-	bool	published;	/* this call put an envelope on the channel */
+	double latency_ms; /* the successful round trip */
+	int attempts;
+	char instance_id[32]; /* pylon-agent-<8 hex> */
+	bool published; /* this call put an envelope on the channel */
 };
 
 /*
@@ -126,8 +123,8 @@ struct bus_result {
  * fails at once with EXIT_AGENT_UNPROVEN instead of publishing again
  * (bus_result.published tells the caller an envelope went out).
  */
-int	bus_prove(const char *url, const char *ca_file, const char *channel,
-	    long timeout_ms, struct bus_result *, struct agent_err *);
+int bus_prove(const char *url, const char *ca_file, const char *channel,
+    long timeout_ms, struct bus_result *, struct agent_err *);
 
 /*
  * A held session for serve and probe: ONE connection, no subscription on
@@ -153,12 +150,12 @@ int	bus_prove(const char *url, const char *ca_file, const char *channel,
  */
 struct bus_session;
 
-int	bus_session_open(struct bus_session **, const char *url,
-	    const char *ca_file, const char *channel, long timeout_ms,
-	    bool publish_probe, struct bus_result *, struct agent_err *);
-int	bus_session_check(struct bus_session *, long timeout_ms,
-	    double *latency_ms, long *numsub, struct agent_err *);
-void	bus_session_close(struct bus_session *);
+int bus_session_open(struct bus_session **, const char *url,
+    const char *ca_file, const char *channel, long timeout_ms,
+    bool publish_probe, struct bus_result *, struct agent_err *);
+int bus_session_check(struct bus_session *, long timeout_ms, double *latency_ms,
+    long *numsub, struct agent_err *);
+void bus_session_close(struct bus_session *);
 /* This pod's Pylon subscribers (issue 20): CLIENT INFO, unless ip (in/out)
  * already holds it, gives our address as Redis sees it, CLIENT LIST TYPE
  * pubsub every
@@ -166,8 +163,7 @@ void	bus_session_close(struct bus_session *);
  * Redis refused a command (ACL without +client|info/+client|list, an old
  * Redis): 0 is returned, err says why, the session stays open.  Else 0 or
  * an error code (the session is then broken, as after a failed check). */
-int	bus_session_own_subscribers(struct bus_session *, long timeout_ms,
-	    int *own, int *total, char *ip, size_t ipn, bool *denied,
-	    struct agent_err *);
+int bus_session_own_subscribers(struct bus_session *, long timeout_ms, int *own,
+    int *total, char *ip, size_t ipn, bool *denied, struct agent_err *);
 
 #endif

@@ -19,31 +19,31 @@
 #include "agent.h"
 #include "bus.h"
 
-#define CHECK_TIMEOUT_MS	20000L
-#define CHECK_MAX_NOTES		8
-#define CHECK_NOTE_LEN		AGENT_ERR_LEN
+#define CHECK_TIMEOUT_MS 20000L
+#define CHECK_MAX_NOTES 8
+#define CHECK_NOTE_LEN AGENT_ERR_LEN
 
 struct check_notes {
-	char	text[CHECK_MAX_NOTES][CHECK_NOTE_LEN];
-	int	n;
+	char text[CHECK_MAX_NOTES][CHECK_NOTE_LEN];
+	int n;
 };
 
 struct check_result {
-	struct topology		t;
-	struct decision		d;
-	bool			decided;
-	bool			release_machine;
-	char			app[64];
-	char			group[64];
-	bool			proof_tried;
-	bool			proven;
-	struct bus_result	br;
-	char			proof_error[AGENT_ERR_LEN];
-	char			redis_url[512];		/* redacted */
-	struct check_notes	problems;		/* unsafe */
-	struct check_notes	warnings;		/* safe, but look */
-	int			code;			/* exit code */
-	char			verdict[AGENT_ERR_LEN];
+	struct topology t;
+	struct decision d;
+	bool decided;
+	bool release_machine;
+	char app[64];
+	char group[64];
+	bool proof_tried;
+	bool proven;
+	struct bus_result br;
+	char proof_error[AGENT_ERR_LEN];
+	char redis_url[512]; /* redacted */
+	struct check_notes problems; /* unsafe */
+	struct check_notes warnings; /* safe, but look */
+	int code; /* exit code */
+	char verdict[AGENT_ERR_LEN];
 };
 
 static void
@@ -52,8 +52,8 @@ check_note(struct check_notes *n, const char *fmt, ...) AGENT_PRINTF(2, 3);
 static void
 check_note(struct check_notes *n, const char *fmt, ...)
 {
-	va_list	ap;
-	char	raw[CHECK_NOTE_LEN];
+	va_list ap;
+	char raw[CHECK_NOTE_LEN];
 
 	if (n->n == CHECK_MAX_NOTES)
 		return;
@@ -64,15 +64,14 @@ check_note(struct check_notes *n, const char *fmt, ...)
 }
 
 /* The first problem decides the exit code. */
-static void
-check_problem(struct check_result *r, int code, const char *fmt, ...)
-    AGENT_PRINTF(3, 4);
+static void check_problem(
+    struct check_result *r, int code, const char *fmt, ...) AGENT_PRINTF(3, 4);
 
 static void
 check_problem(struct check_result *r, int code, const char *fmt, ...)
 {
-	va_list	ap;
-	char	raw[CHECK_NOTE_LEN];
+	va_list ap;
+	char raw[CHECK_NOTE_LEN];
 
 	va_start(ap, fmt);
 	vsnprintf(raw, sizeof(raw), fmt, ap);
@@ -108,10 +107,9 @@ check_fill_identity(const struct options *o, struct check_result *r)
 static void
 check_prove(const struct options *o, struct check_result *r)
 {
-	struct agent_err	err;
-	long			timeout = o->timeout_set ? o->timeout_ms :
-				    CHECK_TIMEOUT_MS;
-	int			rc;
+	struct agent_err err;
+	long timeout = o->timeout_set ? o->timeout_ms : CHECK_TIMEOUT_MS;
+	int rc;
 
 	if (o->redis_url == NULL)
 		return;
@@ -120,10 +118,12 @@ check_prove(const struct options *o, struct check_result *r)
 		/* Never proven, never called safe (SPEC 5).  In redis mode
 		 * decide() refused it already. */
 		if (r->d.mode != MODE_REDIS)
-			check_note(&r->warnings, "the configured Redis URL "
+			check_note(&r->warnings,
+			    "the configured Redis URL "
 			    "cannot be used by Pylon (%s): fine while this app "
 			    "runs one machine, but scaling out will need one "
-			    "it can use", err.msg);
+			    "it can use",
+			    err.msg);
 		return;
 	}
 	r->proof_tried = true;
@@ -136,12 +136,14 @@ check_prove(const struct options *o, struct check_result *r)
 	}
 	redact(err.msg, r->proof_error, sizeof(r->proof_error));
 	if (r->d.mode == MODE_REDIS)
-		check_problem(r, rc, "the Redis bus is not usable: %s",
-		    r->proof_error);
+		check_problem(
+		    r, rc, "the Redis bus is not usable: %s", r->proof_error);
 	else
-		check_note(&r->warnings, "the configured Redis URL does not "
+		check_note(&r->warnings,
+		    "the configured Redis URL does not "
 		    "work (%s): fine while this app runs one machine, but "
-		    "scaling out will need it", r->proof_error);
+		    "scaling out will need it",
+		    r->proof_error);
 }
 
 /*
@@ -153,31 +155,36 @@ check_prove(const struct options *o, struct check_result *r)
 static void
 check_database(struct check_result *r)
 {
-	const char	*db = getenv("DATABASE_URL");
-	bool		 pg;
+	const char *db = getenv("DATABASE_URL");
+	bool pg;
 
 	if (!r->decided || r->d.peers <= 1)
 		return;
-	pg = db != NULL && (strncmp(db, "postgres://", 11) == 0 ||
-	    strncmp(db, "postgresql://", 13) == 0);
+	pg = db != NULL &&
+	    (strncmp(db, "postgres://", 11) == 0 ||
+	        strncmp(db, "postgresql://", 13) == 0);
 	if (db != NULL && *db != '\0' && !pg)
-		check_problem(r, EXIT_AGENT_CONFIG, "%d peers but DATABASE_URL "
+		check_problem(r, EXIT_AGENT_CONFIG,
+		    "%d peers but DATABASE_URL "
 		    "is not Postgres: several Pylons cannot share a SQLite "
 		    "file; set DATABASE_URL=postgres://... (a secret) for "
-		    "every machine", r->d.peers);
+		    "every machine",
+		    r->d.peers);
 	else if (!pg && r->release_machine)
-		check_problem(r, EXIT_AGENT_CONFIG, "%d peers but no "
+		check_problem(r, EXIT_AGENT_CONFIG,
+		    "%d peers but no "
 		    "DATABASE_URL: each Pylon would keep its own SQLite under "
 		    "/data; set DATABASE_URL=postgres://... (fly secrets set "
-		    "DATABASE_URL=...)", r->d.peers);
+		    "DATABASE_URL=...)",
+		    r->d.peers);
 }
 
 static void
 check_run(const struct options *o, struct check_result *r)
 {
-	struct agent_err	err;
-	char			*red;
-	int			rc;
+	struct agent_err err;
+	char *red;
+	int rc;
 
 	err_clear(&err);
 	memset(&r->d, 0, sizeof(r->d));
@@ -186,8 +193,8 @@ check_run(const struct options *o, struct check_result *r)
 	 * URL, so the table still shows what was counted. */
 	r->decided = r->d.platform[0] != '\0';
 	if (!r->decided)
-		snprintf(r->d.platform, sizeof(r->d.platform), "%s",
-		    r->t.platform);
+		snprintf(
+		    r->d.platform, sizeof(r->d.platform), "%s", r->t.platform);
 	check_fill_identity(o, r);
 	if (o->redis_url != NULL && (red = redis_url_redact(o->redis_url))) {
 		snprintf(r->redis_url, sizeof(r->redis_url), "%s", red);
@@ -201,27 +208,32 @@ check_run(const struct options *o, struct check_result *r)
 		/* A preflight that cannot see the topology cannot call the
 		 * deploy safe, unless the bus is on and proven anyway. */
 		if (r->d.mode != MODE_REDIS)
-			check_problem(r, EXIT_AGENT_DISCOVERY, "discovery "
+			check_problem(r, EXIT_AGENT_DISCOVERY,
+			    "discovery "
 			    "failed, so the peer count is unknown: %s",
 			    r->d.reason);
 		else
-			check_note(&r->warnings, "discovery failed; the bus "
+			check_note(&r->warnings,
+			    "discovery failed; the bus "
 			    "is on because a Redis URL is configured: %s",
 			    r->d.reason);
 	}
 	if (r->d.forced && r->d.mode == MODE_NOOP && r->d.peers > 1)
-		check_problem(r, EXIT_AGENT_CONFIG, "--mode noop with %d "
+		check_problem(r, EXIT_AGENT_CONFIG,
+		    "--mode noop with %d "
 		    "peers: clients on one machine will not see mutations "
 		    "made on another; use --mode auto and a Redis URL",
 		    r->d.peers);
 	if (r->d.mode == MODE_REDIS && strcmp(r->d.namespace, "pylon") == 0)
-		check_note(&r->warnings, "namespace is the default \"pylon\": "
+		check_note(&r->warnings,
+		    "namespace is the default \"pylon\": "
 		    "two apps sharing this Redis would cross-talk; set "
 		    "--namespace to the app's name");
 	check_database(r);
 	if (r->release_machine && r->decided && r->t.base == 0 &&
 	    !r->d.discovery_failed)
-		check_note(&r->warnings, "no machine of group %s exists yet "
+		check_note(&r->warnings,
+		    "no machine of group %s exists yet "
 		    "(first deploy?): the count is --min-peers=%d; set "
 		    "--min-peers to the machine count you will deploy",
 		    r->group, o->min_peers);
@@ -233,13 +245,15 @@ check_verdict(struct check_result *r)
 {
 	if (r->code == 0 && r->problems.n == 0) {
 		if (r->d.mode == MODE_REDIS)
-			snprintf(r->verdict, sizeof(r->verdict), "safe: %d "
+			snprintf(r->verdict, sizeof(r->verdict),
+			    "safe: %d "
 			    "peers share the proven bus on channel %s",
 			    r->d.peers, r->d.channel);
 		else
-			snprintf(r->verdict, sizeof(r->verdict), "safe: %d "
-			    "peer%s, NoopBus", r->d.peers,
-			    r->d.peers == 1 ? "" : "s");
+			snprintf(r->verdict, sizeof(r->verdict),
+			    "safe: %d "
+			    "peer%s, NoopBus",
+			    r->d.peers, r->d.peers == 1 ? "" : "s");
 		return;
 	}
 	snprintf(r->verdict, sizeof(r->verdict), "NOT safe: %s",
@@ -257,29 +271,29 @@ check_row(const char *k, const char *v)
 static void
 check_print_text(const struct options *o, const struct check_result *r)
 {
-	char	buf[2 * AGENT_ERR_LEN];
-	int	i;
+	char buf[2 * AGENT_ERR_LEN];
+	int i;
 
 	printf("pylon-agent check\n");
 	snprintf(buf, sizeof(buf), "%s%s%s", r->d.platform,
 	    r->d.instance[0] ? " instance " : "", r->d.instance);
 	if (r->release_machine)
 		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
-		    " (release_command machine: counting group %s)",
-		    r->group);
+		    " (release_command machine: counting group %s)", r->group);
 	check_row("platform", buf);
 	if (r->app[0]) {
 		snprintf(buf, sizeof(buf), "%s%s%s", r->app,
 		    r->group[0] ? " / group " : "", r->group);
-		check_row(strcmp(r->d.platform, "fly") == 0 ? "app" :
-		    "namespace", buf);
+		check_row(
+		    strcmp(r->d.platform, "fly") == 0 ? "app" : "namespace",
+		    buf);
 	}
 	if (r->decided && !r->d.discovery_failed) {
 		snprintf(buf, sizeof(buf), "%d (%s)", r->t.base,
 		    r->t.base_src[0] ? r->t.base_src : "-");
 		check_row("counted", buf);
-		check_row("excluded", r->t.excluded[0] ? r->t.excluded :
-		    "none");
+		check_row(
+		    "excluded", r->t.excluded[0] ? r->t.excluded : "none");
 	}
 	if (r->decided) {
 		snprintf(buf, sizeof(buf), "%d", r->d.peers);
@@ -292,17 +306,19 @@ check_print_text(const struct options *o, const struct check_result *r)
 		    r->d.discovery_failed || r->d.forced ||
 		    r->d.peers != r->t.base)
 			check_row("reason", r->d.reason);
-		snprintf(buf, sizeof(buf), "%s (%s)", r->d.namespace,
-		    r->d.channel);
+		snprintf(
+		    buf, sizeof(buf), "%s (%s)", r->d.namespace, r->d.channel);
 		check_row("namespace", buf);
 	}
 	check_row("redis", r->redis_url[0] ? r->redis_url : "(none)");
 	if (!r->proof_tried)
-		check_row("proof", o->redis_url ? "not run" :
-		    "not needed (no Redis URL)");
+		check_row("proof",
+		    o->redis_url ? "not run" : "not needed (no Redis URL)");
 	else if (r->proven) {
-		snprintf(buf, sizeof(buf), "proven in %.1f ms "
-		    "(publish/subscribe round trip)", r->br.latency_ms);
+		snprintf(buf, sizeof(buf),
+		    "proven in %.1f ms "
+		    "(publish/subscribe round trip)",
+		    r->br.latency_ms);
 		check_row("proof", buf);
 	} else {
 		snprintf(buf, sizeof(buf), "FAILED: %s", r->proof_error);
@@ -318,8 +334,8 @@ check_print_text(const struct options *o, const struct check_result *r)
 static void
 check_add_notes(cJSON *root, const char *key, const struct check_notes *n)
 {
-	cJSON	*a;
-	int	 i;
+	cJSON *a;
+	int i;
 
 	if ((a = cJSON_AddArrayToObject(root, key)) == NULL)
 		return;
@@ -330,9 +346,9 @@ check_add_notes(cJSON *root, const char *key, const struct check_notes *n)
 static int
 check_print_json(const struct check_result *r, struct agent_err *err)
 {
-	cJSON	*root, *redis, *fly;
-	char	*s, *clean;
-	size_t	 n;
+	cJSON *root, *redis, *fly;
+	char *s, *clean;
+	size_t n;
 
 	if ((root = cJSON_CreateObject()) == NULL)
 		return err_oom(err, "check: json");
@@ -345,16 +361,16 @@ check_print_json(const struct check_result *r, struct agent_err *err)
 	    (fly = cJSON_AddObjectToObject(root, "fly")) != NULL) {
 		cJSON_AddStringToObject(fly, "app", r->app);
 		cJSON_AddStringToObject(fly, "group", r->group);
-		cJSON_AddBoolToObject(fly, "release_command",
-		    r->release_machine);
+		cJSON_AddBoolToObject(
+		    fly, "release_command", r->release_machine);
 	}
 	if (r->decided) {
 		cJSON_AddStringToObject(root, "mode", mode_name(r->d.mode));
 		cJSON_AddBoolToObject(root, "forced", r->d.forced);
 		cJSON_AddNumberToObject(root, "peers", r->d.peers);
 		cJSON_AddStringToObject(root, "reason", r->d.reason);
-		cJSON_AddBoolToObject(root, "discovery_failed",
-		    r->d.discovery_failed);
+		cJSON_AddBoolToObject(
+		    root, "discovery_failed", r->d.discovery_failed);
 		cJSON_AddNumberToObject(root, "counted", r->t.base);
 		cJSON_AddStringToObject(root, "counted_source", r->t.base_src);
 		cJSON_AddStringToObject(root, "excluded", r->t.excluded);
@@ -377,8 +393,7 @@ check_print_json(const struct check_result *r, struct agent_err *err)
 		else
 			cJSON_AddNullToObject(redis, "latency_ms");
 		if (r->proof_error[0])
-			cJSON_AddStringToObject(redis, "error",
-			    r->proof_error);
+			cJSON_AddStringToObject(redis, "error", r->proof_error);
 		else
 			cJSON_AddNullToObject(redis, "error");
 	}
@@ -403,8 +418,8 @@ check_print_json(const struct check_result *r, struct agent_err *err)
 int
 cmd_check(struct options *o, struct agent_err *err)
 {
-	struct check_result	*r;
-	int			 rc;
+	struct check_result *r;
+	int rc;
 
 	if ((r = a_calloc(1, sizeof(*r))) == NULL)
 		return err_oom(err, "check");

@@ -19,8 +19,8 @@ static bool
 field(const char *line, const char *end, const char *key, const char **v,
     size_t *vn)
 {
-	size_t		 kn = strlen(key);
-	const char	*p = line, *q;
+	size_t kn = strlen(key);
+	const char *p = line, *q;
 
 	while (p < end) {
 		while (p < end && *p == ' ')
@@ -43,8 +43,8 @@ field(const char *line, const char *end, const char *key, const char **v,
 static bool
 addr_ip(const char *v, size_t vn, char *ip, size_t n)
 {
-	const char	*colon = NULL;
-	size_t		 i, len;
+	const char *colon = NULL;
+	size_t i, len;
 
 	for (i = 0; i < vn; i++)
 		if (v[i] == ':')
@@ -66,8 +66,8 @@ addr_ip(const char *v, size_t vn, char *ip, size_t n)
 bool
 deaf_client_ip(const char *info, size_t len, char *ip, size_t n)
 {
-	const char	*end = info + len, *nl, *v;
-	size_t		 vn;
+	const char *end = info + len, *nl, *v;
+	size_t vn;
 
 	if (n > 0)
 		ip[0] = '\0';
@@ -82,10 +82,10 @@ deaf_client_ip(const char *info, size_t len, char *ip, size_t n)
 static bool
 subscribed(const char *line, const char *end)
 {
-	const char	*v;
-	size_t		 vn;
-	static const char *keys[] = { "sub", "psub", "ssub" };
-	size_t		 i;
+	const char *v;
+	size_t vn;
+	static const char *keys[] = {"sub", "psub", "ssub"};
+	size_t i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (field(line, end, keys[i], &v, &vn) && vn > 0 &&
@@ -97,10 +97,10 @@ subscribed(const char *line, const char *end)
 int
 deaf_count_own(const char *list, size_t len, const char *own_ip, int *total)
 {
-	const char	*p = list, *end = list + len, *eol, *v;
-	char		 ip[64];
-	size_t		 vn;
-	int		 own = 0;
+	const char *p = list, *end = list + len, *eol, *v;
+	char ip[64];
+	size_t vn;
+	int own = 0;
 
 	*total = 0;
 	while (p < end) {

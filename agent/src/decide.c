@@ -11,7 +11,7 @@
 static void
 append(char *buf, size_t n, const char *sep, const char *s)
 {
-	size_t	len = strlen(buf);
+	size_t len = strlen(buf);
 
 	if (s == NULL || *s == '\0' || len + 1 >= n)
 		return;
@@ -27,15 +27,15 @@ decision_init(const struct options *o, const char *platform,
 	snprintf(d->instance, sizeof(d->instance), "%s", instance);
 	snprintf(d->namespace, sizeof(d->namespace), "%s", o->namespace);
 	d->cluster_required = o->cluster_required;
-	snprintf(d->channel, sizeof(d->channel), "%s:cluster:bus",
-	    o->namespace);
+	snprintf(
+	    d->channel, sizeof(d->channel), "%s:cluster:bus", o->namespace);
 }
 
 /* The flags of the compatibility gate for these options. */
 unsigned
 decide_url_flags(const struct options *o)
 {
-	unsigned	f = o->pylon_tls ? PYLON_URL_TLS : 0;
+	unsigned f = o->pylon_tls ? PYLON_URL_TLS : 0;
 
 	/* --bus-proxy: the sidecar relays Pylon's plain connection to the
 	 * rediss:// upstream (init writes the local URL, serve runs the
@@ -53,24 +53,27 @@ need_url(const struct options *o, struct decision *d, struct agent_err *err)
 		return 0;
 	/* Never decide redis with a URL Pylon cannot use (SPEC 5). */
 	if (o->redis_url != NULL)
-		return redis_url_pylon_check(o->redis_url,
-		    decide_url_flags(o), err);
+		return redis_url_pylon_check(
+		    o->redis_url, decide_url_flags(o), err);
 	if (d->forced)
-		return err_set(err, EXIT_AGENT_CONFIG, "--mode redis needs a "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--mode redis needs a "
 		    "Redis URL: set --redis-url-file (a mounted Secret) or "
 		    "PYLON_AGENT_REDIS_URL");
-	return err_set(err, EXIT_AGENT_CONFIG, "%d peers (%s) need the Redis "
+	return err_set(err, EXIT_AGENT_CONFIG,
+	    "%d peers (%s) need the Redis "
 	    "cluster bus but no Redis URL is configured: set "
 	    "--redis-url-file (a mounted Secret) or PYLON_AGENT_REDIS_URL, or "
-	    "run a single replica", d->peers, d->reason);
+	    "run a single replica",
+	    d->peers, d->reason);
 }
 
 int
-decide(const struct topology *t, const struct options *o,
-    struct decision *d, struct agent_err *err)
+decide(const struct topology *t, const struct options *o, struct decision *d,
+    struct agent_err *err)
 {
-	char	part[SRC_LEN + 64];
-	int	peers;
+	char part[SRC_LEN + 64];
+	int peers;
 
 	decision_init(o, t->platform, t->instance, d);
 	peers = t->base;
@@ -91,9 +94,10 @@ decide(const struct topology *t, const struct options *o,
 			    t->surge, t->surge_src);
 			peers += t->surge;
 		} else
-			snprintf(part, sizeof(part), "surge %d (%s) not counted:"
-			    " --count-surge to count it", t->surge,
-			    t->surge_src);
+			snprintf(part, sizeof(part),
+			    "surge %d (%s) not counted:"
+			    " --count-surge to count it",
+			    t->surge, t->surge_src);
 		append(d->reason, sizeof(d->reason), ", ", part);
 	}
 	if (peers < o->min_peers) {
@@ -131,19 +135,23 @@ decide_discovery_failed(const struct options *o, const char *platform,
 		/* A forced mode needs no topology. */
 		d->mode = o->mode;
 		d->forced = true;
-		snprintf(d->reason, sizeof(d->reason), "forced by --mode %s; "
-		    "discovery failed: %s", mode_name(o->mode), why->msg);
+		snprintf(d->reason, sizeof(d->reason),
+		    "forced by --mode %s; "
+		    "discovery failed: %s",
+		    mode_name(o->mode), why->msg);
 		return need_url(o, d, err);
 	}
 	switch (o->on_discovery_error) {
 	case DISC_FAIL:
-		err_set(err, why->code ? why->code : EXIT_AGENT_DISCOVERY,
-		    "%s", why->msg);
+		err_set(err, why->code ? why->code : EXIT_AGENT_DISCOVERY, "%s",
+		    why->msg);
 		return err->code;
 	case DISC_NOOP:
 		d->mode = MODE_NOOP;
-		snprintf(d->reason, sizeof(d->reason), "discovery failed, "
-		    "--on-discovery-error noop: %s", why->msg);
+		snprintf(d->reason, sizeof(d->reason),
+		    "discovery failed, "
+		    "--on-discovery-error noop: %s",
+		    why->msg);
 		return 0;
 	case DISC_REDIS_IF_CONFIGURED:
 		if (o->redis_url == NULL) {
@@ -151,15 +159,18 @@ decide_discovery_failed(const struct options *o, const char *platform,
 			 * do not have: a single replica is the only setup
 			 * that works, so NoopBus. */
 			d->mode = MODE_NOOP;
-			snprintf(d->reason, sizeof(d->reason), "discovery "
+			snprintf(d->reason, sizeof(d->reason),
+			    "discovery "
 			    "failed and no Redis URL is configured: %s",
 			    why->msg);
 			return 0;
 		}
 		d->mode = MODE_REDIS;
-		snprintf(d->reason, sizeof(d->reason), "discovery failed, a "
+		snprintf(d->reason, sizeof(d->reason),
+		    "discovery failed, a "
 		    "Redis URL is configured (--on-discovery-error "
-		    "redis-if-configured): %s", why->msg);
+		    "redis-if-configured): %s",
+		    why->msg);
 		return need_url(o, d, err);
 	}
 	return 0;

@@ -30,37 +30,39 @@ MHD_DL_SYMS(DL_DEFINE)
 SSL_DL_SYMS(DL_DEFINE)
 
 struct dl_sym {
-	void		**ptr;
-	const char	 *name;
+	void **ptr;
+	const char *name;
 };
 
-#define DL_SYM(s) { (void **)&sym_##s, #s },
+#define DL_SYM(s) {(void **)&sym_##s, #s},
 
-static const struct dl_sym curl_syms[] = { CURL_DL_SYMS(DL_SYM) };
-static const struct dl_sym mhd_syms[] = { MHD_DL_SYMS(DL_SYM) };
-static const struct dl_sym ssl_syms[] = { SSL_DL_SYMS(DL_SYM) };
+static const struct dl_sym curl_syms[] = {CURL_DL_SYMS(DL_SYM)};
+static const struct dl_sym mhd_syms[] = {MHD_DL_SYMS(DL_SYM)};
+static const struct dl_sym ssl_syms[] = {SSL_DL_SYMS(DL_SYM)};
 
 struct dl_lib {
-	const char		*soname;	/* what dlopen() is given */
-	const char		*package;	/* the Debian package */
-	const char		*feature;	/* what needs it */
-	const struct dl_sym	*syms;
-	size_t			 nsyms;
-	pthread_mutex_t		 lock;
-	int			 state;		/* 0 untried, 1 ok, -1 failed */
-	char			 why[384];	/* dlerror() of the failure */
+	const char *soname; /* what dlopen() is given */
+	const char *package; /* the Debian package */
+	const char *feature; /* what needs it */
+	const struct dl_sym *syms;
+	size_t nsyms;
+	pthread_mutex_t lock;
+	int state; /* 0 untried, 1 ok, -1 failed */
+	char why[384]; /* dlerror() of the failure */
 };
 
-#define DL_LIB(so, pkg, feat, tab)					\
-	{ so, pkg, feat, tab, sizeof(tab) / sizeof(tab[0]),		\
-	  PTHREAD_MUTEX_INITIALIZER, 0, "" }
+#define DL_LIB(so, pkg, feat, tab) \
+	{ \
+		so, pkg, feat, tab, sizeof(tab) / sizeof(tab[0]), \
+		    PTHREAD_MUTEX_INITIALIZER, 0, "" \
+	}
 
-static struct dl_lib lib_curl = DL_LIB("libcurl.so.4", "libcurl4",
-    "the Kubernetes and Fly APIs", curl_syms);
-static struct dl_lib lib_mhd = DL_LIB("libmicrohttpd.so.12",
-    "libmicrohttpd12", "serve's HTTP endpoints", mhd_syms);
-static struct dl_lib lib_ssl = DL_LIB("libssl.so.3", "libssl3",
-    "TLS to Redis (rediss://)", ssl_syms);
+static struct dl_lib lib_curl = DL_LIB(
+    "libcurl.so.4", "libcurl4", "the Kubernetes and Fly APIs", curl_syms);
+static struct dl_lib lib_mhd = DL_LIB("libmicrohttpd.so.12", "libmicrohttpd12",
+    "serve's HTTP endpoints", mhd_syms);
+static struct dl_lib lib_ssl =
+    DL_LIB("libssl.so.3", "libssl3", "TLS to Redis (rediss://)", ssl_syms);
 
 /*
  * The ELF dlopen metadata: one note, owner "FDO", type 0x407c0c0a, whose
@@ -68,37 +70,34 @@ static struct dl_lib lib_ssl = DL_LIB("libssl.so.3", "libssl3",
  * section name starting with ".note" makes the assembler emit SHT_NOTE;
  * "used" keeps it through the link (nothing references it).
  */
-#define DL_NOTE_JSON							\
-	"[{\"feature\":\"kubernetes-fly-api\",\"description\":"	\
-	"\"Kubernetes and Fly API discovery (init, serve, decide, check)"\
-	"\",\"priority\":\"recommended\",\"soname\":[\"libcurl.so.4\"]},"\
-	"{\"feature\":\"serve-http\",\"description\":\"serve's HTTP "	\
-	"endpoints\",\"priority\":\"recommended\",\"soname\":"		\
-	"[\"libmicrohttpd.so.12\"]},"					\
-	"{\"feature\":\"redis-tls\",\"description\":\"TLS to Redis "	\
-	"(rediss://)\",\"priority\":\"recommended\",\"soname\":"	\
+#define DL_NOTE_JSON \
+	"[{\"feature\":\"kubernetes-fly-api\",\"description\":" \
+	"\"Kubernetes and Fly API discovery (init, serve, decide, check)" \
+	"\",\"priority\":\"recommended\",\"soname\":[\"libcurl.so.4\"]}," \
+	"{\"feature\":\"serve-http\",\"description\":\"serve's HTTP " \
+	"endpoints\",\"priority\":\"recommended\",\"soname\":" \
+	"[\"libmicrohttpd.so.12\"]}," \
+	"{\"feature\":\"redis-tls\",\"description\":\"TLS to Redis " \
+	"(rediss://)\",\"priority\":\"recommended\",\"soname\":" \
 	"[\"libssl.so.3\",\"libcrypto.so.3\"]}]"
 
 #define DL_ALIGN4(n) (((n) + 3) & ~(size_t)3)
 
-__attribute__((used, section(".note.dlopen"), aligned(4)))
-static const struct {
-	uint32_t	namesz;
-	uint32_t	descsz;
-	uint32_t	type;
-	char		name[DL_ALIGN4(sizeof(DL_NOTE_OWNER))];
-	char		desc[DL_ALIGN4(sizeof(DL_NOTE_JSON))];
-} dl_note = {
-	sizeof(DL_NOTE_OWNER), sizeof(DL_NOTE_JSON), DL_NOTE_TYPE,
-	DL_NOTE_OWNER, DL_NOTE_JSON
-};
+__attribute__((used, section(".note.dlopen"), aligned(4))) static const struct {
+	uint32_t namesz;
+	uint32_t descsz;
+	uint32_t type;
+	char name[DL_ALIGN4(sizeof(DL_NOTE_OWNER))];
+	char desc[DL_ALIGN4(sizeof(DL_NOTE_JSON))];
+} dl_note = {sizeof(DL_NOTE_OWNER), sizeof(DL_NOTE_JSON), DL_NOTE_TYPE,
+    DL_NOTE_OWNER, DL_NOTE_JSON};
 
 static int
 dl_load(struct dl_lib *l)
 {
-	void		*h, *p[64];
-	const char	*e;
-	size_t		 i;
+	void *h, *p[64];
+	const char *e;
+	size_t i;
 
 	if (l->nsyms > sizeof(p) / sizeof(p[0])) {
 		snprintf(l->why, sizeof(l->why), "too many symbols");
@@ -113,8 +112,10 @@ dl_load(struct dl_lib *l)
 	for (i = 0; i < l->nsyms; i++) {
 		(void)dlerror();
 		if ((p[i] = dlsym(h, l->syms[i].name)) == NULL) {
-			snprintf(l->why, sizeof(l->why), "symbol %s not found "
-			    "(library too old?)", l->syms[i].name);
+			snprintf(l->why, sizeof(l->why),
+			    "symbol %s not found "
+			    "(library too old?)",
+			    l->syms[i].name);
 			dlclose(h);
 			return -1;
 		}
@@ -127,7 +128,7 @@ dl_load(struct dl_lib *l)
 static int
 dl_need(struct dl_lib *l, struct agent_err *err)
 {
-	int	state;
+	int state;
 
 	pthread_mutex_lock(&l->lock);
 	if (l->state == 0)
@@ -136,7 +137,8 @@ dl_need(struct dl_lib *l, struct agent_err *err)
 	pthread_mutex_unlock(&l->lock);
 	if (state == 1)
 		return 0;
-	return err_set(err, EXIT_AGENT_SOFTWARE, "%s is needed for %s but "
+	return err_set(err, EXIT_AGENT_SOFTWARE,
+	    "%s is needed for %s but "
 	    "cannot be loaded (%s): install the Debian package %s, or run "
 	    "the full pylon-agent bundle, whose lib-dlopen/ carries it",
 	    l->soname, l->feature, l->why, l->package);
@@ -145,7 +147,7 @@ dl_need(struct dl_lib *l, struct agent_err *err)
 static bool
 dl_loaded(struct dl_lib *l)
 {
-	bool	ok;
+	bool ok;
 
 	pthread_mutex_lock(&l->lock);
 	ok = l->state == 1;
@@ -153,9 +155,33 @@ dl_loaded(struct dl_lib *l)
 	return ok;
 }
 
-int	dl_need_curl(struct agent_err *err) { return dl_need(&lib_curl, err); }
-int	dl_need_mhd(struct agent_err *err) { return dl_need(&lib_mhd, err); }
-int	dl_need_ssl(struct agent_err *err) { return dl_need(&lib_ssl, err); }
-bool	dl_loaded_curl(void) { return dl_loaded(&lib_curl); }
-bool	dl_loaded_mhd(void) { return dl_loaded(&lib_mhd); }
-bool	dl_loaded_ssl(void) { return dl_loaded(&lib_ssl); }
+int
+dl_need_curl(struct agent_err *err)
+{
+	return dl_need(&lib_curl, err);
+}
+int
+dl_need_mhd(struct agent_err *err)
+{
+	return dl_need(&lib_mhd, err);
+}
+int
+dl_need_ssl(struct agent_err *err)
+{
+	return dl_need(&lib_ssl, err);
+}
+bool
+dl_loaded_curl(void)
+{
+	return dl_loaded(&lib_curl);
+}
+bool
+dl_loaded_mhd(void)
+{
+	return dl_loaded(&lib_mhd);
+}
+bool
+dl_loaded_ssl(void)
+{
+	return dl_loaded(&lib_ssl);
+}

@@ -26,21 +26,21 @@
 
 #include "agent.h"
 
-#define DL_NOTE_OWNER	"FDO"
-#define DL_NOTE_TYPE	0x407c0c0au
+#define DL_NOTE_OWNER "FDO"
+#define DL_NOTE_TYPE 0x407c0c0au
 
 /*
  * Each loads its library once (thread-safe) and returns 0, or fills err
  * (EXIT_AGENT_SOFTWARE, naming the library, the package and the dlerror)
  * and returns its code; a failure is remembered and repeated.
  */
-int	dl_need_curl(struct agent_err *);
-int	dl_need_mhd(struct agent_err *);
-int	dl_need_ssl(struct agent_err *);
+int dl_need_curl(struct agent_err *);
+int dl_need_mhd(struct agent_err *);
+int dl_need_ssl(struct agent_err *);
 
 /* Whether the library is already loaded (for `version`, metrics). */
-bool	dl_loaded_curl(void);
-bool	dl_loaded_mhd(void);
-bool	dl_loaded_ssl(void);
+bool dl_loaded_curl(void);
+bool dl_loaded_mhd(void);
+bool dl_loaded_ssl(void);
 
 #endif

@@ -20,12 +20,12 @@
 #include "agent.h"
 #include "dns.h"
 
-#define DNS_HDR		12
-#define DNS_MAX_NAME	255
-#define DNS_MAX_JUMPS	64
-#define DNS_C_IN	1
-#define DNS_T_OPT	41
-#define DNS_RC_NXDOMAIN	3
+#define DNS_HDR 12
+#define DNS_MAX_NAME 255
+#define DNS_MAX_JUMPS 64
+#define DNS_C_IN 1
+#define DNS_T_OPT 41
+#define DNS_RC_NXDOMAIN 3
 
 static uint16_t
 rd16(const uint8_t *p)
@@ -41,26 +41,26 @@ wr16(uint8_t *p, uint16_t v)
 }
 
 int
-dns_build_query(uint16_t id, const char *name, uint16_t qtype, uint8_t *out,
-    size_t n)
+dns_build_query(
+    uint16_t id, const char *name, uint16_t qtype, uint8_t *out, size_t n)
 {
-	const char	*p, *dot;
-	size_t		 off = DNS_HDR, l, total = 0;
+	const char *p, *dot;
+	size_t off = DNS_HDR, l, total = 0;
 
 	if (name == NULL || *name == '\0' || strlen(name) > 253 ||
 	    n < DNS_HDR + 1 + 4 + 11)
 		return -1;
 	memset(out, 0, DNS_HDR);
 	wr16(out, id);
-	out[2] = 0x01;			/* RD: a recursive resolver may ask */
-	wr16(out + 4, 1);		/* QDCOUNT */
-	wr16(out + 10, 1);		/* ARCOUNT: the OPT record */
+	out[2] = 0x01; /* RD: a recursive resolver may ask */
+	wr16(out + 4, 1); /* QDCOUNT */
+	wr16(out + 10, 1); /* ARCOUNT: the OPT record */
 	for (p = name; *p != '\0'; p = *dot ? dot + 1 : dot) {
 		if ((dot = strchr(p, '.')) == NULL)
 			dot = p + strlen(p);
 		l = (size_t)(dot - p);
 		if (l == 0 && *dot == '\0')
-			break;		/* a trailing dot */
+			break; /* a trailing dot */
 		if (l == 0 || l > 63)
 			return -1;
 		total += l + 1;
@@ -94,9 +94,9 @@ dns_build_query(uint16_t id, const char *name, uint16_t qtype, uint8_t *out,
 static int
 dns_name(const uint8_t *m, size_t len, size_t *off, char *buf, size_t bufn)
 {
-	size_t	pos = *off, out = 0, end = 0, limit = *off;
-	int	jumps = 0;
-	bool	jumped = false;
+	size_t pos = *off, out = 0, end = 0, limit = *off;
+	int jumps = 0;
+	bool jumped = false;
 
 	for (;;) {
 		uint8_t l;
@@ -121,7 +121,7 @@ dns_name(const uint8_t *m, size_t len, size_t *off, char *buf, size_t bufn)
 			continue;
 		}
 		if ((l & 0xc0) != 0)
-			return -1;	/* 0x40/0x80: extended labels */
+			return -1; /* 0x40/0x80: extended labels */
 		if (l == 0) {
 			if (!jumped)
 				end = pos + 1;
@@ -166,13 +166,14 @@ dns_walk(const uint8_t *m, size_t len, size_t off, unsigned an,
     const char *qname, uint16_t qtype, dns_rr_cb cb, void *arg, char *why,
     size_t whyn)
 {
-	char	name[DNS_MAX_NAME + 1];
+	char name[DNS_MAX_NAME + 1];
 
 	for (unsigned i = 0; i < an; i++) {
 		uint16_t type, cls, rdlen;
 
 		if (dns_name(m, len, &off, name, sizeof(name)) != 0)
-			return dns_why(why, whyn, "a malformed name in an "
+			return dns_why(why, whyn,
+			    "a malformed name in an "
 			    "answer");
 		if (off + 10 > len)
 			return dns_why(why, whyn, "an answer cut short");
@@ -181,15 +182,18 @@ dns_walk(const uint8_t *m, size_t len, size_t off, unsigned an,
 		rdlen = rd16(m + off + 8);
 		off += 10;
 		if (off + rdlen > len)
-			return dns_why(why, whyn, "an answer's data runs past "
+			return dns_why(why, whyn,
+			    "an answer's data runs past "
 			    "the message");
 		if (type == qtype && cls == DNS_C_IN &&
 		    dns_same_name(name, qname)) {
 			if (qtype == DNS_T_AAAA && rdlen != 16)
-				return dns_why(why, whyn, "an AAAA answer that "
+				return dns_why(why, whyn,
+				    "an AAAA answer that "
 				    "is not 16 bytes");
 			if (cb != NULL && cb(m + off, rdlen, arg) != 0)
-				return dns_why(why, whyn, "an answer the caller "
+				return dns_why(why, whyn,
+				    "an answer the caller "
 				    "rejected");
 		}
 		off += rdlen;
@@ -202,9 +206,9 @@ dns_parse_reply(const uint8_t *m, size_t len, uint16_t id, const char *qname,
     uint16_t qtype, dns_rr_cb cb, void *arg, bool *truncated, bool *nxdomain,
     char *why, size_t whyn)
 {
-	char		name[DNS_MAX_NAME + 1];
-	size_t		off = DNS_HDR;
-	unsigned	qd, an, rcode;
+	char name[DNS_MAX_NAME + 1];
+	size_t off = DNS_HDR;
+	unsigned qd, an, rcode;
 
 	*truncated = false;
 	*nxdomain = false;
@@ -223,8 +227,7 @@ dns_parse_reply(const uint8_t *m, size_t len, uint16_t id, const char *qname,
 	}
 	if (qd != 1)
 		return dns_why(why, whyn, "a reply without our question");
-	if (dns_name(m, len, &off, name, sizeof(name)) != 0 ||
-	    off + 4 > len)
+	if (dns_name(m, len, &off, name, sizeof(name)) != 0 || off + 4 > len)
 		return dns_why(why, whyn, "a malformed question in the reply");
 	if (!dns_same_name(name, qname) || rd16(m + off) != qtype ||
 	    rd16(m + off + 2) != DNS_C_IN)
@@ -236,8 +239,11 @@ dns_parse_reply(const uint8_t *m, size_t len, uint16_t id, const char *qname,
 	}
 	if (rcode != 0) {
 		snprintf(why, whyn, "the server answered rcode %u (%s)", rcode,
-		    rcode == 2 ? "SERVFAIL" : rcode == 5 ? "REFUSED" :
-		    rcode == 1 ? "FORMERR" : rcode == 4 ? "NOTIMP" : "error");
+		    rcode == 2       ? "SERVFAIL"
+		        : rcode == 5 ? "REFUSED"
+		        : rcode == 1 ? "FORMERR"
+		        : rcode == 4 ? "NOTIMP"
+		                     : "error");
 		return -1;
 	}
 	/* Validate every answer first: cb sees a whole good reply or
@@ -248,8 +254,7 @@ dns_parse_reply(const uint8_t *m, size_t len, uint16_t id, const char *qname,
 }
 
 int
-dns_txt_append(const uint8_t *rd, size_t len, char *out, size_t n,
-    size_t *used)
+dns_txt_append(const uint8_t *rd, size_t len, char *out, size_t n, size_t *used)
 {
 	size_t off = 0;
 
@@ -269,20 +274,20 @@ dns_txt_append(const uint8_t *rd, size_t len, char *out, size_t n,
 int
 dns_server_parse(const char *s, void *ssv, unsigned *sslen)
 {
-	struct sockaddr_storage	*ss = ssv;
-	struct sockaddr_in	*s4 = ssv;
-	struct sockaddr_in6	*s6 = ssv;
-	char			 host[64];
-	const char		*port = NULL, *e;
-	long			 p = 53;
-	char			*end;
+	struct sockaddr_storage *ss = ssv;
+	struct sockaddr_in *s4 = ssv;
+	struct sockaddr_in6 *s6 = ssv;
+	char host[64];
+	const char *port = NULL, *e;
+	long p = 53;
+	char *end;
 
 	if (s == NULL || *s == '\0')
 		return -1;
 	memset(ss, 0, sizeof(*ss));
 	if (*s == '[') {
-		if ((e = strchr(s, ']')) == NULL || (size_t)(e - s - 1) >=
-		    sizeof(host))
+		if ((e = strchr(s, ']')) == NULL ||
+		    (size_t)(e - s - 1) >= sizeof(host))
 			return -1;
 		memcpy(host, s + 1, (size_t)(e - s - 1));
 		host[e - s - 1] = '\0';
@@ -338,8 +343,8 @@ dns_left(int64_t deadline)
 static int
 dns_wait(int fd, short ev, int64_t deadline)
 {
-	struct pollfd	pfd = { .fd = fd, .events = ev };
-	int		r;
+	struct pollfd pfd = {.fd = fd, .events = ev};
+	int r;
 
 	do
 		r = poll(&pfd, 1, (int)dns_left(deadline));
@@ -351,16 +356,16 @@ dns_wait(int fd, short ev, int64_t deadline)
 static int
 dns_tcp_io(int fd, uint8_t *buf, size_t n, bool wr, int64_t deadline)
 {
-	size_t	done = 0;
-	ssize_t	r;
+	size_t done = 0;
+	ssize_t r;
 
 	while (done < n) {
 		if (dns_wait(fd, wr ? POLLOUT : POLLIN, deadline) <= 0) {
 			errno = ETIMEDOUT;
 			return -1;
 		}
-		r = wr ? send(fd, buf + done, n - done, MSG_NOSIGNAL) :
-		    recv(fd, buf + done, n - done, 0);
+		r = wr ? send(fd, buf + done, n - done, MSG_NOSIGNAL)
+		       : recv(fd, buf + done, n - done, 0);
 		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (r <= 0) {
@@ -378,13 +383,13 @@ static long
 dns_tcp(const struct sockaddr_storage *ss, unsigned sslen, const uint8_t *q,
     size_t qlen, uint8_t *buf, int64_t deadline, char *why, size_t whyn)
 {
-	uint8_t	lenb[2];
-	int	fd, soerr = 0;
+	uint8_t lenb[2];
+	int fd, soerr = 0;
 	socklen_t sl = sizeof(soerr);
-	long	rlen = -1;
+	long rlen = -1;
 
-	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-	    0);
+	fd = socket(
+	    ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(why, whyn, "TCP socket: %s", strerror(errno));
 		return -1;
@@ -400,8 +405,8 @@ dns_tcp(const struct sockaddr_storage *ss, unsigned sslen, const uint8_t *q,
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 ||
 	    soerr != 0) {
-		snprintf(why, whyn, "TCP connect: %s", strerror(soerr ?
-		    soerr : errno));
+		snprintf(why, whyn, "TCP connect: %s",
+		    strerror(soerr ? soerr : errno));
 		goto out;
 	}
 	wr16(lenb, (uint16_t)qlen);
@@ -423,32 +428,35 @@ out:
 }
 
 int
-dns_query(const char *server, const char *name, uint16_t qtype,
-    long timeout_ms, dns_rr_cb cb, void *arg, struct agent_err *err)
+dns_query(const char *server, const char *name, uint16_t qtype, long timeout_ms,
+    dns_rr_cb cb, void *arg, struct agent_err *err)
 {
-	struct sockaddr_storage	 ss;
-	unsigned		 sslen = 0;
-	uint8_t			 q[512], *buf = NULL;
-	char			 why[160] = "no reply";
-	const char		*tname = qtype == DNS_T_TXT ? "TXT" : "AAAA";
-	int64_t			 deadline = now_ms() + timeout_ms, resend;
-	uint16_t		 id;
-	int			 qlen, fd = -1, rc = EXIT_AGENT_DISCOVERY, sends = 0;
-	bool			 tc = false, nx = false;
-	ssize_t			 r;
+	struct sockaddr_storage ss;
+	unsigned sslen = 0;
+	uint8_t q[512], *buf = NULL;
+	char why[160] = "no reply";
+	const char *tname = qtype == DNS_T_TXT ? "TXT" : "AAAA";
+	int64_t deadline = now_ms() + timeout_ms, resend;
+	uint16_t id;
+	int qlen, fd = -1, rc = EXIT_AGENT_DISCOVERY, sends = 0;
+	bool tc = false, nx = false;
+	ssize_t r;
 
 	if (dns_server_parse(server, &ss, &sslen) != 0)
-		return err_set(err, EXIT_AGENT_CONFIG, "dns: resolver \"%s\" "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "dns: resolver \"%s\" "
 		    "is not a numeric address (ADDR, ADDR:PORT or "
-		    "[IPV6]:PORT)", server ? server : "");
+		    "[IPV6]:PORT)",
+		    server ? server : "");
 	random_bytes(&id, sizeof(id));
 	if ((qlen = dns_build_query(id, name, qtype, q, sizeof(q))) < 0)
-		return err_set(err, EXIT_AGENT_CONFIG, "dns: \"%s\" is not a "
-		    "valid DNS name", name);
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "dns: \"%s\" is not a "
+		    "valid DNS name",
+		    name);
 	if ((buf = a_malloc(DNS_MAX_MSG + 2)) == NULL)
 		return err_oom(err, "dns: reply buffer");
-	fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-	    0);
+	fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	/* Connected: the kernel drops datagrams from other addresses. */
 	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sslen) != 0) {
 		snprintf(why, sizeof(why), "%s", strerror(errno));
@@ -468,8 +476,8 @@ dns_query(const char *server, const char *name, uint16_t qtype,
 		if (dns_left(deadline) == 0)
 			break;
 		{
-			int64_t until = sends < 2 && resend < deadline ?
-			    resend : deadline;
+			int64_t until =
+			    sends < 2 && resend < deadline ? resend : deadline;
 			if (dns_wait(fd, POLLIN, until) <= 0)
 				continue;
 		}
@@ -482,9 +490,9 @@ dns_query(const char *server, const char *name, uint16_t qtype,
 			goto fail;
 		}
 		if (r < 2 || rd16(buf) != id)
-			continue;	/* a stray or late datagram */
+			continue; /* a stray or late datagram */
 		if (dns_parse_reply(buf, (size_t)r, id, name, qtype, cb, arg,
-		    &tc, &nx, why, sizeof(why)) != 0)
+		        &tc, &nx, why, sizeof(why)) != 0)
 			goto fail;
 		if (!tc) {
 			rc = 0;
@@ -493,18 +501,18 @@ dns_query(const char *server, const char *name, uint16_t qtype,
 		break;
 	}
 	if (!tc) {
-		snprintf(why, sizeof(why), "no reply within %ld ms",
-		    timeout_ms);
+		snprintf(
+		    why, sizeof(why), "no reply within %ld ms", timeout_ms);
 		goto fail;
 	}
-	log_debug("dns: %s %s truncated over UDP, asking over TCP", tname,
-	    name);
-	r = dns_tcp(&ss, sslen, q, (size_t)qlen, buf, deadline, why,
-	    sizeof(why));
+	log_debug(
+	    "dns: %s %s truncated over UDP, asking over TCP", tname, name);
+	r = dns_tcp(
+	    &ss, sslen, q, (size_t)qlen, buf, deadline, why, sizeof(why));
 	if (r < 0)
 		goto fail;
-	if (dns_parse_reply(buf, (size_t)r, id, name, qtype, cb, arg, &tc,
-	    &nx, why, sizeof(why)) != 0)
+	if (dns_parse_reply(buf, (size_t)r, id, name, qtype, cb, arg, &tc, &nx,
+	        why, sizeof(why)) != 0)
 		goto fail;
 	if (tc) {
 		snprintf(why, sizeof(why), "truncated even over TCP");
@@ -513,8 +521,8 @@ dns_query(const char *server, const char *name, uint16_t qtype,
 	rc = 0;
 	goto out;
 fail:
-	rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: %s %s from %s: %s",
-	    tname, name, server, why);
+	rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: %s %s from %s: %s", tname,
+	    name, server, why);
 out:
 	stats_dns_query(rc == 0);
 	if (fd >= 0)

@@ -13,10 +13,10 @@
 
 struct agent_err;
 
-#define DNS_T_AAAA	28
-#define DNS_T_TXT	16
-#define DNS_MAX_MSG	65535	/* TCP's 2-byte length */
-#define DNS_UDP_SIZE	4096	/* advertised in EDNS0 */
+#define DNS_T_AAAA 28
+#define DNS_T_TXT 16
+#define DNS_MAX_MSG 65535 /* TCP's 2-byte length */
+#define DNS_UDP_SIZE 4096 /* advertised in EDNS0 */
 
 /* Called for each answer of the asked type and class IN whose owner is
  * the asked name; rdata lies inside the message (len checked).  Returns
@@ -26,8 +26,8 @@ typedef int (*dns_rr_cb)(const uint8_t *rdata, size_t len, void *arg);
 /* The query message (header, one question, an EDNS0 OPT record) in out.
  * Returns its length, or -1 when name is not a valid host name or out is
  * too small. */
-int	dns_build_query(uint16_t id, const char *name, uint16_t qtype,
-	    uint8_t *out, size_t n);
+int dns_build_query(
+    uint16_t id, const char *name, uint16_t qtype, uint8_t *out, size_t n);
 
 /*
  * Checks a reply: the header (QR, opcode, ID), the question echoed, then
@@ -36,18 +36,18 @@ int	dns_build_query(uint16_t id, const char *name, uint16_t qtype,
  * no answers (*nxdomain set).  *truncated is set for TC (answers are not
  * walked).  Returns 0, or -1 with why filled.
  */
-int	dns_parse_reply(const uint8_t *m, size_t len, uint16_t id,
-	    const char *qname, uint16_t qtype, dns_rr_cb cb, void *arg,
-	    bool *truncated, bool *nxdomain, char *why, size_t whyn);
+int dns_parse_reply(const uint8_t *m, size_t len, uint16_t id,
+    const char *qname, uint16_t qtype, dns_rr_cb cb, void *arg, bool *truncated,
+    bool *nxdomain, char *why, size_t whyn);
 
 /* Appends the character-strings of a TXT rdata to out (NUL-terminated,
  * *used bytes so far).  Returns 0, or -1 when malformed or out is full. */
-int	dns_txt_append(const uint8_t *rd, size_t len, char *out, size_t n,
-	    size_t *used);
+int dns_txt_append(
+    const uint8_t *rd, size_t len, char *out, size_t n, size_t *used);
 
 /* "ADDR", "ADDR:PORT", "[V6]" or "[V6]:PORT" (numeric, port 53 by
  * default) -> a socket address.  Returns 0 or -1. */
-int	dns_server_parse(const char *s, void *ss, unsigned *sslen);
+int dns_server_parse(const char *s, void *ss, unsigned *sslen);
 
 /*
  * Asks server (dns_server_parse form) for name/qtype within timeout_ms:
@@ -56,7 +56,7 @@ int	dns_server_parse(const char *s, void *ss, unsigned *sslen);
  * ignored.  Returns 0 (NXDOMAIN included: no answers) or
  * EXIT_AGENT_DISCOVERY with err saying what failed.
  */
-int	dns_query(const char *server, const char *name, uint16_t qtype,
-	    long timeout_ms, dns_rr_cb cb, void *arg, struct agent_err *err);
+int dns_query(const char *server, const char *name, uint16_t qtype,
+    long timeout_ms, dns_rr_cb cb, void *arg, struct agent_err *err);
 
 #endif

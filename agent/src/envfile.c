@@ -23,14 +23,14 @@
 
 #include "agent.h"
 
-#define ENVFILE_MAX	(64 * 1024)
+#define ENVFILE_MAX (64 * 1024)
 
 char *
 shell_quote(const char *v)
 {
-	const char	*p;
-	char		*out, *o;
-	size_t		 n = 3;
+	const char *p;
+	char *out, *o;
+	size_t n = 3;
 
 	for (p = v; *p; p++) {
 		if (*p == '\n' || *p == '\r')
@@ -57,26 +57,27 @@ shell_quote(const char *v)
 static void
 header_safe(const char *in, char *out, size_t n)
 {
-	size_t	o = 0;
+	size_t o = 0;
 
 	for (; *in && o + 1 < n; in++)
-		out[o++] = (*in == '"') ? '\'' :
-		    (*in == '\n' || *in == '\r') ? ' ' : *in;
+		out[o++] = (*in == '"')            ? '\''
+		    : (*in == '\n' || *in == '\r') ? ' '
+		                                   : *in;
 	out[o] = '\0';
 }
 
-#define REQ_EXPORT	"export PYLON_CLUSTER_REQUIRED='1'"
-#define REQ_UNSET	"unset PYLON_CLUSTER_REQUIRED"
+#define REQ_EXPORT "export PYLON_CLUSTER_REQUIRED='1'"
+#define REQ_UNSET "unset PYLON_CLUSTER_REQUIRED"
 
 char *
-envfile_render(const struct decision *d, const char *url,
-    struct agent_err *err)
+envfile_render(const struct decision *d, const char *url, struct agent_err *err)
 {
-	char	 ts[40], src[1024], *qbus = NULL, *qns = NULL, *out = NULL;
-	size_t	 n;
+	char ts[40], src[1024], *qbus = NULL, *qns = NULL, *out = NULL;
+	size_t n;
 
 	if (d->mode == MODE_REDIS && url == NULL) {
-		err_set(err, EXIT_AGENT_CONFIG, "redis mode without a Redis "
+		err_set(err, EXIT_AGENT_CONFIG,
+		    "redis mode without a Redis "
 		    "URL");
 		return NULL;
 	}
@@ -86,7 +87,8 @@ envfile_render(const struct decision *d, const char *url,
 		if (qns == NULL || strpbrk(url, "\r\n") == NULL)
 			err_oom(err, "env file");
 		else
-			err_set(err, EXIT_AGENT_CONFIG, "the Redis URL holds "
+			err_set(err, EXIT_AGENT_CONFIG,
+			    "the Redis URL holds "
 			    "a line break: fix the Secret it comes from");
 		goto out;
 	}
@@ -97,9 +99,10 @@ envfile_render(const struct decision *d, const char *url,
 		err_oom(err, "env file");
 		goto out;
 	}
-	snprintf(out, n, "# pylon-agent %s %s mode=%s peers=%d source=\"%s\"\n"
-	    "%s%s%s\nexport PYLON_CLUSTER_NAMESPACE=%s\n%s\n", AGENT_VERSION, ts,
-	    mode_name(d->mode), d->peers, src,
+	snprintf(out, n,
+	    "# pylon-agent %s %s mode=%s peers=%d source=\"%s\"\n"
+	    "%s%s%s\nexport PYLON_CLUSTER_NAMESPACE=%s\n%s\n",
+	    AGENT_VERSION, ts, mode_name(d->mode), d->peers, src,
 	    qbus ? "export PYLON_CLUSTER_BUS=" : "unset PYLON_CLUSTER_BUS",
 	    qbus ? qbus : "", "", qns,
 	    qbus && d->cluster_required ? REQ_EXPORT : REQ_UNSET);
@@ -113,10 +116,10 @@ int
 envfile_write(const char *path, const struct decision *d, const char *url,
     struct agent_err *err)
 {
-	char	*text = NULL, *dirc = NULL, *tmp = NULL, *dir;
-	size_t	 len, off = 0;
-	ssize_t	 w;
-	int	 fd = -1, rc = 0;
+	char *text = NULL, *dirc = NULL, *tmp = NULL, *dir;
+	size_t len, off = 0;
+	ssize_t w;
+	int fd = -1, rc = 0;
 
 	if ((rc = write_target_ok(path, "env file", err)) != 0)
 		return rc;
@@ -132,9 +135,11 @@ envfile_write(const char *path, const struct decision *d, const char *url,
 	dir = dirname(dirc);
 	sprintf(tmp, "%s.tmp.XXXXXX", path);
 	if ((fd = mkstemp(tmp)) == -1) {
-		rc = err_set(err, EXIT_AGENT_CANTCREAT, "cannot create the env "
+		rc = err_set(err, EXIT_AGENT_CANTCREAT,
+		    "cannot create the env "
 		    "file in %s: %s (is the shared volume mounted there and "
-		    "writable?)", dir, strerror(errno));
+		    "writable?)",
+		    dir, strerror(errno));
 		goto out;
 	}
 	if (fchmod(fd, 0600) == -1)
@@ -158,8 +163,10 @@ envfile_write(const char *path, const struct decision *d, const char *url,
 		goto fail;
 	goto out;
 fail:
-	rc = err_set(err, EXIT_AGENT_CANTCREAT, "cannot write the env file "
-	    "%s: %s", path, strerror(errno));
+	rc = err_set(err, EXIT_AGENT_CANTCREAT,
+	    "cannot write the env file "
+	    "%s: %s",
+	    path, strerror(errno));
 	unlink(tmp);
 out:
 	if (fd != -1)
@@ -177,8 +184,8 @@ out:
 static char *
 unquote(const char **pp)
 {
-	const char	*p = *pp;
-	char		*out, *o;
+	const char *p = *pp;
+	char *out, *o;
 
 	if ((out = a_malloc(strlen(p) + 1)) == NULL)
 		return NULL;
@@ -210,13 +217,13 @@ bad:
 static void
 line_mode(const char *p, const char *nl, struct envfile *ef)
 {
-	const char	*m = memmem(p, (size_t)(nl - p), " mode=", 6);
-	size_t		 k = 0;
+	const char *m = memmem(p, (size_t)(nl - p), " mode=", 6);
+	size_t k = 0;
 
 	if (m == NULL)
 		return;
-	for (m += 6; m < nl && k + 1 < sizeof(ef->mode) && *m >= 'a' &&
-	    *m <= 'z'; m++)
+	for (m += 6;
+	     m < nl && k + 1 < sizeof(ef->mode) && *m >= 'a' && *m <= 'z'; m++)
 		ef->mode[k++] = *m;
 	ef->mode[k] = '\0';
 }
@@ -227,8 +234,8 @@ line_value(const char *q, const char *nl, char **slot, int lineno,
     struct agent_err *err)
 {
 	/* Work on a NUL-terminated copy of the line. */
-	char		*ln = a_strndup(q, (size_t)(nl - q)), *val;
-	const char	*lp = ln;
+	char *ln = a_strndup(q, (size_t)(nl - q)), *val;
+	const char *lp = ln;
 
 	if (ln == NULL)
 		return err_oom(err, "env file");
@@ -241,8 +248,10 @@ line_value(const char *q, const char *nl, char **slot, int lineno,
 	if (val == NULL || lp == NULL || *lp != '\0') {
 		a_free(val);
 		a_free(ln);
-		return err_set(err, EXIT_AGENT_CONFIG, "env file line %d: "
-		    "expected a single-quoted value", lineno);
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "env file line %d: "
+		    "expected a single-quoted value",
+		    lineno);
 	}
 	a_free(ln);
 	a_free(*slot);
@@ -255,18 +264,20 @@ line_value(const char *q, const char *nl, char **slot, int lineno,
 static int
 line_foreign(const char *p, const char *nl, int lineno, struct agent_err *err)
 {
-	const char	*q;
-	char		 line[64];
+	const char *q;
+	char line[64];
 
-	for (q = p; q < nl && q - p < 40 && (*q == '_' ||
-	    isalpha((unsigned char)*q) || (q > p &&
-	    isdigit((unsigned char)*q))); q++)
+	for (q = p; q < nl && q - p < 40 &&
+	     (*q == '_' || isalpha((unsigned char)*q) ||
+	         (q > p && isdigit((unsigned char)*q)));
+	     q++)
 		;
 	if (q > p && q < nl && *q == '=')
 		snprintf(line, sizeof(line), "%.*s=...", (int)(q - p), p);
 	else
 		snprintf(line, sizeof(line), "not a NAME=value line");
-	return err_set(err, EXIT_AGENT_CONFIG, "env file line %d is not one "
+	return err_set(err, EXIT_AGENT_CONFIG,
+	    "env file line %d is not one "
 	    "pylon-agent writes (%s): regenerate it with pylon-agent init",
 	    lineno, line);
 }
@@ -296,7 +307,7 @@ envfile_line(const char *p, const char *nl, int lineno, struct envfile *ef,
 		if (lineno == 1)
 			line_mode(p, nl, ef);
 	} else if (p == nl) {
-		;	/* blank */
+		; /* blank */
 	} else if (line_is(p, nl, REQ_EXPORT)) {
 		ef->required = true;
 	} else if (line_is(p, nl, REQ_UNSET)) {
@@ -307,27 +318,28 @@ envfile_line(const char *p, const char *nl, int lineno, struct envfile *ef,
 		*seen_bus = true;
 	} else if (line_starts(p, nl, bus)) {
 		*seen_bus = true;
-		return line_value(p + sizeof(bus) - 1, nl, &ef->bus, lineno,
-		    err);
+		return line_value(
+		    p + sizeof(bus) - 1, nl, &ef->bus, lineno, err);
 	} else if (line_starts(p, nl, ns)) {
-		return line_value(p + sizeof(ns) - 1, nl, &ef->namespace,
-		    lineno, err);
+		return line_value(
+		    p + sizeof(ns) - 1, nl, &ef->namespace, lineno, err);
 	} else
 		return line_foreign(p, nl, lineno, err);
 	return 0;
 }
 
 int
-envfile_parse(const char *text, size_t len, struct envfile *ef,
-    struct agent_err *err)
+envfile_parse(
+    const char *text, size_t len, struct envfile *ef, struct agent_err *err)
 {
-	const char	*p = text, *end = text + len, *nl;
-	int		 lineno = 0, rc = 0;
-	bool		 seen_bus = false;
+	const char *p = text, *end = text + len, *nl;
+	int lineno = 0, rc = 0;
+	bool seen_bus = false;
 
 	memset(ef, 0, sizeof(*ef));
 	if (memchr(text, '\0', len) != NULL)
-		return err_set(err, EXIT_AGENT_CONFIG, "the env file holds a "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "the env file holds a "
 		    "NUL byte: it was not written by pylon-agent init");
 	while (p < end && rc == 0) {
 		lineno++;
@@ -338,12 +350,14 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 		p = nl + 1;
 	}
 	if (rc == 0 && (!seen_bus || ef->namespace == NULL))
-		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file sets no "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "the env file sets no "
 		    "%s: it is not a complete pylon-agent env file",
-		    !seen_bus ? "PYLON_CLUSTER_BUS (export or unset)" :
-		    "PYLON_CLUSTER_NAMESPACE");
+		    !seen_bus ? "PYLON_CLUSTER_BUS (export or unset)"
+		              : "PYLON_CLUSTER_NAMESPACE");
 	else if (rc == 0 && !namespace_valid(ef->namespace))
-		rc = err_set(err, EXIT_AGENT_CONFIG, "the env file's "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "the env file's "
 		    "PYLON_CLUSTER_NAMESPACE is invalid: use 1 to 64 "
 		    "characters of A-Z a-z 0-9 and . - _ : + = , ~ # %%");
 	if (rc)
@@ -354,20 +368,21 @@ envfile_parse(const char *text, size_t len, struct envfile *ef,
 int
 envfile_read(const char *path, struct envfile *ef, struct agent_err *err)
 {
-	char	*text = NULL;
-	size_t	 len;
-	int	 rc;
+	char *text = NULL;
+	size_t len;
+	int rc;
 
 	memset(ef, 0, sizeof(*ef));
-	if ((rc = read_file_opt(path, ENVFILE_MAX, true, &text, &len,
-	    err))) {
+	if ((rc = read_file_opt(path, ENVFILE_MAX, true, &text, &len, err))) {
 		err_prefix(err, "env file");
 		if (rc == EXIT_AGENT_SOFTWARE)
-			return rc;	/* out of memory, not a bad file */
+			return rc; /* out of memory, not a bad file */
 		if (strstr(err->msg, "expected a regular file") != NULL)
-			return EXIT_AGENT_CONFIG;	/* says what to do */
-		strncat(err->msg, " (was pylon-agent init run with the same "
-		    "--env-file?)", sizeof(err->msg) - strlen(err->msg) - 1);
+			return EXIT_AGENT_CONFIG; /* says what to do */
+		strncat(err->msg,
+		    " (was pylon-agent init run with the same "
+		    "--env-file?)",
+		    sizeof(err->msg) - strlen(err->msg) - 1);
 		return EXIT_AGENT_CONFIG;
 	}
 	rc = envfile_parse(text, len, ef, err);
@@ -390,21 +405,26 @@ envfile_release(struct envfile *ef)
 }
 
 int
-env_apply(const char *bus, const char *ns, bool required,
-    struct agent_err *err)
+env_apply(const char *bus, const char *ns, bool required, struct agent_err *err)
 {
 	/* PYLON_CLUSTER_REQUIRED=1 only with a bus (Pylon refuses to boot
 	 * with it and no bus); never inherited from the agent's own env. */
-	if (bus && required ? setenv("PYLON_CLUSTER_REQUIRED", "1", 1) :
-	    unsetenv("PYLON_CLUSTER_REQUIRED"))
-		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "
-		    "PYLON_CLUSTER_REQUIRED: %s", strerror(errno));
-	if (bus ? setenv("PYLON_CLUSTER_BUS", bus, 1) :
-	    unsetenv("PYLON_CLUSTER_BUS"))
-		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "
-		    "PYLON_CLUSTER_BUS: %s", strerror(errno));
+	if (bus && required ? setenv("PYLON_CLUSTER_REQUIRED", "1", 1)
+	                    : unsetenv("PYLON_CLUSTER_REQUIRED"))
+		return err_set(err, EXIT_AGENT_SOFTWARE,
+		    "cannot set "
+		    "PYLON_CLUSTER_REQUIRED: %s",
+		    strerror(errno));
+	if (bus ? setenv("PYLON_CLUSTER_BUS", bus, 1)
+	        : unsetenv("PYLON_CLUSTER_BUS"))
+		return err_set(err, EXIT_AGENT_SOFTWARE,
+		    "cannot set "
+		    "PYLON_CLUSTER_BUS: %s",
+		    strerror(errno));
 	if (setenv("PYLON_CLUSTER_NAMESPACE", ns, 1))
-		return err_set(err, EXIT_AGENT_SOFTWARE, "cannot set "
-		    "PYLON_CLUSTER_NAMESPACE: %s", strerror(errno));
+		return err_set(err, EXIT_AGENT_SOFTWARE,
+		    "cannot set "
+		    "PYLON_CLUSTER_NAMESPACE: %s",
+		    strerror(errno));
 	return 0;
 }

@@ -17,7 +17,7 @@ err_setv(struct agent_err *err, int code, const char *fmt, va_list ap)
 int
 err_set(struct agent_err *err, int code, const char *fmt, ...)
 {
-	va_list	ap;
+	va_list ap;
 
 	va_start(ap, fmt);
 	err_setv(err, code, fmt, ap);
@@ -28,8 +28,8 @@ err_set(struct agent_err *err, int code, const char *fmt, ...)
 int
 err_prefix(struct agent_err *err, const char *fmt, ...)
 {
-	char	pfx[AGENT_ERR_LEN], old[AGENT_ERR_LEN];
-	va_list	ap;
+	char pfx[AGENT_ERR_LEN], old[AGENT_ERR_LEN];
+	va_list ap;
 
 	if (err == NULL)
 		return 0;

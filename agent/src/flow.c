@@ -32,10 +32,10 @@ platform_select(const struct options *o)
 
 /* What this process last discovered and proved, for flow_state_write
  * (init is single-threaded; serve's loop thread also passes here). */
-static pthread_mutex_t	last_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct topology	last_topo;
-static double		last_latency = -1;
-static bool		last_proven;
+static pthread_mutex_t last_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct topology last_topo;
+static double last_latency = -1;
+static bool last_proven;
 
 static int
 flow_finish(const struct options *o, const struct platform *p, int rc,
@@ -64,9 +64,9 @@ int
 flow_decide(const struct options *o, struct topology *t, struct decision *d,
     struct agent_err *err)
 {
-	const struct platform	*p = platform_select(o);
-	struct agent_err	 why;
-	int			 rc;
+	const struct platform *p = platform_select(o);
+	struct agent_err why;
+	int rc;
 
 	memset(t, 0, sizeof(*t));
 	snprintf(t->platform, sizeof(t->platform), "%s", p->name);
@@ -79,10 +79,10 @@ int
 flow_resync(const struct options *o, struct topology *t, struct decision *d,
     struct agent_err *err)
 {
-	const struct platform	*p = platform_select(o);
-	struct topology		 prev = *t;
-	struct agent_err	 why;
-	int			 rc;
+	const struct platform *p = platform_select(o);
+	struct topology prev = *t;
+	struct agent_err why;
+	int rc;
 
 	if (p->resync == NULL || t->chain[0] == '\0' ||
 	    strcmp(t->platform, p->name) != 0)
@@ -94,7 +94,7 @@ flow_resync(const struct options *o, struct topology *t, struct decision *d,
 		return flow_decide(o, t, d, err);
 	}
 	if (rc != 0)
-		*t = prev;	/* keep what was known */
+		*t = prev; /* keep what was known */
 	return flow_finish(o, p, rc, t, &why, d, err);
 }
 
@@ -102,7 +102,7 @@ int
 flow_prove(const struct options *o, const struct decision *d,
     struct bus_result *res, struct agent_err *err)
 {
-	int	rc;
+	int rc;
 
 	memset(res, 0, sizeof(*res));
 	res->latency_ms = -1;
@@ -125,8 +125,8 @@ flow_prove(const struct options *o, const struct decision *d,
 void
 flow_state_write(const struct options *o, const struct decision *d)
 {
-	struct pod_state	ps;
-	struct agent_err	err;
+	struct pod_state ps;
+	struct agent_err err;
 
 	memset(&ps, 0, sizeof(ps));
 	ps.dec = *d;
@@ -140,6 +140,6 @@ flow_state_write(const struct options *o, const struct decision *d)
 	err_clear(&err);
 	if (state_write(o->env_file, &ps, &err) != 0)
 		log_warnx("cannot write the state file beside %s (a serve "
-		    "sidecar will discover and prove again): %s",
+		          "sidecar will discover and prove again): %s",
 		    o->env_file, err.msg);
 }

@@ -14,44 +14,49 @@
 #include "dns.h"
 #include "http_client.h"
 
-#define FLY_DEFAULT_JITTER_MS	250	/* decide, check */
-#define FLY_MAX_ATTEMPTS	5
-#define FLY_DEADLINE_MIN_MS	5000L
-#define FLY_DEADLINE_MAX_MS	30000L
-#define FLY_NAME_LEN		64
-#define FLY_DNS_TIMEOUT_MS	2000L	/* fdaa::3 is on the host */
-#define FLY_TXT_MAX		(64 * 1024)
+#define FLY_DEFAULT_JITTER_MS 250 /* decide, check */
+#define FLY_MAX_ATTEMPTS 5
+#define FLY_DEADLINE_MIN_MS 5000L
+#define FLY_DEADLINE_MAX_MS 30000L
+#define FLY_NAME_LEN 64
+#define FLY_DNS_TIMEOUT_MS 2000L /* fdaa::3 is on the host */
+#define FLY_TXT_MAX (64 * 1024)
 
 #ifdef UNITTEST
-int	fly_auth_header(const char *token, char *out, size_t n);
-int	fly_count(const char *body, size_t len, const char *app,
-	    const char *group, const char *self_id, bool self_serving,
-	    struct topology *t, struct agent_err *err);
+int fly_auth_header(const char *token, char *out, size_t n);
+int fly_count(const char *body, size_t len, const char *app, const char *group,
+    const char *self_id, bool self_serving, struct topology *t,
+    struct agent_err *err);
 struct fly_snap;
-int	fly_vms_parse(const char *txt, const char *self_id,
-	    struct fly_snap *s);
+int fly_vms_parse(const char *txt, const char *self_id, struct fly_snap *s);
 #endif
 
 /* Why a listed machine was not counted (the excluded string's order). */
 enum fly_excl {
-	FX_DESTROYED, FX_FAILED, FX_RELEASE, FX_CONSOLE, FX_TEST, FX_CANARY,
-	FX_STANDBY, FX_GROUP, FX_NOID, FX_MAX
+	FX_DESTROYED,
+	FX_FAILED,
+	FX_RELEASE,
+	FX_CONSOLE,
+	FX_TEST,
+	FX_CANARY,
+	FX_STANDBY,
+	FX_GROUP,
+	FX_NOID,
+	FX_MAX
 };
 
-static const char *const fly_excl_names[FX_MAX] = {
-	"destroyed/destroying", "failed", "release_command", "console",
-	"test_machine", "canary", "standby", "other group", "malformed"
-};
+static const char *const fly_excl_names[FX_MAX] = {"destroyed/destroying",
+    "failed", "release_command", "console", "test_machine", "canary", "standby",
+    "other group", "malformed"};
 
 /*
  * States a machine of the group may be in and still serve now or later
  * (autostart, rolling update).  Unknown states count too: when in doubt,
  * the bus is the safe side.
  */
-static const char *const fly_dead_states[] = { "destroyed", "destroying",
-	NULL };
-static const char *const fly_failed_states[] = { "failed", "launch_failed",
-	"replaced", "migrated", NULL };
+static const char *const fly_dead_states[] = {"destroyed", "destroying", NULL};
+static const char *const fly_failed_states[] = {
+    "failed", "launch_failed", "replaced", "migrated", NULL};
 
 static bool
 fly_in(const char *s, const char *const *set)
@@ -81,7 +86,9 @@ fly_clean(const char *in, char *out, size_t n)
 
 	for (i = 0; in[i] != '\0' && i + 1 < n; i++)
 		out[i] = (isalnum((unsigned char)in[i]) || in[i] == '_' ||
-		    in[i] == '-' || in[i] == '.') ? in[i] : '?';
+		             in[i] == '-' || in[i] == '.')
+		    ? in[i]
+		    : '?';
 	out[i] = '\0';
 }
 
@@ -94,10 +101,10 @@ fly_clean(const char *in, char *out, size_t n)
 STATIC int
 fly_auth_header(const char *token, char *out, size_t n)
 {
-	const char	*s, *e, *p;
-	size_t		 len;
-	bool		 macaroon = false;
-	int		 w;
+	const char *s, *e, *p;
+	size_t len;
+	bool macaroon = false;
+	int w;
 
 	if (token == NULL)
 		return -1;
@@ -120,16 +127,17 @@ fly_auth_header(const char *token, char *out, size_t n)
 	for (p = s; p < e;) {
 		while (p < e && (*p == ' ' || *p == ','))
 			p++;
-		if ((size_t)(e - p) >= 5 && (strncmp(p, "fm1r_", 5) == 0 ||
-		    strncmp(p, "fm1a_", 5) == 0))
+		if ((size_t)(e - p) >= 5 &&
+		    (strncmp(p, "fm1r_", 5) == 0 ||
+		        strncmp(p, "fm1a_", 5) == 0))
 			macaroon = true;
 		if ((size_t)(e - p) >= 4 && strncmp(p, "fm2_", 4) == 0)
 			macaroon = true;
 		while (p < e && *p != ',')
 			p++;
 	}
-	w = snprintf(out, n, "%s %.*s", macaroon ? "FlyV1" : "Bearer",
-	    (int)len, s);
+	w = snprintf(
+	    out, n, "%s %.*s", macaroon ? "FlyV1" : "Bearer", (int)len, s);
 	return w < 0 || (size_t)w >= n ? -1 : 0;
 }
 
@@ -161,8 +169,8 @@ fly_meta(const cJSON *m, const cJSON *cfg, const char *key)
 
 	v = fly_str(cJSON_GetObjectItemCaseSensitive(m, "metadata"), key);
 	if (v == NULL && cfg != NULL)
-		v = fly_str(cJSON_GetObjectItemCaseSensitive(cfg, "metadata"),
-		    key);
+		v = fly_str(
+		    cJSON_GetObjectItemCaseSensitive(cfg, "metadata"), key);
 	return v;
 }
 
@@ -177,8 +185,10 @@ fly_group_of(const cJSON *m, const cJSON *cfg)
 		return g;
 	if ((g = fly_meta(m, cfg, "process_group")) != NULL && *g)
 		return g;
-	if (cfg != NULL && (g = fly_str(cJSON_GetObjectItemCaseSensitive(cfg,
-	    "env"), "FLY_PROCESS_GROUP")) != NULL && *g)
+	if (cfg != NULL &&
+	    (g = fly_str(cJSON_GetObjectItemCaseSensitive(cfg, "env"),
+	         "FLY_PROCESS_GROUP")) != NULL &&
+	    *g)
 		return g;
 	return "app";
 }
@@ -196,17 +206,17 @@ fly_is_standby(const cJSON *cfg)
 
 /* Per-state tallies of the counted machines, in first-seen order. */
 struct fly_states {
-	char	name[8][24];
-	int	count[8];
-	int	n;
-	int	other;		/* states beyond the table */
+	char name[8][24];
+	int count[8];
+	int n;
+	int other; /* states beyond the table */
 };
 
 static void
 fly_state_add(struct fly_states *st, const char *state)
 {
-	char	clean[24];
-	int	i;
+	char clean[24];
+	int i;
 
 	fly_clean(state, clean, sizeof(clean));
 	for (i = 0; i < st->n; i++)
@@ -229,8 +239,8 @@ fly_cat(char *buf, size_t n, const char *fmt, ...) AGENT_PRINTF(3, 4);
 static void
 fly_cat(char *buf, size_t n, const char *fmt, ...)
 {
-	va_list	ap;
-	size_t	len = strlen(buf);
+	va_list ap;
+	size_t len = strlen(buf);
 
 	if (len + 1 >= n)
 		return;
@@ -251,19 +261,19 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
     const char *self_id, bool self_serving, struct topology *t,
     struct agent_err *err)
 {
-	cJSON		*root;
-	const cJSON	*m, *cfg;
-	const char	*id, *state, *g, *tag, *canary;
+	cJSON *root;
+	const cJSON *m, *cfg;
+	const char *id, *state, *g, *tag, *canary;
 	struct fly_states st;
-	int		 excl[FX_MAX];
-	char		 other_groups[96] = "";
-	char		 cg[FLY_NAME_LEN], cleaned_app[FLY_NAME_LEN];
-	char		 extra[160] = "";
-	int		 counted = 0, unreachable = 0, green = 0, cordoned = 0;
-	int		 i, rc = 0, total = 0;
-	bool		 incomplete, self_seen = false;
-	enum fly_excl	 why;
-	long		 fails = alloc_failures();
+	int excl[FX_MAX];
+	char other_groups[96] = "";
+	char cg[FLY_NAME_LEN], cleaned_app[FLY_NAME_LEN];
+	char extra[160] = "";
+	int counted = 0, unreachable = 0, green = 0, cordoned = 0;
+	int i, rc = 0, total = 0;
+	bool incomplete, self_seen = false;
+	enum fly_excl why;
+	long fails = alloc_failures();
 
 	memset(&st, 0, sizeof(st));
 	memset(excl, 0, sizeof(excl));
@@ -271,15 +281,19 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 	if (root == NULL && alloc_failures() != fails)
 		return err_oom(err, "fly: machines list");
 	if (root == NULL)
-		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: the Machines "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "fly: the Machines "
 		    "API answered with a body that is not JSON (%zu bytes); "
-		    "is --fly-api-url pointing at the Machines API?", len);
+		    "is --fly-api-url pointing at the Machines API?",
+		    len);
 	if (!cJSON_IsArray(root)) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "fly: the Machines "
+		rc = err_set(err, EXIT_AGENT_DISCOVERY,
+		    "fly: the Machines "
 		    "API answered with JSON that is not a list of machines");
 		goto out;
 	}
-	cJSON_ArrayForEach(m, root) {
+	cJSON_ArrayForEach(m, root)
+	{
 		total++;
 		if (!cJSON_IsObject(m) || (id = fly_str(m, "id")) == NULL) {
 			excl[FX_NOID]++;
@@ -298,8 +312,9 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 		else if (fly_in(state, fly_failed_states))
 			why = FX_FAILED;
 		else if (strcmp(g, "fly_app_release_command") == 0 ||
-		    (cfg != NULL && fly_str(cJSON_GetObjectItemCaseSensitive(
-		    cfg, "env"), "RELEASE_COMMAND") != NULL))
+		    (cfg != NULL &&
+		        fly_str(cJSON_GetObjectItemCaseSensitive(cfg, "env"),
+		            "RELEASE_COMMAND") != NULL))
 			why = FX_RELEASE;
 		else if (strcmp(g, "fly_app_console") == 0)
 			why = FX_CONSOLE;
@@ -331,8 +346,8 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 		tag = fly_meta(m, cfg, "fly_bluegreen_deployment_tag");
 		if (tag != NULL && strcmp(tag, "safe_to_destroy") != 0)
 			green++;
-		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m,
-		    "cordoned")))
+		if (cJSON_IsTrue(
+		        cJSON_GetObjectItemCaseSensitive(m, "cordoned")))
 			cordoned++;
 	}
 
@@ -340,31 +355,37 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 	 * consistency): it is one of the peers all the same. */
 	if (self_serving && self_id != NULL && !self_seen) {
 		counted++;
-		fly_cat(extra, sizeof(extra), ", this machine %s not listed "
-		    "yet, counted", self_id);
+		fly_cat(extra, sizeof(extra),
+		    ", this machine %s not listed "
+		    "yet, counted",
+		    self_id);
 	}
 	if (unreachable)
 		fly_cat(extra, sizeof(extra), ", %d on unreachable hosts",
 		    unreachable);
 	if (green)
-		fly_cat(extra, sizeof(extra), ", bluegreen: %d green + %d "
-		    "blue counted", green, counted - green);
+		fly_cat(extra, sizeof(extra),
+		    ", bluegreen: %d green + %d "
+		    "blue counted",
+		    green, counted - green);
 	else if (cordoned)
 		fly_cat(extra, sizeof(extra), ", %d cordoned", cordoned);
 
 	t->base = counted;
 	fly_clean(app, cleaned_app, sizeof(cleaned_app));
 	fly_clean(group, cg, sizeof(cg));
-	snprintf(t->base_src, sizeof(t->base_src), "fly app %s group %s: "
-	    "%d machine%s", cleaned_app, cg, counted, counted == 1 ? "" : "s");
+	snprintf(t->base_src, sizeof(t->base_src),
+	    "fly app %s group %s: "
+	    "%d machine%s",
+	    cleaned_app, cg, counted, counted == 1 ? "" : "s");
 	if (st.n > 0) {
 		fly_cat(t->base_src, sizeof(t->base_src), " (");
 		for (i = 0; i < st.n; i++)
 			fly_cat(t->base_src, sizeof(t->base_src), "%s%d %s",
 			    i ? ", " : "", st.count[i], st.name[i]);
 		if (st.other)
-			fly_cat(t->base_src, sizeof(t->base_src),
-			    ", %d other", st.other);
+			fly_cat(t->base_src, sizeof(t->base_src), ", %d other",
+			    st.other);
 		fly_cat(t->base_src, sizeof(t->base_src), ")");
 	}
 	fly_cat(t->base_src, sizeof(t->base_src), "%s", extra);
@@ -374,17 +395,17 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 		if (excl[i] == 0)
 			continue;
 		if (i == FX_GROUP)
-			fly_cat(t->excluded, sizeof(t->excluded), "%s%d in "
-			    "other groups (%s)", t->excluded[0] ? ", " : "",
-			    excl[i], other_groups);
+			fly_cat(t->excluded, sizeof(t->excluded),
+			    "%s%d in "
+			    "other groups (%s)",
+			    t->excluded[0] ? ", " : "", excl[i], other_groups);
 		else
 			fly_cat(t->excluded, sizeof(t->excluded), "%s%d %s",
 			    t->excluded[0] ? ", " : "", excl[i],
 			    fly_excl_names[i]);
 	}
-	log_debug("fly: %d machines listed, %d counted in group %s%s%s",
-	    total, counted, cg, t->excluded[0] ? "; not counted: " : "",
-	    t->excluded);
+	log_debug("fly: %d machines listed, %d counted in group %s%s%s", total,
+	    counted, cg, t->excluded[0] ? "; not counted: " : "", t->excluded);
 out:
 	cJSON_Delete(root);
 	return rc;
@@ -409,8 +430,7 @@ fly_name_ok(const char *s)
 	if (s == NULL || *s == '\0' || strlen(s) >= FLY_NAME_LEN)
 		return false;
 	for (i = 0; s[i] != '\0'; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '-' &&
-		    s[i] != '_')
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_')
 			return false;
 	return true;
 }
@@ -419,21 +439,23 @@ fly_name_ok(const char *s)
 static int
 fly_base(const struct options *o, char *out, size_t n, struct agent_err *err)
 {
-	const char	*u = o->fly_api_url;
-	size_t		 len;
+	const char *u = o->fly_api_url;
+	size_t len;
 
 	if (u == NULL || *u == '\0')
 		u = "http://_api.internal:4280";
 	/* user:password@ would be printed with every URL. */
 	if (url_has_userinfo(u))
-		return err_set(err, EXIT_AGENT_CONFIG, "fly: --fly-api-url "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "fly: --fly-api-url "
 		    "holds a user name or password (USER:PASSWORD@); drop it: "
 		    "the API is authenticated by FLY_API_TOKEN");
 	len = strlen(u);
 	while (len > 0 && u[len - 1] == '/')
 		len--;
 	if (len + 1 > n)
-		return err_set(err, EXIT_AGENT_CONFIG, "fly: --fly-api-url is "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "fly: --fly-api-url is "
 		    "too long");
 	memcpy(out, u, len);
 	out[len] = '\0';
@@ -444,8 +466,8 @@ fly_base(const struct options *o, char *out, size_t n, struct agent_err *err)
 static void
 fly_token_parts(const char *hdr)
 {
-	const char	*p, *e;
-	char		*part;
+	const char *p, *e;
+	char *part;
 
 	if ((p = strchr(hdr, ' ')) == NULL || strchr(p, ',') == NULL)
 		return;
@@ -478,7 +500,8 @@ fly_token(char *out, size_t n, bool *have, struct agent_err *err)
 		return 0;
 	log_add_secret(tok);
 	if (fly_auth_header(tok, out, n) != 0)
-		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_API_TOKEN is "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "fly: FLY_API_TOKEN is "
 		    "blank, too long or holds a control character (a line "
 		    "break inside the token?); set it to a token from `fly tokens "
 		    "create readonly`");
@@ -498,8 +521,8 @@ static int
 fly_status_error(const char *what, const struct http_response *rs,
     const char *app, bool have_token, struct agent_err *err)
 {
-	char	raw[256], text[256], clean[FLY_NAME_LEN];
-	char	body[300] = "";
+	char raw[256], text[256], clean[FLY_NAME_LEN];
+	char body[300] = "";
 
 	http_error_text(rs, raw, sizeof(raw));
 	redact(raw, text, sizeof(text));
@@ -510,28 +533,36 @@ fly_status_error(const char *what, const struct http_response *rs,
 	case 401:
 	case 403:
 		if (!have_token)
-			return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: "
+			return err_set(err, EXIT_AGENT_DISCOVERY,
+			    "fly: %s: "
 			    "HTTP %ld%s: FLY_API_TOKEN is not set; create a "
 			    "read-only token with `fly tokens create readonly` "
 			    "and set it with `fly secrets set FLY_API_TOKEN=...`",
 			    what, rs->status, body);
-		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP %ld%s: "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "fly: %s: HTTP %ld%s: "
 		    "FLY_API_TOKEN is wrong, expired or not allowed to read "
 		    "app %s; create a read-only token with `fly tokens create "
 		    "readonly` (org scope) and set it with `fly secrets set "
-		    "FLY_API_TOKEN=...`", what, rs->status, body, clean);
+		    "FLY_API_TOKEN=...`",
+		    what, rs->status, body, clean);
 	case 404:
-		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP 404%s: "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "fly: %s: HTTP 404%s: "
 		    "app %s not found; check FLY_APP_NAME and that the token "
-		    "belongs to the app's organization", what, body, clean);
+		    "belongs to the app's organization",
+		    what, body, clean);
 	case 429:
-		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP 429%s: "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "fly: %s: HTTP 429%s: "
 		    "rate limited by the Machines API after %d attempts; "
-		    "retry later", what, body, rs->attempts);
+		    "retry later",
+		    what, body, rs->attempts);
 	default:
-		return err_set(err, EXIT_AGENT_DISCOVERY, "fly: %s: HTTP %ld%s%s",
-		    what, rs->status, body, rs->status >= 500 ?
-		    ": the Machines API failed; retry later" : "");
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "fly: %s: HTTP %ld%s%s", what, rs->status, body,
+		    rs->status >= 500 ? ": the Machines API failed; retry later"
+		                      : "");
 	}
 }
 
@@ -541,7 +572,7 @@ fly_request_defaults(const struct options *o, struct http_request *rq)
 	long deadline;
 
 	rq->timeout_ms = o->api_timeout_ms > 0 ? o->api_timeout_ms : 10000;
-	rq->noproxy_host = "*";	/* _api.internal is never behind a proxy */
+	rq->noproxy_host = "*"; /* _api.internal is never behind a proxy */
 	rq->max_attempts = FLY_MAX_ATTEMPTS;
 	deadline = rq->timeout_ms * 3;
 	if (deadline < FLY_DEADLINE_MIN_MS)
@@ -561,15 +592,15 @@ fly_request_defaults(const struct options *o, struct http_request *rq)
  * (<group>.process.<app>.internal AAAA).
  */
 struct fly_snap {
-	uint64_t	*ids;
-	size_t		 nids;
-	int		 group_n;
-	bool		 self_listed;
+	uint64_t *ids;
+	size_t nids;
+	int group_n;
+	bool self_listed;
 };
 
 /* The snapshot the last Machines API list was judged with (serve). */
-static struct fly_snap	fly_base_snap;
-static bool		fly_have_base;
+static struct fly_snap fly_base_snap;
+static bool fly_have_base;
 
 static void
 fly_snap_release(struct fly_snap *s)
@@ -581,7 +612,7 @@ fly_snap_release(struct fly_snap *s)
 static uint64_t
 fly_hash(const char *p, size_t n)
 {
-	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
 
 	while (n-- > 0) {
 		h ^= (unsigned char)*p++;
@@ -606,9 +637,9 @@ fly_u64_cmp(const void *a, const void *b)
 STATIC int
 fly_vms_parse(const char *txt, const char *self_id, struct fly_snap *s)
 {
-	const char	*p = txt, *e, *w;
-	size_t		 cap = 0, i, j;
-	uint64_t	*n;
+	const char *p = txt, *e, *w;
+	size_t cap = 0, i, j;
+	uint64_t *n;
 
 	s->nids = 0;
 	s->self_listed = false;
@@ -658,9 +689,9 @@ fly_vms_parse(const char *txt, const char *self_id, struct fly_snap *s)
 }
 
 struct fly_txt {
-	char	*buf;
-	size_t	 used;
-	bool	 full;
+	char *buf;
+	size_t used;
+	bool full;
 };
 
 static int
@@ -704,12 +735,12 @@ static int
 fly_dns_read(const struct options *o, const char *app, const char *group,
     struct fly_snap *s, struct agent_err *err)
 {
-	const char	*srv = o->fly_resolver && *o->fly_resolver ?
-			    o->fly_resolver : "[fdaa::3]:53";
-	const char	*self = getenv("FLY_MACHINE_ID");
-	struct fly_txt	 txt;
-	char		 name[300];
-	int		 rc, n = 0;
+	const char *srv = o->fly_resolver && *o->fly_resolver ? o->fly_resolver
+	                                                      : "[fdaa::3]:53";
+	const char *self = getenv("FLY_MACHINE_ID");
+	struct fly_txt txt;
+	char name[300];
+	int rc, n = 0;
 
 	memset(s, 0, sizeof(*s));
 	memset(&txt, 0, sizeof(txt));
@@ -717,17 +748,21 @@ fly_dns_read(const struct options *o, const char *app, const char *group,
 		return err_oom(err, "fly: DNS answer");
 	txt.buf[0] = '\0';
 	snprintf(name, sizeof(name), "all.vms.%s.internal", app);
-	rc = dns_query(srv, name, DNS_T_TXT, fly_dns_timeout(o), fly_txt_cb,
-	    &txt, err);
+	rc = dns_query(
+	    srv, name, DNS_T_TXT, fly_dns_timeout(o), fly_txt_cb, &txt, err);
 	if (rc == 0 && txt.full)
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: TXT %s from %s: "
-		    "more than %d bytes of machines", name, srv, FLY_TXT_MAX);
+		rc = err_set(err, EXIT_AGENT_DISCOVERY,
+		    "dns: TXT %s from %s: "
+		    "more than %d bytes of machines",
+		    name, srv, FLY_TXT_MAX);
 	if (rc == 0) {
 		switch (fly_vms_parse(txt.buf, self, s)) {
 		case -1:
-			rc = err_set(err, EXIT_AGENT_DISCOVERY, "dns: TXT %s "
+			rc = err_set(err, EXIT_AGENT_DISCOVERY,
+			    "dns: TXT %s "
 			    "from %s: not a list of \"<machine id> <region>\" "
-			    "entries", name, srv);
+			    "entries",
+			    name, srv);
 			break;
 		case -2:
 			rc = err_oom(err, "fly: DNS machine list");
@@ -736,8 +771,8 @@ fly_dns_read(const struct options *o, const char *app, const char *group,
 	}
 	a_free(txt.buf);
 	if (rc == 0) {
-		snprintf(name, sizeof(name), "%s.process.%s.internal", group,
-		    app);
+		snprintf(
+		    name, sizeof(name), "%s.process.%s.internal", group, app);
 		rc = dns_query(srv, name, DNS_T_AAAA, fly_dns_timeout(o),
 		    fly_aaaa_cb, &n, err);
 		s->group_n = n;
@@ -746,8 +781,10 @@ fly_dns_read(const struct options *o, const char *app, const char *group,
 		fly_snap_release(s);
 	else
 		log_debug("fly: DNS: %zu other machines in app %s, %d started "
-		    "in group %s%s", s->nids, app, s->group_n, group,
-		    self && !s->self_listed ? " (this machine not listed)" : "");
+		          "in group %s%s",
+		    s->nids, app, s->group_n, group,
+		    self && !s->self_listed ? " (this machine not listed)"
+		                            : "");
 	return rc;
 }
 
@@ -788,10 +825,10 @@ fly_base_set(struct fly_snap *s)
 static void
 fly_spread(const struct options *o, const struct fly_snap *s, bool have)
 {
-	static bool	 done;
-	const char	*env = getenv("PYLON_AGENT_FLY_JITTER_MS");
-	long		 max = FLY_DEFAULT_JITTER_MS, v;
-	char		*end;
+	static bool done;
+	const char *env = getenv("PYLON_AGENT_FLY_JITTER_MS");
+	long max = FLY_DEFAULT_JITTER_MS, v;
+	char *end;
 
 	if (done)
 		return;
@@ -801,7 +838,7 @@ fly_spread(const struct options *o, const struct fly_snap *s, bool have)
 		if (*end == '\0' && v >= 0 && v <= 600000)
 			max = v;
 	} else if (o->command == CMD_SERVE || o->command == CMD_INIT) {
-		long all = have ? (long)s->nids + 1 : 0;	/* + this one */
+		long all = have ? (long)s->nids + 1 : 0; /* + this one */
 
 		max = o->fly_boot_spread_ms;
 		if (have && all <= 3)
@@ -812,37 +849,39 @@ fly_spread(const struct options *o, const struct fly_snap *s, bool have)
 	if (max > 0) {
 		v = (long)(random_unit() * (double)max);
 		log_debug("fly: waiting %ld ms before listing machines (bound "
-		    "%ld ms)", v, max);
+		          "%ld ms)",
+		    v, max);
 		sleep_ms(v, NULL);
 	}
 }
 
 static int
-fly_discover(const struct options *o, struct topology *t,
-    struct agent_err *err)
+fly_discover(const struct options *o, struct topology *t, struct agent_err *err)
 {
-	const char	*app = getenv("FLY_APP_NAME");
-	const char	*self = getenv("FLY_MACHINE_ID");
-	const char	*rel = getenv("RELEASE_COMMAND");
-	const char	*pg = getenv("FLY_PROCESS_GROUP");
-	const char	*group = o->fly_group && *o->fly_group ? o->fly_group :
-			    "app";
-	struct http_request	rq;
-	struct http_response	rs;
-	struct fly_snap	 snap;
+	const char *app = getenv("FLY_APP_NAME");
+	const char *self = getenv("FLY_MACHINE_ID");
+	const char *rel = getenv("RELEASE_COMMAND");
+	const char *pg = getenv("FLY_PROCESS_GROUP");
+	const char *group =
+	    o->fly_group && *o->fly_group ? o->fly_group : "app";
+	struct http_request rq;
+	struct http_response rs;
+	struct fly_snap snap;
 	struct agent_err derr;
-	char		 base[512], url[768], auth[4096], what[800];
-	bool		 have_token, serving, have_snap = false;
-	bool		 boot = o->command == CMD_SERVE || o->command == CMD_INIT;
-	int		 rc;
+	char base[512], url[768], auth[4096], what[800];
+	bool have_token, serving, have_snap = false;
+	bool boot = o->command == CMD_SERVE || o->command == CMD_INIT;
+	int rc;
 
 	memset(&rs, 0, sizeof(rs));
 	memset(&snap, 0, sizeof(snap));
 	if (!fly_name_ok(app))
-		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_APP_NAME is "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "fly: FLY_APP_NAME is "
 		    "%s; the fly platform needs the app name Fly sets in "
-		    "every machine", app == NULL || *app == '\0' ? "not set" :
-		    "not a valid app name");
+		    "every machine",
+		    app == NULL || *app == '\0' ? "not set"
+		                                : "not a valid app name");
 	if (self != NULL && *self == '\0')
 		self = NULL;
 	snprintf(t->platform, sizeof(t->platform), "fly");
@@ -862,8 +901,8 @@ fly_discover(const struct options *o, struct topology *t,
 	/* serve's DNS baseline, read before the list (a change in between
 	 * shows at the next resync), and the boot spread's bound. */
 	if (boot && !fly_dns_off(o) &&
-	    (o->command == CMD_SERVE || getenv("PYLON_AGENT_FLY_JITTER_MS") ==
-	    NULL)) {
+	    (o->command == CMD_SERVE ||
+	        getenv("PYLON_AGENT_FLY_JITTER_MS") == NULL)) {
 		err_clear(&derr);
 		if ((rc = fly_dns_read(o, app, group, &snap, &derr)) == 0)
 			have_snap = true;
@@ -873,7 +912,8 @@ fly_discover(const struct options *o, struct topology *t,
 			return rc;
 		} else if (o->command == CMD_SERVE)
 			log_warnx("fly: %s; serve's first resync takes its DNS "
-			    "baseline", derr.msg);
+			          "baseline",
+			    derr.msg);
 	}
 	fly_spread(o, &snap, have_snap);
 	rc = http_do(&rq, &rs, err);
@@ -893,9 +933,11 @@ fly_discover(const struct options *o, struct topology *t,
 	    (pg == NULL || strncmp(pg, "fly_app_", 8) != 0);
 	rc = fly_count(rs.body, rs.len, app, group, self, serving, t, err);
 	if (rc == 0 && !serving)
-		fly_cat(t->base_src, sizeof(t->base_src), ", seen from a %s "
-		    "machine", rel != NULL && strcmp(rel, "1") == 0 ?
-		    "release_command" : "non-app");
+		fly_cat(t->base_src, sizeof(t->base_src),
+		    ", seen from a %s "
+		    "machine",
+		    rel != NULL && strcmp(rel, "1") == 0 ? "release_command"
+		                                         : "non-app");
 	/* serve resyncs from the DNS against this list's snapshot. */
 	if (rc == 0 && o->command == CMD_SERVE && !fly_dns_off(o)) {
 		snprintf(t->chain, sizeof(t->chain), "dns");
@@ -924,20 +966,22 @@ out:
 static int
 fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
 {
-	const char	*app = getenv("FLY_APP_NAME");
-	const char	*group = o->fly_group && *o->fly_group ? o->fly_group :
-			    "app";
-	struct fly_snap	 s;
-	bool		 redis, gained, lost, relist;
-	int		 rc, peers;
+	const char *app = getenv("FLY_APP_NAME");
+	const char *group =
+	    o->fly_group && *o->fly_group ? o->fly_group : "app";
+	struct fly_snap s;
+	bool redis, gained, lost, relist;
+	int rc, peers;
 
 	if (fly_dns_off(o))
 		return PLATFORM_RESYNC_FULL;
 	if (!fly_name_ok(app))
-		return err_set(err, EXIT_AGENT_CONFIG, "fly: FLY_APP_NAME is "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "fly: FLY_APP_NAME is "
 		    "not a valid app name");
 	if ((rc = fly_dns_read(o, app, group, &s, err)) != 0) {
-		err_prefix(err, "fly: resync from the internal DNS (the last "
+		err_prefix(err,
+		    "fly: resync from the internal DNS (the last "
 		    "decision stays; --fly-resolver)");
 		return rc;
 	}
@@ -950,17 +994,21 @@ fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
 	} else {
 		gained = fly_snap_more(&s, &fly_base_snap);
 		lost = fly_snap_more(&fly_base_snap, &s);
-		relist = redis ? s.group_n <= 1 && lost :
-		    gained || (s.group_n >= 2 &&
-		    s.group_n > fly_base_snap.group_n);
+		relist = redis ? s.group_n <= 1 && lost
+		               : gained ||
+		        (s.group_n >= 2 && s.group_n > fly_base_snap.group_n);
 	}
 	if (relist) {
 		/* Not an error: the reason flow_resync logs for the list. */
-		snprintf(err->msg, sizeof(err->msg), "DNS shows %zu other "
+		snprintf(err->msg, sizeof(err->msg),
+		    "DNS shows %zu other "
 		    "machine%s in app %s (%s), %d "
 		    "started in group %s: the mode may flip, listing the "
-		    "machines", s.nids, s.nids == 1 ? "" : "s", app, gained ?
-		    "new ones" : lost ? "some gone" : "no baseline",
+		    "machines",
+		    s.nids, s.nids == 1 ? "" : "s", app,
+		    gained     ? "new ones"
+		        : lost ? "some gone"
+		               : "no baseline",
 		    s.group_n, group);
 		log_info("fly: %s", err->msg);
 		fly_snap_release(&s);
@@ -969,8 +1017,8 @@ fly_resync(const struct options *o, struct topology *t, struct agent_err *err)
 	if (!fly_have_base || gained || lost ||
 	    s.group_n != fly_base_snap.group_n)
 		log_debug("fly: DNS changed (%zu other machines, %d started in "
-		    "group %s); the mode cannot flip: no list", s.nids,
-		    s.group_n, group);
+		          "group %s); the mode cannot flip: no list",
+		    s.nids, s.group_n, group);
 	if (!fly_have_base)
 		fly_base_set(&s);
 	fly_snap_release(&s);
@@ -981,21 +1029,22 @@ static int
 fly_report(const struct options *o, const struct decision *d,
     enum report_kind kind, const char *message, struct agent_err *err)
 {
-	const char	*app = getenv("FLY_APP_NAME");
-	const char	*self = getenv("FLY_MACHINE_ID");
-	const char	*value;
-	struct http_request	rq;
-	struct http_response	rs;
-	char		 base[512], url[900], auth[4096], body[64], what[960];
-	bool		 have_token;
-	int		 rc;
+	const char *app = getenv("FLY_APP_NAME");
+	const char *self = getenv("FLY_MACHINE_ID");
+	const char *value;
+	struct http_request rq;
+	struct http_response rs;
+	char base[512], url[900], auth[4096], body[64], what[960];
+	bool have_token;
+	int rc;
 
 	(void)message;
 	if ((o->report & REPORT_METADATA) == 0)
 		return 0;
 	memset(&rs, 0, sizeof(rs));
 	if (!fly_name_ok(app) || !fly_name_ok(self))
-		return err_set(err, EXIT_AGENT_CONFIG, "fly: --report metadata "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "fly: --report metadata "
 		    "needs FLY_APP_NAME and FLY_MACHINE_ID");
 	switch (kind) {
 	case REPORT_KIND_READY:
@@ -1016,8 +1065,10 @@ fly_report(const struct options *o, const struct decision *d,
 		return rc;
 	if ((rc = fly_token(auth, sizeof(auth), &have_token, err)) != 0)
 		return rc;
-	snprintf(url, sizeof(url), "%s/v1/apps/%s/machines/%s/metadata/"
-	    "pylon_cluster_bus", base, app, self);
+	snprintf(url, sizeof(url),
+	    "%s/v1/apps/%s/machines/%s/metadata/"
+	    "pylon_cluster_bus",
+	    base, app, self);
 	snprintf(what, sizeof(what), "POST %s", url);
 	snprintf(body, sizeof(body), "{\"value\":\"%s\"}", value);
 
@@ -1045,9 +1096,9 @@ out:
 }
 
 const struct platform platform_fly = {
-	.name = "fly",
-	.detect = fly_detect,
-	.discover = fly_discover,
-	.report = fly_report,
-	.resync = fly_resync,
+    .name = "fly",
+    .detect = fly_detect,
+    .discover = fly_discover,
+    .report = fly_report,
+    .resync = fly_resync,
 };

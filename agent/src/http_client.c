@@ -15,20 +15,20 @@
 #include "curl_dl.h"
 #include "http_client.h"
 
-#define HTTP_DEFAULT_TIMEOUT_MS	10000L
-#define HTTP_DEFAULT_BASE_MS	200L
-#define HTTP_DEFAULT_CAP_MS	5000L
-#define HTTP_RETRY_AFTER_MAX_MS	(10L * 60 * 1000)
+#define HTTP_DEFAULT_TIMEOUT_MS 10000L
+#define HTTP_DEFAULT_BASE_MS 200L
+#define HTTP_DEFAULT_CAP_MS 5000L
+#define HTTP_RETRY_AFTER_MAX_MS (10L * 60 * 1000)
 /* One response header line; libcurl's own cap (CURL_MAX_HTTP_HEADER) is
  * 100 KiB and it reports a longer line as "out of memory". */
-#define HTTP_MAX_HEADER_LINE	(16u * 1024)
-#define HTTP_CURL_HEADER_CAP	(100u * 1024)
+#define HTTP_MAX_HEADER_LINE (16u * 1024)
+#define HTTP_CURL_HEADER_CAP (100u * 1024)
 
-static pthread_once_t	http_once = PTHREAD_ONCE_INIT;
-static CURLcode		http_init_rc = CURLE_OK;
+static pthread_once_t http_once = PTHREAD_ONCE_INIT;
+static CURLcode http_init_rc = CURLE_OK;
 
-static pthread_key_t	http_key;
-static bool		http_key_ok;
+static pthread_key_t http_key;
+static bool http_key_ok;
 
 /* A thread's cached easy handle goes with the thread. */
 static void
@@ -55,7 +55,7 @@ http_global_init(void)
 static CURL *
 http_handle(void)
 {
-	CURL	*h;
+	CURL *h;
 
 	if (!http_key_ok)
 		return curl_easy_init();
@@ -82,28 +82,28 @@ http_handle_done(CURL *h)
 
 /* The body collected by the write callback, capped. */
 struct http_buf {
-	char	*data;
-	size_t	 len;
-	size_t	 cap;		/* allocated */
-	size_t	 max;		/* the response size cap */
-	bool	 too_large;
-	bool	 oom;
-	size_t	 header_too_large;	/* the length of a line over the cap */
-	bool	 in_headers;		/* a status line came, the body not */
-	long	 retry_after_ms;
+	char *data;
+	size_t len;
+	size_t cap; /* allocated */
+	size_t max; /* the response size cap */
+	bool too_large;
+	bool oom;
+	size_t header_too_large; /* the length of a line over the cap */
+	bool in_headers; /* a status line came, the body not */
+	long retry_after_ms;
 };
 
 static size_t
 http_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-	struct http_buf	*b = arg;
-	size_t		 n = size * nmemb;
-	size_t		 ncap;
-	char		*p;
+	struct http_buf *b = arg;
+	size_t n = size * nmemb;
+	size_t ncap;
+	char *p;
 
 	if (n > b->max || b->len > b->max - n) {
 		b->too_large = true;
-		return 0;	/* aborts the transfer (CURLE_WRITE_ERROR) */
+		return 0; /* aborts the transfer (CURLE_WRITE_ERROR) */
 	}
 	if (b->len + n + 1 > b->cap) {
 		ncap = b->cap ? b->cap : 4096;
@@ -131,11 +131,11 @@ http_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 STATIC long
 http_parse_retry_after(const char *v, time_t now)
 {
-	char	 buf[128];
-	size_t	 n;
-	char	*end;
-	long	 s;
-	time_t	 t;
+	char buf[128];
+	size_t n;
+	char *end;
+	long s;
+	time_t t;
 	struct agent_err e;
 
 	while (*v == ' ' || *v == '\t')
@@ -169,14 +169,14 @@ http_parse_retry_after(const char *v, time_t now)
 static size_t
 http_header_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-	struct http_buf	*b = arg;
-	size_t		 n = size * nmemb;
+	struct http_buf *b = arg;
+	size_t n = size * nmemb;
 	static const char name[] = "retry-after:";
-	char		 line[160];
+	char line[160];
 
 	if (n > HTTP_MAX_HEADER_LINE) {
 		b->header_too_large = n;
-		return 0;	/* aborts the transfer */
+		return 0; /* aborts the transfer */
 	}
 	/* A new response (e.g. after a 100 Continue) starts over. */
 	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
@@ -200,8 +200,8 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 STATIC long
 http_backoff_ms(int attempt, long base, long cap, double u)
 {
-	long	ceil_ms = base;
-	int	i;
+	long ceil_ms = base;
+	int i;
 
 	for (i = 1; i < attempt && ceil_ms < cap; i++)
 		ceil_ms *= 2;
@@ -245,8 +245,10 @@ http_curl_message(CURLcode c, const char *errbuf, const struct http_buf *b,
 	const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(c);
 
 	if (b->too_large) {
-		snprintf(out, n, "response larger than %zu bytes (cap): "
-		    "refusing to read further", b->max);
+		snprintf(out, n,
+		    "response larger than %zu bytes (cap): "
+		    "refusing to read further",
+		    b->max);
 		return;
 	}
 	if (b->oom) {
@@ -254,52 +256,65 @@ http_curl_message(CURLcode c, const char *errbuf, const struct http_buf *b,
 		return;
 	}
 	if (b->header_too_large > 0) {
-		snprintf(out, n, "response header line of %zu bytes is over the "
+		snprintf(out, n,
+		    "response header line of %zu bytes is over the "
 		    "%u-byte cap: refusing it (a proxy or API server sending "
-		    "oversized headers?)", b->header_too_large,
-		    HTTP_MAX_HEADER_LINE);
+		    "oversized headers?)",
+		    b->header_too_large, HTTP_MAX_HEADER_LINE);
 		return;
 	}
 	/* libcurl refuses a header line over its own cap before our header
 	 * callback sees it, and calls that "out of memory". */
 	if (c == CURLE_OUT_OF_MEMORY && b->in_headers) {
-		snprintf(out, n, "response header line over libcurl's %u-byte "
+		snprintf(out, n,
+		    "response header line over libcurl's %u-byte "
 		    "cap (libcurl says \"%s\"): refusing it (a proxy or API "
-		    "server sending oversized headers?)", HTTP_CURL_HEADER_CAP,
-		    detail);
+		    "server sending oversized headers?)",
+		    HTTP_CURL_HEADER_CAP, detail);
 		return;
 	}
 	switch (c) {
 	case CURLE_COULDNT_RESOLVE_HOST:
-		snprintf(out, n, "DNS: cannot resolve the host (%s); check "
-		    "the URL and the resolver", detail);
+		snprintf(out, n,
+		    "DNS: cannot resolve the host (%s); check "
+		    "the URL and the resolver",
+		    detail);
 		break;
 	case CURLE_COULDNT_CONNECT:
-		snprintf(out, n, "connection refused or unreachable (%s); "
-		    "is the API up and reachable from here?", detail);
+		snprintf(out, n,
+		    "connection refused or unreachable (%s); "
+		    "is the API up and reachable from here?",
+		    detail);
 		break;
 	case CURLE_OPERATION_TIMEDOUT:
-		snprintf(out, n, "timed out after %ld ms (%s); raise "
-		    "--api-timeout or check the network", timeout_ms, detail);
+		snprintf(out, n,
+		    "timed out after %ld ms (%s); raise "
+		    "--api-timeout or check the network",
+		    timeout_ms, detail);
 		break;
 	case CURLE_PEER_FAILED_VERIFICATION:
-		snprintf(out, n, "TLS verification failed: the server "
+		snprintf(out, n,
+		    "TLS verification failed: the server "
 		    "certificate is not trusted by the configured CA or "
-		    "does not match the host name (%s)", detail);
+		    "does not match the host name (%s)",
+		    detail);
 		break;
 	case CURLE_SSL_CACERT_BADFILE:
 		snprintf(out, n, "TLS: cannot load the CA certificates (%s)",
 		    detail);
 		break;
 	case CURLE_SSL_CERTPROBLEM:
-		snprintf(out, n, "TLS: cannot use the client certificate "
-		    "(%s)", detail);
+		snprintf(out, n,
+		    "TLS: cannot use the client certificate "
+		    "(%s)",
+		    detail);
 		break;
 	case CURLE_SSL_CONNECT_ERROR:
 		snprintf(out, n, "TLS handshake failed (%s)", detail);
 		break;
 	case CURLE_GOT_NOTHING:
-		snprintf(out, n, "the server closed the connection without "
+		snprintf(out, n,
+		    "the server closed the connection without "
 		    "a response");
 		break;
 	case CURLE_URL_MALFORMAT:
@@ -319,14 +334,14 @@ http_curl_message(CURLcode c, const char *errbuf, const struct http_buf *b,
  * Returns the rewritten URL (owned) and fills *connect_to.
  */
 static int
-http_rewrite_for_sni(const char *url, const char *server_name,
-    char **out_url, struct curl_slist **connect_to, struct agent_err *err)
+http_rewrite_for_sni(const char *url, const char *server_name, char **out_url,
+    struct curl_slist **connect_to, struct agent_err *err)
 {
-	CURLU		*u = NULL;
-	char		*host = NULL, *port = NULL, *nurl = NULL;
-	char		 line[600];
+	CURLU *u = NULL;
+	char *host = NULL, *port = NULL, *nurl = NULL;
+	char line[600];
 	struct curl_slist *sl;
-	int		 rc = 0;
+	int rc = 0;
 
 	*out_url = NULL;
 	if ((u = curl_url()) == NULL)
@@ -334,20 +349,25 @@ http_rewrite_for_sni(const char *url, const char *server_name,
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
-	    CURLUE_OK) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "http: cannot parse the "
-		    "URL %s to apply tls-server-name", url);
+	        CURLUE_OK) {
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "http: cannot parse the "
+		    "URL %s to apply tls-server-name",
+		    url);
 		goto out;
 	}
 	if (curl_url_set(u, CURLUPART_HOST, server_name, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_URL, &nurl, 0) != CURLUE_OK) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "http: tls-server-name "
-		    "\"%s\" is not a valid host name", server_name);
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "http: tls-server-name "
+		    "\"%s\" is not a valid host name",
+		    server_name);
 		goto out;
 	}
 	if ((size_t)snprintf(line, sizeof(line), "%s:%s:%s:%s", server_name,
-	    port, host, port) >= sizeof(line)) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "http: tls-server-name "
+	        port, host, port) >= sizeof(line)) {
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "http: tls-server-name "
 		    "too long");
 		goto out;
 	}
@@ -372,10 +392,10 @@ http_once_do(const struct http_request *rq, const char *url,
     struct curl_slist *hdrs, struct curl_slist *connect_to, long timeout_ms,
     struct http_buf *b, long *status, char *errbuf)
 {
-	CURL		*h;
-	CURLcode	 c;
+	CURL *h;
+	CURLcode c;
 	struct curl_blob blob;
-	const char	*method = rq->method ? rq->method : "GET";
+	const char *method = rq->method ? rq->method : "GET";
 
 	*status = 0;
 	errbuf[0] = '\0';
@@ -405,20 +425,18 @@ http_once_do(const struct http_request *rq, const char *url,
 	if (rq->body != NULL) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->body);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
-		    (curl_off_t)(rq->body_len ? rq->body_len :
-		    strlen(rq->body)));
+		    (curl_off_t)(rq->body_len ? rq->body_len
+		                              : strlen(rq->body)));
 	} else if (strcmp(method, "POST") == 0) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
-		    (curl_off_t)0);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
 	}
 
 	/* TLS: a given CA replaces the system store entirely (no bundle
 	 * load: it costs tens of ms at start). */
 	if (rq->ca_pem != NULL) {
 		blob.data = (void *)(uintptr_t)rq->ca_pem;
-		blob.len = rq->ca_pem_len ? rq->ca_pem_len :
-		    strlen(rq->ca_pem);
+		blob.len = rq->ca_pem_len ? rq->ca_pem_len : strlen(rq->ca_pem);
 		blob.flags = CURL_BLOB_COPY;
 		curl_easy_setopt(h, CURLOPT_CAINFO, NULL);
 		curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
@@ -471,13 +489,13 @@ http_buf_reset(struct http_buf *b)
  * gave up before the pause ended (its deadline was shorter) must not let
  * the next one (serve's next resync) call sooner than the server asked.
  */
-static pthread_mutex_t	gate_mu = PTHREAD_MUTEX_INITIALIZER;
-static int64_t		gate_until_ms;
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t gate_until_ms;
 
 static void
 retry_gate_set(long retry_after_ms)
 {
-	int64_t	until = now_ms() + retry_after_ms;
+	int64_t until = now_ms() + retry_after_ms;
 
 	pthread_mutex_lock(&gate_mu);
 	if (until > gate_until_ms)
@@ -487,10 +505,10 @@ retry_gate_set(long retry_after_ms)
 
 /* Waits out the pause when it fits the deadline, else refuses to send. */
 static int
-retry_gate(const struct http_request *rq, const char *method,
-    struct agent_err *err)
+retry_gate(
+    const struct http_request *rq, const char *method, struct agent_err *err)
 {
-	int64_t	left;
+	int64_t left;
 
 	pthread_mutex_lock(&gate_mu);
 	left = gate_until_ms - now_ms();
@@ -498,10 +516,12 @@ retry_gate(const struct http_request *rq, const char *method,
 	if (left <= 0)
 		return 0;
 	if (rq->deadline_ms > 0 && left >= rq->deadline_ms)
-		return err_set(err, EXIT_AGENT_DISCOVERY, "%s %s: not sent: the "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "%s %s: not sent: the "
 		    "server asked for a pause (Retry-After) that ends in %lld "
 		    "ms, after this request's deadline; it is tried again "
-		    "later", method, rq->url, (long long)left);
+		    "later",
+		    method, rq->url, (long long)left);
 	sleep_ms((long)left, rq->stop);
 	return 0;
 }
@@ -510,17 +530,17 @@ int
 http_do(const struct http_request *rq, struct http_response *rs,
     struct agent_err *err)
 {
-	struct http_buf	 b;
+	struct http_buf b;
 	struct curl_slist *hdrs = NULL, *connect_to = NULL, *sl;
-	char		 errbuf[CURL_ERROR_SIZE];
-	char		 why[512];
-	char		 hline[256];
-	char		*sni_url = NULL, *auth = NULL;
-	const char	*url, *method;
-	CURLcode	 c = CURLE_OK;
-	int64_t		 start, attempt_start, left;
-	long		 timeout_ms, wait, base, cap, tmo, status = 0;
-	int		 max_attempts, attempt, rc = 0;
+	char errbuf[CURL_ERROR_SIZE];
+	char why[512];
+	char hline[256];
+	char *sni_url = NULL, *auth = NULL;
+	const char *url, *method;
+	CURLcode c = CURLE_OK;
+	int64_t start, attempt_start, left;
+	long timeout_ms, wait, base, cap, tmo, status = 0;
+	int max_attempts, attempt, rc = 0;
 
 	memset(rs, 0, sizeof(*rs));
 	rs->retry_after_ms = -1;
@@ -529,13 +549,12 @@ http_do(const struct http_request *rq, struct http_response *rs,
 	b.max = rq->max_body ? rq->max_body : HTTP_DEFAULT_MAX_BODY;
 	method = rq->method ? rq->method : "GET";
 	url = rq->url;
-	timeout_ms = rq->timeout_ms > 0 ? rq->timeout_ms :
-	    HTTP_DEFAULT_TIMEOUT_MS;
+	timeout_ms =
+	    rq->timeout_ms > 0 ? rq->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
 	max_attempts = rq->max_attempts > 0 ? rq->max_attempts : 1;
-	base = rq->backoff_base_ms > 0 ? rq->backoff_base_ms :
-	    HTTP_DEFAULT_BASE_MS;
-	cap = rq->backoff_cap_ms > 0 ? rq->backoff_cap_ms :
-	    HTTP_DEFAULT_CAP_MS;
+	base = rq->backoff_base_ms > 0 ? rq->backoff_base_ms
+	                               : HTTP_DEFAULT_BASE_MS;
+	cap = rq->backoff_cap_ms > 0 ? rq->backoff_cap_ms : HTTP_DEFAULT_CAP_MS;
 	start = now_ms();
 
 	if (url == NULL || *url == '\0')
@@ -546,7 +565,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		return rc;
 	pthread_once(&http_once, http_global_init);
 	if (http_init_rc != CURLE_OK)
-		return err_set(err, EXIT_AGENT_SOFTWARE, "http: libcurl "
+		return err_set(err, EXIT_AGENT_SOFTWARE,
+		    "http: libcurl "
 		    "initialization failed: %s",
 		    curl_easy_strerror(http_init_rc));
 
@@ -558,8 +578,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		goto oom;
 	hdrs = sl;
 	if (rq->content_type != NULL) {
-		snprintf(hline, sizeof(hline), "Content-Type: %s",
-		    rq->content_type);
+		snprintf(
+		    hline, sizeof(hline), "Content-Type: %s", rq->content_type);
 		if ((sl = curl_slist_append(hdrs, hline)) == NULL)
 			goto oom;
 		hdrs = sl;
@@ -569,7 +589,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		goto oom;
 	hdrs = sl;
 	if (rq->authorization != NULL) {
-		size_t n = strlen(rq->authorization) + sizeof("Authorization: ");
+		size_t n =
+		    strlen(rq->authorization) + sizeof("Authorization: ");
 
 		if ((auth = a_malloc(n)) == NULL)
 			goto oom;
@@ -583,8 +604,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		hdrs = sl;
 	}
 	if (rq->tls_server_name != NULL && *rq->tls_server_name != '\0') {
-		rc = http_rewrite_for_sni(url, rq->tls_server_name, &sni_url,
-		    &connect_to, err);
+		rc = http_rewrite_for_sni(
+		    url, rq->tls_server_name, &sni_url, &connect_to, err);
 		if (rc)
 			goto out;
 		url = sni_url;
@@ -601,8 +622,8 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		}
 		http_buf_reset(&b);
 		attempt_start = now_ms();
-		c = http_once_do(rq, url, hdrs, connect_to, tmo, &b, &status,
-		    errbuf);
+		c = http_once_do(
+		    rq, url, hdrs, connect_to, tmo, &b, &status, errbuf);
 		rs->attempts = attempt;
 		stats_api_request(c == CURLE_OK ? status : 0);
 		if (c == CURLE_OK && http_status_retryable(status) &&
@@ -611,13 +632,14 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		if (log_debug_enabled()) {
 			if (c == CURLE_OK)
 				log_debug("http %s %s -> %ld (%zu bytes) in "
-				    "%lld ms, attempt %d", method, rq->url,
-				    status, b.len,
+				          "%lld ms, attempt %d",
+				    method, rq->url, status, b.len,
 				    (long long)(now_ms() - attempt_start),
 				    attempt);
 			else
 				log_debug("http %s %s -> error: %s in %lld "
-				    "ms, attempt %d", method, rq->url,
+				          "ms, attempt %d",
+				    method, rq->url,
 				    errbuf[0] ? errbuf : curl_easy_strerror(c),
 				    (long long)(now_ms() - attempt_start),
 				    attempt);
@@ -629,8 +651,9 @@ http_do(const struct http_request *rq, struct http_response *rs,
 			goto oom;
 		if (c == CURLE_OK && !http_status_retryable(status))
 			break;
-		if (c != CURLE_OK && (b.too_large || b.header_too_large ||
-		    b.in_headers || !http_curl_retryable(c)))
+		if (c != CURLE_OK &&
+		    (b.too_large || b.header_too_large || b.in_headers ||
+		        !http_curl_retryable(c)))
 			break;
 		if (attempt >= max_attempts)
 			break;
@@ -658,9 +681,10 @@ http_do(const struct http_request *rq, struct http_response *rs,
 
 	rs->elapsed_ms = (double)(now_ms() - start);
 	if (rs->attempts == 0) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "%s %s: deadline of "
-		    "%ld ms passed before the first attempt", method, rq->url,
-		    rq->deadline_ms);
+		rc = err_set(err, EXIT_AGENT_DISCOVERY,
+		    "%s %s: deadline of "
+		    "%ld ms passed before the first attempt",
+		    method, rq->url, rq->deadline_ms);
 		goto out;
 	}
 	if (c != CURLE_OK) {
@@ -706,10 +730,10 @@ http_response_release(struct http_response *rs)
 void
 http_error_text(const struct http_response *rs, char *out, size_t n)
 {
-	cJSON		*j = NULL, *e;
-	const char	*s = NULL;
-	char		 red[256];
-	size_t		 i, k;
+	cJSON *j = NULL, *e;
+	const char *s = NULL;
+	char red[256];
+	size_t i, k;
 
 	if (n == 0)
 		return;
@@ -731,7 +755,8 @@ http_error_text(const struct http_response *rs, char *out, size_t n)
 	s = red;
 	/* First line, printable ASCII only, bounded. */
 	for (i = 0, k = 0; s[i] != '\0' && s[i] != '\n' && s[i] != '\r' &&
-	    k + 1 < n && k < 200; i++)
+	     k + 1 < n && k < 200;
+	     i++)
 		out[k++] = isprint((unsigned char)s[i]) ? s[i] : '?';
 	out[k] = '\0';
 	rstrip(out);

@@ -22,30 +22,30 @@
 
 #include "httpd.h"
 
-#define HTTPD_TICK_MS		100
-#define HTTPD_REAPER_STACK	(64 * 1024)
+#define HTTPD_TICK_MS 100
+#define HTTPD_REAPER_STACK (64 * 1024)
 
 struct httpd_slot {
-	int		 fd;		/* -1: free */
-	bool		 reaped;
-	int64_t		 start_ms;	/* the current request began */
+	int fd; /* -1: free */
+	bool reaped;
+	int64_t start_ms; /* the current request began */
 };
 
 struct httpd {
-	struct MHD_Daemon	*d;
-	pthread_t		 reaper;
-	bool			 reaper_started;
-	pthread_mutex_t		 mu;
-	pthread_cond_t		 cv;
-	bool			 stop;
-	unsigned long		 reaped;	/* connections cut */
-	struct httpd_slot	 slots[HTTPD_CONN_LIMIT];
+	struct MHD_Daemon *d;
+	pthread_t reaper;
+	bool reaper_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+	unsigned long reaped; /* connections cut */
+	struct httpd_slot slots[HTTPD_CONN_LIMIT];
 };
 
 static void
 httpd_log(void *cls, const char *fmt, va_list ap)
 {
-	char	buf[512];
+	char buf[512];
 
 	(void)cls;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -57,15 +57,15 @@ static void
 httpd_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
     enum MHD_ConnectionNotificationCode code)
 {
-	struct httpd		*h = cls;
-	struct httpd_slot	*s;
+	struct httpd *h = cls;
+	struct httpd_slot *s;
 	const union MHD_ConnectionInfo *ci;
-	size_t			 i;
+	size_t i;
 
 	pthread_mutex_lock(&h->mu);
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-		ci = MHD_get_connection_info(conn,
-		    MHD_CONNECTION_INFO_CONNECTION_FD);
+		ci = MHD_get_connection_info(
+		    conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		for (i = 0; ci != NULL && i < HTTPD_CONN_LIMIT; i++) {
 			s = &h->slots[i];
 			if (s->fd != -1)
@@ -89,8 +89,8 @@ static void
 httpd_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
-	struct httpd		*h = cls;
-	struct httpd_slot	*s;
+	struct httpd *h = cls;
+	struct httpd_slot *s;
 	const union MHD_ConnectionInfo *ci;
 
 	(void)con_cls;
@@ -105,10 +105,10 @@ httpd_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void *
 httpd_reaper(void *arg)
 {
-	struct httpd	*h = arg;
-	struct timespec	 ts;
-	int64_t		 now;
-	size_t		 i;
+	struct httpd *h = arg;
+	struct timespec ts;
+	int64_t now;
+	size_t i;
 
 	pthread_mutex_lock(&h->mu);
 	while (!h->stop) {
@@ -139,10 +139,10 @@ struct httpd *
 httpd_start(int lfd, MHD_AccessHandlerCallback handler, void *cls,
     const char *listen, struct agent_err *err)
 {
-	struct httpd	*h;
-	pthread_attr_t	 attr;
-	size_t		 i;
-	int		 e;
+	struct httpd *h;
+	pthread_attr_t attr;
+	size_t i;
+	int e;
 
 	if (dl_need_mhd(err) != 0) {
 		close(lfd);
@@ -158,21 +158,22 @@ httpd_start(int lfd, MHD_AccessHandlerCallback handler, void *cls,
 	for (i = 0; i < HTTPD_CONN_LIMIT; i++)
 		h->slots[i].fd = -1;
 
-	h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD |
-	    MHD_USE_ERROR_LOG, 0, NULL, NULL, handler, cls,
-	    MHD_OPTION_LISTEN_SOCKET, lfd,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPD_CONN_LIMIT,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPD_PER_IP,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_IDLE_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTPD_CONN_MEMORY,
-	    MHD_OPTION_NOTIFY_CONNECTION, httpd_notify, h,
-	    MHD_OPTION_NOTIFY_COMPLETED, httpd_completed, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, httpd_log, NULL,
-	    MHD_OPTION_END);
+	h->d =
+	    MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
+	        0, NULL, NULL, handler, cls, MHD_OPTION_LISTEN_SOCKET, lfd,
+	        MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPD_CONN_LIMIT,
+	        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPD_PER_IP,
+	        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_IDLE_TIMEOUT_S,
+	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTPD_CONN_MEMORY,
+	        MHD_OPTION_NOTIFY_CONNECTION, httpd_notify, h,
+	        MHD_OPTION_NOTIFY_COMPLETED, httpd_completed, h,
+	        MHD_OPTION_EXTERNAL_LOGGER, httpd_log, NULL, MHD_OPTION_END);
 	if (h->d == NULL) {
 		close(lfd);
-		err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start the "
-		    "HTTP server on %s", listen);
+		err_set(err, EXIT_AGENT_SOFTWARE,
+		    "serve: cannot start the "
+		    "HTTP server on %s",
+		    listen);
 		goto fail;
 	}
 	pthread_attr_init(&attr);
@@ -180,8 +181,10 @@ httpd_start(int lfd, MHD_AccessHandlerCallback handler, void *cls,
 	e = pthread_create(&h->reaper, &attr, httpd_reaper, h);
 	pthread_attr_destroy(&attr);
 	if (e != 0) {
-		err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start the "
-		    "HTTP deadline thread: %s", strerror(e));
+		err_set(err, EXIT_AGENT_SOFTWARE,
+		    "serve: cannot start the "
+		    "HTTP deadline thread: %s",
+		    strerror(e));
 		MHD_stop_daemon(h->d);
 		goto fail;
 	}
@@ -210,7 +213,8 @@ httpd_stop(struct httpd *h)
 	MHD_stop_daemon(h->d);
 	if (h->reaped > 0)
 		log_debug("http: %lu connections cut at the %d ms request "
-		    "deadline", h->reaped, HTTPD_REQUEST_DEADLINE_MS);
+		          "deadline",
+		    h->reaped, HTTPD_REQUEST_DEADLINE_MS);
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
 	a_free(h);
@@ -219,7 +223,7 @@ httpd_stop(struct httpd *h)
 const char *
 httpd_version(void)
 {
-	static char	built[16];
+	static char built[16];
 
 	if (dl_loaded_mhd())
 		return MHD_get_version();

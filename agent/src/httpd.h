@@ -20,12 +20,12 @@
 
 #include "mhd_dl.h"
 
-#define HTTPD_CONN_LIMIT		128
-#define HTTPD_PER_IP			8
-#define HTTPD_REQUEST_DEADLINE_MS	5000
-#define HTTPD_IDLE_TIMEOUT_S		5
-#define HTTPD_CONN_MEMORY		(16 * 1024)
-#define HTTPD_BACKLOG			4096
+#define HTTPD_CONN_LIMIT 128
+#define HTTPD_PER_IP 8
+#define HTTPD_REQUEST_DEADLINE_MS 5000
+#define HTTPD_IDLE_TIMEOUT_S 5
+#define HTTPD_CONN_MEMORY (16 * 1024)
+#define HTTPD_BACKLOG 4096
 
 struct httpd;
 
@@ -34,11 +34,11 @@ struct httpd;
  * failure and by httpd_stop), answering with handler(cls, ...).  Returns
  * NULL with err filled (libmicrohttpd missing, or the start failed).
  */
-struct httpd	*httpd_start(int lfd, MHD_AccessHandlerCallback handler,
-		    void *cls, const char *listen, struct agent_err *err);
-void		 httpd_stop(struct httpd *);
+struct httpd *httpd_start(int lfd, MHD_AccessHandlerCallback handler, void *cls,
+    const char *listen, struct agent_err *err);
+void httpd_stop(struct httpd *);
 
 /* libmicrohttpd's version, or the one built against when not loaded. */
-const char	*httpd_version(void);
+const char *httpd_version(void);
 
 #endif

@@ -26,25 +26,25 @@
 #include "http_client.h"
 #include "kube.h"
 
-#define KUBE_MAX_BODY		(4u * 1024 * 1024)
-#define KUBE_TOKEN_MAX_AGE_MS	60000
-#define KUBE_LIST_LIMIT		500
-#define KUBE_LIST_PAGES		50
-#define DEFAULT_CONTAINER	"pylon-agent"
+#define KUBE_MAX_BODY (4u * 1024 * 1024)
+#define KUBE_TOKEN_MAX_AGE_MS 60000
+#define KUBE_LIST_LIMIT 500
+#define KUBE_LIST_PAGES 50
+#define DEFAULT_CONTAINER "pylon-agent"
 
 /* One discovery or report: the connection settings and the pod. */
 struct kube {
-	const struct options	*opts;
-	struct kube_config	 cfg;
-	char			 pod[254];
-	char			 ns[64];
-	int			 requests;
-	bool			 from_cache;	/* GETs with resourceVersion=0 */
+	const struct options *opts;
+	struct kube_config cfg;
+	char pod[254];
+	char ns[64];
+	int requests;
+	bool from_cache; /* GETs with resourceVersion=0 */
 };
 
 /* What discover learned about the own pod, for report (same process). */
-static pthread_mutex_t	cache_mu = PTHREAD_MUTEX_INITIALIZER;
-static char		cache_pod[254], cache_ns[64], cache_uid[64];
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static char cache_pod[254], cache_ns[64], cache_uid[64];
 
 /* ---- small JSON helpers ------------------------------------------------ */
 
@@ -52,10 +52,10 @@ static char		cache_pod[254], cache_ns[64], cache_uid[64];
 static cJSON *
 j_at(const cJSON *obj, const char *path)
 {
-	char		 key[128];
-	const char	*p = path, *dot;
-	size_t		 n;
-	const cJSON	*cur = obj;
+	char key[128];
+	const char *p = path, *dot;
+	size_t n;
+	const cJSON *cur = obj;
 
 	while (cur != NULL && *p) {
 		dot = strchr(p, '.');
@@ -64,8 +64,9 @@ j_at(const cJSON *obj, const char *path)
 			return NULL;
 		memcpy(key, p, n);
 		key[n] = '\0';
-		cur = cJSON_IsObject(cur) ?
-		    cJSON_GetObjectItemCaseSensitive(cur, key) : NULL;
+		cur = cJSON_IsObject(cur)
+		    ? cJSON_GetObjectItemCaseSensitive(cur, key)
+		    : NULL;
 		p += n + (dot ? 1 : 0);
 	}
 	return (cJSON *)cur;
@@ -81,7 +82,7 @@ j_str(const cJSON *obj, const char *path)
 static int
 j_int(const cJSON *obj, const char *path, int def)
 {
-	const cJSON	*v = j_at(obj, path);
+	const cJSON *v = j_at(obj, path);
 
 	if (v == NULL || cJSON_IsNull(v))
 		return def;
@@ -95,7 +96,7 @@ j_int(const cJSON *obj, const char *path, int def)
 static void
 src_append(char *buf, size_t n, const char *s)
 {
-	size_t	len = strlen(buf);
+	size_t len = strlen(buf);
 
 	if (len > 0 && len + 2 < n) {
 		memcpy(buf + len, ", ", 3);
@@ -110,8 +111,8 @@ src_append(char *buf, size_t n, const char *s)
 static void
 clean_text(const char *in, char *out, size_t n)
 {
-	char	tmp[512];
-	size_t	i;
+	char tmp[512];
+	size_t i;
 
 	/* Redact before the cut: a token straddling it still matches. */
 	redact(in ? in : "", tmp, sizeof(tmp));
@@ -149,7 +150,7 @@ skip_ws(const char *p)
 static const char *
 sel_token(const char *p, bool (*fn)(int), char *out, size_t n)
 {
-	size_t	i = 0;
+	size_t i = 0;
 
 	while (*p && fn((unsigned char)*p)) {
 		if (i + 1 < n)
@@ -163,7 +164,7 @@ sel_token(const char *p, bool (*fn)(int), char *out, size_t n)
 static bool
 set_has(const char vals[][64], int nv, const char *v)
 {
-	int	i;
+	int i;
 
 	for (i = 0; i < nv; i++)
 		if (strcmp(vals[i], v) == 0)
@@ -173,9 +174,9 @@ set_has(const char vals[][64], int nv, const char *v)
 
 /* One requirement: the key, the operator and its values. */
 struct sel_req {
-	char		key[320], vals[16][64];
-	int		nv;
-	enum sel_op	op;
+	char key[320], vals[16][64];
+	int nv;
+	enum sel_op op;
 };
 
 /* Parses "k in (a,b)" and the like at p; returns the end, NULL if bad. */
@@ -211,8 +212,8 @@ sel_parse_req(const char *p, struct sel_req *r)
 	p = skip_ws(p);
 	if (*p == '!') {
 		r->op = SEL_NOTEXISTS;
-		return sel_token(skip_ws(p + 1), sel_keych, r->key,
-		    sizeof(r->key));
+		return sel_token(
+		    skip_ws(p + 1), sel_keych, r->key, sizeof(r->key));
 	}
 	p = skip_ws(sel_token(p, sel_keych, r->key, sizeof(r->key)));
 	r->op = SEL_EXISTS;
@@ -250,22 +251,20 @@ sel_req_match(const struct sel_req *r, const char *have)
 	case SEL_NE:
 		return have == NULL || strcmp(have, r->vals[0]) != 0;
 	case SEL_IN:
-		return have != NULL && set_has(r->vals, r->nv,
-		    have);
+		return have != NULL && set_has(r->vals, r->nv, have);
 	case SEL_NOTIN:
-		return have == NULL || !set_has(r->vals, r->nv,
-		    have);
+		return have == NULL || !set_has(r->vals, r->nv, have);
 	}
 	return false;
 }
 
 int
-kube_selector_match(const char *selector, const struct cJSON *labels,
-    struct agent_err *err)
+kube_selector_match(
+    const char *selector, const struct cJSON *labels, struct agent_err *err)
 {
-	const char	*p = selector, *have;
-	struct sel_req	 r;
-	int		 match = 1;
+	const char *p = selector, *have;
+	struct sel_req r;
+	int match = 1;
 
 	if (selector == NULL)
 		return 1;
@@ -280,15 +279,17 @@ kube_selector_match(const char *selector, const struct cJSON *labels,
 			p++;
 		else if (*p != '\0')
 			goto bad;
-		have = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-		    labels, r.key));
+		have = cJSON_GetStringValue(
+		    cJSON_GetObjectItemCaseSensitive(labels, r.key));
 		match &= sel_req_match(&r, have);
 	}
 	return match;
 bad:
-	err_set(err, EXIT_AGENT_CONFIG, "--app-selector \"%.200s\" is not a "
+	err_set(err, EXIT_AGENT_CONFIG,
+	    "--app-selector \"%.200s\" is not a "
 	    "valid label selector; use e.g. app=chat, tier!=db, "
-	    "color in (blue,green), !canary", selector);
+	    "color in (blue,green), !canary",
+	    selector);
 	return -1;
 }
 
@@ -297,9 +298,9 @@ bad:
 int
 kube_surge_resolve(const struct cJSON *v, int replicas)
 {
-	const char	*s;
-	char		*end;
-	long		 pct;
+	const char *s;
+	char *end;
+	long pct;
 
 	if (v == NULL || cJSON_IsNull(v))
 		return (replicas * 25 + 99) / 100;
@@ -309,8 +310,8 @@ kube_surge_resolve(const struct cJSON *v, int replicas)
 			return -1;
 		return (int)v->valuedouble;
 	}
-	if ((s = cJSON_GetStringValue(v)) == NULL || !isdigit((unsigned
-	    char)*s))
+	if ((s = cJSON_GetStringValue(v)) == NULL ||
+	    !isdigit((unsigned char)*s))
 		return -1;
 	pct = strtol(s, &end, 10);
 	if (strcmp(end, "%") != 0 || pct < 0 || pct > 100000)
@@ -323,12 +324,12 @@ kube_surge_resolve(const struct cJSON *v, int replicas)
 
 int
 kube_status_error(long status, const char *body, const char *verb,
-    const char *group, const char *resource, const char *name,
-    const char *ns, struct agent_err *err)
+    const char *group, const char *resource, const char *name, const char *ns,
+    struct agent_err *err)
 {
-	cJSON		*j = NULL;
-	const char	*msg = NULL, *reason = NULL;
-	char		 m[512], what[400];
+	cJSON *j = NULL;
+	const char *msg = NULL, *reason = NULL;
+	char m[512], what[400];
 
 	if (body != NULL && (j = cJSON_Parse(body)) != NULL) {
 		msg = j_str(j, "message");
@@ -336,46 +337,57 @@ kube_status_error(long status, const char *body, const char *verb,
 	}
 	clean_text(msg ? msg : "", m, sizeof(m));
 	snprintf(what, sizeof(what), "%s%s%s%s%s", resource,
-	    group && *group ? "." : "", group ? group : "",
-	    name ? "/" : "", name ? name : "");
+	    group && *group ? "." : "", group ? group : "", name ? "/" : "",
+	    name ? name : "");
 	switch (status) {
 	case 401:
-		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s: 401 "
+		err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: %s %s: 401 "
 		    "Unauthorized: the API server rejected the token (expired, "
 		    "revoked or for another cluster); it is re-read on the "
 		    "next attempt - check the service-account token or the "
-		    "kubeconfig user", verb, what);
+		    "kubeconfig user",
+		    verb, what);
 		break;
 	case 403:
-		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: forbidden to "
+		err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: forbidden to "
 		    "%s %s in namespace \"%s\" (%s); add to the Role: "
 		    "{apiGroups: [\"%s\"], resources: [\"%s\"], verbs: "
-		    "[\"%s\"]}", verb, what, ns ? ns : "", m[0] ? m :
-		    "Forbidden", group ? group : "", resource, verb);
+		    "[\"%s\"]}",
+		    verb, what, ns ? ns : "", m[0] ? m : "Forbidden",
+		    group ? group : "", resource, verb);
 		break;
 	case 404:
 		if (strstr(m, "could not find the requested resource"))
-			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the API "
+			err_set(err, EXIT_AGENT_DISCOVERY,
+			    "kubernetes: the API "
 			    "server does not serve %s%s%s (is its API group "
-			    "installed?)", resource, group && *group ? "." : "",
+			    "installed?)",
+			    resource, group && *group ? "." : "",
 			    group ? group : "");
 		else
-			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s not "
-			    "found in namespace \"%s\" (%s)", what,
-			    ns ? ns : "", m[0] ? m : "NotFound");
+			err_set(err, EXIT_AGENT_DISCOVERY,
+			    "kubernetes: %s not "
+			    "found in namespace \"%s\" (%s)",
+			    what, ns ? ns : "", m[0] ? m : "NotFound");
 		break;
 	case 429:
-		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s: the API "
+		err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: %s %s: the API "
 		    "server kept answering 429 TooManyRequests after retries; "
-		    "it is overloaded, try again later", verb, what);
+		    "it is overloaded, try again later",
+		    verb, what);
 		break;
 	default:
-		err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s: HTTP "
-		    "%ld%s%s%s%s%s", verb, what, status,
-		    reason ? " " : "", reason ? reason : "",
+		err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: %s %s: HTTP "
+		    "%ld%s%s%s%s%s",
+		    verb, what, status, reason ? " " : "", reason ? reason : "",
 		    m[0] ? ": " : "", m,
 		    status >= 500 ? " (the API server failed; retried "
-		    "already)" : "");
+		                    "already)"
+		                  : "");
 		break;
 	}
 	cJSON_Delete(j);
@@ -416,8 +428,7 @@ kube_request(struct kube *k, struct http_request *rq, const char *method,
     const char *url, const char *ctype, const char *body, char *authz,
     size_t authz_len, struct agent_err *err)
 {
-	long	t = k->opts->api_timeout_ms > 0 ? k->opts->api_timeout_ms :
-		    10000;
+	long t = k->opts->api_timeout_ms > 0 ? k->opts->api_timeout_ms : 10000;
 
 	memset(rq, 0, sizeof(*rq));
 	rq->method = method;
@@ -426,11 +437,13 @@ kube_request(struct kube *k, struct http_request *rq, const char *method,
 		/* A line break would split the header (the part after it an
 		 * injected header, the part before it echoed unredacted). */
 		if (token_has_ctl(k->cfg.token))
-			return err_set(err, EXIT_AGENT_CONFIG, "kubernetes: "
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "kubernetes: "
 			    "the bearer token%s%s holds a line break or "
 			    "control character inside; it must be one line (a "
-			    "broken token file?)", k->cfg.token_file ? " in " :
-			    "", k->cfg.token_file ? k->cfg.token_file : "");
+			    "broken token file?)",
+			    k->cfg.token_file ? " in " : "",
+			    k->cfg.token_file ? k->cfg.token_file : "");
 		snprintf(authz, authz_len, "Bearer %s", k->cfg.token);
 		rq->authorization = authz;
 	}
@@ -459,16 +472,17 @@ kube_request(struct kube *k, struct http_request *rq, const char *method,
 static bool
 kube_token_renewed(struct kube *k, struct agent_err *err)
 {
-	char	*old;
-	bool	 same;
-	int	 rc;
+	char *old;
+	bool same;
+	int rc;
 
 	if (k->cfg.token_file == NULL && k->cfg.exec_command == NULL)
 		return false;
 	old = k->cfg.token ? a_strdup(k->cfg.token) : NULL;
 	rc = kube_config_refresh_token(&k->cfg, 0, true, err);
-	same = rc != 0 || (old && k->cfg.token && strcmp(old,
-	    k->cfg.token) == 0 && k->cfg.exec_command == NULL);
+	same = rc != 0 ||
+	    (old && k->cfg.token && strcmp(old, k->cfg.token) == 0 &&
+	        k->cfg.exec_command == NULL);
 	a_free(old);
 	err_clear(err);
 	return !same;
@@ -480,7 +494,7 @@ kube_parse_body(struct kube *k, const struct http_response *rs,
     const char *verb, const char *resource, const char *name, cJSON **out,
     struct agent_err *err)
 {
-	long	fails = alloc_failures();
+	long fails = alloc_failures();
 
 	if (out == NULL || rs->len == 0)
 		return 0;
@@ -491,10 +505,12 @@ kube_parse_body(struct kube *k, const struct http_response *rs,
 		return 0;
 	cJSON_Delete(*out);
 	*out = NULL;
-	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s %s%s%s: the "
+	return err_set(err, EXIT_AGENT_DISCOVERY,
+	    "kubernetes: %s %s%s%s: the "
 	    "API server answered %zu bytes that are not a JSON object; is %s "
-	    "a Kubernetes API server?", verb, resource, name ? "/" : "",
-	    name ? name : "", rs->len, k->cfg.server);
+	    "a Kubernetes API server?",
+	    verb, resource, name ? "/" : "", name ? name : "", rs->len,
+	    k->cfg.server);
 }
 
 /*
@@ -505,14 +521,14 @@ kube_parse_body(struct kube *k, const struct http_response *rs,
 static int
 kube_call(struct kube *k, const char *method, const char *verb,
     const char *group, const char *resource, const char *name,
-    const char *query, const char *ctype, const char *body,
-    cJSON **out, long *status, struct agent_err *err)
+    const char *query, const char *ctype, const char *body, cJSON **out,
+    long *status, struct agent_err *err)
 {
-	struct http_request	 rq;
-	struct http_response	 rs;
-	char			 url[2048], authz[16384], rvq[4200];
-	const char		*prefix = kube_path_prefix(group);
-	int			 rc, tries;
+	struct http_request rq;
+	struct http_response rs;
+	char url[2048], authz[16384], rvq[4200];
+	const char *prefix = kube_path_prefix(group);
+	int rc, tries;
 
 	*out = NULL;
 	*status = 0;
@@ -530,18 +546,18 @@ kube_call(struct kube *k, const char *method, const char *verb,
 	    name ? name : "", query ? "?" : "", query ? query : "");
 	for (tries = 0; tries < 2; tries++) {
 		/* The 401 branch below already forced the re-read. */
-		if ((rc = kube_config_refresh_token(&k->cfg,
-		    KUBE_TOKEN_MAX_AGE_MS, false, err)) ||
+		if ((rc = kube_config_refresh_token(
+		         &k->cfg, KUBE_TOKEN_MAX_AGE_MS, false, err)) ||
 		    (rc = kube_request(k, &rq, method, url, ctype, body, authz,
-		    sizeof(authz), err)))
+		         sizeof(authz), err)))
 			return rc;
 		rc = http_do(&rq, &rs, err);
 		explicit_bzero(authz, sizeof(authz));
 		k->requests += rs.attempts;
 		if (rc) {
 			http_response_release(&rs);
-			return err_prefix(err, "kubernetes: %s %s%s%s",
-			    verb, resource, name ? "/" : "", name ? name : "");
+			return err_prefix(err, "kubernetes: %s %s%s%s", verb,
+			    resource, name ? "/" : "", name ? name : "");
 		}
 		*status = rs.status;
 		if (rs.status == 401 && tries == 0 &&
@@ -572,7 +588,7 @@ static void
 url_escape(const char *in, char *out, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t	o = 0;
+	size_t o = 0;
 
 	for (; *in && o + 4 < n; in++) {
 		unsigned char c = (unsigned char)*in;
@@ -595,14 +611,14 @@ typedef void (*reset_fn)(void *ctx);
 /* LIST with limit/continue; an expired continue token (410) restarts the
  * list once, after reset undid what the earlier pages added. */
 static int
-kube_list(struct kube *k, const char *group, const char *resource,
-    item_fn fn, reset_fn reset, void *ctx, struct agent_err *err)
+kube_list(struct kube *k, const char *group, const char *resource, item_fn fn,
+    reset_fn reset, void *ctx, struct agent_err *err)
 {
-	cJSON		*page = NULL, *it;
-	char		 query[4096], cont[2048] = "", esc[3000];
-	const char	*c;
-	long		 status;
-	int		 rc = 0, pages = 0, restarts = 0;
+	cJSON *page = NULL, *it;
+	char query[4096], cont[2048] = "", esc[3000];
+	const char *c;
+	long status;
+	int rc = 0, pages = 0, restarts = 0;
 
 	for (;;) {
 		if (cont[0]) {
@@ -610,8 +626,8 @@ kube_list(struct kube *k, const char *group, const char *resource,
 			snprintf(query, sizeof(query), "limit=%d&continue=%s",
 			    KUBE_LIST_LIMIT, esc);
 		} else
-			snprintf(query, sizeof(query), "limit=%d",
-			    KUBE_LIST_LIMIT);
+			snprintf(
+			    query, sizeof(query), "limit=%d", KUBE_LIST_LIMIT);
 		rc = kube_call(k, "GET", "list", group, resource, NULL, query,
 		    NULL, NULL, &page, &status, err);
 		if (rc && status == 410 && cont[0] && restarts++ == 0) {
@@ -625,12 +641,14 @@ kube_list(struct kube *k, const char *group, const char *resource,
 			return rc;
 		if (!cJSON_IsArray(j_at(page, "items"))) {
 			cJSON_Delete(page);
-			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-			    "list %s: the answer has no items array", resource);
+			return err_set(err, EXIT_AGENT_DISCOVERY,
+			    "kubernetes: "
+			    "list %s: the answer has no items array",
+			    resource);
 		}
-		cJSON_ArrayForEach(it, j_at(page, "items"))
-			if ((rc = fn(ctx, it, err)) != 0)
-				break;
+		cJSON_ArrayForEach(
+		    it, j_at(page, "items")) if ((rc = fn(ctx, it, err)) !=
+		    0) break;
 		c = j_str(page, "metadata.continue");
 		snprintf(cont, sizeof(cont), "%s", c ? c : "");
 		cJSON_Delete(page);
@@ -638,9 +656,10 @@ kube_list(struct kube *k, const char *group, const char *resource,
 		if (rc || cont[0] == '\0')
 			return rc;
 		if (++pages >= KUBE_LIST_PAGES)
-			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
-			    "list %s: more than %d pages; giving up", resource,
-			    KUBE_LIST_PAGES);
+			return err_set(err, EXIT_AGENT_DISCOVERY,
+			    "kubernetes: "
+			    "list %s: more than %d pages; giving up",
+			    resource, KUBE_LIST_PAGES);
 	}
 }
 
@@ -649,14 +668,14 @@ kube_list(struct kube *k, const char *group, const char *resource,
 static bool
 dns_name_ok(const char *s, size_t max)
 {
-	size_t	n = strlen(s), i;
+	size_t n = strlen(s), i;
 
 	if (n == 0 || n > max)
 		return false;
 	for (i = 0; i < n; i++)
 		if (!(islower((unsigned char)s[i]) ||
-		    isdigit((unsigned char)s[i]) || s[i] == '-' ||
-		    s[i] == '.'))
+		        isdigit((unsigned char)s[i]) || s[i] == '-' ||
+		        s[i] == '.'))
 			return false;
 	return true;
 }
@@ -664,33 +683,36 @@ dns_name_ok(const char *s, size_t max)
 static int
 kube_open(struct kube *k, const struct options *opts, struct agent_err *err)
 {
-	const char	*pod, *ns;
-	int		 rc;
+	const char *pod, *ns;
+	int rc;
 
 	memset(k, 0, sizeof(*k));
 	k->opts = opts;
 	if (opts->kubeconfig != NULL && *opts->kubeconfig)
 		rc = kube_config_kubeconfig(opts->kubeconfig, &k->cfg, err);
 	else
-		rc = kube_config_incluster(opts->serviceaccount_dir ?
-		    opts->serviceaccount_dir :
-		    "/var/run/secrets/kubernetes.io/serviceaccount", &k->cfg,
-		    err);
+		rc = kube_config_incluster(opts->serviceaccount_dir
+		        ? opts->serviceaccount_dir
+		        : "/var/run/secrets/kubernetes.io/serviceaccount",
+		    &k->cfg, err);
 	if (rc)
 		return rc;
 	pod = getenv("POD_NAME");
 	if (pod == NULL || *pod == '\0')
 		pod = getenv("HOSTNAME");
 	if (pod == NULL || *pod == '\0') {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: POD_NAME is "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "kubernetes: POD_NAME is "
 		    "not set; add it from the downward API (fieldRef "
 		    "metadata.name)");
 		goto fail;
 	}
 	if (!dns_name_ok(pod, 253)) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: POD_NAME "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "kubernetes: POD_NAME "
 		    "\"%.100s\" is not a pod name; set it from the downward "
-		    "API (fieldRef metadata.name)", pod);
+		    "API (fieldRef metadata.name)",
+		    pod);
 		goto fail;
 	}
 	ns = getenv("POD_NAMESPACE");
@@ -699,7 +721,8 @@ kube_open(struct kube *k, const struct options *opts, struct agent_err *err)
 	if (ns == NULL || *ns == '\0')
 		ns = opts->kubeconfig ? "default" : NULL;
 	if (ns == NULL) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: the pod's "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "kubernetes: the pod's "
 		    "namespace is unknown: POD_NAMESPACE is not set and the "
 		    "service-account namespace file is missing; add "
 		    "POD_NAMESPACE from the downward API (fieldRef "
@@ -707,8 +730,10 @@ kube_open(struct kube *k, const struct options *opts, struct agent_err *err)
 		goto fail;
 	}
 	if (!dns_name_ok(ns, 63) || strchr(ns, '.') != NULL) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "kubernetes: namespace "
-		    "\"%.100s\" is not a valid namespace name", ns);
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "kubernetes: namespace "
+		    "\"%.100s\" is not a valid namespace name",
+		    ns);
 		goto fail;
 	}
 	snprintf(k->pod, sizeof(k->pod), "%s", pod);
@@ -731,11 +756,12 @@ kube_close(struct kube *k)
 static const cJSON *
 controller_of(const cJSON *obj)
 {
-	const cJSON	*r;
+	const cJSON *r;
 
-	cJSON_ArrayForEach(r, j_at(obj, "metadata.ownerReferences"))
-		if (cJSON_IsTrue(j_at(r, "controller")))
-			return r;
+	cJSON_ArrayForEach(r,
+	    j_at(obj,
+	        "metadata.ownerReferences")) if (cJSON_IsTrue(j_at(r,
+	                                             "controller"))) return r;
 	return NULL;
 }
 
@@ -743,10 +769,9 @@ controller_of(const cJSON *obj)
 static void
 api_group(const char *api_version, char *out, size_t n)
 {
-	const char	*slash;
+	const char *slash;
 
-	if (api_version == NULL || (slash = strchr(api_version, '/')) ==
-	    NULL) {
+	if (api_version == NULL || (slash = strchr(api_version, '/')) == NULL) {
 		snprintf(out, n, "%s", "");
 		return;
 	}
@@ -757,7 +782,7 @@ api_group(const char *api_version, char *out, size_t n)
 const char *
 kube_container_name(void)
 {
-	const char	*me = getenv("PYLON_AGENT_CONTAINER_NAME");
+	const char *me = getenv("PYLON_AGENT_CONTAINER_NAME");
 
 	return me == NULL || *me == '\0' ? DEFAULT_CONTAINER : me;
 }
@@ -765,11 +790,12 @@ kube_container_name(void)
 static bool
 native_sidecar_dropped(const cJSON *pod)
 {
-	const cJSON	*c;
-	const char	*me = kube_container_name();
-	const char	*nm, *rp;
+	const cJSON *c;
+	const char *me = kube_container_name();
+	const char *nm, *rp;
 
-	cJSON_ArrayForEach(c, j_at(pod, "spec.initContainers")) {
+	cJSON_ArrayForEach(c, j_at(pod, "spec.initContainers"))
+	{
 		nm = j_str(c, "name");
 		if (nm == NULL || strcmp(nm, me) != 0)
 			continue;
@@ -780,15 +806,15 @@ native_sidecar_dropped(const cJSON *pod)
 }
 
 struct hpa_ctx {
-	const char	*group, *kind, *name;
-	int		 max;
-	char		 src[SRC_LEN];
+	const char *group, *kind, *name;
+	int max;
+	char src[SRC_LEN];
 };
 
 static void
 hpa_reset(void *vctx)
 {
-	struct hpa_ctx	*c = vctx;
+	struct hpa_ctx *c = vctx;
 
 	c->max = 0;
 	c->src[0] = '\0';
@@ -797,10 +823,10 @@ hpa_reset(void *vctx)
 static int
 hpa_item(void *vctx, const cJSON *it, struct agent_err *err)
 {
-	struct hpa_ctx	*c = vctx;
-	char		 g[128], s[SRC_LEN];
-	const char	*kind, *name, *hname;
-	int		 max;
+	struct hpa_ctx *c = vctx;
+	char g[128], s[SRC_LEN];
+	const char *kind, *name, *hname;
+	int max;
 
 	(void)err;
 	kind = j_str(it, "spec.scaleTargetRef.kind");
@@ -822,18 +848,18 @@ hpa_item(void *vctx, const cJSON *it, struct agent_err *err)
 }
 
 static int
-find_hpa(struct kube *k, const char *group, const char *kind,
-    const char *name, struct topology *t, struct agent_err *err)
+find_hpa(struct kube *k, const char *group, const char *kind, const char *name,
+    struct topology *t, struct agent_err *err)
 {
-	struct hpa_ctx	c;
-	int		rc;
+	struct hpa_ctx c;
+	int rc;
 
 	memset(&c, 0, sizeof(c));
 	c.group = group;
 	c.kind = kind;
 	c.name = name;
 	if ((rc = kube_list(k, "autoscaling", "horizontalpodautoscalers",
-	    hpa_item, hpa_reset, &c, err)))
+	         hpa_item, hpa_reset, &c, err)))
 		return rc;
 	t->hpa_max = c.max;
 	snprintf(t->hpa_src, sizeof(t->hpa_src), "%s", c.src);
@@ -841,18 +867,18 @@ find_hpa(struct kube *k, const char *group, const char *kind,
 }
 
 struct colour_ctx {
-	const char	*selector;
-	const char	*kind;	/* "deployment" / "statefulset" */
-	const char	*own_kind, *own_name;
-	struct topology	*t;
-	int		 saved;			/* before this list */
-	char		 saved_src[SRC_LEN];
+	const char *selector;
+	const char *kind; /* "deployment" / "statefulset" */
+	const char *own_kind, *own_name;
+	struct topology *t;
+	int saved; /* before this list */
+	char saved_src[SRC_LEN];
 };
 
 static void
 colour_reset(void *vctx)
 {
-	struct colour_ctx	*c = vctx;
+	struct colour_ctx *c = vctx;
 
 	c->t->colours = c->saved;
 	memcpy(c->t->colours_src, c->saved_src, sizeof(c->saved_src));
@@ -868,18 +894,17 @@ colour_save(struct colour_ctx *c)
 static int
 colour_item(void *vctx, const cJSON *it, struct agent_err *err)
 {
-	struct colour_ctx	*c = vctx;
-	const char		*name = j_str(it, "metadata.name");
-	char			 s[SRC_LEN];
-	int			 m, r;
+	struct colour_ctx *c = vctx;
+	const char *name = j_str(it, "metadata.name");
+	char s[SRC_LEN];
+	int m, r;
 
 	if (name == NULL)
 		return 0;
-	if (strcmp(c->kind, c->own_kind) == 0 &&
-	    strcmp(name, c->own_name) == 0)
+	if (strcmp(c->kind, c->own_kind) == 0 && strcmp(name, c->own_name) == 0)
 		return 0;
-	m = kube_selector_match(c->selector,
-	    j_at(it, "spec.template.metadata.labels"), err);
+	m = kube_selector_match(
+	    c->selector, j_at(it, "spec.template.metadata.labels"), err);
 	if (m < 0)
 		return err->code;
 	if (m == 0)
@@ -896,8 +921,8 @@ static int
 find_colours(struct kube *k, const char *own_kind, const char *own_name,
     struct topology *t, struct agent_err *err)
 {
-	struct colour_ctx	c;
-	int			rc;
+	struct colour_ctx c;
+	int rc;
 
 	memset(&c, 0, sizeof(c));
 	c.selector = k->opts->app_selector;
@@ -906,13 +931,13 @@ find_colours(struct kube *k, const char *own_kind, const char *own_name,
 	c.t = t;
 	c.kind = "deployment";
 	colour_save(&c);
-	if ((rc = kube_list(k, "apps", "deployments", colour_item,
-	    colour_reset, &c, err)))
+	if ((rc = kube_list(
+	         k, "apps", "deployments", colour_item, colour_reset, &c, err)))
 		return rc;
 	c.kind = "statefulset";
 	colour_save(&c);
-	return kube_list(k, "apps", "statefulsets", colour_item, colour_reset,
-	    &c, err);
+	return kube_list(
+	    k, "apps", "statefulsets", colour_item, colour_reset, &c, err);
 }
 
 /* Fills surge from a Deployment's (or canary Rollout's) strategy. */
@@ -920,10 +945,10 @@ static void
 deployment_surge(const cJSON *d, const char *kind, const char *name,
     int replicas, struct topology *t)
 {
-	const char	*type = j_str(d, "spec.strategy.type");
-	const cJSON	*ms;
-	char		 v[64];
-	int		 s;
+	const char *type = j_str(d, "spec.strategy.type");
+	const cJSON *ms;
+	char v[64];
+	int s;
 
 	if (type != NULL && strcmp(type, "Recreate") == 0) {
 		t->surge = 0;
@@ -931,9 +956,9 @@ deployment_surge(const cJSON *d, const char *kind, const char *name,
 		    "%s/%s strategy=Recreate (no surge)", kind, name);
 		return;
 	}
-	ms = strcmp(kind, "rollout") == 0 ?
-	    j_at(d, "spec.strategy.canary.maxSurge") :
-	    j_at(d, "spec.strategy.rollingUpdate.maxSurge");
+	ms = strcmp(kind, "rollout") == 0
+	    ? j_at(d, "spec.strategy.canary.maxSurge")
+	    : j_at(d, "spec.strategy.rollingUpdate.maxSurge");
 	if (ms == NULL || cJSON_IsNull(ms))
 		snprintf(v, sizeof(v), "25%% (default)");
 	else if (cJSON_IsNumber(ms))
@@ -957,16 +982,16 @@ deployment_surge(const cJSON *d, const char *kind, const char *name,
 /* ---- the owner chain: a table of controller kinds --------------------- */
 
 /* What a controller's object adds to the topology (base, surge, colours). */
-typedef int (*ctl_read_fn)(const cJSON *obj, const char *name,
-    struct topology *t);
+typedef int (*ctl_read_fn)(
+    const cJSON *obj, const char *name, struct topology *t);
 
 struct ctl_kind {
-	const char	*group, *kind, *resource;
-	const char	*label;		/* "deployment": messages, chain key */
-	bool		 owns_pods;	/* may be a pod's controller */
-	bool		 owns_rs;	/* may be a ReplicaSet's owner */
-	ctl_read_fn	 read;
-	const char	*missing;	/* a 404 "does not serve": why */
+	const char *group, *kind, *resource;
+	const char *label; /* "deployment": messages, chain key */
+	bool owns_pods; /* may be a pod's controller */
+	bool owns_rs; /* may be a ReplicaSet's owner */
+	ctl_read_fn read;
+	const char *missing; /* a 404 "does not serve": why */
 };
 
 static int
@@ -978,26 +1003,30 @@ read_replicas(const cJSON *obj, int *r)
 static int
 read_statefulset(const cJSON *obj, const char *name, struct topology *t)
 {
-	int	r;
+	int r;
 
 	if (read_replicas(obj, &r))
 		return -1;
 	t->base = r;
-	snprintf(t->base_src, sizeof(t->base_src), "statefulset/%s "
-	    "replicas=%d", name, r);
+	snprintf(t->base_src, sizeof(t->base_src),
+	    "statefulset/%s "
+	    "replicas=%d",
+	    name, r);
 	return 0;
 }
 
 static int
 read_deployment(const cJSON *obj, const char *name, struct topology *t)
 {
-	int	r;
+	int r;
 
 	if (read_replicas(obj, &r))
 		return -1;
 	t->base = r;
-	snprintf(t->base_src, sizeof(t->base_src), "deployment/%s "
-	    "replicas=%d", name, r);
+	snprintf(t->base_src, sizeof(t->base_src),
+	    "deployment/%s "
+	    "replicas=%d",
+	    name, r);
 	deployment_surge(obj, "deployment", name, r, t);
 	return 0;
 }
@@ -1005,26 +1034,32 @@ read_deployment(const cJSON *obj, const char *name, struct topology *t)
 static int
 read_rollout(const cJSON *obj, const char *name, struct topology *t)
 {
-	int	r, pr;
+	int r, pr;
 
 	if (read_replicas(obj, &r))
 		return -1;
 	t->base = r;
 	if (!cJSON_IsObject(j_at(obj, "spec.strategy.blueGreen"))) {
-		snprintf(t->base_src, sizeof(t->base_src), "rollout/%s "
-		    "replicas=%d strategy=canary", name, r);
+		snprintf(t->base_src, sizeof(t->base_src),
+		    "rollout/%s "
+		    "replicas=%d strategy=canary",
+		    name, r);
 		deployment_surge(obj, "rollout", name, r, t);
 		return 0;
 	}
-	if ((pr = j_int(obj, "spec.strategy.blueGreen.previewReplicaCount",
-	    r)) < 0)
+	if ((pr = j_int(
+	         obj, "spec.strategy.blueGreen.previewReplicaCount", r)) < 0)
 		pr = r;
-	snprintf(t->base_src, sizeof(t->base_src), "rollout/%s replicas=%d "
-	    "strategy=blueGreen", name, r);
+	snprintf(t->base_src, sizeof(t->base_src),
+	    "rollout/%s replicas=%d "
+	    "strategy=blueGreen",
+	    name, r);
 	/* Active and preview both serve during a switch. */
 	t->colours += pr;
-	snprintf(t->colours_src, sizeof(t->colours_src), "rollout/%s preview "
-	    "replicas=%d", name, pr);
+	snprintf(t->colours_src, sizeof(t->colours_src),
+	    "rollout/%s preview "
+	    "replicas=%d",
+	    name, pr);
 	return 0;
 }
 
@@ -1032,36 +1067,38 @@ read_rollout(const cJSON *obj, const char *name, struct topology *t)
 static int
 read_replicaset(const cJSON *obj, const char *name, struct topology *t)
 {
-	int	r;
+	int r;
 
 	if (read_replicas(obj, &r))
 		return -1;
 	t->base = r;
-	snprintf(t->base_src, sizeof(t->base_src), "replicaset/%s replicas=%d "
-	    "(no deployment)", name, r);
+	snprintf(t->base_src, sizeof(t->base_src),
+	    "replicaset/%s replicas=%d "
+	    "(no deployment)",
+	    name, r);
 	return 0;
 }
 
 static const struct ctl_kind ctl_kinds[] = {
-	{ "apps", "StatefulSet", "statefulsets", "statefulset", true, false,
-	    read_statefulset, NULL },
-	{ "apps", "ReplicaSet", "replicasets", "replicaset", true, false,
-	    read_replicaset, NULL },
-	{ "apps", "Deployment", "deployments", "deployment", false, true,
-	    read_deployment, NULL },
-	{ "argoproj.io", "Rollout", "rollouts", "rollout", false, true,
-	    read_rollout, "Argo Rollouts is not installed (or its CRD was "
-	    "removed)" },
+    {"apps", "StatefulSet", "statefulsets", "statefulset", true, false,
+        read_statefulset, NULL},
+    {"apps", "ReplicaSet", "replicasets", "replicaset", true, false,
+        read_replicaset, NULL},
+    {"apps", "Deployment", "deployments", "deployment", false, true,
+        read_deployment, NULL},
+    {"argoproj.io", "Rollout", "rollouts", "rollout", false, true, read_rollout,
+        "Argo Rollouts is not installed (or its CRD was "
+        "removed)"},
 };
-#define CTL_REPLICASET	(&ctl_kinds[1])
+#define CTL_REPLICASET (&ctl_kinds[1])
 
-#define CTL_KINDS	(sizeof(ctl_kinds) / sizeof(ctl_kinds[0]))
+#define CTL_KINDS (sizeof(ctl_kinds) / sizeof(ctl_kinds[0]))
 
 /* The table entry of an ownerReference's group and kind, or NULL. */
 static const struct ctl_kind *
 ctl_by_kind(const char *group, const char *kind)
 {
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < CTL_KINDS; i++)
 		if (strcmp(ctl_kinds[i].group, group) == 0 &&
@@ -1074,7 +1111,7 @@ ctl_by_kind(const char *group, const char *kind)
 static const struct ctl_kind *
 ctl_by_label(const char *label)
 {
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < CTL_KINDS; i++)
 		if (strcmp(ctl_kinds[i].label, label) == 0)
@@ -1084,11 +1121,11 @@ ctl_by_label(const char *label)
 
 /* One link of the chain: the object (label/name) and who it belongs to. */
 struct link {
-	const struct ctl_kind	*ck;		/* NULL: the pod */
-	char			 name[254];
-	const char		*rel;		/* "controller" / "owner" */
-	const char		*of_label;	/* "pod" / "replicaset" */
-	char			 of[254];
+	const struct ctl_kind *ck; /* NULL: the pod */
+	char name[254];
+	const char *rel; /* "controller" / "owner" */
+	const char *of_label; /* "pod" / "replicaset" */
+	char of[254];
 };
 
 /* A 404 on a link of the controller chain, e.g. "deployment/chat, the
@@ -1097,27 +1134,30 @@ static int
 chain_gone(struct kube *k, const struct link *l, struct agent_err *err)
 {
 	if (l->ck->missing != NULL && strstr(err->msg, "does not serve"))
-		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: %s/%s "
 		    "is owned by %s/%s, but the API server does not serve "
-		    "%s.%s/%s: %s", l->of_label, l->of, l->ck->label, l->name,
-		    l->ck->resource, l->ck->group,
+		    "%s.%s/%s: %s",
+		    l->of_label, l->of, l->ck->label, l->name, l->ck->resource,
+		    l->ck->group,
 		    strrchr(kube_path_prefix(l->ck->group), '/') + 1,
 		    l->ck->missing);
-	return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s, the %s "
+	return err_set(err, EXIT_AGENT_DISCOVERY,
+	    "kubernetes: %s/%s, the %s "
 	    "of %s/%s, is not found in namespace \"%s\"; was it deleted?",
 	    l->ck->label, l->name, l->rel, l->of_label, l->of, k->ns);
 }
 
 /* GETs the link's object into *obj (a 404 named as a broken chain). */
 static int
-link_get(struct kube *k, const struct link *l, cJSON **obj,
-    struct agent_err *err)
+link_get(
+    struct kube *k, const struct link *l, cJSON **obj, struct agent_err *err)
 {
-	long	status;
-	int	rc;
+	long status;
+	int rc;
 
-	rc = kube_get(k, l->ck->group, l->ck->resource, l->name, obj, &status,
-	    err);
+	rc = kube_get(
+	    k, l->ck->group, l->ck->resource, l->name, obj, &status, err);
 	if (rc && status == 404)
 		chain_gone(k, l, err);
 	return rc;
@@ -1129,14 +1169,14 @@ link_get(struct kube *k, const struct link *l, cJSON **obj,
  * (malformed or uncountable owner).
  */
 static int
-link_next(struct kube *k, const cJSON *obj, struct link *l,
-    struct agent_err *err)
+link_next(
+    struct kube *k, const cJSON *obj, struct link *l, struct agent_err *err)
 {
-	const cJSON		*ref = controller_of(obj);
-	const char		*kind, *name;
-	const struct ctl_kind	*ck;
-	bool			 of_pod = l->ck == NULL;
-	char			 g[128];
+	const cJSON *ref = controller_of(obj);
+	const char *kind, *name;
+	const struct ctl_kind *ck;
+	bool of_pod = l->ck == NULL;
+	char g[128];
 
 	snprintf(l->of, sizeof(l->of), "%s", of_pod ? k->pod : l->name);
 	l->of_label = of_pod ? "pod" : l->ck->label;
@@ -1148,22 +1188,25 @@ link_next(struct kube *k, const cJSON *obj, struct link *l,
 	name = j_str(ref, "name");
 	api_group(j_str(ref, "apiVersion"), g, sizeof(g));
 	if (kind == NULL || name == NULL || !dns_name_ok(name, 253))
-		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
-		    "has a malformed controller ownerReference", l->of_label,
-		    l->of);
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: %s/%s "
+		    "has a malformed controller ownerReference",
+		    l->of_label, l->of);
 	ck = ctl_by_kind(g, kind);
 	if (ck == NULL || !(of_pod ? ck->owns_pods : ck->owns_rs)) {
 		if (of_pod)
-			return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: "
+			return err_set(err, EXIT_AGENT_DISCOVERY,
+			    "kubernetes: "
 			    "pod/%s is controlled by %s/%s (%s), which "
 			    "pylon-agent cannot count; run it under a "
 			    "Deployment, StatefulSet or Argo Rollout, or use "
-			    "--platform static --replicas N", k->pod, kind,
-			    name, g[0] ? g : "core");
-		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: %s/%s "
+			    "--platform static --replicas N",
+			    k->pod, kind, name, g[0] ? g : "core");
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: %s/%s "
 		    "is owned by %s/%s (%s), which pylon-agent cannot count; "
-		    "use --platform static --replicas N", l->of_label, l->of,
-		    kind, name, g[0] ? g : "core");
+		    "use --platform static --replicas N",
+		    l->of_label, l->of, kind, name, g[0] ? g : "core");
 	}
 	l->ck = ck;
 	snprintf(l->name, sizeof(l->name), "%s", name);
@@ -1175,12 +1218,14 @@ static int
 read_end(struct kube *k, const struct ctl_kind *ck, const char *name,
     const cJSON *obj, struct topology *t, struct agent_err *err)
 {
-	int	rc;
+	int rc;
 
 	if (ck->read(obj, name, t))
-		return err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: the "
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "kubernetes: the "
 		    "controller of pod/%s (%s/%s) has a malformed "
-		    "spec.replicas", k->pod, ck->label, name);
+		    "spec.replicas",
+		    k->pod, ck->label, name);
 	snprintf(t->chain, sizeof(t->chain), "%s/%s", ck->label, name);
 	if ((rc = find_hpa(k, ck->group, ck->kind, name, t, err)))
 		return rc;
@@ -1193,7 +1238,7 @@ read_end(struct kube *k, const struct ctl_kind *ck, const char *name,
 static void
 cache_pod_uid(struct kube *k, const cJSON *pod)
 {
-	const char	*uid = j_str(pod, "metadata.uid");
+	const char *uid = j_str(pod, "metadata.uid");
 
 	pthread_mutex_lock(&cache_mu);
 	snprintf(cache_pod, sizeof(cache_pod), "%s", k->pod);
@@ -1211,18 +1256,20 @@ cache_pod_uid(struct kube *k, const cJSON *pod)
 static int
 discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 {
-	cJSON		*pod = NULL, *obj = NULL;
-	struct link	 l, end;
-	long		 status;
-	int		 rc;
+	cJSON *pod = NULL, *obj = NULL;
+	struct link l, end;
+	long status;
+	int rc;
 
 	rc = kube_get(k, "", "pods", k->pod, &pod, &status, err);
 	if (rc) {
 		if (status == 404)
-			err_set(err, EXIT_AGENT_DISCOVERY, "kubernetes: pod "
+			err_set(err, EXIT_AGENT_DISCOVERY,
+			    "kubernetes: pod "
 			    "\"%s\" not found in namespace \"%s\": POD_NAME and "
 			    "POD_NAMESPACE must name this pod (set them from "
-			    "the downward API)", k->pod, k->ns);
+			    "the downward API)",
+			    k->pod, k->ns);
 		goto out;
 	}
 	t->init_fallback = native_sidecar_dropped(pod);
@@ -1249,7 +1296,7 @@ discover_chain(struct kube *k, struct topology *t, struct agent_err *err)
 		if ((rc = link_next(k, obj, &l, err)))
 			goto out;
 		if (l.ck == NULL) {
-			l = end;	/* an orphaned ReplicaSet ends it */
+			l = end; /* an orphaned ReplicaSet ends it */
 			break;
 		}
 		cJSON_Delete(obj);
@@ -1265,18 +1312,18 @@ out:
 static bool
 kube_detect(const struct options *o)
 {
-	const char	*h = getenv("KUBERNETES_SERVICE_HOST");
+	const char *h = getenv("KUBERNETES_SERVICE_HOST");
 
 	return (h != NULL && *h != '\0') ||
 	    (o->kubeconfig != NULL && *o->kubeconfig != '\0');
 }
 
 static int
-kube_discover(const struct options *opts, struct topology *t,
-    struct agent_err *err)
+kube_discover(
+    const struct options *opts, struct topology *t, struct agent_err *err)
 {
-	struct kube	k;
-	int		rc;
+	struct kube k;
+	int rc;
 
 	if (opts->app_selector != NULL &&
 	    kube_selector_match(opts->app_selector, NULL, err) < 0)
@@ -1288,8 +1335,8 @@ kube_discover(const struct options *opts, struct topology *t,
 	snprintf(t->pod_namespace, sizeof(t->pod_namespace), "%s", k.ns);
 	rc = discover_chain(&k, t, err);
 	t->api_requests = k.requests;
-	log_debug("kubernetes: %d API requests via %s", k.requests,
-	    k.cfg.source);
+	log_debug(
+	    "kubernetes: %d API requests via %s", k.requests, k.cfg.source);
 	kube_close(&k);
 	return rc;
 }
@@ -1297,23 +1344,23 @@ kube_discover(const struct options *opts, struct topology *t,
 /* ---- reporting ---------------------------------------------------------- */
 
 static int
-report_annotations(struct kube *k, const struct decision *d,
-    struct agent_err *err)
+report_annotations(
+    struct kube *k, const struct decision *d, struct agent_err *err)
 {
-	cJSON	*patch, *ann, *out = NULL;
-	char	*body = NULL, peers[16];
-	long	 status;
-	int	 rc;
+	cJSON *patch, *ann, *out = NULL;
+	char *body = NULL, peers[16];
+	long status;
+	int rc;
 
 	snprintf(peers, sizeof(peers), "%d", d->peers);
 	patch = cJSON_CreateObject();
 	if (patch == NULL)
 		return err_oom(err, "annotations");
-	ann = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch,
-	    "metadata"), "annotations");
+	ann = cJSON_AddObjectToObject(
+	    cJSON_AddObjectToObject(patch, "metadata"), "annotations");
 	if (ann == NULL ||
-	    !cJSON_AddStringToObject(ann, "pylon.dev/cluster-bus",
-	    mode_name(d->mode)) ||
+	    !cJSON_AddStringToObject(
+	        ann, "pylon.dev/cluster-bus", mode_name(d->mode)) ||
 	    !cJSON_AddStringToObject(ann, "pylon.dev/cluster-peers", peers) ||
 	    (body = cJSON_PrintUnformatted(patch)) == NULL) {
 		cJSON_Delete(patch);
@@ -1331,19 +1378,18 @@ static int
 report_event(struct kube *k, const struct decision *d, enum report_kind kind,
     const char *message, struct agent_err *err)
 {
-	static const char *reasons[] = { "ClusterBusReady",
-	    "ClusterBusUnavailable", "ClusterBusDrift",
-	    "ClusterBusDeafPylon" };
-	static const char *actions[] = { "ProveBus", "CheckBus",
-	    "CheckTopology", "CheckBus" };
-	cJSON		*ev, *md, *reg, *out = NULL;
-	char		 name[254], inst[129], when[40];
-	char		 note[1025], red[1025];
-	char		 uid[64] = "", *body = NULL;
-	struct timespec	 ts;
-	long		 status;
-	int		 rc, ki = kind >= 0 && kind <= 3 ? (int)kind : 0;
-	size_t		 n;
+	static const char *reasons[] = {"ClusterBusReady",
+	    "ClusterBusUnavailable", "ClusterBusDrift", "ClusterBusDeafPylon"};
+	static const char *actions[] = {
+	    "ProveBus", "CheckBus", "CheckTopology", "CheckBus"};
+	cJSON *ev, *md, *reg, *out = NULL;
+	char name[254], inst[129], when[40];
+	char note[1025], red[1025];
+	char uid[64] = "", *body = NULL;
+	struct timespec ts;
+	long status;
+	int rc, ki = kind >= 0 && kind <= 3 ? (int)kind : 0;
+	size_t n;
 
 	pthread_mutex_lock(&cache_mu);
 	if (strcmp(cache_pod, k->pod) == 0 && strcmp(cache_ns, k->ns) == 0)
@@ -1355,8 +1401,8 @@ report_event(struct kube *k, const struct decision *d, enum report_kind kind,
 		if (rc)
 			return rc;
 		snprintf(uid, sizeof(uid), "%s",
-		    j_str(out, "metadata.uid") ? j_str(out, "metadata.uid") :
-		    "");
+		    j_str(out, "metadata.uid") ? j_str(out, "metadata.uid")
+		                               : "");
 		cJSON_Delete(out);
 		out = NULL;
 	}
@@ -1367,11 +1413,11 @@ report_event(struct kube *k, const struct decision *d, enum report_kind kind,
 		n = 253 - 17;
 	snprintf(name, sizeof(name), "%.*s.%llx", (int)n, k->pod,
 	    (unsigned long long)ts.tv_sec * 1000000000ull +
-	    (unsigned long long)ts.tv_nsec);
+	        (unsigned long long)ts.tv_nsec);
 	snprintf(inst, sizeof(inst), "pylon-agent-%s", k->pod);
 	iso8601_now_micro(when, sizeof(when));
-	snprintf(note, sizeof(note), "%s", message && *message ? message :
-	    d->reason);
+	snprintf(note, sizeof(note), "%s",
+	    message && *message ? message : d->reason);
 	redact(note, red, sizeof(red));
 	red[1024] = '\0';
 
@@ -1411,9 +1457,9 @@ static int
 kube_report(const struct options *opts, const struct decision *d,
     enum report_kind kind, const char *message, struct agent_err *err)
 {
-	struct kube		k;
-	struct agent_err	e2;
-	int			rc = 0, rc2;
+	struct kube k;
+	struct agent_err e2;
+	int rc = 0, rc2;
 
 	if ((opts->report & (REPORT_ANNOTATIONS | REPORT_EVENTS)) == 0)
 		return 0;
@@ -1425,7 +1471,7 @@ kube_report(const struct options *opts, const struct decision *d,
 		memset(&e2, 0, sizeof(e2));
 		rc2 = report_event(&k, d, kind, message, &e2);
 		if (rc2 && rc) {
-			char	first[AGENT_ERR_LEN];
+			char first[AGENT_ERR_LEN];
 
 			memcpy(first, err->msg, sizeof(first));
 			err_set(err, rc, "%.500s; and %.500s", first, e2.msg);
@@ -1444,22 +1490,22 @@ kube_report(const struct options *opts, const struct decision *d,
  * from the API server's watch cache: 2 requests (a bare pod: none).
  */
 static int
-kube_resync(const struct options *opts, struct topology *t,
-    struct agent_err *err)
+kube_resync(
+    const struct options *opts, struct topology *t, struct agent_err *err)
 {
-	const struct ctl_kind	*ck;
-	struct topology		 n;
-	struct kube		 k;
-	struct link		 l;
-	cJSON			*obj = NULL;
-	const char		*slash = strchr(t->chain, '/');
-	char			 label[32];
-	int			 rc;
+	const struct ctl_kind *ck;
+	struct topology n;
+	struct kube k;
+	struct link l;
+	cJSON *obj = NULL;
+	const char *slash = strchr(t->chain, '/');
+	char label[32];
+	int rc;
 
 	if (slash == NULL || (size_t)(slash - t->chain) >= sizeof(label))
 		return PLATFORM_RESYNC_FULL;
-	snprintf(label, sizeof(label), "%.*s", (int)(slash - t->chain),
-	    t->chain);
+	snprintf(
+	    label, sizeof(label), "%.*s", (int)(slash - t->chain), t->chain);
 	ck = ctl_by_label(label);
 	if (ck == NULL && strcmp(label, "pod") != 0)
 		return PLATFORM_RESYNC_FULL;
@@ -1468,10 +1514,10 @@ kube_resync(const struct options *opts, struct topology *t,
 	if (strcmp(k.pod, t->instance) != 0 ||
 	    strcmp(k.ns, t->pod_namespace) != 0) {
 		kube_close(&k);
-		return PLATFORM_RESYNC_FULL;	/* another pod's state */
+		return PLATFORM_RESYNC_FULL; /* another pod's state */
 	}
 	t->api_requests = 0;
-	if (ck == NULL) {			/* a bare pod: nothing moves */
+	if (ck == NULL) { /* a bare pod: nothing moves */
 		kube_close(&k);
 		return 0;
 	}
@@ -1492,17 +1538,17 @@ kube_resync(const struct options *opts, struct topology *t,
 	    (rc = read_end(&k, ck, l.name, obj, &n, err)) == 0)
 		*t = n;
 	t->api_requests = k.requests;
-	log_debug("kubernetes: resync of %s: %d API requests", t->chain,
-	    k.requests);
+	log_debug(
+	    "kubernetes: resync of %s: %d API requests", t->chain, k.requests);
 	cJSON_Delete(obj);
 	kube_close(&k);
 	return rc;
 }
 
 const struct platform platform_kubernetes = {
-	.name = "kubernetes",
-	.detect = kube_detect,
-	.discover = kube_discover,
-	.report = kube_report,
-	.resync = kube_resync,
+    .name = "kubernetes",
+    .detect = kube_detect,
+    .discover = kube_discover,
+    .report = kube_report,
+    .resync = kube_resync,
 };

@@ -24,20 +24,20 @@
 #include "agent.h"
 #include "kube.h"
 
-#define KUBECONFIG_MAX	(1024 * 1024)
-#define KUBE_FILE_MAX	(256 * 1024)
-#define KUBE_FILES_MAX	16
-#define EXEC_TIMEOUT_MS	30000
-#define EXEC_OUT_MAX	(256 * 1024)
-#define EXEC_ERR_MAX	4096
+#define KUBECONFIG_MAX (1024 * 1024)
+#define KUBE_FILE_MAX (256 * 1024)
+#define KUBE_FILES_MAX 16
+#define EXEC_TIMEOUT_MS 30000
+#define EXEC_OUT_MAX (256 * 1024)
+#define EXEC_ERR_MAX 4096
 
 extern char **environ;
 
 struct kube_kubeconfig {
-	int		 n;
-	yaml_document_t	 docs[KUBE_FILES_MAX];
-	char		*dirs[KUBE_FILES_MAX];
-	char		*names[KUBE_FILES_MAX];
+	int n;
+	yaml_document_t docs[KUBE_FILES_MAX];
+	char *dirs[KUBE_FILES_MAX];
+	char *names[KUBE_FILES_MAX];
 };
 
 /* ---- small YAML document helpers ------------------------------------ */
@@ -54,13 +54,13 @@ y_scalar(yaml_document_t *d, yaml_node_t *n)
 static yaml_node_t *
 y_get(yaml_document_t *d, yaml_node_t *map, const char *key)
 {
-	yaml_node_pair_t	*p;
-	const char		*k;
+	yaml_node_pair_t *p;
+	const char *k;
 
 	if (map == NULL || map->type != YAML_MAPPING_NODE)
 		return NULL;
-	for (p = map->data.mapping.pairs.start;
-	    p < map->data.mapping.pairs.top; p++) {
+	for (p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
 		k = y_scalar(d, yaml_document_get_node(d, p->key));
 		if (k != NULL && strcmp(k, key) == 0)
 			return yaml_document_get_node(d, p->value);
@@ -74,8 +74,8 @@ y_str(yaml_document_t *d, yaml_node_t *map, const char *key)
 	const char *s = y_scalar(d, y_get(d, map, key));
 
 	/* YAML null ("~", "null", empty) counts as unset. */
-	if (s != NULL && (*s == '\0' || strcmp(s, "~") == 0 ||
-	    strcmp(s, "null") == 0))
+	if (s != NULL &&
+	    (*s == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0))
 		return NULL;
 	return s;
 }
@@ -85,25 +85,26 @@ y_true(yaml_document_t *d, yaml_node_t *map, const char *key)
 {
 	const char *s = y_str(d, map, key);
 
-	return s != NULL && (strcmp(s, "true") == 0 ||
-	    strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0);
+	return s != NULL &&
+	    (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 ||
+	        strcmp(s, "TRUE") == 0);
 }
 
 /* The entry of list key ("clusters") whose name is name; returns its
  * inner mapping (entry[inner]). */
 static yaml_node_t *
-y_named(yaml_document_t *d, const char *list, const char *inner,
-    const char *name)
+y_named(
+    yaml_document_t *d, const char *list, const char *inner, const char *name)
 {
-	yaml_node_t	*seq, *it;
+	yaml_node_t *seq, *it;
 	yaml_node_item_t *i;
-	const char	*nm;
+	const char *nm;
 
 	seq = y_get(d, yaml_document_get_root_node(d), list);
 	if (seq == NULL || seq->type != YAML_SEQUENCE_NODE)
 		return NULL;
 	for (i = seq->data.sequence.items.start;
-	    i < seq->data.sequence.items.top; i++) {
+	     i < seq->data.sequence.items.top; i++) {
 		it = yaml_document_get_node(d, *i);
 		nm = y_str(d, it, "name");
 		if (nm != NULL && strcmp(nm, name) == 0) {
@@ -126,7 +127,7 @@ kube_kubeconfig_new(void)
 void
 kube_kubeconfig_free(struct kube_kubeconfig *kc)
 {
-	int	i;
+	int i;
 
 	if (kc == NULL)
 		return;
@@ -142,10 +143,10 @@ int
 kube_kubeconfig_add(struct kube_kubeconfig *kc, const char *text, size_t len,
     const char *dir, const char *name, struct agent_err *err)
 {
-	yaml_parser_t	 parser;
-	yaml_document_t	*doc;
-	yaml_node_t	*root;
-	int		 rc = 0;
+	yaml_parser_t parser;
+	yaml_document_t *doc;
+	yaml_node_t *root;
+	int rc = 0;
 
 	if (kc->n >= KUBE_FILES_MAX)
 		return err_set(err, EXIT_AGENT_CONFIG,
@@ -153,13 +154,12 @@ kube_kubeconfig_add(struct kube_kubeconfig *kc, const char *text, size_t len,
 	doc = &kc->docs[kc->n];
 	if (!yaml_parser_initialize(&parser))
 		return err_oom(err, "kubeconfig parser");
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text,
-	    len);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	if (!yaml_parser_load(&parser, doc)) {
 		rc = err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: invalid YAML at line %zu: %s; fix the file "
-		    "or point --kubeconfig elsewhere", name,
-		    parser.problem_mark.line + 1,
+		    "or point --kubeconfig elsewhere",
+		    name, parser.problem_mark.line + 1,
 		    parser.problem ? parser.problem : "parse error");
 		yaml_parser_delete(&parser);
 		return rc;
@@ -170,7 +170,8 @@ kube_kubeconfig_add(struct kube_kubeconfig *kc, const char *text, size_t len,
 		yaml_document_delete(doc);
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: the top level is not a mapping; expected "
-		    "apiVersion/kind: Config/clusters/users/contexts", name);
+		    "apiVersion/kind: Config/clusters/users/contexts",
+		    name);
 	}
 	kc->dirs[kc->n] = a_strdup(dir ? dir : ".");
 	kc->names[kc->n] = a_strdup(name ? name : "kubeconfig");
@@ -188,7 +189,7 @@ static const char b64_alphabet[] =
 static int
 b64_value(char c)
 {
-	const char	*p;
+	const char *p;
 
 	if (c == '\0' || (p = strchr(b64_alphabet, c)) == NULL)
 		return -1;
@@ -203,8 +204,8 @@ b64_value(char c)
 STATIC int
 b64_block_decode(char *out, const char *in, size_t n)
 {
-	size_t	 i, k = 0;
-	int	 v[4], j, pad;
+	size_t i, k = 0;
+	int v[4], j, pad;
 
 	if (n % 4 != 0 || n > (size_t)INT32_MAX)
 		return -1;
@@ -232,11 +233,12 @@ b64_block_decode(char *out, const char *in, size_t n)
 STATIC void
 b64_encode(char *out, const unsigned char *in, size_t n)
 {
-	size_t		 i, k = 0;
-	unsigned	 w;
+	size_t i, k = 0;
+	unsigned w;
 
 	for (i = 0; i + 2 < n; i += 3) {
-		w = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+		w = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 |
+		    in[i + 2];
 		out[k++] = b64_alphabet[w >> 18 & 63];
 		out[k++] = b64_alphabet[w >> 12 & 63];
 		out[k++] = b64_alphabet[w >> 6 & 63];
@@ -257,9 +259,9 @@ b64_encode(char *out, const unsigned char *in, size_t n)
 static int
 b64_decode(const char *in, char **out, size_t *outlen)
 {
-	char	*clean, *buf;
-	size_t	 n = 0, i;
-	int	 r;
+	char *clean, *buf;
+	size_t n = 0, i;
+	int r;
 
 	*out = NULL;
 	if ((clean = a_malloc(strlen(in) + 1)) == NULL)
@@ -289,8 +291,8 @@ b64_decode(const char *in, char **out, size_t *outlen)
 static char *
 resolve_path(const char *dir, const char *p)
 {
-	char	*s;
-	size_t	 n;
+	char *s;
+	size_t n;
 
 	if (p[0] == '/' || dir == NULL)
 		return a_strdup(p);
@@ -306,20 +308,21 @@ load_pem_field(yaml_document_t *d, yaml_node_t *m, const char *dir,
     const char *key, const char *file_key, const char *where, char **out,
     size_t *outlen, struct agent_err *err)
 {
-	const char	*v;
-	char		*path;
-	size_t		 len = 0;
-	int		 rc;
+	const char *v;
+	char *path;
+	size_t len = 0;
+	int rc;
 
 	if ((v = y_str(d, m, key)) != NULL) {
-		long	fails = alloc_failures();
+		long fails = alloc_failures();
 
 		if (b64_decode(v, out, &len) != 0 && alloc_failures() != fails)
 			return err_oom(err, "kubeconfig");
 		if (*out == NULL)
 			return err_set(err, EXIT_AGENT_CONFIG,
 			    "kubeconfig %s: %s is not valid base64; it must be "
-			    "the base64 of a PEM block", where, key);
+			    "the base64 of a PEM block",
+			    where, key);
 		if (outlen)
 			*outlen = len;
 		return 0;
@@ -352,11 +355,11 @@ static int
 load_exec(yaml_document_t *d, yaml_node_t *ex, const char *where,
     struct kube_config *cfg, struct agent_err *err)
 {
-	yaml_node_t		*args, *env, *it;
-	yaml_node_item_t	*i;
-	const char		*cmd, *mode, *nm, *val;
-	size_t			 na = 0, ne = 0, k;
-	char			*kv;
+	yaml_node_t *args, *env, *it;
+	yaml_node_item_t *i;
+	const char *cmd, *mode, *nm, *val;
+	size_t na = 0, ne = 0, k;
+	char *kv;
 
 	if ((cmd = y_str(d, ex, "command")) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
@@ -384,7 +387,7 @@ load_exec(yaml_document_t *d, yaml_node_t *ex, const char *where,
 		return err_oom(err, "kubeconfig exec");
 	k = 1;
 	for (i = na ? args->data.sequence.items.start : NULL;
-	    na && i < args->data.sequence.items.top; i++) {
+	     na && i < args->data.sequence.items.top; i++) {
 		val = y_scalar(d, yaml_document_get_node(d, *i));
 		if (val == NULL)
 			continue;
@@ -393,7 +396,7 @@ load_exec(yaml_document_t *d, yaml_node_t *ex, const char *where,
 	}
 	k = 0;
 	for (i = ne ? env->data.sequence.items.start : NULL;
-	    ne && i < env->data.sequence.items.top; i++) {
+	     ne && i < env->data.sequence.items.top; i++) {
 		it = yaml_document_get_node(d, *i);
 		nm = y_str(d, it, "name");
 		val = y_scalar(d, y_get(d, it, "value"));
@@ -408,8 +411,9 @@ load_exec(yaml_document_t *d, yaml_node_t *ex, const char *where,
 	}
 	if (dup_to(&cfg->exec_api_version, y_str(d, ex, "apiVersion"), err))
 		return err->code;
-	if (cfg->exec_api_version == NULL && dup_to(&cfg->exec_api_version,
-	    "client.authentication.k8s.io/v1", err))
+	if (cfg->exec_api_version == NULL &&
+	    dup_to(
+	        &cfg->exec_api_version, "client.authentication.k8s.io/v1", err))
 		return err->code;
 	cfg->exec_provide_cluster_info = y_true(d, ex, "provideClusterInfo");
 	return 0;
@@ -420,8 +424,8 @@ static yaml_node_t *
 find_named(struct kube_kubeconfig *kc, const char *list, const char *inner,
     const char *name, int *which)
 {
-	yaml_node_t	*n;
-	int		 i;
+	yaml_node_t *n;
+	int i;
 
 	for (i = 0; i < kc->n; i++)
 		if ((n = y_named(&kc->docs[i], list, inner, name)) != NULL) {
@@ -436,29 +440,31 @@ static int
 resolve_cluster(struct kube_kubeconfig *kc, struct kube_config *cfg,
     const char *cur, const char *cname, struct agent_err *err)
 {
-	yaml_document_t	*d;
-	yaml_node_t	*cl;
-	const char	*server, *v;
-	char		 where[320];
-	size_t		 n;
-	int		 wi = 0, rc;
+	yaml_document_t *d;
+	yaml_node_t *cl;
+	const char *server, *v;
+	char where[320];
+	size_t n;
+	int wi = 0, rc;
 
 	if ((cl = find_named(kc, "clusters", "cluster", cname, &wi)) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: context \"%s\" names cluster \"%s\", which "
-		    "is not defined", kc->names[0], cur, cname);
+		    "is not defined",
+		    kc->names[0], cur, cname);
 	d = &kc->docs[wi];
-	snprintf(where, sizeof(where), "%s cluster \"%s\"", kc->names[wi],
-	    cname);
+	snprintf(
+	    where, sizeof(where), "%s cluster \"%s\"", kc->names[wi], cname);
 	if ((server = y_str(d, cl, "server")) == NULL)
-		return err_set(err, EXIT_AGENT_CONFIG,
-		    "kubeconfig %s: no server", where);
+		return err_set(
+		    err, EXIT_AGENT_CONFIG, "kubeconfig %s: no server", where);
 	/* user:password@ would be basic auth, printed with every URL. */
 	if (url_has_userinfo(server))
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: the server URL holds a user name or "
 		    "password (USER:PASSWORD@); basic auth is not supported: "
-		    "use a token or a client certificate", where);
+		    "use a token or a client certificate",
+		    where);
 	if (strncmp(server, "https://", 8) != 0 &&
 	    strncmp(server, "http://", 7) != 0)
 		return err_set(err, EXIT_AGENT_CONFIG,
@@ -470,8 +476,7 @@ resolve_cluster(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	while (n > 8 && cfg->server[n - 1] == '/')
 		cfg->server[--n] = '\0';
 	cfg->insecure = y_true(d, cl, "insecure-skip-tls-verify");
-	if (dup_to(&cfg->tls_server_name, y_str(d, cl, "tls-server-name"),
-	    err))
+	if (dup_to(&cfg->tls_server_name, y_str(d, cl, "tls-server-name"), err))
 		return err->code;
 	if (y_str(d, cl, "certificate-authority-data") != NULL) {
 		rc = load_pem_field(d, cl, kc->dirs[wi],
@@ -491,10 +496,12 @@ resolve_cluster(struct kube_kubeconfig *kc, struct kube_config *cfg,
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: specifying a root certificates file with "
 		    "the insecure flag is not allowed; drop one of "
-		    "insecure-skip-tls-verify and certificate-authority", where);
+		    "insecure-skip-tls-verify and certificate-authority",
+		    where);
 	if (y_str(d, cl, "proxy-url") != NULL)
 		log_warnx("kubeconfig %s: proxy-url is not supported and is "
-		    "ignored; use https_proxy", where);
+		          "ignored; use https_proxy",
+		    where);
 	return 0;
 }
 
@@ -503,16 +510,17 @@ static int
 resolve_user(struct kube_kubeconfig *kc, struct kube_config *cfg,
     const char *cur, const char *uname, struct agent_err *err)
 {
-	yaml_document_t	*d;
-	yaml_node_t	*us, *ex;
-	const char	*v;
-	char		 where[320];
-	int		 wi = 0, rc;
+	yaml_document_t *d;
+	yaml_node_t *us, *ex;
+	const char *v;
+	char where[320];
+	int wi = 0, rc;
 
 	if ((us = find_named(kc, "users", "user", uname, &wi)) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: context \"%s\" names user \"%s\", which is "
-		    "not defined", kc->names[0], cur, uname);
+		    "not defined",
+		    kc->names[0], cur, uname);
 	d = &kc->docs[wi];
 	snprintf(where, sizeof(where), "%s user \"%s\"", kc->names[wi], uname);
 	if (y_get(d, us, "auth-provider") != NULL)
@@ -523,7 +531,8 @@ resolve_user(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	if (y_str(d, us, "username") != NULL && y_str(d, us, "token") == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: basic auth (username/password) is not "
-		    "supported; use a token or a client certificate", where);
+		    "supported; use a token or a client certificate",
+		    where);
 	if ((v = y_str(d, us, "token")) != NULL) {
 		if ((cfg->token = a_strdup(v)) == NULL)
 			return err_oom(err, "kubeconfig");
@@ -542,7 +551,8 @@ resolve_user(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	if ((cfg->client_cert_pem == NULL) != (cfg->client_key_pem == NULL))
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: a client certificate needs both "
-		    "client-certificate(-data) and client-key(-data)", where);
+		    "client-certificate(-data) and client-key(-data)",
+		    where);
 	if ((ex = y_get(d, us, "exec")) != NULL &&
 	    ex->type == YAML_MAPPING_NODE)
 		return load_exec(d, ex, where, cfg, err);
@@ -550,13 +560,13 @@ resolve_user(struct kube_kubeconfig *kc, struct kube_config *cfg,
 }
 
 int
-kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
-    struct agent_err *err)
+kube_kubeconfig_resolve(
+    struct kube_kubeconfig *kc, struct kube_config *cfg, struct agent_err *err)
 {
-	yaml_document_t	*d;
-	yaml_node_t	*ctx;
-	const char	*cur = NULL, *cname, *uname, *ns;
-	int		 i, wi = 0, rc;
+	yaml_document_t *d;
+	yaml_node_t *ctx;
+	const char *cur = NULL, *cname, *uname, *ns;
+	int i, wi = 0, rc;
 
 	for (i = 0; i < kc->n && cur == NULL; i++)
 		cur = y_str(&kc->docs[i],
@@ -570,7 +580,8 @@ kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	if ((ctx = find_named(kc, "contexts", "context", cur, &wi)) == NULL)
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig %s: current-context \"%s\" is not among its "
-		    "contexts", kc->names[0], cur);
+		    "contexts",
+		    kc->names[0], cur);
 	d = &kc->docs[wi];
 	cname = y_str(d, ctx, "cluster");
 	uname = y_str(d, ctx, "user");
@@ -586,19 +597,19 @@ kube_kubeconfig_resolve(struct kube_kubeconfig *kc, struct kube_config *cfg,
 	if ((rc = resolve_cluster(kc, cfg, cur, cname, err)) != 0)
 		return rc;
 	if (uname == NULL)
-		return 0;	/* anonymous */
+		return 0; /* anonymous */
 	return resolve_user(kc, cfg, cur, uname, err);
 }
 
 int
-kube_config_kubeconfig(const char *paths, struct kube_config *cfg,
-    struct agent_err *err)
+kube_config_kubeconfig(
+    const char *paths, struct kube_config *cfg, struct agent_err *err)
 {
-	struct kube_kubeconfig	*kc;
-	char			*list = NULL, *p, *save = NULL, *text = NULL;
-	char			 dir[4096], *slash;
-	size_t			 len;
-	int			 rc = 0, nread = 0;
+	struct kube_kubeconfig *kc;
+	char *list = NULL, *p, *save = NULL, *text = NULL;
+	char dir[4096], *slash;
+	size_t len;
+	int rc = 0, nread = 0;
 
 	memset(cfg, 0, sizeof(*cfg));
 	if ((kc = kube_kubeconfig_new()) == NULL ||
@@ -607,12 +618,12 @@ kube_config_kubeconfig(const char *paths, struct kube_config *cfg,
 		goto out;
 	}
 	for (p = strtok_r(list, ":", &save); p != NULL;
-	    p = strtok_r(NULL, ":", &save)) {
+	     p = strtok_r(NULL, ":", &save)) {
 		if (*p == '\0')
 			continue;
 		if (access(p, F_OK) != 0 && paths[0] != '\0' &&
 		    strchr(paths, ':') != NULL)
-			continue;	/* missing files in a list are skipped */
+			continue; /* missing files in a list are skipped */
 		if ((rc = read_file(p, KUBECONFIG_MAX, &text, &len, err))) {
 			err_prefix(err, "kubeconfig (--kubeconfig/KUBECONFIG)");
 			goto out;
@@ -634,7 +645,8 @@ kube_config_kubeconfig(const char *paths, struct kube_config *cfg,
 	if (nread == 0) {
 		rc = err_set(err, EXIT_AGENT_CONFIG,
 		    "kubeconfig: none of \"%s\" exists; check --kubeconfig / "
-		    "KUBECONFIG", paths);
+		    "KUBECONFIG",
+		    paths);
 		goto out;
 	}
 	rc = kube_kubeconfig_resolve(kc, cfg, err);
@@ -652,7 +664,7 @@ out:
 int
 kube_join_host_port(const char *host, const char *port, char *out, size_t n)
 {
-	int	w;
+	int w;
 
 	if (strchr(host, ':') != NULL && host[0] != '[')
 		w = snprintf(out, n, "[%s]:%s", host, port);
@@ -662,13 +674,13 @@ kube_join_host_port(const char *host, const char *port, char *out, size_t n)
 }
 
 int
-kube_config_incluster(const char *sa_dir, struct kube_config *cfg,
-    struct agent_err *err)
+kube_config_incluster(
+    const char *sa_dir, struct kube_config *cfg, struct agent_err *err)
 {
-	const char	*host, *port;
-	char		 hp[300], path[4096], *ns = NULL;
-	size_t		 n;
-	int		 rc;
+	const char *host, *port;
+	char hp[300], path[4096], *ns = NULL;
+	size_t n;
+	int rc;
 
 	memset(cfg, 0, sizeof(*cfg));
 	host = getenv("KUBERNETES_SERVICE_HOST");
@@ -701,7 +713,8 @@ kube_config_incluster(const char *sa_dir, struct kube_config *cfg,
 		rc = err_set(err, EXIT_AGENT_CONFIG,
 		    "kubernetes: no service-account token at %s (%s); mount "
 		    "one (automountServiceAccountToken: true) or set "
-		    "--serviceaccount-dir", path, strerror(errno));
+		    "--serviceaccount-dir",
+		    path, strerror(errno));
 		goto fail;
 	}
 	if ((cfg->token_file = a_strdup(path)) == NULL) {
@@ -712,7 +725,8 @@ kube_config_incluster(const char *sa_dir, struct kube_config *cfg,
 	if (access(path, R_OK) != 0) {
 		rc = err_set(err, EXIT_AGENT_CONFIG,
 		    "kubernetes: no cluster CA at %s (%s); the service-account "
-		    "volume must include ca.crt", path, strerror(errno));
+		    "volume must include ca.crt",
+		    path, strerror(errno));
 		goto fail;
 	}
 	if ((cfg->ca_file = a_strdup(path)) == NULL) {
@@ -738,16 +752,16 @@ fail:
 
 /* Exec credentials are cached for the process (a plugin may be slow, and
  * serve re-discovers every --resync). */
-static pthread_mutex_t	exec_mu = PTHREAD_MUTEX_INITIALIZER;
-static char		*exec_key;
-static char		*exec_token, *exec_cert, *exec_keypem;
-static int64_t		 exec_exp;
+static pthread_mutex_t exec_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *exec_key;
+static char *exec_token, *exec_cert, *exec_keypem;
+static int64_t exec_exp;
 
 static int64_t
 parse_rfc3339(const char *s)
 {
-	struct tm	tm;
-	const char	*e;
+	struct tm tm;
+	const char *e;
 
 	memset(&tm, 0, sizeof(tm));
 	if (s == NULL || (e = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
@@ -758,8 +772,8 @@ parse_rfc3339(const char *s)
 static char *
 exec_cache_key(const struct kube_config *cfg)
 {
-	size_t	n = 1, i;
-	char	*k;
+	size_t n = 1, i;
+	char *k;
 
 	for (i = 0; cfg->exec_argv[i]; i++)
 		n += strlen(cfg->exec_argv[i]) + 1;
@@ -783,9 +797,9 @@ exec_cache_key(const struct kube_config *cfg)
 static char *
 exec_info(const struct kube_config *cfg)
 {
-	cJSON		*j, *spec, *cl;
-	char		*json = NULL, *out = NULL, *b64 = NULL;
-	size_t		 n;
+	cJSON *j, *spec, *cl;
+	char *json = NULL, *out = NULL, *b64 = NULL;
+	size_t n;
 
 	if ((j = cJSON_CreateObject()) == NULL)
 		return NULL;
@@ -797,17 +811,18 @@ exec_info(const struct kube_config *cfg)
 	    (cl = cJSON_AddObjectToObject(spec, "cluster")) != NULL) {
 		cJSON_AddStringToObject(cl, "server", cfg->server);
 		if (cfg->tls_server_name)
-			cJSON_AddStringToObject(cl, "tls-server-name",
-			    cfg->tls_server_name);
+			cJSON_AddStringToObject(
+			    cl, "tls-server-name", cfg->tls_server_name);
 		if (cfg->insecure)
-			cJSON_AddBoolToObject(cl, "insecure-skip-tls-verify", 1);
+			cJSON_AddBoolToObject(
+			    cl, "insecure-skip-tls-verify", 1);
 		if (cfg->ca_pem != NULL && cfg->ca_pem_len > 0 &&
 		    (b64 = a_malloc(4 * ((cfg->ca_pem_len + 2) / 3) + 1)) !=
-		    NULL) {
+		        NULL) {
 			b64_encode(b64, (const unsigned char *)cfg->ca_pem,
 			    cfg->ca_pem_len);
-			cJSON_AddStringToObject(cl,
-			    "certificate-authority-data", b64);
+			cJSON_AddStringToObject(
+			    cl, "certificate-authority-data", b64);
 			a_free(b64);
 		}
 	}
@@ -826,9 +841,9 @@ exec_info(const struct kube_config *cfg)
 static void
 exec_stderr_read(int *fd, char *ebuf, size_t *elen)
 {
-	char	tmp[1024];
-	ssize_t	r;
-	size_t	k;
+	char tmp[1024];
+	ssize_t r;
+	size_t k;
 
 	if (*fd < 0)
 		return;
@@ -854,12 +869,12 @@ exec_stderr_read(int *fd, char *ebuf, size_t *elen)
 static void
 exec_stderr_log(const char *cmd, char *ebuf, size_t elen)
 {
-	char	*line, *save = NULL;
-	int	 n = 0;
+	char *line, *save = NULL;
+	int n = 0;
 
 	ebuf[elen] = '\0';
 	for (line = strtok_r(ebuf, "\r\n", &save); line != NULL && n < 20;
-	    line = strtok_r(NULL, "\r\n", &save), n++)
+	     line = strtok_r(NULL, "\r\n", &save), n++)
 		log_warnx("kubeconfig exec %s: stderr: %s", cmd, line);
 }
 
@@ -868,8 +883,8 @@ exec_stderr_log(const char *cmd, char *ebuf, size_t elen)
 static char **
 exec_envp(const struct kube_config *cfg, char *info)
 {
-	char	**envp;
-	size_t	  i, ne;
+	char **envp;
+	size_t i, ne;
 
 	for (ne = 0; environ[ne]; ne++)
 		;
@@ -890,21 +905,21 @@ exec_envp(const struct kube_config *cfg, char *info)
 /* The plugin's output and stderr until it exits or the deadline; its exit
  * status checked.  buf holds EXEC_OUT_MAX + 1 bytes. */
 struct exec_io {
-	int	out, err;		/* pipe read ends, -1 when closed */
-	char	*buf;
-	size_t	 len;
-	char	 ebuf[EXEC_ERR_MAX];
-	size_t	 elen;
+	int out, err; /* pipe read ends, -1 when closed */
+	char *buf;
+	size_t len;
+	char ebuf[EXEC_ERR_MAX];
+	size_t elen;
 };
 
 static int
 exec_collect(const struct kube_config *cfg, pid_t pid, struct exec_io *io,
     struct agent_err *err)
 {
-	int64_t		 deadline = now_ms() + EXEC_TIMEOUT_MS, left;
-	struct pollfd	 pfd[2];
-	ssize_t		 r;
-	int		 status, w;
+	int64_t deadline = now_ms() + EXEC_TIMEOUT_MS, left;
+	struct pollfd pfd[2];
+	ssize_t r;
+	int status, w;
 
 	for (;;) {
 		left = deadline - now_ms();
@@ -913,8 +928,8 @@ exec_collect(const struct kube_config *cfg, pid_t pid, struct exec_io *io,
 			waitpid(pid, NULL, 0);
 			return err_set(err, EXIT_AGENT_DISCOVERY,
 			    "kubeconfig exec %s: no credential after %d s; is "
-			    "the plugin waiting for input?", cfg->exec_command,
-			    EXEC_TIMEOUT_MS / 1000);
+			    "the plugin waiting for input?",
+			    cfg->exec_command, EXEC_TIMEOUT_MS / 1000);
 		}
 		pfd[0].fd = io->out;
 		pfd[0].events = POLLIN;
@@ -951,7 +966,8 @@ exec_collect(const struct kube_config *cfg, pid_t pid, struct exec_io *io,
 	if (w == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		return err_set(err, EXIT_AGENT_DISCOVERY,
 		    "kubeconfig exec %s: the credential plugin failed (exit "
-		    "%d); run it by hand to see why", cfg->exec_command,
+		    "%d); run it by hand to see why",
+		    cfg->exec_command,
 		    w != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	return 0;
 }
@@ -962,27 +978,28 @@ static int
 exec_credential(const struct kube_config *cfg, const char *buf, size_t len,
     struct agent_err *err)
 {
-	cJSON		*j, *st;
-	const char	*tok, *cert, *key, *kind;
-	int		 rc = 0;
+	cJSON *j, *st;
+	const char *tok, *cert, *key, *kind;
+	int rc = 0;
 
 	j = cJSON_ParseWithLength(buf, len);
-	kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j,
-	    "kind"));
+	kind =
+	    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "kind"));
 	st = cJSON_GetObjectItemCaseSensitive(j, "status");
 	if (j == NULL || kind == NULL || strcmp(kind, "ExecCredential") != 0 ||
 	    !cJSON_IsObject(st)) {
 		rc = err_set(err, EXIT_AGENT_DISCOVERY,
 		    "kubeconfig exec %s: the plugin did not print an "
-		    "ExecCredential with a status", cfg->exec_command);
+		    "ExecCredential with a status",
+		    cfg->exec_command);
 		goto out;
 	}
-	tok = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st,
-	    "token"));
-	cert = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st,
-	    "clientCertificateData"));
-	key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st,
-	    "clientKeyData"));
+	tok =
+	    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "token"));
+	cert = cJSON_GetStringValue(
+	    cJSON_GetObjectItemCaseSensitive(st, "clientCertificateData"));
+	key = cJSON_GetStringValue(
+	    cJSON_GetObjectItemCaseSensitive(st, "clientKeyData"));
 	if ((tok == NULL || *tok == '\0') && (cert == NULL || key == NULL)) {
 		rc = err_set(err, EXIT_AGENT_DISCOVERY,
 		    "kubeconfig exec %s: the ExecCredential has neither a "
@@ -1008,11 +1025,11 @@ out:
 static int
 run_exec_plugin(struct kube_config *cfg, struct agent_err *err)
 {
-	int		 outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	int		 rc = 0;
-	pid_t		 pid;
-	char		*info = NULL, **envp = NULL;
-	struct exec_io	*io;
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+	int rc = 0;
+	pid_t pid;
+	char *info = NULL, **envp = NULL;
+	struct exec_io *io;
 
 	if ((io = a_calloc(1, sizeof(*io))) == NULL)
 		return err_oom(err, "exec plugin");
@@ -1081,8 +1098,8 @@ out:
 static int
 exec_refresh(struct kube_config *cfg, bool force, struct agent_err *err)
 {
-	char	*key;
-	int	 rc = 0;
+	char *key;
+	int rc = 0;
 
 	if ((key = exec_cache_key(cfg)) == NULL)
 		return err_oom(err, "exec plugin");
@@ -1113,11 +1130,11 @@ exec_refresh(struct kube_config *cfg, bool force, struct agent_err *err)
 }
 
 int
-kube_config_refresh_token(struct kube_config *cfg, long max_age_ms,
-    bool force, struct agent_err *err)
+kube_config_refresh_token(
+    struct kube_config *cfg, long max_age_ms, bool force, struct agent_err *err)
 {
-	struct agent_err	 e2;
-	char			*tok = NULL;
+	struct agent_err e2;
+	char *tok = NULL;
 
 	if (cfg->exec_command != NULL)
 		return exec_refresh(cfg, force, err);
@@ -1144,8 +1161,7 @@ kube_config_refresh_token(struct kube_config *cfg, long max_age_ms,
 		if (cfg->token != NULL)
 			return 0;
 		return err_set(err, EXIT_AGENT_CONFIG,
-		    "kubernetes: the token file %s is empty",
-		    cfg->token_file);
+		    "kubernetes: the token file %s is empty", cfg->token_file);
 	}
 	log_add_secret(tok);
 	a_free(cfg->token);
@@ -1157,7 +1173,7 @@ kube_config_refresh_token(struct kube_config *cfg, long max_age_ms,
 static void
 free_vec(char **v)
 {
-	size_t	i;
+	size_t i;
 
 	if (v == NULL)
 		return;

@@ -11,22 +11,22 @@
 
 #include "agent.h"
 
-#define LOG_LINE_MAX	4096
-#define MAX_SECRETS	64
+#define LOG_LINE_MAX 4096
+#define MAX_SECRETS 64
 /* The first secrets (Redis password, API tokens at start) are never
  * evicted; later ones (rotated service-account tokens) are, oldest
  * first, when the list is full. */
-#define PINNED_SECRETS	8
+#define PINNED_SECRETS 8
 
-static enum log_format	 fmt = LOG_TEXT;
-static int		 debug = -1;
+static enum log_format fmt = LOG_TEXT;
+static int debug = -1;
 /* Longest first, so that a secret that is a prefix of another does not
  * leave the other's tail in clear. */
-static char		*secrets[MAX_SECRETS];
-static unsigned long	 seqs[MAX_SECRETS];	/* registration order */
-static int		 nsecrets;
-static unsigned long	 nextseq;
-static pthread_mutex_t	 lock = PTHREAD_MUTEX_INITIALIZER;
+static char *secrets[MAX_SECRETS];
+static unsigned long seqs[MAX_SECRETS]; /* registration order */
+static int nsecrets;
+static unsigned long nextseq;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 void
 log_init(enum log_format f)
@@ -37,7 +37,7 @@ log_init(enum log_format f)
 bool
 log_debug_enabled(void)
 {
-	const char	*e;
+	const char *e;
 
 	if (debug < 0) {
 		e = getenv("PYLON_AGENT_DEBUG");
@@ -61,9 +61,9 @@ secret_remove(int i)
 void
 log_add_secret(const char *s)
 {
-	char	*dup;
-	size_t	 len;
-	int	 i, victim;
+	char *dup;
+	size_t len;
+	int i, victim;
 
 	/* Short strings would redact innocent text; 3+ chars only. */
 	if (s == NULL || (len = strlen(s)) < 3)
@@ -79,8 +79,8 @@ log_add_secret(const char *s)
 	if (nsecrets == MAX_SECRETS) {
 		victim = -1;
 		for (i = 0; i < nsecrets; i++)
-			if (seqs[i] >= PINNED_SECRETS && (victim < 0 ||
-			    seqs[i] < seqs[victim]))
+			if (seqs[i] >= PINNED_SECRETS &&
+			    (victim < 0 || seqs[i] < seqs[victim]))
 				victim = i;
 		if (victim < 0) {
 			free(dup);
@@ -92,8 +92,8 @@ log_add_secret(const char *s)
 		;
 	memmove(secrets + i + 1, secrets + i,
 	    (size_t)(nsecrets - i) * sizeof(secrets[0]));
-	memmove(seqs + i + 1, seqs + i, (size_t)(nsecrets - i) *
-	    sizeof(seqs[0]));
+	memmove(
+	    seqs + i + 1, seqs + i, (size_t)(nsecrets - i) * sizeof(seqs[0]));
 	secrets[i] = dup;
 	seqs[i] = nextseq++;
 	nsecrets++;
@@ -119,7 +119,7 @@ is_ctl(unsigned char c)
 }
 
 /* At most this many insertions inside one secret are looked through. */
-#define FUZZ_MAX	16
+#define FUZZ_MAX 16
 
 /*
  * Length of something inserted at p that output folds away or that a
@@ -130,7 +130,7 @@ is_ctl(unsigned char c)
 static size_t
 insertion_len(const char *p)
 {
-	const unsigned char	*q = (const unsigned char *)p;
+	const unsigned char *q = (const unsigned char *)p;
 
 	if (!is_ctl(q[0]) && q[0] != '?')
 		return 0;
@@ -157,17 +157,17 @@ insertion_len(const char *p)
 static size_t
 secret_span(const char *in, const char *s)
 {
-	size_t	k = 0, j = 0, skip;
-	int	ins = 0;
+	size_t k = 0, j = 0, skip;
+	int ins = 0;
 
 	while (s[j] != '\0') {
-		unsigned char	c = (unsigned char)in[k];
-		unsigned char	e = (unsigned char)s[j];
+		unsigned char c = (unsigned char)in[k];
+		unsigned char e = (unsigned char)s[j];
 
 		if (c == '\0')
 			return 0;
-		if (c == e || ((is_ctl(e) || e == '?') &&
-		    (is_ctl(c) || c == '?'))) {
+		if (c == e ||
+		    ((is_ctl(e) || e == '?') && (is_ctl(c) || c == '?'))) {
 			j++;
 			k++;
 		} else if (j > 0 && ins < FUZZ_MAX &&
@@ -183,8 +183,8 @@ secret_span(const char *in, const char *s)
 char *
 redact(const char *in, char *out, size_t n)
 {
-	size_t	 o = 0, sl;
-	int	 i, hit;
+	size_t o = 0, sl;
+	int i, hit;
 
 	if (n == 0)
 		return out;
@@ -223,10 +223,10 @@ fold_controls(char *s)
 static void
 json_escape(const char *s, char *out, size_t n)
 {
-	size_t	o = 0;
+	size_t o = 0;
 
 	for (; *s && o + 7 < n; s++) {
-		unsigned char	c = (unsigned char)*s;
+		unsigned char c = (unsigned char)*s;
 
 		if (c == '"' || c == '\\') {
 			out[o++] = '\\';
@@ -245,16 +245,17 @@ json_escape(const char *s, char *out, size_t n)
 static void
 emit(const char *level, const char *fields, const char *msg)
 {
-	char	clean[LOG_LINE_MAX], esc[LOG_LINE_MAX * 2], ts[40];
+	char clean[LOG_LINE_MAX], esc[LOG_LINE_MAX * 2], ts[40];
 
 	redact(msg, clean, sizeof(clean));
 	if (fmt == LOG_JSON) {
 		/* json_escape() writes every control character as \uXXXX. */
 		iso8601_now_micro(ts, sizeof(ts));
 		json_escape(clean, esc, sizeof(esc));
-		fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\","
-		    "\"logger\":\"pylon-agent\",\"msg\":\"%s\"%s}\n", ts, level,
-		    esc, fields ? fields : "");
+		fprintf(stderr,
+		    "{\"time\":\"%s\",\"level\":\"%s\","
+		    "\"logger\":\"pylon-agent\",\"msg\":\"%s\"%s}\n",
+		    ts, level, esc, fields ? fields : "");
 	} else {
 		/* One message, one line: a \r, \n or an escape sequence
 		 * from a URL or a server's answer cannot forge a line or
@@ -263,8 +264,7 @@ emit(const char *level, const char *fields, const char *msg)
 		if (strcmp(level, "info") == 0)
 			fprintf(stderr, "[pylon-agent] %s\n", clean);
 		else
-			fprintf(stderr, "[pylon-agent] %s: %s\n", level,
-			    clean);
+			fprintf(stderr, "[pylon-agent] %s: %s\n", level, clean);
 	}
 	fflush(stderr);
 }
@@ -272,7 +272,7 @@ emit(const char *level, const char *fields, const char *msg)
 static void
 vlog(const char *level, const char *fields, const char *f, va_list ap)
 {
-	char	msg[LOG_LINE_MAX];
+	char msg[LOG_LINE_MAX];
 
 	vsnprintf(msg, sizeof(msg), f, ap);
 	emit(level, fields, msg);
@@ -281,7 +281,7 @@ vlog(const char *level, const char *fields, const char *f, va_list ap)
 void
 log_line(const char *level, const char *fields, const char *f, ...)
 {
-	va_list	ap;
+	va_list ap;
 
 	va_start(ap, f);
 	vlog(level, fields, f, ap);
@@ -291,7 +291,7 @@ log_line(const char *level, const char *fields, const char *f, ...)
 void
 log_info(const char *f, ...)
 {
-	va_list	ap;
+	va_list ap;
 
 	va_start(ap, f);
 	vlog("info", NULL, f, ap);
@@ -301,7 +301,7 @@ log_info(const char *f, ...)
 void
 log_warnx(const char *f, ...)
 {
-	va_list	ap;
+	va_list ap;
 
 	va_start(ap, f);
 	vlog("warning", NULL, f, ap);
@@ -311,9 +311,9 @@ log_warnx(const char *f, ...)
 void
 log_warn(const char *f, ...)
 {
-	char	msg[LOG_LINE_MAX];
-	int	saved = errno;
-	va_list	ap;
+	char msg[LOG_LINE_MAX];
+	int saved = errno;
+	va_list ap;
 
 	va_start(ap, f);
 	vsnprintf(msg, sizeof(msg), f, ap);
@@ -324,7 +324,7 @@ log_warn(const char *f, ...)
 void
 log_errorx(const char *f, ...)
 {
-	va_list	ap;
+	va_list ap;
 
 	va_start(ap, f);
 	vlog("error", NULL, f, ap);
@@ -334,7 +334,7 @@ log_errorx(const char *f, ...)
 void
 log_debug(const char *f, ...)
 {
-	va_list	ap;
+	va_list ap;
 
 	if (!log_debug_enabled())
 		return;

@@ -32,17 +32,17 @@ extern char **environ;
 void
 termination_log_write(const char *msg)
 {
-	const char	*path = getenv("PYLON_AGENT_TERMINATION_LOG");
-	char		 clean[AGENT_ERR_LEN + 2];
-	size_t		 n;
-	int		 fd;
+	const char *path = getenv("PYLON_AGENT_TERMINATION_LOG");
+	char clean[AGENT_ERR_LEN + 2];
+	size_t n;
+	int fd;
 
 	if (path == NULL)
 		path = "/dev/termination-log";
 	/* Only when it exists and is writable: never create it. */
 	/* O_NONBLOCK: a FIFO without a reader is skipped, not waited on. */
-	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK |
-	    O_NOCTTY)) == -1)
+	if ((fd = open(path,
+	         O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
 		return;
 	redact(msg, clean, sizeof(clean) - 1);
 	fold_controls(clean);
@@ -57,10 +57,11 @@ cmd_version(void)
 {
 	printf("pylon-agent %s (git %s)\n", AGENT_VERSION, AGENT_GIT_REV);
 	printf("built with: libcurl %s, cJSON %d.%d.%d, libyaml %s, "
-	    "hiredis %d.%d.%d, %s, libmicrohttpd %s\n", LIBCURL_VERSION,
-	    CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH,
-	    yaml_get_version_string(), HIREDIS_MAJOR, HIREDIS_MINOR,
-	    HIREDIS_PATCH, OPENSSL_VERSION_TEXT, httpd_version());
+	       "hiredis %d.%d.%d, %s, libmicrohttpd %s\n",
+	    LIBCURL_VERSION, CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR,
+	    CJSON_VERSION_PATCH, yaml_get_version_string(), HIREDIS_MAJOR,
+	    HIREDIS_MINOR, HIREDIS_PATCH, OPENSSL_VERSION_TEXT,
+	    httpd_version());
 	return 0;
 }
 
@@ -69,11 +70,11 @@ static char *
 decision_json(const struct decision *d, const struct options *o,
     const struct bus_result *br, const struct agent_err *proof_err)
 {
-	cJSON	*root, *redis;
-	char	*red = NULL, *out = NULL, clean[AGENT_ERR_LEN];
-	bool	 miss = false;	/* an allocation failed: no partial JSON */
-	bool	 proven = br != NULL && br->latency_ms >= 0 &&
-		    (proof_err == NULL || proof_err->code == 0);
+	cJSON *root, *redis;
+	char *red = NULL, *out = NULL, clean[AGENT_ERR_LEN];
+	bool miss = false; /* an allocation failed: no partial JSON */
+	bool proven = br != NULL && br->latency_ms >= 0 &&
+	    (proof_err == NULL || proof_err->code == 0);
 
 	if ((root = cJSON_CreateObject()) == NULL)
 		return NULL;
@@ -106,8 +107,8 @@ decision_json(const struct decision *d, const struct options *o,
 	}
 	miss |= !cJSON_AddStringToObject(root, "instance", d->instance);
 	miss |= !cJSON_AddBoolToObject(root, "drift", false);
-	miss |= !cJSON_AddBoolToObject(root, "discovery_failed",
-	    d->discovery_failed);
+	miss |= !cJSON_AddBoolToObject(
+	    root, "discovery_failed", d->discovery_failed);
 	miss |= !cJSON_AddStringToObject(root, "version", AGENT_VERSION);
 	if (!miss)
 		out = cJSON_PrintUnformatted(root);
@@ -119,12 +120,12 @@ decision_json(const struct decision *d, const struct options *o,
 static int
 cmd_decide(struct options *o, struct agent_err *err)
 {
-	struct topology		 t;
-	struct decision		 d;
-	struct bus_result	 br;
-	struct agent_err	 perr;
-	char			*s, *red = NULL, clean[AGENT_ERR_LEN];
-	int			 rc;
+	struct topology t;
+	struct decision d;
+	struct bus_result br;
+	struct agent_err perr;
+	char *s, *red = NULL, clean[AGENT_ERR_LEN];
+	int rc;
 
 	if ((rc = flow_decide(o, &t, &d, err)))
 		return rc;
@@ -172,20 +173,22 @@ cmd_decide(struct options *o, struct agent_err *err)
 		if (o->redis_url && red == NULL)
 			return err_oom(err, "decide");
 		printf("mode:      %s%s\npeers:     %d\nreason:    %s\n"
-		    "platform:  %s\ninstance:  %s\nnamespace: %s\n"
-		    "channel:   %s\n", mode_name(d.mode),
-		    d.forced ? " (forced)" : "", d.peers, d.reason,
-		    d.platform, d.instance, d.namespace, d.channel);
+		       "platform:  %s\ninstance:  %s\nnamespace: %s\n"
+		       "channel:   %s\n",
+		    mode_name(d.mode), d.forced ? " (forced)" : "", d.peers,
+		    d.reason, d.platform, d.instance, d.namespace, d.channel);
 		printf("redis:     %s", red ? red : "(none)");
 		if (perr.code)
 			printf(" (not proven: %s)\n",
 			    redact(perr.msg, clean, sizeof(clean)));
 		else if (br.latency_ms >= 0)
-			printf(" (proven in %.*f ms)\n", br.latency_ms < 1 ?
-			    2 : 1, br.latency_ms);
+			printf(" (proven in %.*f ms)\n",
+			    br.latency_ms < 1 ? 2 : 1, br.latency_ms);
 		else
-			printf("%s\n", d.mode == MODE_REDIS && !o->prove ?
-			    " (not checked: add --prove)" : "");
+			printf("%s\n",
+			    d.mode == MODE_REDIS && !o->prove
+			        ? " (not checked: add --prove)"
+			        : "");
 		a_free(red);
 		break;
 	}
@@ -199,12 +202,11 @@ cmd_decide(struct options *o, struct agent_err *err)
 
 /* Decide and, in redis mode, prove.  Reports like init. */
 static int
-decide_and_prove(struct options *o, struct decision *d,
-    struct agent_err *err)
+decide_and_prove(struct options *o, struct decision *d, struct agent_err *err)
 {
-	struct topology		t;
-	struct bus_result	br;
-	int			rc;
+	struct topology t;
+	struct bus_result br;
+	int rc;
 
 	if ((rc = flow_decide(o, &t, d, err)))
 		return rc;
@@ -222,9 +224,9 @@ decide_and_prove(struct options *o, struct decision *d,
 static int
 cmd_init(struct options *o, struct agent_err *err)
 {
-	struct decision	d;
-	char		*url = NULL;
-	int		rc;
+	struct decision d;
+	char *url = NULL;
+	int rc;
 
 	/* --bus-proxy: the proof goes to the upstream directly (serve's
 	 * proxy does not run yet); the file gets Pylon's local URL and
@@ -235,17 +237,18 @@ cmd_init(struct options *o, struct agent_err *err)
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
 	if (d.mode == MODE_REDIS && o->bus_proxy != NULL &&
-	    o->bus_proxy[0] != '\0' && (url = proxy_pylon_url(o->redis_url,
-	    o->bus_proxy, err)) == NULL)
+	    o->bus_proxy[0] != '\0' &&
+	    (url = proxy_pylon_url(o->redis_url, o->bus_proxy, err)) == NULL)
 		return err->code ? err->code : EXIT_AGENT_CONFIG;
-	rc = envfile_write(o->env_file, &d, d.mode == MODE_REDIS ?
-	    (url != NULL ? url : o->redis_url) : NULL, err);
+	rc = envfile_write(o->env_file, &d,
+	    d.mode == MODE_REDIS ? (url != NULL ? url : o->redis_url) : NULL,
+	    err);
 	a_free(url);
 	if (rc)
 		return rc;
-	flow_state_write(o, &d);	/* serve adopts it (SPEC 5) */
-	log_info("env file written: %s (mode %s)", o->env_file,
-	    mode_name(d.mode));
+	flow_state_write(o, &d); /* serve adopts it (SPEC 5) */
+	log_info(
+	    "env file written: %s (mode %s)", o->env_file, mode_name(d.mode));
 	return 0;
 }
 
@@ -262,9 +265,9 @@ alloc_stats(const char *when)
 static int
 run_cmd(char **argv, struct agent_err *err)
 {
-	int	e;
+	int e;
 
-	char	**envp;
+	char **envp;
 
 	alloc_stats("exec");
 	if ((envp = spawn_child_env()) == NULL)
@@ -277,16 +280,18 @@ run_cmd(char **argv, struct agent_err *err)
 	e = errno;
 	a_free(envp);
 	return err_set(err, e == ENOENT ? 127 : 126, "cannot execute %s: %s%s",
-	    argv[0], strerror(e), e == ENOENT ? " (is it on PATH, or give "
-	    "its absolute path)" : "");
+	    argv[0], strerror(e),
+	    e == ENOENT ? " (is it on PATH, or give "
+	                  "its absolute path)"
+	                : "");
 }
 
 static int
 cmd_exec(struct options *o, struct agent_err *err)
 {
-	struct envfile	ef;
-	struct decision	d;
-	int		rc;
+	struct envfile ef;
+	struct decision d;
+	int rc;
 
 	if (o->env_file_set) {
 		if ((rc = envfile_read(o->env_file, &ef, err)))
@@ -300,7 +305,7 @@ cmd_exec(struct options *o, struct agent_err *err)
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
 	if ((rc = env_apply(d.mode == MODE_REDIS ? o->redis_url : NULL,
-	    d.namespace, d.cluster_required, err)))
+	         d.namespace, d.cluster_required, err)))
 		return rc;
 	return run_cmd(o->cmd_argv, err);
 }
@@ -308,12 +313,12 @@ cmd_exec(struct options *o, struct agent_err *err)
 int
 main(int argc, char **argv)
 {
-	struct options		 o;
-	struct agent_err	 err;
-	enum command		 cmd;
-	const char		*e;
-	bool			 help = false;
-	int			 rc = 0;
+	struct options o;
+	struct agent_err err;
+	enum command cmd;
+	const char *e;
+	bool help = false;
+	int rc = 0;
 
 	/* Before any secret is read: no core dump, and another process of
 	 * the same uid cannot ptrace us or read /proc/<pid>/{mem,environ}
@@ -339,9 +344,11 @@ main(int argc, char **argv)
 	if (!strcmp(argv[1], "--version"))
 		return cmd_version();
 	if ((cmd = command_from_name(argv[1])) == CMD_NONE) {
-		log_errorx("unknown command \"%s\" (commands: decide, init, "
+		log_errorx(
+		    "unknown command \"%s\" (commands: decide, init, "
 		    "exec, serve, probe, check, version; see pylon-agent "
-		    "--help)", argv[1]);
+		    "--help)",
+		    argv[1]);
 		return EXIT_AGENT_USAGE;
 	}
 	if (cmd == CMD_VERSION && argc == 3 &&

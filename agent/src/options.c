@@ -19,195 +19,192 @@
 enum opt_type { T_STR, T_INT, T_BOOL, T_DUR, T_ENUM, T_REPORT };
 
 /* Commands a row applies to (for --help). */
-#define C_DECIDE	(1u << CMD_DECIDE)
-#define C_INIT		(1u << CMD_INIT)
-#define C_EXEC		(1u << CMD_EXEC)
-#define C_SERVE		(1u << CMD_SERVE)
-#define C_PROBE		(1u << CMD_PROBE)
-#define C_CHECK		(1u << CMD_CHECK)
-#define C_DISC		(C_DECIDE | C_INIT | C_EXEC | C_SERVE | C_PROBE | C_CHECK)
-#define C_PROVE		(C_INIT | C_EXEC | C_SERVE | C_PROBE | C_CHECK | C_DECIDE)
+#define C_DECIDE (1u << CMD_DECIDE)
+#define C_INIT (1u << CMD_INIT)
+#define C_EXEC (1u << CMD_EXEC)
+#define C_SERVE (1u << CMD_SERVE)
+#define C_PROBE (1u << CMD_PROBE)
+#define C_CHECK (1u << CMD_CHECK)
+#define C_DISC (C_DECIDE | C_INIT | C_EXEC | C_SERVE | C_PROBE | C_CHECK)
+#define C_PROVE (C_INIT | C_EXEC | C_SERVE | C_PROBE | C_CHECK | C_DECIDE)
 
 struct opt_row {
-	const char	*name;		/* flag without dashes = YAML key */
-	const char	*env;		/* NULL: flag only */
-	enum opt_type	 type;
-	const char	*def;		/* NULL: unset */
-	size_t		 off;		/* into struct options */
-	const char	*const *enums;	/* T_ENUM: names, index = value */
-	unsigned	 cmds;
-	const char	*metavar;
-	const char	*help;
+	const char *name; /* flag without dashes = YAML key */
+	const char *env; /* NULL: flag only */
+	enum opt_type type;
+	const char *def; /* NULL: unset */
+	size_t off; /* into struct options */
+	const char *const *enums; /* T_ENUM: names, index = value */
+	unsigned cmds;
+	const char *metavar;
+	const char *help;
 };
 
-static const char *const platforms[] = { "auto", "kubernetes", "fly",
-	"static", NULL };
-static const char *const modes[] = { "auto", "redis", "noop", NULL };
-static const char *const disc_policies[] = { "fail", "redis-if-configured",
-	"noop", NULL };
-static const char *const drift_policies[] = { "report", "unready", NULL };
-static const char *const log_formats[] = { "text", "json", NULL };
-static const char *const deaf_policies[] = { "heal", "report", "off", NULL };
-static const char *const outputs[] = { "text", "json", "env", NULL };
+static const char *const platforms[] = {
+    "auto", "kubernetes", "fly", "static", NULL};
+static const char *const modes[] = {"auto", "redis", "noop", NULL};
+static const char *const disc_policies[] = {
+    "fail", "redis-if-configured", "noop", NULL};
+static const char *const drift_policies[] = {"report", "unready", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const deaf_policies[] = {"heal", "report", "off", NULL};
+static const char *const outputs[] = {"text", "json", "env", NULL};
 
-#define OFF(f)	offsetof(struct options, f)
+#define OFF(f) offsetof(struct options, f)
 
 /* Alphabetical by name (the order of --help and the reference). */
 static const struct opt_row rows[] = {
-	{ "api-timeout", "PYLON_AGENT_API_TIMEOUT", T_DUR, "10s",
-	  OFF(api_timeout_ms), NULL, C_DISC, "DURATION",
-	  "one Kubernetes/Fly API request, connect included" },
-	{ "app-selector", "PYLON_AGENT_APP_SELECTOR", T_STR, NULL,
-	  OFF(app_selector), NULL, C_DISC, "SELECTOR",
-	  "K8s label selector of every pod of the app across blue/green "
-	  "colours" },
-	{ "bus-proxy", "PYLON_AGENT_BUS_PROXY", T_STR, NULL, OFF(bus_proxy),
-	  NULL, C_INIT | C_SERVE, "HOST:PORT",
-	  "serve: relay plain Redis on this loopback address to the "
-	  "rediss:// bus over TLS, and hand Pylon redis://HOST:PORT (init: "
-	  "write that URL)" },
-	{ "config", "PYLON_AGENT_CONFIG", T_STR, NULL, OFF(config), NULL,
-	  C_DISC, "FILE", "YAML file of settings (keys are these flag names)" },
-	{ "count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",
-	  OFF(count_surge), NULL, C_DISC, NULL,
-	  "count a rolling update's surge pods as peers" },
-	{ "count-interval", "PYLON_AGENT_COUNT_INTERVAL", T_DUR, "60s",
-	  OFF(count_interval_ms), NULL, C_SERVE, "DURATION",
-	  "serve: PUBSUB NUMSUB at most this often (SPEC: a minute), and this "
-	  "pod's CLIENT LIST check when the count is low" },
-	{ "deaf-grace", "PYLON_AGENT_DEAF_GRACE", T_DUR, "45s",
-	  OFF(deaf_grace_ms), NULL, C_SERVE, "DURATION",
-	  "serve: this pod's Pylon is deaf after no subscription from its "
-	  "address for this long (Pylon's reconnect backoff tops out at 30 s)" },
-	{ "deaf-pylon", "PYLON_AGENT_DEAF_PYLON", T_ENUM, "heal",
-	  OFF(deaf_pylon), deaf_policies, C_SERVE, "heal|report|off",
-	  "serve: a deaf Pylon in this pod: heal (restart the supervised "
-	  "command; /pylon-livez 503 for Pylon's livenessProbe), report only, "
-	  "or off (no CLIENT LIST)" },
-	{ "env-file", "PYLON_AGENT_ENV_FILE", T_STR,
-	  "/pylon-agent/cluster.env", OFF(env_file), NULL,
-	  C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",
-	  "where init writes the env file (exec: read it, skip discovery)" },
-	{ "cluster-required", "PYLON_AGENT_CLUSTER_REQUIRED", T_BOOL, "true",
-	  OFF(cluster_required), NULL, C_PROVE, NULL,
-	  "in redis mode also export PYLON_CLUSTER_REQUIRED=1 (Pylon then "
-	  "refuses to boot without a Postgres DATABASE_URL)" },
-	{ "fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
-	  "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
-	  "Fly Machines API base URL" },
-	{ "fly-boot-spread", "PYLON_AGENT_FLY_BOOT_SPREAD", T_DUR, "10s",
-	  OFF(fly_boot_spread_ms), NULL, C_DISC, "DURATION",
-	  "Fly, serve and init: at most this random delay before the first "
-	  "Machines API list, 1 s per machine of all.vms beyond 3 (the "
-	  "list rate: 1/s, burst 3); 0 disables" },
-	{ "fly-group", "PYLON_AGENT_FLY_GROUP", T_STR, NULL, OFF(fly_group),
-	  NULL, C_DISC, "GROUP",
-	  "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
-	  "app for release/console machines)" },
-	{ "fly-resolver", "PYLON_AGENT_FLY_RESOLVER", T_STR, "[fdaa::3]:53",
-	  OFF(fly_resolver), NULL, C_DISC, "ADDR|none",
-	  "Fly internal DNS server serve resyncs from (all.vms and "
-	  "<group>.process TXT/AAAA); none: resync lists the Machines API" },
-	{ "interval", "PYLON_AGENT_INTERVAL", T_DUR, "30s", OFF(interval_ms),
-	  NULL, C_SERVE, "DURATION",
-	  "serve: bus health check period (one PING each)" },
-	{ "kubeconfig", "KUBECONFIG", T_STR, NULL, OFF(kubeconfig), NULL,
-	  C_DISC, "FILE[:FILE]", "out-of-cluster Kubernetes access" },
-	{ "listen", "PYLON_AGENT_LISTEN", T_STR, "0.0.0.0:4320", OFF(listen),
-	  NULL, C_SERVE, "HOST:PORT", "serve: HTTP address" },
-	{ "log-format", "PYLON_AGENT_LOG_FORMAT", T_ENUM, "text",
-	  OFF(log_format), log_formats, C_DISC, "text|json",
-	  "log lines on stderr: text, or one JSON object per line" },
-	{ "min-peers", "PYLON_AGENT_MIN_PEERS", T_INT, "1", OFF(min_peers),
-	  NULL, C_DISC, "N", "floor on the discovered peer count" },
-	{ "mode", "PYLON_AGENT_MODE", T_ENUM, "auto", OFF(mode), modes,
-	  C_DISC, "auto|redis|noop",
-	  "forced modes skip the decision, never the proof" },
-	{ "namespace", "PYLON_AGENT_NAMESPACE", T_STR, "pylon",
-	  OFF(namespace), NULL, C_DISC, "NAME",
-	  "PYLON_CLUSTER_NAMESPACE (channel <ns>:cluster:bus): 1 to 64 of "
-	  "A-Z a-z 0-9 . - _ : + = , ~ # % (e.g. team:app)" },
-	{ "on-bus-loss", "PYLON_AGENT_ON_BUS_LOSS", T_ENUM, "report",
-	  OFF(on_bus_loss), drift_policies, C_SERVE, "report|unready",
-	  "serve: whether 3 failed steady-state bus checks fail /readyz "
-	  "(report: logged, counted, reported only)" },
-	{ "on-discovery-error", "PYLON_AGENT_ON_DISCOVERY_ERROR", T_ENUM,
-	  "redis-if-configured", OFF(on_discovery_error), disc_policies,
-	  C_DISC, "POLICY", "fail, redis-if-configured or noop" },
-	{ "on-drift", "PYLON_AGENT_ON_DRIFT", T_ENUM, "report", OFF(on_drift),
-	  drift_policies, C_SERVE, "report|unready",
-	  "serve: what a topology change that flips the mode does" },
-	{ "output", NULL, T_ENUM, "text", OFF(output), outputs,
-	  C_DECIDE | C_CHECK, "text|json|env", "decide/check output format" },
-	{ "platform", "PYLON_AGENT_PLATFORM", T_ENUM, "auto", OFF(platform),
-	  platforms, C_DISC, "auto|kubernetes|fly|static",
-	  "where to discover the peer count" },
-	{ "prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
-	  "decide: also prove the bus (publishes one envelope)" },
-	{ "pass-env", "PYLON_AGENT_PASS_ENV", T_STR, NULL, OFF(pass_env), NULL,
-	  C_EXEC | C_SERVE, "LIST",
-	  "variables the child keeps anyway: CMD's environment is the agent's "
-	  "minus every PYLON_AGENT_* variable and FLY_API_TOKEN (only the agent "
-	  "uses them; the Redis URL and the API token stay out of Pylon)" },
-	{ "pylon-tls", "PYLON_AGENT_PYLON_TLS", T_BOOL, "false",
-	  OFF(pylon_tls), NULL, C_PROVE, NULL,
-	  "the Pylon build speaks TLS: allow rediss:// URLs (Pylon 0.11.3 "
-	  "cannot: it exits 1 at boot on rediss://)" },
-	{ "redis-ca-file", "PYLON_AGENT_REDIS_CA_FILE", T_STR, NULL,
-	  OFF(redis_ca_file), NULL, C_PROVE, "FILE",
-	  "CA bundle for rediss:// (default: system CAs)" },
-	{ "redis-url", "PYLON_AGENT_REDIS_URL", T_STR, NULL, OFF(redis_url),
-	  NULL, C_PROVE, "URL",
-	  "the bus handed to Pylon as PYLON_CLUSTER_BUS (prefer "
-	  "--redis-url-file: argv is visible to every process)" },
-	{ "redis-url-file", "PYLON_AGENT_REDIS_URL_FILE", T_STR, NULL,
-	  OFF(redis_url_file), NULL, C_PROVE, "FILE",
-	  "read the Redis URL from a file (a mounted Secret)" },
-	{ "replicas", "PYLON_AGENT_REPLICAS", T_INT, NULL, OFF(replicas),
-	  NULL, C_DISC, "N", "static platform: the peer count (default 1)" },
-	{ "report", "PYLON_AGENT_REPORT", T_REPORT, "log", OFF(report), NULL,
-	  C_INIT | C_EXEC | C_SERVE, "LIST",
-	  "comma list of log, annotations, events, metadata" },
-	{ "resync", "PYLON_AGENT_RESYNC", T_DUR, "60s", OFF(resync_ms), NULL,
-	  C_SERVE, "DURATION", "serve: topology re-read period (jittered)" },
-	{ "serviceaccount-dir", "PYLON_AGENT_SERVICEACCOUNT_DIR", T_STR,
-	  "/var/run/secrets/kubernetes.io/serviceaccount",
-	  OFF(serviceaccount_dir), NULL, C_DISC, "DIR",
-	  "in-cluster token, CA and namespace" },
-	{ "timeout", "PYLON_AGENT_TIMEOUT", T_DUR, "60s", OFF(timeout_ms),
-	  NULL, C_PROVE, "DURATION",
-	  "deadline to prove the bus (unless given: check 20s, probe 3s)" },
+    {"api-timeout", "PYLON_AGENT_API_TIMEOUT", T_DUR, "10s",
+        OFF(api_timeout_ms), NULL, C_DISC, "DURATION",
+        "one Kubernetes/Fly API request, connect included"},
+    {"app-selector", "PYLON_AGENT_APP_SELECTOR", T_STR, NULL, OFF(app_selector),
+        NULL, C_DISC, "SELECTOR",
+        "K8s label selector of every pod of the app across blue/green "
+        "colours"},
+    {"bus-proxy", "PYLON_AGENT_BUS_PROXY", T_STR, NULL, OFF(bus_proxy), NULL,
+        C_INIT | C_SERVE, "HOST:PORT",
+        "serve: relay plain Redis on this loopback address to the "
+        "rediss:// bus over TLS, and hand Pylon redis://HOST:PORT (init: "
+        "write that URL)"},
+    {"config", "PYLON_AGENT_CONFIG", T_STR, NULL, OFF(config), NULL, C_DISC,
+        "FILE", "YAML file of settings (keys are these flag names)"},
+    {"count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",
+        OFF(count_surge), NULL, C_DISC, NULL,
+        "count a rolling update's surge pods as peers"},
+    {"count-interval", "PYLON_AGENT_COUNT_INTERVAL", T_DUR, "60s",
+        OFF(count_interval_ms), NULL, C_SERVE, "DURATION",
+        "serve: PUBSUB NUMSUB at most this often (SPEC: a minute), and this "
+        "pod's CLIENT LIST check when the count is low"},
+    {"deaf-grace", "PYLON_AGENT_DEAF_GRACE", T_DUR, "45s", OFF(deaf_grace_ms),
+        NULL, C_SERVE, "DURATION",
+        "serve: this pod's Pylon is deaf after no subscription from its "
+        "address for this long (Pylon's reconnect backoff tops out at 30 s)"},
+    {"deaf-pylon", "PYLON_AGENT_DEAF_PYLON", T_ENUM, "heal", OFF(deaf_pylon),
+        deaf_policies, C_SERVE, "heal|report|off",
+        "serve: a deaf Pylon in this pod: heal (restart the supervised "
+        "command; /pylon-livez 503 for Pylon's livenessProbe), report only, "
+        "or off (no CLIENT LIST)"},
+    {"env-file", "PYLON_AGENT_ENV_FILE", T_STR, "/pylon-agent/cluster.env",
+        OFF(env_file), NULL, C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",
+        "where init writes the env file (exec: read it, skip discovery)"},
+    {"cluster-required", "PYLON_AGENT_CLUSTER_REQUIRED", T_BOOL, "true",
+        OFF(cluster_required), NULL, C_PROVE, NULL,
+        "in redis mode also export PYLON_CLUSTER_REQUIRED=1 (Pylon then "
+        "refuses to boot without a Postgres DATABASE_URL)"},
+    {"fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
+        "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
+        "Fly Machines API base URL"},
+    {"fly-boot-spread", "PYLON_AGENT_FLY_BOOT_SPREAD", T_DUR, "10s",
+        OFF(fly_boot_spread_ms), NULL, C_DISC, "DURATION",
+        "Fly, serve and init: at most this random delay before the first "
+        "Machines API list, 1 s per machine of all.vms beyond 3 (the "
+        "list rate: 1/s, burst 3); 0 disables"},
+    {"fly-group", "PYLON_AGENT_FLY_GROUP", T_STR, NULL, OFF(fly_group), NULL,
+        C_DISC, "GROUP",
+        "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
+        "app for release/console machines)"},
+    {"fly-resolver", "PYLON_AGENT_FLY_RESOLVER", T_STR, "[fdaa::3]:53",
+        OFF(fly_resolver), NULL, C_DISC, "ADDR|none",
+        "Fly internal DNS server serve resyncs from (all.vms and "
+        "<group>.process TXT/AAAA); none: resync lists the Machines API"},
+    {"interval", "PYLON_AGENT_INTERVAL", T_DUR, "30s", OFF(interval_ms), NULL,
+        C_SERVE, "DURATION", "serve: bus health check period (one PING each)"},
+    {"kubeconfig", "KUBECONFIG", T_STR, NULL, OFF(kubeconfig), NULL, C_DISC,
+        "FILE[:FILE]", "out-of-cluster Kubernetes access"},
+    {"listen", "PYLON_AGENT_LISTEN", T_STR, "0.0.0.0:4320", OFF(listen), NULL,
+        C_SERVE, "HOST:PORT", "serve: HTTP address"},
+    {"log-format", "PYLON_AGENT_LOG_FORMAT", T_ENUM, "text", OFF(log_format),
+        log_formats, C_DISC, "text|json",
+        "log lines on stderr: text, or one JSON object per line"},
+    {"min-peers", "PYLON_AGENT_MIN_PEERS", T_INT, "1", OFF(min_peers), NULL,
+        C_DISC, "N", "floor on the discovered peer count"},
+    {"mode", "PYLON_AGENT_MODE", T_ENUM, "auto", OFF(mode), modes, C_DISC,
+        "auto|redis|noop", "forced modes skip the decision, never the proof"},
+    {"namespace", "PYLON_AGENT_NAMESPACE", T_STR, "pylon", OFF(namespace), NULL,
+        C_DISC, "NAME",
+        "PYLON_CLUSTER_NAMESPACE (channel <ns>:cluster:bus): 1 to 64 of "
+        "A-Z a-z 0-9 . - _ : + = , ~ # % (e.g. team:app)"},
+    {"on-bus-loss", "PYLON_AGENT_ON_BUS_LOSS", T_ENUM, "report",
+        OFF(on_bus_loss), drift_policies, C_SERVE, "report|unready",
+        "serve: whether 3 failed steady-state bus checks fail /readyz "
+        "(report: logged, counted, reported only)"},
+    {"on-discovery-error", "PYLON_AGENT_ON_DISCOVERY_ERROR", T_ENUM,
+        "redis-if-configured", OFF(on_discovery_error), disc_policies, C_DISC,
+        "POLICY", "fail, redis-if-configured or noop"},
+    {"on-drift", "PYLON_AGENT_ON_DRIFT", T_ENUM, "report", OFF(on_drift),
+        drift_policies, C_SERVE, "report|unready",
+        "serve: what a topology change that flips the mode does"},
+    {"output", NULL, T_ENUM, "text", OFF(output), outputs, C_DECIDE | C_CHECK,
+        "text|json|env", "decide/check output format"},
+    {"platform", "PYLON_AGENT_PLATFORM", T_ENUM, "auto", OFF(platform),
+        platforms, C_DISC, "auto|kubernetes|fly|static",
+        "where to discover the peer count"},
+    {"prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
+        "decide: also prove the bus (publishes one envelope)"},
+    {"pass-env", "PYLON_AGENT_PASS_ENV", T_STR, NULL, OFF(pass_env), NULL,
+        C_EXEC | C_SERVE, "LIST",
+        "variables the child keeps anyway: CMD's environment is the agent's "
+        "minus every PYLON_AGENT_* variable and FLY_API_TOKEN (only the agent "
+        "uses them; the Redis URL and the API token stay out of Pylon)"},
+    {"pylon-tls", "PYLON_AGENT_PYLON_TLS", T_BOOL, "false", OFF(pylon_tls),
+        NULL, C_PROVE, NULL,
+        "the Pylon build speaks TLS: allow rediss:// URLs (Pylon 0.11.3 "
+        "cannot: it exits 1 at boot on rediss://)"},
+    {"redis-ca-file", "PYLON_AGENT_REDIS_CA_FILE", T_STR, NULL,
+        OFF(redis_ca_file), NULL, C_PROVE, "FILE",
+        "CA bundle for rediss:// (default: system CAs)"},
+    {"redis-url", "PYLON_AGENT_REDIS_URL", T_STR, NULL, OFF(redis_url), NULL,
+        C_PROVE, "URL",
+        "the bus handed to Pylon as PYLON_CLUSTER_BUS (prefer "
+        "--redis-url-file: argv is visible to every process)"},
+    {"redis-url-file", "PYLON_AGENT_REDIS_URL_FILE", T_STR, NULL,
+        OFF(redis_url_file), NULL, C_PROVE, "FILE",
+        "read the Redis URL from a file (a mounted Secret)"},
+    {"replicas", "PYLON_AGENT_REPLICAS", T_INT, NULL, OFF(replicas), NULL,
+        C_DISC, "N", "static platform: the peer count (default 1)"},
+    {"report", "PYLON_AGENT_REPORT", T_REPORT, "log", OFF(report), NULL,
+        C_INIT | C_EXEC | C_SERVE, "LIST",
+        "comma list of log, annotations, events, metadata"},
+    {"resync", "PYLON_AGENT_RESYNC", T_DUR, "60s", OFF(resync_ms), NULL,
+        C_SERVE, "DURATION", "serve: topology re-read period (jittered)"},
+    {"serviceaccount-dir", "PYLON_AGENT_SERVICEACCOUNT_DIR", T_STR,
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        OFF(serviceaccount_dir), NULL, C_DISC, "DIR",
+        "in-cluster token, CA and namespace"},
+    {"timeout", "PYLON_AGENT_TIMEOUT", T_DUR, "60s", OFF(timeout_ms), NULL,
+        C_PROVE, "DURATION",
+        "deadline to prove the bus (unless given: check 20s, probe 3s)"},
 };
 
-#define NROWS	(sizeof(rows) / sizeof(rows[0]))
+#define NROWS (sizeof(rows) / sizeof(rows[0]))
 
 static const struct {
-	enum command	 cmd;
-	const char	*name;
-	const char	*usage;
-	const char	*summary;
+	enum command cmd;
+	const char *name;
+	const char *usage;
+	const char *summary;
 } commands[] = {
-	{ CMD_DECIDE, "decide", "decide [--prove] [--output text|json|env]",
-	  "discover the topology and print the decision" },
-	{ CMD_INIT, "init", "init [--env-file FILE]",
-	  "decide, prove the bus in redis mode, write the env file, exit" },
-	{ CMD_EXEC, "exec", "exec [--env-file FILE] -- CMD [ARG...]",
-	  "like init, then execve CMD with the env set (with --env-file: "
-	  "apply a file written by init)" },
-	{ CMD_SERVE, "serve", "serve [-- CMD [ARG...]]",
-	  "sidecar: health endpoints, continuous checks, reports; with CMD "
-	  "also a supervisor" },
-	{ CMD_PROBE, "probe", "probe [--timeout DURATION]",
-	  "one quick check for exec probes and Fly checks" },
-	{ CMD_CHECK, "check", "check [--output text|json]",
-	  "preflight for CI and Fly release_command" },
-	{ CMD_VERSION, "version", "version", "version and build info" },
+    {CMD_DECIDE, "decide", "decide [--prove] [--output text|json|env]",
+        "discover the topology and print the decision"},
+    {CMD_INIT, "init", "init [--env-file FILE]",
+        "decide, prove the bus in redis mode, write the env file, exit"},
+    {CMD_EXEC, "exec", "exec [--env-file FILE] -- CMD [ARG...]",
+        "like init, then execve CMD with the env set (with --env-file: "
+        "apply a file written by init)"},
+    {CMD_SERVE, "serve", "serve [-- CMD [ARG...]]",
+        "sidecar: health endpoints, continuous checks, reports; with CMD "
+        "also a supervisor"},
+    {CMD_PROBE, "probe", "probe [--timeout DURATION]",
+        "one quick check for exec probes and Fly checks"},
+    {CMD_CHECK, "check", "check [--output text|json]",
+        "preflight for CI and Fly release_command"},
+    {CMD_VERSION, "version", "version", "version and build info"},
 };
 
 enum command
 command_from_name(const char *s)
 {
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(s, commands[i].name) == 0)
@@ -218,7 +215,7 @@ command_from_name(const char *s)
 const char *
 command_name(enum command c)
 {
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].cmd == c)
@@ -241,17 +238,19 @@ platform_name(enum platform_kind p)
 void
 options_usage_main(void *vfp)
 {
-	FILE	*fp = vfp;
-	size_t	 i;
+	FILE *fp = vfp;
+	size_t i;
 
-	fprintf(fp, "usage: pylon-agent COMMAND [OPTIONS]\n\n"
+	fprintf(fp,
+	    "usage: pylon-agent COMMAND [OPTIONS]\n\n"
 	    "Decides whether Pylon needs the Redis cluster bus, proves it, "
 	    "and hands\nPYLON_CLUSTER_BUS / PYLON_CLUSTER_NAMESPACE to Pylon."
 	    "\n\ncommands:\n");
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(fp, "  %-8s %s\n", commands[i].name,
-		    commands[i].summary);
-	fprintf(fp, "\n`pylon-agent COMMAND --help` lists a command's "
+		fprintf(
+		    fp, "  %-8s %s\n", commands[i].name, commands[i].summary);
+	fprintf(fp,
+	    "\n`pylon-agent COMMAND --help` lists a command's "
 	    "options.  Exit codes: 0 ok, 64 usage,\n69 bus not proven, 75 "
 	    "discovery failed, 78 misconfiguration.\n");
 }
@@ -259,8 +258,8 @@ options_usage_main(void *vfp)
 static void
 usage_command(enum command cmd, FILE *fp)
 {
-	size_t	 i;
-	char	 flag[64];
+	size_t i;
+	char flag[64];
 
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (commands[i].cmd == cmd)
@@ -280,8 +279,10 @@ usage_command(enum command cmd, FILE *fp)
 			fprintf(fp, "  %-34s %s%s%s%s\n", "",
 			    rows[i].env ? "env " : "",
 			    rows[i].env ? rows[i].env : "",
-			    rows[i].def ? (rows[i].env ? ", default " :
-			    "default ") : "", rows[i].def ? rows[i].def : "");
+			    rows[i].def
+			        ? (rows[i].env ? ", default " : "default ")
+			        : "",
+			    rows[i].def ? rows[i].def : "");
 	}
 	fprintf(fp, "  %-34s %s\n", "-h, --help", "show this help");
 }
@@ -297,7 +298,7 @@ usage_command(enum command cmd, FILE *fp)
 STATIC const char *
 shown(const char *s, char *buf, size_t n)
 {
-	const char	*at, *from;
+	const char *at, *from;
 
 	if ((at = strrchr(s, '@')) == NULL)
 		return s;
@@ -310,9 +311,9 @@ shown(const char *s, char *buf, size_t n)
 enum src { SRC_DEFAULT, SRC_FILE, SRC_ENV, SRC_FLAG };
 
 struct raw {
-	char		*val;		/* owned */
-	enum src	 src;
-	bool		 set;
+	char *val; /* owned */
+	enum src src;
+	bool set;
 };
 
 static void
@@ -327,8 +328,8 @@ describe_src(const struct opt_row *r, enum src src, const char *config,
 		snprintf(buf, n, "%s", r->env);
 		break;
 	case SRC_FILE:
-		snprintf(buf, n, "%s: key %s", config ? config : "config",
-		    r->name);
+		snprintf(
+		    buf, n, "%s: key %s", config ? config : "config", r->name);
 		break;
 	default:
 		snprintf(buf, n, "default of --%s", r->name);
@@ -338,8 +339,8 @@ describe_src(const struct opt_row *r, enum src src, const char *config,
 STATIC int
 parse_int(const char *s, int *out)
 {
-	char	*end;
-	long	 v;
+	char *end;
+	long v;
 
 	errno = 0;
 	v = strtol(s, &end, 10);
@@ -368,14 +369,19 @@ parse_bool(const char *s, bool *out)
 STATIC int
 parse_report(const char *s, unsigned *out)
 {
-	static const struct { const char *n; unsigned bit; } names[] = {
-		{ "log", REPORT_LOG }, { "annotations", REPORT_ANNOTATIONS },
-		{ "events", REPORT_EVENTS }, { "metadata", REPORT_METADATA },
-		{ "none", 0 },
+	static const struct {
+		const char *n;
+		unsigned bit;
+	} names[] = {
+	    {"log", REPORT_LOG},
+	    {"annotations", REPORT_ANNOTATIONS},
+	    {"events", REPORT_EVENTS},
+	    {"metadata", REPORT_METADATA},
+	    {"none", 0},
 	};
-	const char	*p = s, *e;
-	size_t		 i, len;
-	unsigned	 bits = 0;
+	const char *p = s, *e;
+	size_t i, len;
+	unsigned bits = 0;
 
 	while (*p) {
 		while (*p == ' ' || *p == ',')
@@ -403,10 +409,10 @@ static int
 apply_row(struct options *o, const struct opt_row *r, const char *val,
     enum src src, struct agent_err *err)
 {
-	char		 where[300], vb[256], vl[128];
-	void		*field = (char *)o + r->off;
-	long		 ms;
-	int		 i, code;
+	char where[300], vb[256], vl[128];
+	void *field = (char *)o + r->off;
+	long ms;
+	int i, code;
 	struct agent_err tmp;
 
 	/* Bad values on the command line are usage errors; in the
@@ -423,20 +429,26 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 		return 0;
 	case T_INT:
 		if (parse_int(val, (int *)field) == -1)
-			return err_set(err, code, "%s: \"%s\" is not a whole "
-			    "number between 0 and 100000", where, val);
+			return err_set(err, code,
+			    "%s: \"%s\" is not a whole "
+			    "number between 0 and 100000",
+			    where, val);
 		return 0;
 	case T_BOOL:
 		if (parse_bool(val, (bool *)field) == -1)
-			return err_set(err, code, "%s: \"%s\" is not a "
-			    "boolean: use true or false", where, val);
+			return err_set(err, code,
+			    "%s: \"%s\" is not a "
+			    "boolean: use true or false",
+			    where, val);
 		return 0;
 	case T_DUR:
 		if (parse_duration(val, &ms, &tmp))
 			return err_set(err, code, "%s: %s", where, tmp.msg);
 		if (ms == 0)
-			return err_set(err, code, "%s: \"%s\": the duration must "
-			    "be greater than zero, e.g. 500ms or 5s", where, val);
+			return err_set(err, code,
+			    "%s: \"%s\": the duration must "
+			    "be greater than zero, e.g. 500ms or 5s",
+			    where, val);
 		*(long *)field = ms;
 		return 0;
 	case T_ENUM:
@@ -450,13 +462,14 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 		for (i = 0; r->enums[i]; i++)
 			snprintf(vl + strlen(vl), sizeof(vl) - strlen(vl),
 			    "%s%s", i ? "|" : "", r->enums[i]);
-		return err_set(err, code, "%s: \"%s\" is not one of %s", where,
-		    val, vl);
+		return err_set(
+		    err, code, "%s: \"%s\" is not one of %s", where, val, vl);
 	case T_REPORT:
 		if (parse_report(val, (unsigned *)field) == -1)
-			return err_set(err, code, "%s: \"%s\": use a comma list "
-			    "of log, annotations, events, metadata", where,
-			    val);
+			return err_set(err, code,
+			    "%s: \"%s\": use a comma list "
+			    "of log, annotations, events, metadata",
+			    where, val);
 		return 0;
 	}
 	return 0;
@@ -465,7 +478,7 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 static const struct opt_row *
 row_find(const char *name, size_t len)
 {
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < NROWS; i++)
 		if (strlen(rows[i].name) == len &&
@@ -476,18 +489,18 @@ row_find(const char *name, size_t len)
 
 /* ---- YAML config ------------------------------------------------------ */
 
-#define CONFIG_MAX	(64 * 1024)
+#define CONFIG_MAX (64 * 1024)
 
 /* The flat mapping being read: the key waiting for its value, and the
  * values of a sequence joined so far. */
 struct cfg_state {
-	const char		*path;
-	struct raw		*raws;
-	const struct opt_row	*r;	/* the row of key */
-	char			*key;
-	char			*seq;
-	int			 depth;
-	bool			 in_seq;
+	const char *path;
+	struct raw *raws;
+	const struct opt_row *r; /* the row of key */
+	char *key;
+	char *seq;
+	int depth;
+	bool in_seq;
 };
 
 /* A key's value (the scalar, or the joined sequence) into its row. */
@@ -509,23 +522,24 @@ cfg_store(struct cfg_state *st, struct agent_err *err)
 }
 
 static int
-cfg_scalar(struct cfg_state *st, const yaml_event_t *ev,
-    struct agent_err *err)
+cfg_scalar(struct cfg_state *st, const yaml_event_t *ev, struct agent_err *err)
 {
-	size_t	 slen, vlen = ev->data.scalar.length;
-	char	*tmp, kb[256];
+	size_t slen, vlen = ev->data.scalar.length;
+	char *tmp, kb[256];
 
 	if (st->depth != 1)
-		return err_set(err, EXIT_AGENT_CONFIG, "%s: expected a "
-		    "mapping of settings, e.g. `namespace: my-app`", st->path);
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "%s: expected a "
+		    "mapping of settings, e.g. `namespace: my-app`",
+		    st->path);
 	if (st->key == NULL) {
-		if ((st->key = a_strdup((char *)ev->data.scalar.value)) ==
-		    NULL)
+		if ((st->key = a_strdup((char *)ev->data.scalar.value)) == NULL)
 			return err_oom(err, "config");
 		st->r = row_find(st->key, strlen(st->key));
 		if (st->r == NULL || st->r->env == NULL ||
 		    !strcmp(st->r->name, "config"))
-			return err_set(err, EXIT_AGENT_CONFIG, "%s: line %zu: "
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "%s: line %zu: "
 			    "unknown key \"%s\" (keys are the flag names "
 			    "without dashes; see pylon-agent init --help)",
 			    st->path, ev->start_mark.line + 1,
@@ -554,19 +568,21 @@ cfg_event(struct cfg_state *st, const yaml_event_t *ev, bool *done,
 		return 0;
 	case YAML_MAPPING_START_EVENT:
 		if (++st->depth > 1 || st->key != NULL)
-			return err_set(err, EXIT_AGENT_CONFIG, "%s: line %zu: "
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "%s: line %zu: "
 			    "nested mappings are not supported: the file is a "
-			    "flat mapping like `namespace: my-app`", st->path,
-			    ev->start_mark.line + 1);
+			    "flat mapping like `namespace: my-app`",
+			    st->path, ev->start_mark.line + 1);
 		return 0;
 	case YAML_MAPPING_END_EVENT:
 		st->depth--;
 		return 0;
 	case YAML_SEQUENCE_START_EVENT:
 		if (st->key == NULL || st->in_seq)
-			return err_set(err, EXIT_AGENT_CONFIG, "%s: line %zu: "
-			    "expected a flat mapping of settings", st->path,
-			    ev->start_mark.line + 1);
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "%s: line %zu: "
+			    "expected a flat mapping of settings",
+			    st->path, ev->start_mark.line + 1);
 		st->in_seq = true;
 		return 0;
 	case YAML_SEQUENCE_END_EVENT:
@@ -575,8 +591,10 @@ cfg_event(struct cfg_state *st, const yaml_event_t *ev, bool *done,
 	case YAML_SCALAR_EVENT:
 		return cfg_scalar(st, ev, err);
 	case YAML_ALIAS_EVENT:
-		return err_set(err, EXIT_AGENT_CONFIG, "%s: YAML aliases are "
-		    "not supported", st->path);
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "%s: YAML aliases are "
+		    "not supported",
+		    st->path);
 	default:
 		return 0;
 	}
@@ -584,14 +602,14 @@ cfg_event(struct cfg_state *st, const yaml_event_t *ev, bool *done,
 
 /* Flat mapping of scalars (a sequence of scalars is joined with ","). */
 STATIC int
-config_parse(const char *path, const char *text, size_t len,
-    struct raw *raws, struct agent_err *err)
+config_parse(const char *path, const char *text, size_t len, struct raw *raws,
+    struct agent_err *err)
 {
-	struct cfg_state	 st;
-	yaml_parser_t		 p;
-	yaml_event_t		 ev;
-	bool			 done = false;
-	int			 rc = 0;
+	struct cfg_state st;
+	yaml_parser_t p;
+	yaml_event_t ev;
+	bool done = false;
+	int rc = 0;
 
 	memset(&st, 0, sizeof(st));
 	st.path = path;
@@ -618,18 +636,18 @@ config_parse(const char *path, const char *text, size_t len,
 
 /* ---- the whole parse -------------------------------------------------- */
 
-static const char *const reserved_fly_groups[] = { "fly_app_release_command",
-	"fly_app_console", "fly_app_test_machine_command", NULL };
+static const char *const reserved_fly_groups[] = {"fly_app_release_command",
+    "fly_app_console", "fly_app_test_machine_command", NULL};
 
 static int
-resolve(struct options *o, bool *set, const char *url_where,
-    struct agent_err *err)
+resolve(
+    struct options *o, bool *set, const char *url_where, struct agent_err *err)
 {
-	struct redis_url	 u;
-	const char		*g;
-	char			*text = NULL, nb[256];
-	size_t			 i;
-	int			 rc;
+	struct redis_url u;
+	const char *g;
+	char *text = NULL, nb[256];
+	size_t i;
+	int rc;
 
 	if (o->redis_url && *o->redis_url == '\0') {
 		a_free(o->redis_url);
@@ -637,19 +655,23 @@ resolve(struct options *o, bool *set, const char *url_where,
 	}
 	if (o->redis_url_file && *o->redis_url_file) {
 		if (o->redis_url)
-			return err_set(err, EXIT_AGENT_CONFIG, "both a Redis URL"
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "both a Redis URL"
 			    " and --redis-url-file (%s) are set: keep one",
 			    o->redis_url_file);
 		if ((rc = read_file(o->redis_url_file, 8192, &text, NULL, err)))
 			return err_prefix(err, "--redis-url-file");
 		rstrip(text);
 		if (strchr(text, '\n'))
-			rc = err_set(err, EXIT_AGENT_CONFIG, "%s holds several "
+			rc = err_set(err, EXIT_AGENT_CONFIG,
+			    "%s holds several "
 			    "lines: it must hold only the Redis URL",
 			    o->redis_url_file);
 		if (*text == '\0')
-			rc = err_set(err, EXIT_AGENT_CONFIG, "%s is empty: it "
-			    "must hold the Redis URL", o->redis_url_file);
+			rc = err_set(err, EXIT_AGENT_CONFIG,
+			    "%s is empty: it "
+			    "must hold the Redis URL",
+			    o->redis_url_file);
 		if (rc) {
 			a_free(text);
 			return rc;
@@ -659,19 +681,23 @@ resolve(struct options *o, bool *set, const char *url_where,
 	if (o->redis_url) {
 		/* Say where the bad URL came from (never the URL itself). */
 		if ((rc = redis_url_parse(o->redis_url, &u, err)))
-			return err_prefix(err, "%s", o->redis_url_file &&
-			    *o->redis_url_file ? o->redis_url_file : url_where);
+			return err_prefix(err, "%s",
+			    o->redis_url_file && *o->redis_url_file
+			        ? o->redis_url_file
+			        : url_where);
 		redis_url_release(&u);
 		/* Decoded and raw (percent-encoded) forms, unix ?pass= too. */
 		redis_url_register_secrets(o->redis_url);
 	}
 	if (!namespace_valid(o->namespace))
-		return err_set(err, EXIT_AGENT_CONFIG, "namespace \"%s\" is "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "namespace \"%s\" is "
 		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . - _ : + = "
 		    ", ~ # %% (no spaces, quotes, /, @, $ or globs)",
 		    shown(o->namespace, nb, sizeof(nb)));
 	if (o->min_peers < 1)
-		return err_set(err, EXIT_AGENT_CONFIG, "--min-peers must be at "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--min-peers must be at "
 		    "least 1");
 	if (o->fly_group == NULL || *o->fly_group == '\0') {
 		g = getenv("FLY_PROCESS_GROUP");
@@ -706,11 +732,11 @@ static int
 parse_argv(struct options *o, enum command cmd, int argc, char **argv,
     struct raw *raws, bool *help_shown, struct agent_err *err)
 {
-	const struct opt_row	*r;
-	const char		*a, *eq, *val;
-	char			 ab[256];
-	size_t			 i, len;
-	int			 k;
+	const struct opt_row *r;
+	const char *a, *eq, *val;
+	char ab[256];
+	size_t i, len;
+	int k;
 
 	for (k = 1; k < argc; k++) {
 		a = argv[k];
@@ -725,19 +751,23 @@ parse_argv(struct options *o, enum command cmd, int argc, char **argv,
 			return 0;
 		}
 		if (strncmp(a, "--", 2) != 0)
-			return err_set(err, EXIT_AGENT_USAGE, "unexpected "
+			return err_set(err, EXIT_AGENT_USAGE,
+			    "unexpected "
 			    "argument \"%s\"%s (see pylon-agent %s --help)",
 			    shown(a, ab, sizeof(ab)),
-			    cmd == CMD_EXEC || cmd == CMD_SERVE ?
-			    ": put the command after --" : "",
+			    cmd == CMD_EXEC || cmd == CMD_SERVE
+			        ? ": put the command after --"
+			        : "",
 			    command_name(cmd));
 		a += 2;
 		eq = strchr(a, '=');
 		len = eq ? (size_t)(eq - a) : strlen(a);
 		r = row_find(a, len);
-		if (r == NULL || (cmd != CMD_NONE &&
-		    (r->cmds & (1u << cmd)) == 0 && r->env == NULL))
-			return err_set(err, EXIT_AGENT_USAGE, "unknown option "
+		if (r == NULL ||
+		    (cmd != CMD_NONE && (r->cmds & (1u << cmd)) == 0 &&
+		        r->env == NULL))
+			return err_set(err, EXIT_AGENT_USAGE,
+			    "unknown option "
 			    "--%.*s for %s (see pylon-agent %s --help)",
 			    (int)len, a, command_name(cmd), command_name(cmd));
 		if (eq)
@@ -747,8 +777,10 @@ parse_argv(struct options *o, enum command cmd, int argc, char **argv,
 		else if (k + 1 < argc)
 			val = argv[++k];
 		else
-			return err_set(err, EXIT_AGENT_USAGE, "option --%s "
-			    "needs a value (%s)", r->name, r->metavar);
+			return err_set(err, EXIT_AGENT_USAGE,
+			    "option --%s "
+			    "needs a value (%s)",
+			    r->name, r->metavar);
 		i = (size_t)(r - rows);
 		a_free(raws[i].val);
 		if ((raws[i].val = a_strdup(val)) == NULL)
@@ -757,10 +789,13 @@ parse_argv(struct options *o, enum command cmd, int argc, char **argv,
 		raws[i].set = true;
 	}
 	if (o->cmd_argc > 0 && cmd != CMD_EXEC && cmd != CMD_SERVE)
-		return err_set(err, EXIT_AGENT_USAGE, "%s takes no command "
-		    "after --", command_name(cmd));
+		return err_set(err, EXIT_AGENT_USAGE,
+		    "%s takes no command "
+		    "after --",
+		    command_name(cmd));
 	if (cmd == CMD_EXEC && o->cmd_argc == 0)
-		return err_set(err, EXIT_AGENT_USAGE, "exec needs a command: "
+		return err_set(err, EXIT_AGENT_USAGE,
+		    "exec needs a command: "
 		    "pylon-agent exec [OPTIONS] -- CMD [ARG...]");
 	return 0;
 }
@@ -769,8 +804,8 @@ parse_argv(struct options *o, enum command cmd, int argc, char **argv,
 static int
 read_env(struct raw *raws, struct agent_err *err)
 {
-	const char	*val;
-	size_t		 i;
+	const char *val;
+	size_t i;
 
 	for (i = 0; i < NROWS; i++) {
 		if (raws[i].set || rows[i].env == NULL ||
@@ -788,10 +823,10 @@ read_env(struct raw *raws, struct agent_err *err)
 static int
 read_config(struct raw *raws, char **text, struct agent_err *err)
 {
-	struct raw	 fraws[NROWS];
-	size_t		 i, len, c = row_index("config");
-	const char	*cfg = raws[c].set ? raws[c].val : NULL;
-	int		 rc;
+	struct raw fraws[NROWS];
+	size_t i, len, c = row_index("config");
+	const char *cfg = raws[c].set ? raws[c].val : NULL;
+	int rc;
 
 	if (cfg == NULL || *cfg == '\0')
 		return 0;
@@ -817,20 +852,20 @@ read_config(struct raw *raws, char **text, struct agent_err *err)
 
 /* 4. Every row: what was set, else its default. */
 static int
-apply_rows(struct options *o, const struct raw *raws, bool *set,
-    struct agent_err *err)
+apply_rows(
+    struct options *o, const struct raw *raws, bool *set, struct agent_err *err)
 {
-	size_t	i;
-	int	rc = 0;
+	size_t i;
+	int rc = 0;
 
 	for (i = 0; i < NROWS && rc == 0; i++) {
 		if (raws[i].set) {
 			set[i] = true;
-			rc = apply_row(o, &rows[i], raws[i].val, raws[i].src,
-			    err);
+			rc = apply_row(
+			    o, &rows[i], raws[i].val, raws[i].src, err);
 		} else if (rows[i].def)
-			rc = apply_row(o, &rows[i], rows[i].def, SRC_DEFAULT,
-			    err);
+			rc = apply_row(
+			    o, &rows[i], rows[i].def, SRC_DEFAULT, err);
 	}
 	return rc;
 }
@@ -839,11 +874,11 @@ int
 options_parse(struct options *o, enum command cmd, int argc, char **argv,
     bool *help_shown, struct agent_err *err)
 {
-	struct raw	 raws[NROWS];
-	char		*text = NULL, uw[300];
-	size_t		 i, t, u;
-	bool		 set[NROWS];
-	int		 rc;
+	struct raw raws[NROWS];
+	char *text = NULL, uw[300];
+	size_t i, t, u;
+	bool set[NROWS];
+	int rc;
 
 	memset(o, 0, sizeof(*o));
 	memset(raws, 0, sizeof(raws));
@@ -866,7 +901,8 @@ options_parse(struct options *o, enum command cmd, int argc, char **argv,
 	o->env_file_set = set[row_index("env-file")];
 	log_init(o->log_format);
 	if (cmd == CMD_CHECK && o->output == OUT_ENV) {
-		rc = err_set(err, EXIT_AGENT_USAGE, "check --output env is not "
+		rc = err_set(err, EXIT_AGENT_USAGE,
+		    "check --output env is not "
 		    "supported: use text or json (decide --output env prints "
 		    "the env file)");
 		goto out;
@@ -884,7 +920,7 @@ out:
 void
 options_release(struct options *o)
 {
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < NROWS; i++)
 		if (rows[i].type == T_STR) {
@@ -896,11 +932,11 @@ options_release(struct options *o)
 void
 options_dump(const struct options *o, void *vfp)
 {
-	FILE			*fp = vfp;
-	const struct opt_row	*r;
-	const void		*f;
-	char			*red;
-	size_t			 i;
+	FILE *fp = vfp;
+	const struct opt_row *r;
+	const void *f;
+	char *red;
+	size_t i;
 
 	for (i = 0; i < NROWS; i++) {
 		r = &rows[i];
@@ -921,7 +957,8 @@ options_dump(const struct options *o, void *vfp)
 			fprintf(fp, "%d\n", *(const int *)f);
 			break;
 		case T_BOOL:
-			fprintf(fp, "%s\n", *(const bool *)f ? "true" : "false");
+			fprintf(
+			    fp, "%s\n", *(const bool *)f ? "true" : "false");
 			break;
 		case T_DUR:
 			fprintf(fp, "%ldms\n", *(const long *)f);
@@ -932,7 +969,8 @@ options_dump(const struct options *o, void *vfp)
 		case T_REPORT:
 			fprintf(fp, "'%s%s%s%s'\n",
 			    o->report & REPORT_LOG ? "log," : "",
-			    o->report & REPORT_ANNOTATIONS ? "annotations," : "",
+			    o->report & REPORT_ANNOTATIONS ? "annotations,"
+			                                   : "",
 			    o->report & REPORT_EVENTS ? "events," : "",
 			    o->report & REPORT_METADATA ? "metadata," : "");
 			break;
@@ -956,13 +994,14 @@ md_cell(FILE *fp, const char *pre, const char *s, const char *post)
 void
 options_reference(void *vfp)
 {
-	FILE	*fp = vfp;
-	size_t	 i;
+	FILE *fp = vfp;
+	size_t i;
 
 	fprintf(fp, "| flag | env | default | meaning |\n|---|---|---|---|\n");
 	for (i = 0; i < NROWS; i++) {
 		md_cell(fp, "| `--", rows[i].name, "");
-		md_cell(fp, rows[i].metavar ? " " : "", rows[i].metavar, "` | ");
+		md_cell(
+		    fp, rows[i].metavar ? " " : "", rows[i].metavar, "` | ");
 		md_cell(fp, rows[i].env ? "`" : "—", rows[i].env,
 		    rows[i].env ? "` | " : " | ");
 		md_cell(fp, rows[i].def ? "`" : "—", rows[i].def,

@@ -14,11 +14,11 @@ static_detect(const struct options *o)
 }
 
 static int
-static_discover(const struct options *o, struct topology *t,
-    struct agent_err *err)
+static_discover(
+    const struct options *o, struct topology *t, struct agent_err *err)
 {
-	const char	*h = getenv("HOSTNAME");
-	char		 host[256];
+	const char *h = getenv("HOSTNAME");
+	char host[256];
 
 	(void)err;
 	if (h == NULL || *h == '\0') {
@@ -35,8 +35,8 @@ static_discover(const struct options *o, struct topology *t,
 }
 
 const struct platform platform_static = {
-	.name = "static",
-	.detect = static_detect,
-	.discover = static_discover,
-	.report = NULL,
+    .name = "static",
+    .detect = static_detect,
+    .discover = static_discover,
+    .report = NULL,
 };

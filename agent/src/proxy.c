@@ -42,78 +42,77 @@
 #include <string.h>
 #include <unistd.h>
 
-
 #include "bus.h"
 #include "proxy.h"
 #include "serve.h"
 #include "ssl_dl.h"
 
-#define PROXY_DNS_TTL_MS	30000
-#define PROXY_MAX_ADDRS		8
-#define PROXY_KEEPIDLE_S	30
-#define PROXY_KEEPINTVL_S	10
-#define PROXY_KEEPCNT		3
+#define PROXY_DNS_TTL_MS 30000
+#define PROXY_MAX_ADDRS 8
+#define PROXY_KEEPIDLE_S 30
+#define PROXY_KEEPINTVL_S 10
+#define PROXY_KEEPCNT 3
 
-#define TAG_LISTEN	0
-#define TAG_WAKE	1
-#define SIDE_UP		1u	/* low bit of the epoll tag: upstream fd */
+#define TAG_LISTEN 0
+#define TAG_WAKE 1
+#define SIDE_UP 1u /* low bit of the epoll tag: upstream fd */
 
 struct pbuf {
-	size_t	off;		/* first unsent byte */
-	size_t	len;		/* end of data */
-	char	d[PROXY_BUF_SIZE];
+	size_t off; /* first unsent byte */
+	size_t len; /* end of data */
+	char d[PROXY_BUF_SIZE];
 };
 
 enum up_state { UP_CONNECTING, UP_HANDSHAKE, UP_RELAY };
 
 struct pconn {
-	struct pconn	*next, *prev;
-	int		 cfd, ufd;
-	SSL		*ssl;
-	enum up_state	 st;
-	bool		 dead;
-	bool		 cli_eof;	/* the client sent FIN */
-	bool		 up_shut;	/* FIN relayed upstream */
-	bool		 up_eof;	/* the upstream closed */
-	uint32_t	 rwant, wwant, hwant;	/* what SSL waits for */
-	uint32_t	 cmask, umask;	/* registered epoll masks */
-	int64_t		 deadline;	/* connect/handshake/half-close */
-	struct pbuf	 c2u, u2c;
+	struct pconn *next, *prev;
+	int cfd, ufd;
+	SSL *ssl;
+	enum up_state st;
+	bool dead;
+	bool cli_eof; /* the client sent FIN */
+	bool up_shut; /* FIN relayed upstream */
+	bool up_eof; /* the upstream closed */
+	uint32_t rwant, wwant, hwant; /* what SSL waits for */
+	uint32_t cmask, umask; /* registered epoll masks */
+	int64_t deadline; /* connect/handshake/half-close */
+	struct pbuf c2u, u2c;
 };
 
 struct proxy {
-	int			 lfd, efd, wfd;
-	pthread_t		 th;
-	bool			 th_started;
-	volatile int		 stop;
-	SSL_CTX			*ctx;
-	struct redis_url	 up;
-	char			 where[300];
-	char			 addr[128];
-	struct pconn		*conns;
-	struct pconn		*dead;
-	int64_t			 listen_paused_until;
+	int lfd, efd, wfd;
+	pthread_t th;
+	bool th_started;
+	volatile int stop;
+	SSL_CTX *ctx;
+	struct redis_url up;
+	char where[300];
+	char addr[128];
+	struct pconn *conns;
+	struct pconn *dead;
+	int64_t listen_paused_until;
 	/* upstream addresses */
-	struct sockaddr_storage	 ua[PROXY_MAX_ADDRS];
-	socklen_t		 ualen[PROXY_MAX_ADDRS];
-	int			 nua, next_ua;
-	int64_t			 ua_time;
+	struct sockaddr_storage ua[PROXY_MAX_ADDRS];
+	socklen_t ualen[PROXY_MAX_ADDRS];
+	int nua, next_ua;
+	int64_t ua_time;
 	/* counters: written by the loop, read by /metrics (atomics) */
-	struct proxy_stats	 stats;
+	struct proxy_stats stats;
 };
 
-#define STAT_ADD(px, f, n) __atomic_add_fetch(&(px)->stats.f, (n), \
-	__ATOMIC_RELAXED)
-#define STAT_SUB(px, f, n) __atomic_sub_fetch(&(px)->stats.f, (n), \
-	__ATOMIC_RELAXED)
+#define STAT_ADD(px, f, n) \
+	__atomic_add_fetch(&(px)->stats.f, (n), __ATOMIC_RELAXED)
+#define STAT_SUB(px, f, n) \
+	__atomic_sub_fetch(&(px)->stats.f, (n), __ATOMIC_RELAXED)
 
 /* ---- address and URL ---------------------------------------------------- */
 
 static bool
 sa_is_loopback(const struct sockaddr *sa)
 {
-	const struct sockaddr_in	*s4;
-	const struct sockaddr_in6	*s6;
+	const struct sockaddr_in *s4;
+	const struct sockaddr_in6 *s6;
 
 	if (sa->sa_family == AF_INET) {
 		s4 = (const struct sockaddr_in *)sa;
@@ -132,44 +131,53 @@ static int
 addr_resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl,
     struct agent_err *err)
 {
-	struct addrinfo	 hints, *res = NULL, *ai;
-	char		 host[256], port[16];
-	int		 rc;
+	struct addrinfo hints, *res = NULL, *ai;
+	char host[256], port[16];
+	int rc;
 
 	if (addr == NULL || *addr == '\0')
-		return err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy: empty "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--bus-proxy: empty "
 		    "address (give a loopback HOST:PORT, e.g. 127.0.0.1:6380)");
-	if (serve_listen_parse(addr, host, sizeof(host), port, sizeof(port),
-	    err) != 0)
+	if (serve_listen_parse(
+	        addr, host, sizeof(host), port, sizeof(port), err) != 0)
 		return err_prefix(err, "--bus-proxy");
 	if (host[0] == '\0')
-		return err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy %s: the "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--bus-proxy %s: the "
 		    "proxy listens on loopback only, so give the host (e.g. "
 		    "127.0.0.1:%s): plain Redis traffic with Pylon's password "
-		    "must not leave the pod", addr, port);
+		    "must not leave the pod",
+		    addr, port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0)
-		return err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy %s: cannot "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--bus-proxy %s: cannot "
 		    "resolve '%s': %s (give a loopback address such as "
-		    "127.0.0.1:6380)", addr, host, gai_strerror(rc));
+		    "127.0.0.1:6380)",
+		    addr, host, gai_strerror(rc));
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		if (!sa_is_loopback(ai->ai_addr)) {
 			freeaddrinfo(res);
-			return err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy "
+			return err_set(err, EXIT_AGENT_CONFIG,
+			    "--bus-proxy "
 			    "%s: '%s' is not a loopback address; the proxy "
 			    "listens on loopback only (plain Redis traffic "
 			    "with Pylon's password must not leave the pod): "
-			    "use 127.0.0.1 or [::1]", addr, host);
+			    "use 127.0.0.1 or [::1]",
+			    addr, host);
 		}
 	}
 	if (res == NULL || (size_t)res->ai_addrlen > sizeof(*ss)) {
 		if (res != NULL)
 			freeaddrinfo(res);
-		return err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy %s: no "
-		    "address", addr);
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--bus-proxy %s: no "
+		    "address",
+		    addr);
 	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*sl = (socklen_t)res->ai_addrlen;
@@ -180,8 +188,8 @@ addr_resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl,
 int
 proxy_addr_check(const char *addr, struct agent_err *err)
 {
-	struct sockaddr_storage	ss;
-	socklen_t		sl;
+	struct sockaddr_storage ss;
+	socklen_t sl;
 
 	return addr_resolve(addr, &ss, &sl, err);
 }
@@ -190,9 +198,9 @@ proxy_addr_check(const char *addr, struct agent_err *err)
 static bool
 pct_append(char *out, size_t n, const char *s)
 {
-	static const char	hex[] = "0123456789ABCDEF";
-	size_t			j = strlen(out);
-	unsigned char		c;
+	static const char hex[] = "0123456789ABCDEF";
+	size_t j = strlen(out);
+	unsigned char c;
 
 	for (; *s != '\0'; s++) {
 		c = (unsigned char)*s;
@@ -215,13 +223,13 @@ pct_append(char *out, size_t n, const char *s)
 }
 
 char *
-proxy_pylon_url(const char *upstream_url, const char *addr,
-    struct agent_err *err)
+proxy_pylon_url(
+    const char *upstream_url, const char *addr, struct agent_err *err)
 {
-	struct redis_url	u;
-	char			out[8192], db[16];
-	char			*r;
-	bool			ok = true;
+	struct redis_url u;
+	char out[8192], db[16];
+	char *r;
+	bool ok = true;
 
 	if (redis_url_parse(upstream_url, &u, err) != 0)
 		return NULL;
@@ -252,7 +260,8 @@ proxy_pylon_url(const char *upstream_url, const char *addr,
 	}
 	redis_url_release(&u);
 	if (!ok || strlen(out) >= sizeof(out) - 1) {
-		err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy: the Redis URL is "
+		err_set(err, EXIT_AGENT_CONFIG,
+		    "--bus-proxy: the Redis URL is "
 		    "too long");
 		return NULL;
 	}
@@ -290,7 +299,7 @@ buf_compact(struct pbuf *b)
 static void
 ep_set(struct proxy *px, int fd, uint64_t tag, uint32_t *cur, uint32_t want)
 {
-	struct epoll_event	ev;
+	struct epoll_event ev;
 
 	if (*cur == want)
 		return;
@@ -331,26 +340,27 @@ conn_close(struct proxy *px, struct pconn *c)
 
 /* An upstream failure: log it, count it, close the client at once. */
 static void AGENT_PRINTF(3, 4)
-up_fail(struct proxy *px, struct pconn *c, const char *fmt, ...)
+    up_fail(struct proxy *px, struct pconn *c, const char *fmt, ...)
 {
-	va_list	ap;
-	char	msg[512];
+	va_list ap;
+	char msg[512];
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	STAT_ADD(px, upstream_errors_total, 1);
 	log_warnx("bus proxy: upstream %s: %s; closing the client "
-	    "connection (the client reconnects)", px->where, msg);
+	          "connection (the client reconnects)",
+	    px->where, msg);
 	if (c->st == UP_CONNECTING || c->st == UP_HANDSHAKE)
-		px->ua_time = 0;	/* look the address up again */
+		px->ua_time = 0; /* look the address up again */
 	conn_close(px, c);
 }
 
 static void
 ssl_why(char *buf, size_t n)
 {
-	unsigned long	e, last = 0;
+	unsigned long e, last = 0;
 
 	while ((e = ERR_get_error()) != 0)
 		last = e;
@@ -363,9 +373,9 @@ ssl_why(char *buf, size_t n)
 static void
 up_resolve(struct proxy *px)
 {
-	struct addrinfo	 hints, *res = NULL, *ai;
-	char		 serv[8];
-	int		 rc;
+	struct addrinfo hints, *res = NULL, *ai;
+	char serv[8];
+	int rc;
 
 	if (px->nua > 0 && now_ms() - px->ua_time < PROXY_DNS_TTL_MS &&
 	    px->ua_time != 0)
@@ -383,7 +393,7 @@ up_resolve(struct proxy *px)
 	}
 	px->nua = 0;
 	for (ai = res; ai != NULL && px->nua < PROXY_MAX_ADDRS;
-	    ai = ai->ai_next) {
+	     ai = ai->ai_next) {
 		if ((size_t)ai->ai_addrlen > sizeof(px->ua[0]))
 			continue;
 		memcpy(&px->ua[px->nua], ai->ai_addr, ai->ai_addrlen);
@@ -397,7 +407,7 @@ up_resolve(struct proxy *px)
 static void
 sock_tune(int fd, bool upstream)
 {
-	int	one = 1, v;
+	int one = 1, v;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (!upstream)
@@ -418,7 +428,7 @@ sock_tune(int fd, bool upstream)
 static int
 ep_add(struct proxy *px, int fd, uint64_t tag, uint32_t ev)
 {
-	struct epoll_event	e;
+	struct epoll_event e;
 
 	memset(&e, 0, sizeof(e));
 	e.events = ev;
@@ -429,8 +439,8 @@ ep_add(struct proxy *px, int fd, uint64_t tag, uint32_t ev)
 static void
 conn_new(struct proxy *px, int cfd)
 {
-	struct pconn	*c;
-	int		 i, fd;
+	struct pconn *c;
+	int i, fd;
 
 	if ((c = a_calloc(1, sizeof(*c))) == NULL) {
 		log_warnx("bus proxy: out of memory; refusing a connection");
@@ -454,8 +464,8 @@ conn_new(struct proxy *px, int cfd)
 		return;
 	}
 	i = px->next_ua % px->nua;
-	fd = socket(px->ua[i].ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
+	fd = socket(
+	    px->ua[i].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		up_fail(px, c, "socket: %s", strerror(errno));
 		return;
@@ -492,9 +502,9 @@ conn_new(struct proxy *px, int cfd)
 static int
 handshake(struct proxy *px, struct pconn *c)
 {
-	char	why[256];
-	long	vr;
-	int	rc, e;
+	char why[256];
+	long vr;
+	int rc, e;
 
 	ERR_clear_error();
 	rc = SSL_connect(c->ssl);
@@ -517,7 +527,8 @@ handshake(struct proxy *px, struct pconn *c)
 	vr = SSL_get_verify_result(c->ssl);
 	if (vr != X509_V_OK) {
 		ERR_clear_error();
-		up_fail(px, c, "TLS certificate verification failed: %s "
+		up_fail(px, c,
+		    "TLS certificate verification failed: %s "
 		    "(server name %s; give the CA with --redis-ca-file)",
 		    X509_verify_cert_error_string(vr), px->up.host);
 	} else {
@@ -526,8 +537,10 @@ handshake(struct proxy *px, struct pconn *c)
 			snprintf(why, sizeof(why), "%s", strerror(errno));
 		else
 			ssl_why(why, sizeof(why));
-		up_fail(px, c, "TLS handshake failed: %s (does this port "
-		    "speak TLS?)", why);
+		up_fail(px, c,
+		    "TLS handshake failed: %s (does this port "
+		    "speak TLS?)",
+		    why);
 	}
 	return -1;
 }
@@ -535,10 +548,10 @@ handshake(struct proxy *px, struct pconn *c)
 /* A failed SSL_read/SSL_write (e from SSL_get_error): WANT_* sets *want
  * and returns 0, anything else is the upstream's failure (c closed, -1). */
 static int
-ssl_io_fail(struct proxy *px, struct pconn *c, int e, uint32_t *want,
-    const char *what)
+ssl_io_fail(
+    struct proxy *px, struct pconn *c, int e, uint32_t *want, const char *what)
 {
-	char	why[256];
+	char why[256];
 
 	if (e == SSL_ERROR_WANT_READ) {
 		*want = EPOLLIN;
@@ -575,11 +588,11 @@ ssl_io_fail(struct proxy *px, struct pconn *c, int e, uint32_t *want,
 static int
 pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 {
-	ssize_t	r;
-	size_t	room;
-	bool	progress, cli_empty, up_empty;
-	bool	cli_full = false, up_full = false;
-	int	rc, e;
+	ssize_t r;
+	size_t room;
+	bool progress, cli_empty, up_empty;
+	bool cli_full = false, up_full = false;
+	int rc, e;
 
 	/* A side epoll watches for input and did not report is empty (for
 	 * the upstream: unless OpenSSL holds bytes); a side not watched
@@ -612,7 +625,7 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 			} else if (errno == EAGAIN || errno == EINTR)
 				cli_empty = true;
 			else {
-				conn_close(px, c);	/* client reset */
+				conn_close(px, c); /* client reset */
 				return -1;
 			}
 		}
@@ -631,7 +644,7 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 				continue;
 			}
 			if (ssl_io_fail(px, c, SSL_get_error(c->ssl, rc),
-			    &c->wwant, "write") != 0)
+			        &c->wwant, "write") != 0)
 				return -1;
 			up_full = true;
 			/* a WANT_READ write waits for upstream bytes */
@@ -642,7 +655,7 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 		if (c->st == UP_RELAY && c->cli_eof && !c->up_shut &&
 		    buf_pending(&c->c2u) == 0) {
 			ERR_clear_error();
-			(void)SSL_shutdown(c->ssl);	/* close_notify */
+			(void)SSL_shutdown(c->ssl); /* close_notify */
 			(void)shutdown(c->ufd, SHUT_WR);
 			c->up_shut = true;
 			c->deadline = now_ms() + PROXY_HALFCLOSE_MS;
@@ -667,9 +680,10 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 				continue;
 			}
 			e = SSL_get_error(c->ssl, rc);
-			if (e == SSL_ERROR_ZERO_RETURN || (c->up_shut &&
-			    e != SSL_ERROR_SSL && e != SSL_ERROR_WANT_READ &&
-			    e != SSL_ERROR_WANT_WRITE)) {
+			if (e == SSL_ERROR_ZERO_RETURN ||
+			    (c->up_shut && e != SSL_ERROR_SSL &&
+			        e != SSL_ERROR_WANT_READ &&
+			        e != SSL_ERROR_WANT_WRITE)) {
 				c->up_eof = true;
 				progress = true;
 				break;
@@ -687,8 +701,8 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 				progress = true;
 				if (buf_pending(&c->u2c) > 0)
 					cli_full = true;
-			} else if (r == -1 && (errno == EAGAIN ||
-			    errno == EINTR))
+			} else if (r == -1 &&
+			    (errno == EAGAIN || errno == EINTR))
 				cli_full = true;
 			else {
 				conn_close(px, c);
@@ -698,7 +712,7 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 		buf_compact(&c->c2u);
 		buf_compact(&c->u2c);
 		if (c->up_eof && buf_pending(&c->u2c) == 0) {
-			conn_close(px, c);	/* clean end, all delivered */
+			conn_close(px, c); /* clean end, all delivered */
 			return -1;
 		}
 		/* the client left before the upstream was up */
@@ -716,7 +730,7 @@ pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 static void
 conn_masks(struct proxy *px, struct pconn *c)
 {
-	uint32_t	cm = 0, um = 0;
+	uint32_t cm = 0, um = 0;
 
 	if (!c->cli_eof && buf_room(&c->c2u) > 0)
 		cm |= EPOLLIN;
@@ -739,8 +753,8 @@ conn_masks(struct proxy *px, struct pconn *c)
 static void
 conn_event(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 {
-	int		e = 0;
-	socklen_t	el = sizeof(e);
+	int e = 0;
+	socklen_t el = sizeof(e);
 
 	if (c->dead)
 		return;
@@ -775,7 +789,7 @@ conn_event(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 static void
 accept_all(struct proxy *px)
 {
-	int	fd, n;
+	int fd, n;
 
 	for (n = 0; n < 64; n++) {
 		fd = accept4(px->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -784,17 +798,18 @@ accept_all(struct proxy *px)
 			    errno == ENOBUFS || errno == ENOMEM) {
 				log_warn("bus proxy: accept on %s", px->addr);
 				/* level-triggered: pause instead of spinning */
-				(void)epoll_ctl(px->efd, EPOLL_CTL_DEL,
-				    px->lfd, NULL);
+				(void)epoll_ctl(
+				    px->efd, EPOLL_CTL_DEL, px->lfd, NULL);
 				px->listen_paused_until = now_ms() + 1000;
 			}
 			return;
 		}
 		if (__atomic_load_n(&px->stats.connections_active,
-		    __ATOMIC_RELAXED) >= PROXY_MAX_CONNS) {
+		        __ATOMIC_RELAXED) >= PROXY_MAX_CONNS) {
 			STAT_ADD(px, rejected_total, 1);
 			log_warnx("bus proxy: %d connections open; refusing "
-			    "one more on %s", PROXY_MAX_CONNS, px->addr);
+			          "one more on %s",
+			    PROXY_MAX_CONNS, px->addr);
 			close(fd);
 			continue;
 		}
@@ -805,17 +820,19 @@ accept_all(struct proxy *px)
 static void
 timers(struct proxy *px, int64_t now)
 {
-	struct pconn	*c, *next;
+	struct pconn *c, *next;
 
 	for (c = px->conns; c != NULL; c = next) {
 		next = c->next;
 		if (c->deadline == 0 || now < c->deadline)
 			continue;
 		if (c->st != UP_RELAY)
-			up_fail(px, c, "connect and TLS handshake timed out "
-			    "after %d ms", PROXY_CONNECT_MS);
+			up_fail(px, c,
+			    "connect and TLS handshake timed out "
+			    "after %d ms",
+			    PROXY_CONNECT_MS);
 		else
-			conn_close(px, c);	/* half-closed too long */
+			conn_close(px, c); /* half-closed too long */
 	}
 	if (px->listen_paused_until != 0 && now >= px->listen_paused_until) {
 		px->listen_paused_until = 0;
@@ -826,7 +843,7 @@ timers(struct proxy *px, int64_t now)
 static void
 free_dead(struct proxy *px)
 {
-	struct pconn	*c;
+	struct pconn *c;
 
 	while ((c = px->dead) != NULL) {
 		px->dead = c->next;
@@ -837,12 +854,12 @@ free_dead(struct proxy *px)
 static void *
 proxy_loop(void *arg)
 {
-	struct proxy		*px = arg;
-	struct epoll_event	 evs[64];
-	sigset_t		 all;
-	uint64_t		 tag;
-	struct pconn		*c;
-	int			 n, i;
+	struct proxy *px = arg;
+	struct epoll_event evs[64];
+	sigset_t all;
+	uint64_t tag;
+	struct pconn *c;
+	int n, i;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
@@ -861,8 +878,8 @@ proxy_loop(void *arg)
 			else {
 				c = (struct pconn *)(uintptr_t)(tag &
 				    ~(uint64_t)SIDE_UP);
-				conn_event(px, c, (tag & SIDE_UP) != 0,
-				    evs[i].events);
+				conn_event(
+				    px, c, (tag & SIDE_UP) != 0, evs[i].events);
 			}
 		}
 		timers(px, now_ms());
@@ -880,10 +897,10 @@ int
 proxy_start(struct proxy **pp, const char *addr, const char *upstream_url,
     const char *ca_file, struct agent_err *err)
 {
-	struct proxy		*px;
-	struct sockaddr_storage	 ss;
-	socklen_t		 sl;
-	int			 one = 1, rc;
+	struct proxy *px;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int one = 1, rc;
 
 	*pp = NULL;
 	if ((px = a_calloc(1, sizeof(*px))) == NULL)
@@ -895,7 +912,8 @@ proxy_start(struct proxy **pp, const char *addr, const char *upstream_url,
 	if ((rc = redis_url_parse(upstream_url, &px->up, err)) != 0)
 		goto fail;
 	if (!px->up.tls || px->up.kind != REDIS_TCP) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "--bus-proxy relays to a "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "--bus-proxy relays to a "
 		    "rediss:// URL; this Redis URL is not TLS (Pylon can use "
 		    "it directly: drop --bus-proxy)");
 		goto fail;
@@ -905,41 +923,49 @@ proxy_start(struct proxy **pp, const char *addr, const char *upstream_url,
 		rc = err->code ? err->code : EXIT_AGENT_CONFIG;
 		goto fail;
 	}
-	SSL_CTX_set_mode(px->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_mode(px->ctx,
+	    SSL_MODE_ENABLE_PARTIAL_WRITE |
+	        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	/* one read() takes every record the socket holds (pump() asks
 	 * SSL_has_pending() so none is left unseen by epoll) */
 	SSL_CTX_set_read_ahead(px->ctx, 1);
 
-	px->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
+	px->lfd =
+	    socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (px->lfd == -1 ||
-	    setsockopt(px->lfd, SOL_SOCKET, SO_REUSEADDR, &one,
-	    sizeof(one)) == -1 ||
+	    setsockopt(px->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ==
+	        -1 ||
 	    bind(px->lfd, (struct sockaddr *)&ss, sl) == -1 ||
 	    listen(px->lfd, 128) == -1) {
-		rc = err_set(err, errno == EADDRINUSE ? EXIT_AGENT_CONFIG :
-		    EXIT_AGENT_SOFTWARE, "--bus-proxy %s: cannot listen: %s "
-		    "(another process on that port? pick a free one)", addr,
-		    strerror(errno));
+		rc = err_set(err,
+		    errno == EADDRINUSE ? EXIT_AGENT_CONFIG
+		                        : EXIT_AGENT_SOFTWARE,
+		    "--bus-proxy %s: cannot listen: %s "
+		    "(another process on that port? pick a free one)",
+		    addr, strerror(errno));
 		goto fail;
 	}
 	if ((px->efd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
 	    (px->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    ep_add(px, px->lfd, TAG_LISTEN, EPOLLIN) != 0 ||
 	    ep_add(px, px->wfd, TAG_WAKE, EPOLLIN) != 0) {
-		rc = err_set(err, EXIT_AGENT_SOFTWARE, "--bus-proxy: epoll: "
-		    "%s", strerror(errno));
+		rc = err_set(err, EXIT_AGENT_SOFTWARE,
+		    "--bus-proxy: epoll: "
+		    "%s",
+		    strerror(errno));
 		goto fail;
 	}
 	if ((rc = pthread_create(&px->th, NULL, proxy_loop, px)) != 0) {
-		rc = err_set(err, EXIT_AGENT_SOFTWARE, "--bus-proxy: cannot "
-		    "start the proxy thread: %s", strerror(rc));
+		rc = err_set(err, EXIT_AGENT_SOFTWARE,
+		    "--bus-proxy: cannot "
+		    "start the proxy thread: %s",
+		    strerror(rc));
 		goto fail;
 	}
 	px->th_started = true;
 	log_info("bus proxy: listening on %s (plain Redis), relaying to %s "
-	    "over TLS", addr, px->where);
+	         "over TLS",
+	    addr, px->where);
 	*pp = px;
 	return 0;
 fail:
@@ -950,7 +976,7 @@ fail:
 void
 proxy_stop(struct proxy *px)
 {
-	uint64_t	one = 1;
+	uint64_t one = 1;
 
 	if (px == NULL)
 		return;
@@ -975,9 +1001,9 @@ proxy_stop(struct proxy *px)
 void
 proxy_stats_get(const struct proxy *px, struct proxy_stats *s)
 {
-	const uint64_t	*src = (const uint64_t *)&px->stats;
-	uint64_t	*dst = (uint64_t *)s;
-	size_t		 i;
+	const uint64_t *src = (const uint64_t *)&px->stats;
+	uint64_t *dst = (uint64_t *)s;
+	size_t i;
 
 	for (i = 0; i < sizeof(*s) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
@@ -986,8 +1012,8 @@ proxy_stats_get(const struct proxy *px, struct proxy_stats *s)
 char *
 proxy_metrics_text(const struct proxy_stats *s)
 {
-	char	buf[2048];
-	int	n;
+	char buf[2048];
+	int n;
 
 	n = snprintf(buf, sizeof(buf),
 	    "# HELP pylon_agent_proxy_connections_total Client connections "
@@ -1022,10 +1048,10 @@ proxy_metrics_text(const struct proxy_stats *s)
 int
 proxy_serve_begin(struct options *o, struct proxy **pp, struct agent_err *err)
 {
-	struct redis_url	u;
-	char			*local;
-	bool			 tls;
-	int			 rc;
+	struct redis_url u;
+	char *local;
+	bool tls;
+	int rc;
 
 	*pp = NULL;
 	if (o->bus_proxy == NULL || o->bus_proxy[0] == '\0')
@@ -1034,7 +1060,7 @@ proxy_serve_begin(struct options *o, struct proxy **pp, struct agent_err *err)
 		return rc;
 	if (o->redis_url == NULL || o->redis_url[0] == '\0') {
 		log_info("bus proxy: no Redis URL configured; the proxy is "
-		    "not started");
+		         "not started");
 		return 0;
 	}
 	if ((rc = redis_url_parse(o->redis_url, &u, err)) != 0)
@@ -1043,14 +1069,13 @@ proxy_serve_begin(struct options *o, struct proxy **pp, struct agent_err *err)
 	redis_url_release(&u);
 	if (!tls) {
 		log_info("bus proxy: the Redis URL is not rediss://, so Pylon "
-		    "uses it directly and the proxy is not started");
+		         "uses it directly and the proxy is not started");
 		return 0;
 	}
-	if ((local = proxy_pylon_url(o->redis_url, o->bus_proxy, err)) ==
-	    NULL)
+	if ((local = proxy_pylon_url(o->redis_url, o->bus_proxy, err)) == NULL)
 		return err->code ? err->code : EXIT_AGENT_CONFIG;
-	if ((rc = proxy_start(pp, o->bus_proxy, o->redis_url,
-	    o->redis_ca_file, err)) != 0) {
+	if ((rc = proxy_start(
+	         pp, o->bus_proxy, o->redis_url, o->redis_ca_file, err)) != 0) {
 		a_free(local);
 		return rc;
 	}
@@ -1065,9 +1090,9 @@ proxy_serve_begin(struct options *o, struct proxy **pp, struct agent_err *err)
 char *
 proxy_metrics_append(const struct proxy *px, char *body, size_t *len)
 {
-	struct proxy_stats	 s;
-	char			*t, *nb;
-	size_t			 tl;
+	struct proxy_stats s;
+	char *t, *nb;
+	size_t tl;
 
 	proxy_stats_get(px, &s);
 	if ((t = proxy_metrics_text(&s)) == NULL) {

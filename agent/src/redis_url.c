@@ -23,13 +23,13 @@
 
 #include "bus.h"
 
-#define URL_MAX		4096
-#define DB_MAX		1000000
+#define URL_MAX 4096
+#define DB_MAX 1000000
 
 /* Where the password sits in the raw URL, for redaction. */
 struct url_span {
-	size_t	off;
-	size_t	len;
+	size_t off;
+	size_t len;
 };
 
 static int
@@ -52,16 +52,15 @@ hexval(int c)
 STATIC char *
 pct_decode(const char *s, size_t n, bool *nul)
 {
-	char	*out;
-	size_t	 i, o = 0;
-	int	 hi, lo;
+	char *out;
+	size_t i, o = 0;
+	int hi, lo;
 
 	*nul = false;
 	if ((out = a_malloc(n + 1)) == NULL)
 		return NULL;
 	for (i = 0; i < n; i++) {
-		if (s[i] == '%' && i + 2 < n &&
-		    (hi = hexval(s[i + 1])) >= 0 &&
+		if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
 		    (lo = hexval(s[i + 2])) >= 0) {
 			out[o] = (char)(hi * 16 + lo);
 			if (out[o] == '\0') {
@@ -81,7 +80,7 @@ pct_decode(const char *s, size_t n, bool *nul)
 static bool
 all_digits(const char *s, size_t n)
 {
-	size_t	i;
+	size_t i;
 
 	if (n == 0)
 		return false;
@@ -95,8 +94,8 @@ all_digits(const char *s, size_t n)
 static long
 num_in(const char *s, size_t n, long lo, long hi)
 {
-	long	v = 0;
-	size_t	i;
+	long v = 0;
+	size_t i;
 
 	if (!all_digits(s, n) || n > 9)
 		return -1;
@@ -125,15 +124,14 @@ bad(struct agent_err *err, const char *what)
 
 /* The query string: "k=v&k2&..." (without '?'), unix or tcp rules. */
 static int
-parse_query(const char *q, const char *qend, bool unixsock,
-    struct redis_url *u, struct url_span *pass, const char *base,
-    struct agent_err *err)
+parse_query(const char *q, const char *qend, bool unixsock, struct redis_url *u,
+    struct url_span *pass, const char *base, struct agent_err *err)
 {
-	const char	*p = q, *amp, *eq, *v;
-	size_t		 klen, vlen;
-	bool		 nul;
-	char		 key[32], *val;
-	long		 db;
+	const char *p = q, *amp, *eq, *v;
+	size_t klen, vlen;
+	bool nul;
+	char key[32], *val;
+	long db;
 
 	while (p < qend) {
 		amp = memchr(p, '&', (size_t)(qend - p));
@@ -148,7 +146,8 @@ parse_query(const char *q, const char *qend, bool unixsock,
 		v = eq ? eq + 1 : amp;
 		vlen = (size_t)(amp - v);
 		if (klen >= sizeof(key)) {
-			return bad(err, "a query parameter name is too long "
+			return bad(err,
+			    "a query parameter name is too long "
 			    "(known: protocol, insecure; unix sockets also "
 			    "db, user, pass)");
 		}
@@ -156,30 +155,35 @@ parse_query(const char *q, const char *qend, bool unixsock,
 		key[klen] = '\0';
 
 		if (strcmp(key, "protocol") == 0) {
-			if (!(vlen == 5 && (!strncmp(v, "resp2", 5) ||
-			    !strncmp(v, "resp3", 5))) &&
+			if (!(vlen == 5 &&
+			        (!strncmp(v, "resp2", 5) ||
+			            !strncmp(v, "resp3", 5))) &&
 			    !(vlen == 1 && (*v == '2' || *v == '3')))
-				return bad(err, "protocol= must be resp2 or "
+				return bad(err,
+				    "protocol= must be resp2 or "
 				    "resp3");
 			u->resp3 = v[vlen - 1] == '3';
 		} else if (strcmp(key, "insecure") == 0 && !unixsock) {
-			if (eq != NULL && !(vlen == 4 &&
-			    !strncasecmp(v, "true", 4)) && !(vlen == 1 &&
-			    *v == '1'))
-				return bad(err, "insecure takes no value "
+			if (eq != NULL &&
+			    !(vlen == 4 && !strncasecmp(v, "true", 4)) &&
+			    !(vlen == 1 && *v == '1'))
+				return bad(err,
+				    "insecure takes no value "
 				    "(write ?insecure or #insecure)");
 			u->insecure = true;
 		} else if (unixsock && strcmp(key, "db") == 0) {
 			if ((db = num_in(v, vlen, 0, DB_MAX)) < 0)
-				return bad(err, "db= must be a database "
+				return bad(err,
+				    "db= must be a database "
 				    "number (0, 1, ...)");
 			u->db = (int)db;
-		} else if (unixsock && (strcmp(key, "user") == 0 ||
-		    strcmp(key, "pass") == 0 || strcmp(key, "password") ==
-		    0)) {
+		} else if (unixsock &&
+		    (strcmp(key, "user") == 0 || strcmp(key, "pass") == 0 ||
+		        strcmp(key, "password") == 0)) {
 			if ((val = pct_decode(v, vlen, &nul)) == NULL) {
 				if (nul)
-					return bad(err, "user/pass holds "
+					return bad(err,
+					    "user/pass holds "
 					    "%00");
 				return err_oom(err, "redis_url_parse");
 			}
@@ -202,9 +206,10 @@ parse_query(const char *q, const char *qend, bool unixsock,
 		} else {
 			return err_set(err, EXIT_AGENT_CONFIG,
 			    "bad Redis URL: unknown query parameter '%s' "
-			    "(known: %s)", key, unixsock ?
-			    "db, user, pass, protocol" :
-			    "protocol, insecure");
+			    "(known: %s)",
+			    key,
+			    unixsock ? "db, user, pass, protocol"
+			             : "protocol, insecure");
 		}
 		p = amp;
 	}
@@ -213,14 +218,14 @@ parse_query(const char *q, const char *qend, bool unixsock,
 
 /* host[:port] or [v6][:port] */
 static int
-parse_hostport(const char *h, const char *hend, struct redis_url *u,
-    struct agent_err *err)
+parse_hostport(
+    const char *h, const char *hend, struct redis_url *u, struct agent_err *err)
 {
-	const char	*colon = NULL, *p;
-	char		 buf[INET6_ADDRSTRLEN + 8];
-	unsigned char	 a6[16];
-	long		 port;
-	size_t		 n;
+	const char *colon = NULL, *p;
+	char buf[INET6_ADDRSTRLEN + 8];
+	unsigned char a6[16];
+	long port;
+	size_t n;
 
 	if (h == hend)
 		return bad(err, "no host (expected redis://host:port)");
@@ -239,41 +244,46 @@ parse_hostport(const char *h, const char *hend, struct redis_url *u,
 			return err_oom(err, "redis_url_parse");
 		p++;
 		if (p < hend && *p != ':')
-			return bad(err, "unexpected text after ']' in the "
+			return bad(err,
+			    "unexpected text after ']' in the "
 			    "host");
 		colon = p < hend ? p : NULL;
 	} else {
 		for (p = h; p < hend; p++) {
 			if (*p == ':') {
 				if (colon != NULL)
-					return bad(err, "more than one ':' in "
+					return bad(err,
+					    "more than one ':' in "
 					    "host:port (put an IPv6 address "
 					    "in brackets: [::1]:6379; "
 					    "percent-encode ':' in a "
 					    "password)");
 				colon = p;
 			} else if (!host_char_ok((unsigned char)*p))
-				return bad(err, "the host holds a character "
+				return bad(err,
+				    "the host holds a character "
 				    "that is not allowed in a host name "
 				    "(percent-encode special characters "
 				    "in the password)");
 		}
 		n = (size_t)((colon ? colon : hend) - h);
 		if (n == 0)
-			return bad(err, "no host (expected "
+			return bad(err,
+			    "no host (expected "
 			    "redis://host:port)");
 		if (n > 253)
-			return bad(err, "host name longer than 253 "
+			return bad(err,
+			    "host name longer than 253 "
 			    "characters");
 		if ((u->host = a_strndup(h, n)) == NULL)
 			return err_oom(err, "redis_url_parse");
 	}
 	u->port = 6379;
 	if (colon != NULL && colon + 1 < hend) {
-		port = num_in(colon + 1, (size_t)(hend - colon - 1), 1,
-		    65535);
+		port = num_in(colon + 1, (size_t)(hend - colon - 1), 1, 65535);
 		if (port < 0)
-			return bad(err, "the port must be a number in "
+			return bad(err,
+			    "the port must be a number in "
 			    "1-65535");
 		u->port = (int)port;
 	}
@@ -284,7 +294,7 @@ parse_hostport(const char *h, const char *hend, struct redis_url *u,
 static int
 url_check_text(const char *url, size_t *np, struct agent_err *err)
 {
-	size_t	n, i;
+	size_t n, i;
 
 	if (url == NULL || *url == '\0')
 		return bad(err, "empty (expected redis://host:port)");
@@ -293,12 +303,14 @@ url_check_text(const char *url, size_t *np, struct agent_err *err)
 		return bad(err, "longer than 4096 characters");
 	if (isspace((unsigned char)url[0]) ||
 	    isspace((unsigned char)url[n - 1]))
-		return bad(err, "surrounding whitespace or control "
+		return bad(err,
+		    "surrounding whitespace or control "
 		    "character (Pylon exits 1 at boot on \" redis://\"): "
 		    "remove the spaces or newline around the URL");
 	for (i = 0; i < n; i++)
 		if ((unsigned char)url[i] <= ' ' || url[i] == 0x7f)
-			return bad(err, "it holds a space or control "
+			return bad(err,
+			    "it holds a space or control "
 			    "character (percent-encode it, e.g. %20)");
 	*np = n;
 	return 0;
@@ -306,20 +318,20 @@ url_check_text(const char *url, size_t *np, struct agent_err *err)
 
 /* The scheme: u->kind and u->tls, *p just past "://". */
 static int
-url_scheme(const char *url, struct redis_url *u, const char **p,
-    struct agent_err *err)
+url_scheme(
+    const char *url, struct redis_url *u, const char **p, struct agent_err *err)
 {
 	static const struct {
-		const char	*prefix;
-		size_t		 len;
-		bool		 unixsock, tls;
+		const char *prefix;
+		size_t len;
+		bool unixsock, tls;
 	} schemes[] = {
-		{ "redis://", 8, false, false },
-		{ "rediss://", 9, false, true },
-		{ "redis+unix://", 13, true, false },
-		{ "unix://", 7, true, false },
+	    {"redis://", 8, false, false},
+	    {"rediss://", 9, false, true},
+	    {"redis+unix://", 13, true, false},
+	    {"unix://", 7, true, false},
 	};
-	size_t	i;
+	size_t i;
 
 	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
 		if (strncasecmp(url, schemes[i].prefix, schemes[i].len) == 0) {
@@ -328,34 +340,38 @@ url_scheme(const char *url, struct redis_url *u, const char **p,
 			u->tls = schemes[i].tls;
 			return 0;
 		}
-	return bad(err, "unknown scheme (expected redis://, rediss://, "
+	return bad(err,
+	    "unknown scheme (expected redis://, rediss://, "
 	    "redis+unix:// or unix://)");
 }
 
 /* redis+unix:///path?user=&pass=&db=: the path (path .. pend) and query. */
 static int
-url_unix(const char *auth, const char *path, const char *pend,
-    const char *q, const char *qend, struct redis_url *u,
-    struct url_span *pass, const char *url, struct agent_err *err)
+url_unix(const char *auth, const char *path, const char *pend, const char *q,
+    const char *qend, struct redis_url *u, struct url_span *pass,
+    const char *url, struct agent_err *err)
 {
-	bool	nul;
-	int	rc;
+	bool nul;
+	int rc;
 
 	if (auth != path)
-		return bad(err, "a unix socket URL has no host: write "
+		return bad(err,
+		    "a unix socket URL has no host: write "
 		    "redis+unix:///path/to/redis.sock (three slashes; user "
 		    "and password go in ?user= and ?pass=)");
 	if (pend - path < 2)
-		return bad(err, "no socket path (expected "
+		return bad(err,
+		    "no socket path (expected "
 		    "redis+unix:///path/to/redis.sock)");
 	if ((u->path = pct_decode(path, (size_t)(pend - path), &nul)) == NULL)
-		return nul ? bad(err, "the socket path holds %00") :
-		    err_oom(err, "redis_url_parse");
+		return nul ? bad(err, "the socket path holds %00")
+		           : err_oom(err, "redis_url_parse");
 	if (strlen(u->path) >= 108)
-		return bad(err, "the socket path is longer than 107 bytes "
+		return bad(err,
+		    "the socket path is longer than 107 bytes "
 		    "(the limit of a unix socket address)");
-	if (q != NULL && (rc = parse_query(q, qend, true, u, pass, url,
-	    err)) != 0)
+	if (q != NULL &&
+	    (rc = parse_query(q, qend, true, u, pass, url, err)) != 0)
 		return rc;
 	if (u->insecure)
 		return bad(err, "#insecure applies to rediss:// only");
@@ -369,9 +385,9 @@ url_userinfo(const char *url, const char *auth, const char *aend,
     struct redis_url *u, struct url_span *pass, const char **host,
     struct agent_err *err)
 {
-	const char	*at = NULL, *colon;
-	size_t		 n, i;
-	bool		 nul;
+	const char *at = NULL, *colon;
+	size_t n, i;
+	bool nul;
 
 	*host = auth;
 	for (i = 0; auth + i < aend; i++)
@@ -382,14 +398,14 @@ url_userinfo(const char *url, const char *auth, const char *aend,
 	colon = memchr(auth, ':', (size_t)(at - auth));
 	n = (size_t)((colon ? colon : at) - auth);
 	if (n > 0 && (u->user = pct_decode(auth, n, &nul)) == NULL)
-		return nul ? bad(err, "the user name holds %00") :
-		    err_oom(err, "redis_url_parse");
+		return nul ? bad(err, "the user name holds %00")
+		           : err_oom(err, "redis_url_parse");
 	if (colon != NULL && at - colon > 1) {
 		pass->off = (size_t)(colon + 1 - url);
 		pass->len = (size_t)(at - colon - 1);
 		if ((u->pass = pct_decode(colon + 1, pass->len, &nul)) == NULL)
-			return nul ? bad(err, "the password holds %00") :
-			    err_oom(err, "redis_url_parse");
+			return nul ? bad(err, "the password holds %00")
+			           : err_oom(err, "redis_url_parse");
 	}
 	*host = at + 1;
 	return 0;
@@ -399,11 +415,11 @@ STATIC int
 url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
     struct agent_err *err)
 {
-	const char	*p = NULL, *end, *auth, *aend, *path, *pend;
-	const char	*q = NULL, *qend = NULL, *frag = NULL;
-	size_t		 n = 0;
-	long		 db;
-	int		 rc;
+	const char *p = NULL, *end, *auth, *aend, *path, *pend;
+	const char *q = NULL, *qend = NULL, *frag = NULL;
+	size_t n = 0;
+	long db;
+	int rc;
 
 	memset(u, 0, sizeof(*u));
 	pass->off = pass->len = 0;
@@ -431,7 +447,8 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 	/* An '@' past the authority: a password with an unescaped
 	 * '/', '?' or '#'.  Say so without echoing anything. */
 	if (u->kind != REDIS_UNIX && has_at(aend, end)) {
-		rc = bad(err, "an '@' follows a '/', '?' or '#': "
+		rc = bad(err,
+		    "an '@' follows a '/', '?' or '#': "
 		    "percent-encode '/', '?', '#' and '@' in the user name "
 		    "and password (e.g. %2F %3F %23 %40)");
 		goto fail;
@@ -440,14 +457,15 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 		if (strcmp(frag + 1, "insecure") == 0)
 			u->insecure = true;
 		else if (frag[1] != '\0') {
-			rc = bad(err, "unknown fragment (only #insecure is "
+			rc = bad(err,
+			    "unknown fragment (only #insecure is "
 			    "known)");
 			goto fail;
 		}
 	}
 	if (u->kind == REDIS_UNIX) {
-		if ((rc = url_unix(auth, path, pend, q, qend, u, pass, url,
-		    err)) != 0)
+		if ((rc = url_unix(
+		         auth, path, pend, q, qend, u, pass, url, err)) != 0)
 			goto fail;
 		return 0;
 	}
@@ -459,16 +477,17 @@ url_parse_span(const char *url, struct redis_url *u, struct url_span *pass,
 	if (pend - path > 1) {
 		db = num_in(path + 1, (size_t)(pend - path - 1), 0, DB_MAX);
 		if (db < 0) {
-			rc = err_set(err, EXIT_AGENT_CONFIG, "bad Redis URL: "
+			rc = err_set(err, EXIT_AGENT_CONFIG,
+			    "bad Redis URL: "
 			    "the path must be /<database number>, got "
-			    "'%.*s'", (int)(pend - path > 40 ? 40 :
-			    pend - path), path);
+			    "'%.*s'",
+			    (int)(pend - path > 40 ? 40 : pend - path), path);
 			goto fail;
 		}
 		u->db = (int)db;
 	}
-	if (q != NULL && (rc = parse_query(q, qend, false, u, pass, url,
-	    err)) != 0)
+	if (q != NULL &&
+	    (rc = parse_query(q, qend, false, u, pass, url, err)) != 0)
 		goto fail;
 	return 0;
 fail:
@@ -479,7 +498,7 @@ fail:
 int
 redis_url_parse(const char *url, struct redis_url *u, struct agent_err *err)
 {
-	struct url_span	span;
+	struct url_span span;
 
 	return url_parse_span(url, u, &span, err);
 }
@@ -503,9 +522,9 @@ redis_url_release(struct redis_url *u)
 static char *
 redact_unix_query(const char *url)
 {
-	const char	*q, *p, *amp, *eq, *end;
-	char		*out;
-	size_t		 n = strlen(url), o;
+	const char *q, *p, *amp, *eq, *end;
+	char *out;
+	size_t n = strlen(url), o;
 
 	if ((out = a_malloc(n + 4 * (n / 5 + 1) + 1)) == NULL)
 		return NULL;
@@ -524,8 +543,9 @@ redact_unix_query(const char *url)
 		else
 			amp++;
 		eq = memchr(p, '=', (size_t)(amp - p));
-		if (eq != NULL && ((eq - p == 4 && !strncmp(p, "pass", 4)) ||
-		    (eq - p == 8 && !strncmp(p, "password", 8))) &&
+		if (eq != NULL &&
+		    ((eq - p == 4 && !strncmp(p, "pass", 4)) ||
+		        (eq - p == 8 && !strncmp(p, "password", 8))) &&
 		    eq + 1 < amp && eq[1] != '&') {
 			memcpy(out + o, p, (size_t)(eq + 1 - p));
 			o += (size_t)(eq + 1 - p);
@@ -545,11 +565,11 @@ redact_unix_query(const char *url)
 char *
 redis_url_redact(const char *url)
 {
-	struct redis_url	 u;
-	struct url_span		 span;
-	struct agent_err	 err;
-	char			*out;
-	size_t			 n;
+	struct redis_url u;
+	struct url_span span;
+	struct agent_err err;
+	char *out;
+	size_t n;
 
 	if (url == NULL)
 		return a_strdup("(none)");
@@ -575,10 +595,10 @@ redis_url_redact(const char *url)
 void
 redis_url_register_secrets(const char *url)
 {
-	struct redis_url	 u;
-	struct url_span		 span;
-	struct agent_err	 err;
-	char			 raw[URL_MAX + 1];
+	struct redis_url u;
+	struct url_span span;
+	struct agent_err err;
+	char raw[URL_MAX + 1];
 
 	if (url == NULL || url_parse_span(url, &u, &span, &err) != 0)
 		return;
@@ -609,15 +629,17 @@ redis_url_where(const struct redis_url *u, char *buf, size_t n)
 static int
 gate(struct agent_err *err, const char *why)
 {
-	return err_set(err, EXIT_AGENT_CONFIG, "Redis URL refused for "
-	    "Pylon: %s", why);
+	return err_set(err, EXIT_AGENT_CONFIG,
+	    "Redis URL refused for "
+	    "Pylon: %s",
+	    why);
 }
 
 /* A query key for a message: only short plain names are echoed. */
 static void
 query_key(const char *k, size_t n, char *out, size_t outn)
 {
-	size_t	i;
+	size_t i;
 
 	if (n == 0 || n >= outn || n > 24) {
 		snprintf(out, outn, "(a parameter)");
@@ -635,18 +657,20 @@ query_key(const char *k, size_t n, char *out, size_t outn)
 int
 redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
 {
-	const char	*p, *end, *q, *frag, *amp, *eq;
-	char		 key[40], why[512];
-	size_t		 n, vlen;
-	bool		 tls;
+	const char *p, *end, *q, *frag, *amp, *eq;
+	char key[40], why[512];
+	size_t n, vlen;
+	bool tls;
 
 	if (url == NULL || *url == '\0')
-		return gate(err, "empty: Pylon reads an empty PYLON_CLUSTER_BUS "
+		return gate(err,
+		    "empty: Pylon reads an empty PYLON_CLUSTER_BUS "
 		    "as NoopBus; give redis://[user:password@]host:port[/db]");
 	n = strlen(url);
 	if (isspace((unsigned char)url[0]) ||
 	    isspace((unsigned char)url[n - 1]))
-		return gate(err, "surrounding whitespace (Pylon 0.11.3 exits 1 "
+		return gate(err,
+		    "surrounding whitespace (Pylon 0.11.3 exits 1 "
 		    "at boot on \" redis://\"): remove the spaces or newline "
 		    "around the URL");
 	if (strncmp(url, "redis://", 8) == 0)
@@ -655,21 +679,25 @@ redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
 		tls = true;
 	else if (strncasecmp(url, "redis://", 8) == 0 ||
 	    strncasecmp(url, "rediss://", 9) == 0)
-		return gate(err, "upper-case scheme (Pylon 0.11.3 matches "
+		return gate(err,
+		    "upper-case scheme (Pylon 0.11.3 matches "
 		    "the scheme case-sensitively and exits 1 at boot on "
 		    "REDIS://): write it in lower case, redis://");
 	else if (strncasecmp(url, "unix://", 7) == 0 ||
 	    strncasecmp(url, "redis+unix://", 13) == 0)
-		return gate(err, "a unix socket (Pylon 0.11.3 exits 1 at boot "
+		return gate(err,
+		    "a unix socket (Pylon 0.11.3 exits 1 at boot "
 		    "on unix:// and redis+unix://: it accepts only redis:// "
 		    "and rediss://): give Redis a TCP listener and use "
 		    "redis://host:port");
 	else
-		return gate(err, "unknown scheme: Pylon 0.11.3 accepts "
+		return gate(err,
+		    "unknown scheme: Pylon 0.11.3 accepts "
 		    "redis://[user:password@]host:port[/db] (rediss:// only "
 		    "with a TLS-capable Pylon build, see --pylon-tls)");
 	if (tls && (flags & (PYLON_URL_TLS | PYLON_URL_PROXY)) == 0)
-		return gate(err, "Pylon 0.11.3 cannot speak TLS (it exits 1 at "
+		return gate(err,
+		    "Pylon 0.11.3 cannot speak TLS (it exits 1 at "
 		    "boot on rediss://): let the agent carry TLS with "
 		    "--bus-proxy 127.0.0.1:6380 in a shape that runs it for the "
 		    "pod's life: the native sidecar (init --bus-proxy and serve "
@@ -684,7 +712,8 @@ redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
 	frag = memchr(url, '#', n);
 	if (frag != NULL) {
 		if (!tls && frag[1] != '\0')
-			return gate(err, "#insecure applies to rediss:// only "
+			return gate(err,
+			    "#insecure applies to rediss:// only "
 			    "(Pylon ignores a fragment on redis://): remove it");
 		end = frag;
 	}
@@ -699,20 +728,24 @@ redis_url_pylon_check(const char *url, unsigned flags, struct agent_err *err)
 		n = (size_t)((eq ? eq : amp) - p);
 		vlen = eq ? (size_t)(amp - eq - 1) : 0;
 		if (n == 8 && strncmp(p, "protocol", 8) == 0 && eq != NULL &&
-		    vlen == 5 && (strncmp(eq + 1, "resp2", 5) == 0 ||
-		    strncmp(eq + 1, "resp3", 5) == 0))
+		    vlen == 5 &&
+		    (strncmp(eq + 1, "resp2", 5) == 0 ||
+		        strncmp(eq + 1, "resp3", 5) == 0))
 			continue;
 		if (n == 8 && strncmp(p, "protocol", 8) == 0)
-			return gate(err, "write ?protocol=resp2 or "
+			return gate(err,
+			    "write ?protocol=resp2 or "
 			    "?protocol=resp3 (the only spellings the agent "
 			    "knows Pylon's client to accept)");
 		if (n == 8 && strncmp(p, "insecure", 8) == 0)
-			return gate(err, "?insecure is not read by Pylon's "
+			return gate(err,
+			    "?insecure is not read by Pylon's "
 			    "Redis client (it would verify the certificate "
 			    "while the agent does not): write #insecure, or "
 			    "better --redis-ca-file and no insecure at all");
 		query_key(p, n, key, sizeof(key));
-		snprintf(why, sizeof(why), "the query parameter %s is ignored "
+		snprintf(why, sizeof(why),
+		    "the query parameter %s is ignored "
 		    "by Pylon (its client reads only ?protocol= on redis:// "
 		    "URLs): remove it; the database goes in the path (/N), "
 		    "user and password before the host (user:password@)",

@@ -34,24 +34,31 @@ static const char *
 signame(int sig)
 {
 	switch (sig) {
-	case SIGTERM: return "SIGTERM";
-	case SIGINT: return "SIGINT";
-	case SIGHUP: return "SIGHUP";
-	case SIGQUIT: return "SIGQUIT";
-	case SIGUSR1: return "SIGUSR1";
-	case SIGUSR2: return "SIGUSR2";
-	default: return "signal";
+	case SIGTERM:
+		return "SIGTERM";
+	case SIGINT:
+		return "SIGINT";
+	case SIGHUP:
+		return "SIGHUP";
+	case SIGQUIT:
+		return "SIGQUIT";
+	case SIGUSR1:
+		return "SIGUSR1";
+	case SIGUSR2:
+		return "SIGUSR2";
+	default:
+		return "signal";
 	}
 }
 
 /* The main thread's view of the supervised command. */
 struct child_ctl {
-	pid_t	pid;		/* 0: none running */
-	int	wstatus;
-	bool	done;		/* reaped */
-	bool	restarting;	/* a deaf Pylon's heal is under way */
-	int64_t	kill_at;	/* SIGKILL then, unless reaped; 0: sent */
-	int	fd_floor;
+	pid_t pid; /* 0: none running */
+	int wstatus;
+	bool done; /* reaped */
+	bool restarting; /* a deaf Pylon's heal is under way */
+	int64_t kill_at; /* SIGKILL then, unless reaped; 0: sent */
+	int fd_floor;
 };
 
 /* Floors (a zero period would hammer Redis or the API server) and the
@@ -82,7 +89,8 @@ serve_ctx_new(struct options *opts, struct agent_err *err)
 	c->st.s.supervising = c->supervising;
 	c->st.s.unready_on_drift = opts->on_drift == DRIFT_UNREADY;
 	c->st.s.unready_on_bus_loss = opts->on_bus_loss == DRIFT_UNREADY;
-	c->st.s.own_state = opts->deaf_pylon == DEAF_OFF ? OWN_OFF : OWN_UNKNOWN;
+	c->st.s.own_state =
+	    opts->deaf_pylon == DEAF_OFF ? OWN_OFF : OWN_UNKNOWN;
 	c->st.s.heartbeat_ms = now_ms();
 	c->st.s.stale_ms = 2 * opts->timeout_ms + 20 * opts->api_timeout_ms +
 	    10 * opts->interval_ms + 60000;
@@ -99,8 +107,8 @@ serve_show_url(struct serve_ctx *c)
 
 	if (url != NULL && url[0] != '\0' &&
 	    (red = redis_url_redact(url)) != NULL) {
-		snprintf(c->st.s.redis_url, sizeof(c->st.s.redis_url), "%s",
-		    red);
+		snprintf(
+		    c->st.s.redis_url, sizeof(c->st.s.redis_url), "%s", red);
 		a_free(red);
 	}
 }
@@ -143,7 +151,8 @@ child_reaped_for_restart(struct serve_ctx *c, struct child_ctl *ch)
 	pthread_mutex_unlock(&c->st.mu);
 	if (!ch->done) {
 		log_info("serve: the command (pid %d) stopped (%d); starting "
-		    "it again", (int)ch->pid, supervise_exit_code(ch->wstatus));
+		         "it again",
+		    (int)ch->pid, supervise_exit_code(ch->wstatus));
 		ch->pid = 0;
 	}
 }
@@ -151,8 +160,8 @@ child_reaped_for_restart(struct serve_ctx *c, struct child_ctl *ch)
 /* What the loop thread asked for: an exit, a first start or a restart.
  * Returns 1 to stop with *code, -1 on a spawn failure, else 0. */
 static int
-child_step(struct serve_ctx *c, struct child_ctl *ch, int *code,
-    struct agent_err *err)
+child_step(
+    struct serve_ctx *c, struct child_ctl *ch, int *code, struct agent_err *err)
 {
 	bool start, restart;
 
@@ -171,26 +180,28 @@ child_step(struct serve_ctx *c, struct child_ctl *ch, int *code,
 	pthread_mutex_unlock(&c->st.mu);
 	if (restart && ch->pid > 0 && !ch->done && !ch->restarting) {
 		log_info("serve: restarting the command (pid %d): SIGTERM, "
-		    "SIGKILL after 10 s", (int)ch->pid);
+		         "SIGKILL after 10 s",
+		    (int)ch->pid);
 		supervise_forward(ch->pid, SIGTERM);
 		ch->restarting = true;
 		ch->kill_at = now_ms() + 10000;
 	} else if (ch->restarting && ch->kill_at > 0 &&
 	    now_ms() >= ch->kill_at) {
 		log_warnx("serve: the command (pid %d) ignored SIGTERM for "
-		    "10 s; SIGKILL", (int)ch->pid);
+		          "10 s; SIGKILL",
+		    (int)ch->pid);
 		supervise_forward(ch->pid, SIGKILL);
 		ch->kill_at = 0;
 	}
 	if (!start)
 		return 0;
-	if ((ch->pid = supervise_spawn(c->opts->cmd_argv, ch->fd_floor,
-	    err)) < 0) {
+	if ((ch->pid = supervise_spawn(c->opts->cmd_argv, ch->fd_floor, err)) <
+	    0) {
 		*code = err->code;
 		return -1;
 	}
-	log_info("serve: started %s (pid %d)", c->opts->cmd_argv[0],
-	    (int)ch->pid);
+	log_info(
+	    "serve: started %s (pid %d)", c->opts->cmd_argv[0], (int)ch->pid);
 	pthread_mutex_lock(&c->st.mu);
 	c->st.s.child = ch->pid;
 	c->child_start = false;
@@ -224,7 +235,8 @@ serve_wait(struct serve_ctx *c, const sigset_t *set, int fd_floor,
 		if (ch.done) {
 			code = supervise_exit_code(ch.wstatus);
 			log_info("serve: the command (pid %d) exited; exiting "
-			    "with %d", (int)ch.pid, code);
+			         "with %d",
+			    (int)ch.pid, code);
 			return code;
 		}
 		if (child_step(c, &ch, &code, err) != 0)
@@ -301,12 +313,16 @@ cmd_serve(struct options *opts, struct agent_err *err)
 	if ((d = serve_http_start(c, err)) == NULL)
 		return serve_finish(c, d, th, false, err->code, err);
 	log_info("serve: listening on %s (/livez /startupz /readyz "
-	    "/pylon-livez /status /metrics)%s", opts->listen,
+	         "/pylon-livez /status /metrics)%s",
+	    opts->listen,
 	    c->supervising ? "; will start the command once the bus is "
-	    "decided and proven" : "");
+	                     "decided and proven"
+	                   : "");
 	if ((i = pthread_create(&th, NULL, serve_loop, c)) != 0) {
-		code = err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start "
-		    "the check loop: %s", strerror(i));
+		code = err_set(err, EXIT_AGENT_SOFTWARE,
+		    "serve: cannot start "
+		    "the check loop: %s",
+		    strerror(i));
 		return serve_finish(c, d, th, false, code, err);
 	}
 	th_started = true;

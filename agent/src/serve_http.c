@@ -40,8 +40,8 @@ respond(struct MHD_Connection *conn, unsigned code, const char *ctype,
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
-	r = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body,
-	    MHD_RESPMEM_MUST_COPY);
+	r = MHD_create_response_from_buffer(
+	    len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
 	if (r == NULL)
 		return MHD_NO;
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
@@ -64,8 +64,8 @@ respond_line(struct MHD_Connection *conn, int code, const char *line)
 		body[sizeof(body) - 2] = '\n';
 		n = (int)sizeof(body) - 1;
 	}
-	return respond(conn, (unsigned)code, "text/plain; charset=utf-8",
-	    body, (size_t)n);
+	return respond(
+	    conn, (unsigned)code, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
 static enum MHD_Result
@@ -95,8 +95,8 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	if (strcmp(url, "/pylon-livez") == 0) {
 		serve_snap_take(c, &s);
-		code = serve_pylon_liveness(&s, now_ms(), reason,
-		    sizeof(reason));
+		code =
+		    serve_pylon_liveness(&s, now_ms(), reason, sizeof(reason));
 		return respond_line(conn, code, reason);
 	}
 	if (strcmp(url, "/startupz") == 0) {
@@ -113,8 +113,8 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 		serve_snap_take(c, &s);
 		if ((body = serve_status_json(&s)) == NULL)
 			return respond_line(conn, 500, "out of memory");
-		ret = respond(conn, MHD_HTTP_OK, "application/json", body,
-		    strlen(body));
+		ret = respond(
+		    conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 		a_free(body);
 		return ret;
 	}
@@ -122,15 +122,16 @@ handle(void *cls, struct MHD_Connection *conn, const char *url,
 		serve_snap_take(c, &s);
 		if ((body = serve_metrics_text(&s, &len)) == NULL)
 			return respond_line(conn, 500, "out of memory");
-		if (c->proxy != NULL && (body = proxy_metrics_append(c->proxy,
-		    body, &len)) == NULL)
+		if (c->proxy != NULL &&
+		    (body = proxy_metrics_append(c->proxy, body, &len)) == NULL)
 			return respond_line(conn, 500, "out of memory");
 		ret = respond(conn, MHD_HTTP_OK,
 		    "text/plain; version=0.0.4; charset=utf-8", body, len);
 		a_free(body);
 		return ret;
 	}
-	return respond_line(conn, MHD_HTTP_NOT_FOUND, "not found: the "
+	return respond_line(conn, MHD_HTTP_NOT_FOUND,
+	    "not found: the "
 	    "endpoints are /livez /startupz /readyz /pylon-livez /status "
 	    "/metrics");
 }
@@ -142,8 +143,8 @@ listen_socket(const char *spec, struct agent_err *err)
 	char host[256], port[8];
 	int fd = -1, one = 1, zero = 0, rc, e = 0;
 
-	if ((rc = serve_listen_parse(spec, host, sizeof(host), port,
-	    sizeof(port), err)) != 0)
+	if ((rc = serve_listen_parse(
+	         spec, host, sizeof(host), port, sizeof(port), err)) != 0)
 		return -1;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -153,8 +154,10 @@ listen_socket(const char *spec, struct agent_err *err)
 	if (rc != 0 && host[0] == '\0')
 		rc = getaddrinfo(NULL, port, &hints, &res);
 	if (rc != 0) {
-		err_set(err, EXIT_AGENT_CONFIG, "--listen %s: cannot resolve "
-		    "\"%s\": %s", spec, host, gai_strerror(rc));
+		err_set(err, EXIT_AGENT_CONFIG,
+		    "--listen %s: cannot resolve "
+		    "\"%s\": %s",
+		    spec, host, gai_strerror(rc));
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
@@ -167,8 +170,8 @@ listen_socket(const char *spec, struct agent_err *err)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		/* ":port" and "[::]:port" take IPv4 too. */
 		if (ai->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
-			    sizeof(zero));
+			setsockopt(
+			    fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
 		    listen(fd, HTTPD_BACKLOG) == 0)
 			break;
@@ -178,12 +181,12 @@ listen_socket(const char *spec, struct agent_err *err)
 	}
 	freeaddrinfo(res);
 	if (fd == -1)
-		err_set(err, EXIT_AGENT_CONFIG, "--listen %s: cannot listen: "
-		    "%s; choose a free address with --listen", spec,
-		    strerror(e));
+		err_set(err, EXIT_AGENT_CONFIG,
+		    "--listen %s: cannot listen: "
+		    "%s; choose a free address with --listen",
+		    spec, strerror(e));
 	return fd;
 }
-
 
 struct httpd *
 serve_http_start(struct serve_ctx *c, struct agent_err *err)

@@ -25,31 +25,31 @@
 
 /* PUBSUB NUMSUB at most every --count-interval (SPEC 10: <= 3 commands a
  * minute at the default of 60 s), never more often than this. */
-#define NUMSUB_PERIOD_MIN_MS	1000L
+#define NUMSUB_PERIOD_MIN_MS 1000L
 /* A bus check's own deadline. */
-#define CHECK_TIMEOUT_MIN_MS	500L
-#define CHECK_TIMEOUT_MAX_MS	5000L
+#define CHECK_TIMEOUT_MIN_MS 500L
+#define CHECK_TIMEOUT_MAX_MS 5000L
 
 /* ---- the loop thread ------------------------------------------------- */
 
 struct loop_vars {
-	struct bus_session	*sess;
-	struct decision		 dec;	/* in force: start mode */
-	struct topology		 topo;	/* latest good discovery */
-	int			 good_checks;
-	int			 disc_fails;
-	int			 numsub_under;	/* low NUMSUB readings in a row */
-	int64_t			 next_numsub;	/* now_ms() of the next one */
-	bool			 opened;	/* a session was open once */
+	struct bus_session *sess;
+	struct decision dec; /* in force: start mode */
+	struct topology topo; /* latest good discovery */
+	int good_checks;
+	int disc_fails;
+	int numsub_under; /* low NUMSUB readings in a row */
+	int64_t next_numsub; /* now_ms() of the next one */
+	bool opened; /* a session was open once */
 	/* this pod's own Pylon (issue 20) */
-	int64_t			 own_missing_since;	/* 0: not missing */
-	char			 own_ip[64];	/* CLIENT INFO's, once a process */
-	int64_t			 bus_since;	/* our session (re)opened */
-	int64_t			 heals[SERVE_DEAF_RESTARTS_PER_HOUR];
-	int64_t			 next_heal;	/* backoff between heals */
-	int			 heal_n;	/* heals so far (backoff) */
-	bool			 own_unsupported;
-	bool			 deaf;
+	int64_t own_missing_since; /* 0: not missing */
+	char own_ip[64]; /* CLIENT INFO's, once a process */
+	int64_t bus_since; /* our session (re)opened */
+	int64_t heals[SERVE_DEAF_RESTARTS_PER_HOUR];
+	int64_t next_heal; /* backoff between heals */
+	int heal_n; /* heals so far (backoff) */
+	bool own_unsupported;
+	bool deaf;
 };
 
 static void
@@ -105,8 +105,8 @@ nap(struct serve_ctx *c, long ms)
 
 /* The first decision; discovery trouble is retried, config is fatal. */
 static int
-first_decision(struct serve_ctx *c, struct topology *topo,
-    struct decision *dec, struct agent_err *err)
+first_decision(struct serve_ctx *c, struct topology *topo, struct decision *dec,
+    struct agent_err *err)
 {
 	int rc, n = 0;
 
@@ -132,30 +132,34 @@ first_decision(struct serve_ctx *c, struct topology *topo,
 
 /* Native-sidecar fallback: behave like init (SPEC 6). */
 static int
-act_as_init(struct serve_ctx *c, const struct decision *dec,
-    struct agent_err *err)
+act_as_init(
+    struct serve_ctx *c, const struct decision *dec, struct agent_err *err)
 {
 	const struct options *o = c->opts;
 	struct bus_result res;
 	int rc;
 
 	if (c->proxy != NULL)
-		return err_set(err, EXIT_AGENT_CONFIG, "serve: --bus-proxy "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "serve: --bus-proxy "
 		    "needs the agent running beside Pylon for the pod's life, "
 		    "but this cluster ran it as a plain init container (no "
 		    "SidecarContainers); use a cluster with native sidecars, "
 		    "or the supervisor shape (serve -- pylon start)");
-	log_info("serve: this container is a plain init container (the "
+	log_info(
+	    "serve: this container is a plain init container (the "
 	    "cluster has no SidecarContainers); acting as init: writing %s "
-	    "and exiting", o->env_file);
+	    "and exiting",
+	    o->env_file);
 	if ((rc = flow_prove(o, dec, &res, err)) != 0)
 		return rc;
-	if ((rc = envfile_write(o->env_file, dec, dec->mode == MODE_REDIS ?
-	    o->redis_url : NULL, err)) != 0)
+	if ((rc = envfile_write(o->env_file, dec,
+	         dec->mode == MODE_REDIS ? o->redis_url : NULL, err)) != 0)
 		return rc;
 	flow_state_write(o, dec);
 	report_log_decision(dec, dec->mode == MODE_REDIS ? res.latency_ms : -1);
-	report_platform(o, dec, REPORT_KIND_READY, "bus proven; env file "
+	report_platform(o, dec, REPORT_KIND_READY,
+	    "bus proven; env file "
 	    "written (init fallback)");
 	return 0;
 }
@@ -164,7 +168,7 @@ act_as_init(struct serve_ctx *c, const struct decision *dec,
 static bool
 state_is_ours(const struct pod_state *ps)
 {
-	const char *ids[] = { getenv("POD_NAME"), getenv("HOSTNAME") };
+	const char *ids[] = {getenv("POD_NAME"), getenv("HOSTNAME")};
 	char host[256];
 	size_t i;
 
@@ -200,18 +204,19 @@ adopt_state(struct serve_ctx *c, struct loop_vars *v, struct pod_state *ps)
 	}
 	if (!state_is_ours(ps)) {
 		log_warnx("serve: ignoring the state file beside %s: it was "
-		    "written for \"%s\", not this pod", o->env_file,
-		    ps->dec.instance);
+		          "written for \"%s\", not this pod",
+		    o->env_file, ps->dec.instance);
 		return false;
 	}
-	if (ps->dec.mode == MODE_REDIS && (o->redis_url == NULL ||
-	    o->redis_url[0] == '\0')) {
+	if (ps->dec.mode == MODE_REDIS &&
+	    (o->redis_url == NULL || o->redis_url[0] == '\0')) {
 		log_warnx("serve: init decided redis but no Redis URL is "
-		    "configured here; deciding again");
+		          "configured here; deciding again");
 		return false;
 	}
 	if (strcmp(ps->dec.namespace, o->namespace ? o->namespace : "") != 0)
-		log_warnx("serve: init used namespace \"%s\", this container "
+		log_warnx(
+		    "serve: init used namespace \"%s\", this container "
 		    "\"%s\"; following init (Pylon runs with its env file)",
 		    ps->dec.namespace, o->namespace ? o->namespace : "");
 	v->dec = ps->dec;
@@ -221,7 +226,8 @@ adopt_state(struct serve_ctx *c, struct loop_vars *v, struct pod_state *ps)
 	if (strcmp(ps->topo.fallback_of, kube_container_name()) != 0)
 		v->topo.init_fallback = false;
 	log_info("serve: adopting init's decision (%s, %d peers)%s: no "
-	    "second discovery%s", mode_name(ps->dec.mode), ps->dec.peers,
+	         "second discovery%s",
+	    mode_name(ps->dec.mode), ps->dec.peers,
 	    ps->proven ? " and proof" : "", ps->proven ? " or PUBLISH" : "");
 	return true;
 }
@@ -254,11 +260,13 @@ adopt_env_file(struct serve_ctx *c, struct decision *dec)
 		return false;
 	if (fm == MODE_REDIS && (o->redis_url == NULL || !o->redis_url[0])) {
 		log_warnx("serve: %s says redis but no Redis URL is configured "
-		    "here; checking the decision's mode instead", o->env_file);
+		          "here; checking the decision's mode instead",
+		    o->env_file);
 		return false;
 	}
 	log_warnx("serve: Pylon in this pod runs %s (%s) while the topology "
-	    "now wants %s", mode_name(fm), o->env_file, mode_name(dec->mode));
+	          "now wants %s",
+	    mode_name(fm), o->env_file, mode_name(dec->mode));
 	dec->mode = fm;
 	return true;
 }
@@ -278,8 +286,8 @@ first_proof(struct serve_ctx *c, const struct decision *dec,
 		/* Bounded attempts so /startupz and the log show the cause
 		 * while it lasts and a shutdown is not held up. */
 		rc = bus_session_open(sess, o->redis_url, o->redis_ca_file,
-		    dec->channel, o->timeout_ms < 10000 ? o->timeout_ms :
-		    10000, true, res, err);
+		    dec->channel, o->timeout_ms < 10000 ? o->timeout_ms : 10000,
+		    true, res, err);
 		if (rc == 0)
 			return 0;
 		*sess = NULL;
@@ -299,10 +307,10 @@ numsub_note(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	int expected = v->topo.base > 0 ? v->topo.base : 1;
 	enum numsub_state ns, old;
 
-	v->numsub_under = numsub >= 0 && numsub < expected ?
-	    v->numsub_under + 1 : 0;
-	ns = serve_numsub_judge(numsub, v->dec.peers, expected,
-	    v->numsub_under);
+	v->numsub_under =
+	    numsub >= 0 && numsub < expected ? v->numsub_under + 1 : 0;
+	ns =
+	    serve_numsub_judge(numsub, v->dec.peers, expected, v->numsub_under);
 	pthread_mutex_lock(&c->st.mu);
 	old = c->st.s.numsub_state;
 	c->st.s.numsub_state = ns;
@@ -312,13 +320,14 @@ numsub_note(struct serve_ctx *c, struct loop_vars *v, long numsub)
 		return;
 	if (ns == NUMSUB_OVER)
 		log_warnx("serve: %ld Pylon subscribers on the channel, more "
-		    "than %d peers: another app or deploy may share this "
-		    "namespace; give each app its own --namespace", numsub,
-		    v->dec.peers);
+		          "than %d peers: another app or deploy may share this "
+		          "namespace; give each app its own --namespace",
+		    numsub, v->dec.peers);
 	else if (ns == NUMSUB_UNDER) {
 		char msg[512];
 
-		snprintf(msg, sizeof(msg), "deaf Pylon: %ld Pylon "
+		snprintf(msg, sizeof(msg),
+		    "deaf Pylon: %ld Pylon "
 		    "subscriber(s) on channel \"%s\" for %d running; a Pylon "
 		    "that lost its subscription misses other pods' changes "
 		    "(check PYLON_CLUSTER_NAMESPACE, restart the deaf pod)",
@@ -328,7 +337,8 @@ numsub_note(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	} else if (ns == NUMSUB_OK &&
 	    (old == NUMSUB_OVER || old == NUMSUB_UNDER))
 		log_info("serve: %ld Pylon subscribers on the channel, as "
-		    "expected", numsub);
+		         "expected",
+		    numsub);
 }
 
 /* One steady-state round trip (opening the session first when it is
@@ -354,18 +364,19 @@ bus_round_trip(struct serve_ctx *c, struct loop_vars *v, double *lat,
 			v->sess = NULL;
 			return rc;
 		}
-		*reconnected = v->opened;	/* not the first open */
+		*reconnected = v->opened; /* not the first open */
 		v->opened = true;
 		*lat = now_ms_f() - t0;
 		if (!want_numsub)
-			return 0;	/* the open ended with a PING */
+			return 0; /* the open ended with a PING */
 	}
-	rc = bus_session_check(v->sess, tmo, lat, want_numsub ? numsub : NULL,
-	    err);
+	rc = bus_session_check(
+	    v->sess, tmo, lat, want_numsub ? numsub : NULL, err);
 	if (rc == 0 && want_numsub)
-		v->next_numsub = now_ms() + (o->count_interval_ms >
-		    NUMSUB_PERIOD_MIN_MS ? o->count_interval_ms :
-		    NUMSUB_PERIOD_MIN_MS);
+		v->next_numsub = now_ms() +
+		    (o->count_interval_ms > NUMSUB_PERIOD_MIN_MS
+		            ? o->count_interval_ms
+		            : NUMSUB_PERIOD_MIN_MS);
 	if (rc != 0) {
 		bus_session_close(v->sess);
 		v->sess = NULL;
@@ -377,8 +388,8 @@ bus_round_trip(struct serve_ctx *c, struct loop_vars *v, double *lat,
  * count and whether the bus just became unusable / recovered. */
 static int
 bus_record(struct serve_ctx *c, int rc, double lat, long numsub,
-    bool reconnected, double dur, const struct agent_err *err,
-    bool *became_bad, bool *recovered)
+    bool reconnected, double dur, const struct agent_err *err, bool *became_bad,
+    bool *recovered)
 {
 	struct serve_snap *s = &c->st.s;
 	int fails;
@@ -454,16 +465,17 @@ heal_record(const struct options *o, struct loop_vars *v, int64_t now)
 /* Deaf past the grace: report once, then heal (restart the supervised
  * command, or fail /pylon-livez for the kubelet) within the budget. */
 static void
-own_deaf(struct serve_ctx *c, struct loop_vars *v, const char *ip,
-    int total, int64_t now)
+own_deaf(struct serve_ctx *c, struct loop_vars *v, const char *ip, int total,
+    int64_t now)
 {
 	const struct options *o = c->opts;
 	char msg[512];
 
-	snprintf(msg, sizeof(msg), "deaf Pylon in this pod: no subscription on "
+	snprintf(msg, sizeof(msg),
+	    "deaf Pylon in this pod: no subscription on "
 	    "\"%s\" from %s for %" PRId64 " s while Redis answers (%d "
-	    "subscription(s) from other pods)", v->dec.channel, ip,
-	    (now - v->own_missing_since) / 1000, total);
+	    "subscription(s) from other pods)",
+	    v->dec.channel, ip, (now - v->own_missing_since) / 1000, total);
 	if (!v->deaf) {
 		v->deaf = true;
 		pthread_mutex_lock(&c->st.mu);
@@ -477,7 +489,8 @@ own_deaf(struct serve_ctx *c, struct loop_vars *v, const char *ip,
 		return;
 	if (!heal_allowed(v, now)) {
 		log_debug("serve: deaf Pylon: heal budget (%d an hour, "
-		    "backoff) spent; reporting only", SERVE_DEAF_RESTARTS_PER_HOUR);
+		          "backoff) spent; reporting only",
+		    SERVE_DEAF_RESTARTS_PER_HOUR);
 		return;
 	}
 	heal_record(o, v, now);
@@ -486,22 +499,23 @@ own_deaf(struct serve_ctx *c, struct loop_vars *v, const char *ip,
 	if (c->supervising)
 		c->child_restart = true;
 	else
-		c->st.s.pylon_livez_fail_until = now +
-		    SERVE_PYLON_LIVEZ_WINDOW_MS;
+		c->st.s.pylon_livez_fail_until =
+		    now + SERVE_PYLON_LIVEZ_WINDOW_MS;
 	pthread_mutex_unlock(&c->st.mu);
 	if (c->supervising)
 		log_warnx("serve: restarting the command so it subscribes "
-		    "again (heal %d; at most %d an hour)", v->heal_n,
-		    SERVE_DEAF_RESTARTS_PER_HOUR);
+		          "again (heal %d; at most %d an hour)",
+		    v->heal_n, SERVE_DEAF_RESTARTS_PER_HOUR);
 	else
-		log_warnx("serve: /pylon-livez answers 503 for %d s so the "
+		log_warnx(
+		    "serve: /pylon-livez answers 503 for %d s so the "
 		    "kubelet restarts Pylon's container (heal %d; at most %d "
-		    "an hour)", SERVE_PYLON_LIVEZ_WINDOW_MS / 1000, v->heal_n,
+		    "an hour)",
+		    SERVE_PYLON_LIVEZ_WINDOW_MS / 1000, v->heal_n,
 		    SERVE_DEAF_RESTARTS_PER_HOUR);
 	/* The grace counts again once the restart had its chance. */
 	v->own_missing_since = 0;
-	v->bus_since = now + (c->supervising ? 0 :
-	    SERVE_PYLON_LIVEZ_WINDOW_MS);
+	v->bus_since = now + (c->supervising ? 0 : SERVE_PYLON_LIVEZ_WINDOW_MS);
 }
 
 /*
@@ -531,9 +545,10 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	err_clear(&err);
 	/* Nobody subscribed at all: ours is not either, no need to ask (a
 	 * failover can leave every Pylon half-open at once). */
-	rc = numsub == 0 ? 0 : bus_session_own_subscribers(v->sess,
-	    CHECK_TIMEOUT_MAX_MS, &own, &total, v->own_ip, sizeof(v->own_ip),
-	    &denied, &err);
+	rc = numsub == 0
+	    ? 0
+	    : bus_session_own_subscribers(v->sess, CHECK_TIMEOUT_MAX_MS, &own,
+	          &total, v->own_ip, sizeof(v->own_ip), &denied, &err);
 	if (v->own_ip[0])
 		ip = v->own_ip;
 	if (rc != 0) {
@@ -545,16 +560,19 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	if (denied) {
 		v->own_unsupported = true;
 		own_publish(c, OWN_UNSUPPORTED, -1, NULL);
-		log_warnx("serve: cannot tell whether this pod's Pylon is deaf "
+		log_warnx(
+		    "serve: cannot tell whether this pod's Pylon is deaf "
 		    "(%s); allow it with ACL SETUSER <user> +client|info "
 		    "+client|list, or set --deaf-pylon off; the channel-wide "
-		    "count (PUBSUB NUMSUB) still reports a deaf Pylon", err.msg);
+		    "count (PUBSUB NUMSUB) still reports a deaf Pylon",
+		    err.msg);
 		return;
 	}
 	if (own > 0) {
 		if (v->own_missing_since != 0 || v->deaf)
 			log_info("serve: this pod's Pylon is subscribed again "
-			    "(%d connection(s) from %s)", own, ip);
+			         "(%d connection(s) from %s)",
+			    own, ip);
 		v->own_missing_since = 0;
 		v->deaf = false;
 		own_publish(c, OWN_OK, own, v->own_ip);
@@ -566,13 +584,15 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	if (v->own_missing_since == 0) {
 		v->own_missing_since = now;
 		if (!v->deaf)
-			log_info("serve: no subscription from this pod's address "
+			log_info(
+			    "serve: no subscription from this pod's address "
 			    "%s on \"%s\" (%ld on the channel, %d running); "
-			    "deaf if it stays so for %ld s", ip, v->dec.channel,
-			    numsub, expected, o->deaf_grace_ms / 1000);
+			    "deaf if it stays so for %ld s",
+			    ip, v->dec.channel, numsub, expected,
+			    o->deaf_grace_ms / 1000);
 	}
-	since = v->own_missing_since > v->bus_since ? v->own_missing_since :
-	    v->bus_since;
+	since = v->own_missing_since > v->bus_since ? v->own_missing_since
+	                                            : v->bus_since;
 	/* Judged at the count after the grace ends: no extra command (SPEC
 	 * 10's budget holds during a deaf episode too). */
 	if (now - since >= o->deaf_grace_ms)
@@ -602,12 +622,12 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 		v->good_checks++;
 		if (reconnected)
 			log_info("serve: bus reconnected (one connection, "
-			    "nothing published)");
+			         "nothing published)");
 		if (recovered) {
-			log_info("serve: bus recovered%s", unready ?
-			    "; /readyz answers 200" : "");
-			report_platform(o, &v->dec, REPORT_KIND_READY,
-			    "bus recovered");
+			log_info("serve: bus recovered%s",
+			    unready ? "; /readyz answers 200" : "");
+			report_platform(
+			    o, &v->dec, REPORT_KIND_READY, "bus recovered");
 		}
 		if (reconnected || recovered || v->bus_since == 0)
 			v->bus_since = now_ms();
@@ -624,11 +644,15 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 		log_warnx("serve: bus check failed (%d in a row): %s", fails,
 		    err.msg);
 	if (became_bad) {
-		snprintf(msg, sizeof(msg), "bus unavailable after %d failed "
-		    "checks: %s", fails, err.msg);
-		log_warnx("serve: %s; %s", msg, unready ? "/readyz now "
-		    "answers 503 (--on-bus-loss unready)" : "/readyz stays "
-		    "as it is (--on-bus-loss report)");
+		snprintf(msg, sizeof(msg),
+		    "bus unavailable after %d failed "
+		    "checks: %s",
+		    fails, err.msg);
+		log_warnx("serve: %s; %s", msg,
+		    unready ? "/readyz now "
+		              "answers 503 (--on-bus-loss unready)"
+		            : "/readyz stays "
+		              "as it is (--on-bus-loss report)");
 		report_platform(o, &v->dec, REPORT_KIND_UNAVAILABLE, msg);
 	}
 }
@@ -636,18 +660,20 @@ bus_tick(struct serve_ctx *c, struct loop_vars *v)
 /* The drift message for wanting `want` while running v->dec.mode. */
 static void
 drift_text(const struct loop_vars *v, enum bus_mode want, bool cfg,
-    const struct decision *nd, const struct agent_err *err, char *msg,
-    size_t n)
+    const struct decision *nd, const struct agent_err *err, char *msg, size_t n)
 {
 	if (cfg)
-		snprintf(msg, n, "this pod runs %s but the topology now wants "
-		    "redis: %s", mode_name(v->dec.mode), err->msg);
+		snprintf(msg, n,
+		    "this pod runs %s but the topology now wants "
+		    "redis: %s",
+		    mode_name(v->dec.mode), err->msg);
 	else if (want != v->dec.mode)
-		snprintf(msg, n, "this pod runs %s but the topology now wants "
+		snprintf(msg, n,
+		    "this pod runs %s but the topology now wants "
 		    "%s (%d peer%s: %s); restart the pods so every process "
-		    "uses the same bus", mode_name(v->dec.mode),
-		    mode_name(want), nd->peers, nd->peers == 1 ? "" : "s",
-		    nd->reason);
+		    "uses the same bus",
+		    mode_name(v->dec.mode), mode_name(want), nd->peers,
+		    nd->peers == 1 ? "" : "s", nd->reason);
 	else
 		msg[0] = '\0';
 }
@@ -685,9 +711,11 @@ drift_apply(struct serve_ctx *c, struct loop_vars *v, int rc,
 	}
 	pthread_mutex_unlock(&c->st.mu);
 	if (drift && !was) {
-		log_warnx("serve: drift: %s%s", msg, c->opts->on_drift ==
-		    DRIFT_UNREADY ? "; /readyz answers 503 (--on-drift "
-		    "unready)" : "");
+		log_warnx("serve: drift: %s%s", msg,
+		    c->opts->on_drift == DRIFT_UNREADY
+		        ? "; /readyz answers 503 (--on-drift "
+		          "unready)"
+		        : "");
 		report_platform(c->opts, &v->dec, REPORT_KIND_DRIFT, msg);
 	} else if (!drift && was)
 		log_info("serve: drift cleared: the topology wants %s again",
@@ -711,7 +739,8 @@ resync_tick(struct serve_ctx *c, struct loop_vars *v)
 		v->disc_fails++;
 		count_discovery_error(c);
 		log_warnx("serve: resync: discovery failed, keeping the last "
-		    "decision: %s", rc ? err.msg : nd.reason);
+		          "decision: %s",
+		    rc ? err.msg : nd.reason);
 		return;
 	}
 	v->disc_fails = 0;
@@ -800,10 +829,13 @@ loop_decide(struct serve_ctx *c, struct loop_vars *v, struct pod_state *ps,
 			loop_exit(c, rc, &err);
 			return rc;
 		}
-		log_info("serve: this container is a plain init container "
+		log_info(
+		    "serve: this container is a plain init container "
 		    "(the cluster has no SidecarContainers) and init already "
-		    "wrote %s; exiting so Pylon can start", c->opts->env_file);
-		report_rest(c, &v->dec, ps, "bus proven by init; env file "
+		    "wrote %s; exiting so Pylon can start",
+		    c->opts->env_file);
+		report_rest(c, &v->dec, ps,
+		    "bus proven by init; env file "
 		    "written (init fallback)");
 		loop_exit(c, 0, NULL);
 		return -1;
@@ -823,8 +855,8 @@ loop_decide(struct serve_ctx *c, struct loop_vars *v, struct pod_state *ps,
 /* Redis mode: the proof (adopted from init, or our one PUBLISH).
  * Supervising: the decision goes into CMD's environment. */
 static int
-loop_prove(struct serve_ctx *c, struct loop_vars *v, const struct pod_state
-    *ps, bool adopted, double *latency)
+loop_prove(struct serve_ctx *c, struct loop_vars *v, const struct pod_state *ps,
+    bool adopted, double *latency)
 {
 	const struct options *o = c->opts;
 	struct bus_result res;
@@ -844,9 +876,9 @@ loop_prove(struct serve_ctx *c, struct loop_vars *v, const struct pod_state
 		*latency = res.latency_ms;
 		v->opened = true;
 	}
-	if (c->supervising && (rc = env_apply(v->dec.mode == MODE_REDIS ?
-	    o->redis_url : NULL, v->dec.namespace, v->dec.cluster_required,
-	    &err)) != 0) {
+	if (c->supervising &&
+	    (rc = env_apply(v->dec.mode == MODE_REDIS ? o->redis_url : NULL,
+	         v->dec.namespace, v->dec.cluster_required, &err)) != 0) {
 		loop_exit(c, rc, &err);
 		return rc;
 	}
@@ -875,16 +907,18 @@ loop_report_start(struct serve_ctx *c, const struct loop_vars *v,
 	if (adopted) {
 		log_info("serve: checking the bus init proved (%s mode)",
 		    mode_name(v->dec.mode));
-		report_rest(c, &v->dec, ps, v->dec.mode == MODE_REDIS ?
-		    "bus proven by init; serve adopted it" :
-		    "NoopBus: PYLON_CLUSTER_BUS left unset");
+		report_rest(c, &v->dec, ps,
+		    v->dec.mode == MODE_REDIS
+		        ? "bus proven by init; serve adopted it"
+		        : "NoopBus: PYLON_CLUSTER_BUS left unset");
 		return;
 	}
 	report_log_decision(&v->dec, v->dec.mode == MODE_REDIS ? latency : -1);
 	if (v->dec.mode == MODE_REDIS)
 		snprintf(msg, sizeof(msg), "bus proven in %.1f ms", latency);
 	else
-		snprintf(msg, sizeof(msg), "NoopBus: PYLON_CLUSTER_BUS left "
+		snprintf(msg, sizeof(msg),
+		    "NoopBus: PYLON_CLUSTER_BUS left "
 		    "unset");
 	report_platform(c->opts, &v->dec, REPORT_KIND_READY, msg);
 }

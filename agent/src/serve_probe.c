@@ -22,14 +22,14 @@
 #include "serve.h"
 #include "serve_int.h"
 
-#define PROBE_DEFAULT_MS	3000
+#define PROBE_DEFAULT_MS 3000
 
 /* ---- probe ----------------------------------------------------------- */
 
 int
 cmd_probe(struct options *opts, struct agent_err *err)
 {
-	struct options o = *opts;	/* shallow: only limits change */
+	struct options o = *opts; /* shallow: only limits change */
 	struct topology topo;
 	struct decision dec;
 	struct envfile ef;
@@ -76,7 +76,8 @@ cmd_probe(struct options *opts, struct agent_err *err)
 	check = started != MODE_AUTO ? started : dec.mode;
 	if (check == MODE_NOOP) {
 		if (dec.mode == MODE_REDIS) {
-			rc = err_set(err, EXIT_AGENT_UNPROVEN, "probe: drift: "
+			rc = err_set(err, EXIT_AGENT_UNPROVEN,
+			    "probe: drift: "
 			    "this pod runs noop but the topology now wants "
 			    "redis (%d peers: %s); restart the pods",
 			    dec.peers, dec.reason);
@@ -89,15 +90,16 @@ cmd_probe(struct options *opts, struct agent_err *err)
 	}
 	url = o.redis_url;
 	if (url == NULL || url[0] == '\0') {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "probe: redis mode but no "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "probe: redis mode but no "
 		    "Redis URL; set --redis-url or --redis-url-file");
 		goto out;
 	}
 	if ((left = (long)(deadline - now_ms())) < 100)
 		left = 100;
 	memset(&res, 0, sizeof(res));
-	rc = bus_session_open(&s, url, o.redis_ca_file, dec.channel, left,
-	    false, &res, err);
+	rc = bus_session_open(
+	    &s, url, o.redis_ca_file, dec.channel, left, false, &res, err);
 	if (rc == 0) {
 		if ((left = (long)(deadline - now_ms())) < 100)
 			left = 100;
@@ -117,4 +119,3 @@ out:
 	envfile_release(&ef);
 	return rc;
 }
-

@@ -27,11 +27,8 @@
 #define AGENT_GIT_REV "unknown"
 #endif
 
-
 const double serve_hist_bounds[SERVE_HIST_BUCKETS] = {
-	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-	1.0, 2.5
-};
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
 
 /* ---- pure pieces: snapshot predicates and renderers ------------------- */
 
@@ -47,8 +44,7 @@ serve_snap_init(struct serve_snap *s)
 }
 
 int
-serve_liveness(const struct serve_snap *s, int64_t now, char *reason,
-    size_t n)
+serve_liveness(const struct serve_snap *s, int64_t now, char *reason, size_t n)
 {
 	if (s->stale_ms > 0 && now - s->heartbeat_ms > s->stale_ms) {
 		snprintf(reason, n, "check loop stuck for %" PRId64 " ms",
@@ -60,17 +56,20 @@ serve_liveness(const struct serve_snap *s, int64_t now, char *reason,
 }
 
 int
-serve_pylon_liveness(const struct serve_snap *s, int64_t now, char *reason,
-    size_t n)
+serve_pylon_liveness(
+    const struct serve_snap *s, int64_t now, char *reason, size_t n)
 {
 	if (s->pylon_livez_fail_until > now) {
-		snprintf(reason, n, "deaf Pylon: no subscription from %s on "
-		    "\"%s\"; restart Pylon's container", s->own_ip,
-		    s->dec.channel);
+		snprintf(reason, n,
+		    "deaf Pylon: no subscription from %s on "
+		    "\"%s\"; restart Pylon's container",
+		    s->own_ip, s->dec.channel);
 		return 503;
 	}
-	snprintf(reason, n, "ok%s", s->own_state == OWN_OK ? ": subscribed" :
-	    s->own_state == OWN_MISSING ? ": no subscription yet (grace)" : "");
+	snprintf(reason, n, "ok%s",
+	    s->own_state == OWN_OK            ? ": subscribed"
+	        : s->own_state == OWN_MISSING ? ": no subscription yet (grace)"
+	                                      : "");
 	return 200;
 }
 
@@ -107,16 +106,17 @@ serve_readiness(const struct serve_snap *s, char *reason, size_t n)
 	}
 	if (!s->started)
 		return serve_startup(s, reason, n);
-	if (!serve_bus_ready(s) && (s->start_mode != MODE_REDIS ||
-	    !s->proven || s->unready_on_bus_loss)) {
+	if (!serve_bus_ready(s) &&
+	    (s->start_mode != MODE_REDIS || !s->proven ||
+	        s->unready_on_bus_loss)) {
 		snprintf(reason, n, "bus check failed %d times in a row: %s",
-		    s->consecutive_failures, s->bus_error[0] != '\0' ?
-		    s->bus_error : "unknown error");
+		    s->consecutive_failures,
+		    s->bus_error[0] != '\0' ? s->bus_error : "unknown error");
 		return 503;
 	}
 	if (s->drift && s->unready_on_drift) {
-		snprintf(reason, n, "drift (--on-drift unready): %s",
-		    s->drift_msg);
+		snprintf(
+		    reason, n, "drift (--on-drift unready): %s", s->drift_msg);
 		return 503;
 	}
 	snprintf(reason, n, "ok");
@@ -199,35 +199,37 @@ serve_status_json(const struct serve_snap *s)
 	if ((r = cJSON_AddObjectToObject(o, "redis")) == NULL)
 		goto out;
 	ok &= json_str(r, "url", s->redis_url);
-	ok &= cJSON_AddBoolToObject(r, "proven", s->proven &&
-	    s->start_mode == MODE_REDIS) != NULL;
+	ok &= cJSON_AddBoolToObject(r, "proven",
+	          s->proven && s->start_mode == MODE_REDIS) != NULL;
 	/* to the microsecond; >= 0, so no round() and no libm (whose
 	 * mapped pages would be a quarter MiB of the process's RSS) */
 	if (s->latency_ms >= 0 && s->start_mode == MODE_REDIS)
 		ok &= cJSON_AddNumberToObject(r, "latency_ms",
-		    (double)(int64_t)(s->latency_ms * 1000 + 0.5) /
-		    1000) != NULL;
+		          (double)(int64_t)(s->latency_ms * 1000 + 0.5) /
+		              1000) != NULL;
 	else
 		ok &= cJSON_AddNullToObject(r, "latency_ms") != NULL;
 	/* The bus layer never puts the password in a message; redact()
 	 * is the belt to those braces. */
 	redact(s->bus_error, safe, sizeof(safe));
 	ok &= json_str(r, "error", safe);
-	ok &= cJSON_AddBoolToObject(r, "healthy", s->start_mode == MODE_REDIS &&
-	    s->proven && s->bus_ok) != NULL;
-	ok &= cJSON_AddNumberToObject(r, "consecutive_failures",
-	    s->consecutive_failures) != NULL;
+	ok &=
+	    cJSON_AddBoolToObject(r, "healthy",
+	        s->start_mode == MODE_REDIS && s->proven && s->bus_ok) != NULL;
+	ok &= cJSON_AddNumberToObject(
+	          r, "consecutive_failures", s->consecutive_failures) != NULL;
 	ok &= cJSON_AddNumberToObject(r, "check_failures_total",
-	    (double)s->check_failures_total) != NULL;
+	          (double)s->check_failures_total) != NULL;
 	if (s->numsub >= 0)
-		ok &= cJSON_AddNumberToObject(r, "subscribers",
-		    (double)s->numsub) != NULL;
+		ok &= cJSON_AddNumberToObject(
+		          r, "subscribers", (double)s->numsub) != NULL;
 	else
 		ok &= cJSON_AddNullToObject(r, "subscribers") != NULL;
 	ok &= json_str(r, "subscribers_state",
-	    s->numsub_state == NUMSUB_UNDER ? "deaf" :
-	    s->numsub_state == NUMSUB_OVER ? "shared" :
-	    s->numsub_state == NUMSUB_OK ? "ok" : NULL);
+	    s->numsub_state == NUMSUB_UNDER      ? "deaf"
+	        : s->numsub_state == NUMSUB_OVER ? "shared"
+	        : s->numsub_state == NUMSUB_OK   ? "ok"
+	                                         : NULL);
 	ok &= json_str(o, "instance", s->decided ? s->dec.instance : NULL);
 	ok &= cJSON_AddBoolToObject(o, "drift", s->drift) != NULL;
 	ok &= cJSON_AddBoolToObject(o, "adopted_from_init", s->adopted) != NULL;
@@ -235,21 +237,23 @@ serve_status_json(const struct serve_snap *s)
 	/* issue 20: this pod's own Pylon (after SPEC 6's keys) */
 	if ((r = cJSON_AddObjectToObject(o, "own_pylon")) == NULL)
 		goto out;
-	ok &= json_str(r, "state", s->own_state == OWN_OK ? "subscribed" :
-	    s->own_state == OWN_MISSING ? "missing" :
-	    s->own_state == OWN_DEAF ? "deaf" :
-	    s->own_state == OWN_UNSUPPORTED ? "unsupported" :
-	    s->own_state == OWN_OFF ? "off" : NULL);
+	ok &= json_str(r, "state",
+	    s->own_state == OWN_OK                ? "subscribed"
+	        : s->own_state == OWN_MISSING     ? "missing"
+	        : s->own_state == OWN_DEAF        ? "deaf"
+	        : s->own_state == OWN_UNSUPPORTED ? "unsupported"
+	        : s->own_state == OWN_OFF         ? "off"
+	                                          : NULL);
 	if (s->own_subscribers >= 0)
-		ok &= cJSON_AddNumberToObject(r, "subscriptions",
-		    s->own_subscribers) != NULL;
+		ok &= cJSON_AddNumberToObject(
+		          r, "subscriptions", s->own_subscribers) != NULL;
 	else
 		ok &= cJSON_AddNullToObject(r, "subscriptions") != NULL;
 	ok &= json_str(r, "address", s->own_ip[0] ? s->own_ip : NULL);
-	ok &= cJSON_AddNumberToObject(r, "deaf_total",
-	    (double)s->deaf_total) != NULL;
-	ok &= cJSON_AddNumberToObject(r, "restarts_total",
-	    (double)s->pylon_restarts_total) != NULL;
+	ok &= cJSON_AddNumberToObject(r, "deaf_total", (double)s->deaf_total) !=
+	    NULL;
+	ok &= cJSON_AddNumberToObject(
+	          r, "restarts_total", (double)s->pylon_restarts_total) != NULL;
 	if (!ok)
 		goto out;
 	if ((txt = cJSON_PrintUnformatted(o)) == NULL)
@@ -264,10 +268,10 @@ out:
 
 /* A growing text buffer; any failure sticks and makes the result NULL. */
 struct sbuf {
-	char	*p;
-	size_t	 len;
-	size_t	 cap;
-	bool	 failed;
+	char *p;
+	size_t len;
+	size_t cap;
+	bool failed;
 };
 
 static void sb_printf(struct sbuf *, const char *, ...) AGENT_PRINTF(2, 3);
@@ -283,8 +287,8 @@ sb_printf(struct sbuf *b, const char *fmt, ...)
 	if (b->failed)
 		return;
 	va_start(ap, fmt);
-	n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0,
-	    fmt, ap);
+	n = vsnprintf(
+	    b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
 	va_end(ap);
 	if (n < 0) {
 		b->failed = true;
@@ -337,8 +341,7 @@ sb_label(struct sbuf *b, const char *v)
 }
 
 static void
-sb_family(struct sbuf *b, const char *name, const char *type,
-    const char *help)
+sb_family(struct sbuf *b, const char *name, const char *type, const char *help)
 {
 	sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -361,21 +364,27 @@ sb_costs(struct sbuf *b)
 	    "code=\"error\": no HTTP answer).");
 	for (i = 0; i < n; i++) {
 		if (codes[i] == -1)
-			sb_printf(b, "pylon_agent_api_requests_total"
-			    "{code=\"error\"} %" PRIu64 "\n", counts[i]);
-		else if (codes[i] == -2)
-			sb_printf(b, "pylon_agent_api_requests_total"
-			    "{code=\"other\"} %" PRIu64 "\n", counts[i]);
-		else
-			sb_printf(b, "pylon_agent_api_requests_total"
-			    "{code=\"%ld\"} %" PRIu64 "\n", codes[i],
+			sb_printf(b,
+			    "pylon_agent_api_requests_total"
+			    "{code=\"error\"} %" PRIu64 "\n",
 			    counts[i]);
+		else if (codes[i] == -2)
+			sb_printf(b,
+			    "pylon_agent_api_requests_total"
+			    "{code=\"other\"} %" PRIu64 "\n",
+			    counts[i]);
+		else
+			sb_printf(b,
+			    "pylon_agent_api_requests_total"
+			    "{code=\"%ld\"} %" PRIu64 "\n",
+			    codes[i], counts[i]);
 	}
 	stats_dns_queries(&dok, &derr);
 	sb_family(b, "pylon_agent_dns_queries_total", "counter",
 	    "Questions to Fly's internal DNS (--fly-resolver) by result "
 	    "(serve's resync on Fly).");
-	sb_printf(b, "pylon_agent_dns_queries_total{result=\"ok\"} %" PRIu64
+	sb_printf(b,
+	    "pylon_agent_dns_queries_total{result=\"ok\"} %" PRIu64
 	    "\npylon_agent_dns_queries_total{result=\"error\"} %" PRIu64 "\n",
 	    dok, derr);
 }
@@ -383,7 +392,7 @@ sb_costs(struct sbuf *b)
 char *
 serve_metrics_text(const struct serve_snap *s, size_t *len)
 {
-	struct sbuf b = { NULL, 0, 0, false };
+	struct sbuf b = {NULL, 0, 0, false};
 	uint64_t cum = 0;
 	int i;
 	const char *m = s->decided ? mode_str(s->start_mode) : NULL;
@@ -408,11 +417,14 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	    "NUMSUB), reconnects included.");
 	for (i = 0; i < SERVE_HIST_BUCKETS; i++) {
 		cum += s->hist_bucket[i];
-		sb_printf(&b, "pylon_agent_bus_check_seconds_bucket{le=\"%g\"} "
-		    "%" PRIu64 "\n", serve_hist_bounds[i], cum);
+		sb_printf(&b,
+		    "pylon_agent_bus_check_seconds_bucket{le=\"%g\"} "
+		    "%" PRIu64 "\n",
+		    serve_hist_bounds[i], cum);
 	}
-	sb_printf(&b, "pylon_agent_bus_check_seconds_bucket{le=\"+Inf\"} %"
-	    PRIu64 "\n", s->hist_count);
+	sb_printf(&b,
+	    "pylon_agent_bus_check_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+	    s->hist_count);
 	sb_printf(&b, "pylon_agent_bus_check_seconds_sum %.9g\n", s->hist_sum);
 	sb_printf(&b, "pylon_agent_bus_check_seconds_count %" PRIu64 "\n",
 	    s->hist_count);
@@ -433,8 +445,8 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	sb_family(&b, "pylon_agent_bus_deaf", "gauge",
 	    "1 when fewer Pylon processes listen on the channel than run "
 	    "(PUBSUB NUMSUB, two readings a minute apart).");
-	sb_printf(&b, "pylon_agent_bus_deaf %d\n",
-	    s->numsub_state == NUMSUB_UNDER);
+	sb_printf(
+	    &b, "pylon_agent_bus_deaf %d\n", s->numsub_state == NUMSUB_UNDER);
 	sb_family(&b, "pylon_agent_bus_namespace_shared", "gauge",
 	    "1 when more Pylon processes listen on the channel than this "
 	    "app has peers (another deploy shares the namespace).");
@@ -458,8 +470,8 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 	    "Failed topology discoveries (the last decision is kept).");
 	sb_printf(&b, "pylon_agent_discovery_errors_total %" PRIu64 "\n",
 	    s->discovery_errors_total);
-	sb_family(&b, "pylon_agent_ready", "gauge",
-	    "1 when /readyz answers 200.");
+	sb_family(
+	    &b, "pylon_agent_ready", "gauge", "1 when /readyz answers 200.");
 	{
 		char r[8];
 
@@ -484,8 +496,8 @@ serve_metrics_text(const struct serve_snap *s, size_t *len)
 }
 
 int
-serve_listen_parse(const char *s, char *host, size_t hn, char *port,
-    size_t pn, struct agent_err *err)
+serve_listen_parse(const char *s, char *host, size_t hn, char *port, size_t pn,
+    struct agent_err *err)
 {
 	const char *colon, *h, *p;
 	size_t hl;
@@ -493,7 +505,8 @@ serve_listen_parse(const char *s, char *host, size_t hn, char *port,
 	long v;
 
 	if (s == NULL || s[0] == '\0')
-		return err_set(err, EXIT_AGENT_CONFIG, "--listen is empty; "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "--listen is empty; "
 		    "give host:port, e.g. 0.0.0.0:4320 or [::]:4320");
 	if (s[0] == '[') {
 		if ((colon = strchr(s, ']')) == NULL || colon[1] != ':')
@@ -505,7 +518,7 @@ serve_listen_parse(const char *s, char *host, size_t hn, char *port,
 		if ((colon = strrchr(s, ':')) == NULL)
 			goto bad;
 		if (memchr(s, ':', (size_t)(colon - s)) != NULL)
-			goto bad;	/* bare IPv6 needs brackets */
+			goto bad; /* bare IPv6 needs brackets */
 		h = s;
 		hl = (size_t)(colon - s);
 		p = colon + 1;
@@ -521,7 +534,8 @@ serve_listen_parse(const char *s, char *host, size_t hn, char *port,
 	snprintf(port, pn, "%ld", v);
 	return 0;
 bad:
-	return err_set(err, EXIT_AGENT_CONFIG, "--listen \"%s\" is not "
-	    "host:port (e.g. 0.0.0.0:4320, [::]:4320, :4320)", s);
+	return err_set(err, EXIT_AGENT_CONFIG,
+	    "--listen \"%s\" is not "
+	    "host:port (e.g. 0.0.0.0:4320, [::]:4320, :4320)",
+	    s);
 }
-

@@ -13,7 +13,7 @@
 
 #include "agent.h"
 
-static const char *pass_env_list;	/* --pass-env, owned by options */
+static const char *pass_env_list; /* --pass-env, owned by options */
 
 void
 spawn_set_pass_env(const char *list)
@@ -44,11 +44,15 @@ spawn_restore_signals(void)
 		 * call (kernel struct: handler, flags, restorer, mask).
 		 */
 		{
-			struct { void *h; unsigned long fl; void *r;
-			    unsigned long m; } k = { SIG_DFL, 0, NULL, 0 };
+			struct {
+				void *h;
+				unsigned long fl;
+				void *r;
+				unsigned long m;
+			} k = {SIG_DFL, 0, NULL, 0};
 
-			(void)syscall(SYS_rt_sigaction, s, &k, NULL,
-			    sizeof(k.m));
+			(void)syscall(
+			    SYS_rt_sigaction, s, &k, NULL, sizeof(k.m));
 		}
 	}
 	sigemptyset(&none);

@@ -25,38 +25,41 @@
 
 #include "agent.h"
 
-#define STATE_MAX	(64 * 1024)
-#define STATE_VERSION	1
+#define STATE_MAX (64 * 1024)
+#define STATE_VERSION 1
 
 int
 state_path(const char *env_file, char *out, size_t n)
 {
-	int	w = snprintf(out, n, "%s.state", env_file ? env_file : "");
+	int w = snprintf(out, n, "%s.state", env_file ? env_file : "");
 
-	return env_file != NULL && *env_file != '\0' && w > 0 &&
-	    (size_t)w < n ? 0 : -1;
+	return env_file != NULL && *env_file != '\0' && w > 0 && (size_t)w < n
+	    ? 0
+	    : -1;
 }
 
 int
-write_file_atomic(const char *path, const char *data, size_t len,
-    unsigned mode, bool durable, struct agent_err *err)
+write_file_atomic(const char *path, const char *data, size_t len, unsigned mode,
+    bool durable, struct agent_err *err)
 {
-	char	 tmp[4096], dirc[4096];
-	size_t	 off = 0;
-	ssize_t	 w;
-	int	 fd, dfd;
+	char tmp[4096], dirc[4096];
+	size_t off = 0;
+	ssize_t w;
+	int fd, dfd;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >=
 	    (int)sizeof(tmp))
-		return err_set(err, EXIT_AGENT_CONFIG, "%s: path too long",
-		    path);
+		return err_set(
+		    err, EXIT_AGENT_CONFIG, "%s: path too long", path);
 	if ((fd = write_target_ok(path, "file", err)) != 0)
 		return fd;
 	(void)tmp_sweep(path);
 	snprintf(dirc, sizeof(dirc), "%s", path);
 	if ((fd = mkstemp(tmp)) == -1)
-		return err_set(err, EXIT_AGENT_CANTCREAT, "cannot create a "
-		    "file in %s: %s", dirname(dirc), strerror(errno));
+		return err_set(err, EXIT_AGENT_CANTCREAT,
+		    "cannot create a "
+		    "file in %s: %s",
+		    dirname(dirc), strerror(errno));
 	if (fchmod(fd, (mode_t)mode) == -1)
 		goto fail;
 	while (off < len) {
@@ -76,8 +79,9 @@ write_file_atomic(const char *path, const char *data, size_t len,
 	fd = -1;
 	if (rename(tmp, path) == -1)
 		goto fail;
-	if (durable && (dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC)) != -1) {
+	if (durable &&
+	    (dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) !=
+	        -1) {
 		(void)fsync(dfd);
 		close(dfd);
 	}
@@ -106,8 +110,8 @@ add_num(cJSON *o, const char *k, double v)
 static bool
 state_topology(cJSON *o, const struct topology *t)
 {
-	cJSON	*j = cJSON_AddObjectToObject(o, "topology");
-	bool	 ok = j != NULL;
+	cJSON *j = cJSON_AddObjectToObject(o, "topology");
+	bool ok = j != NULL;
 
 	if (!ok)
 		return false;
@@ -123,8 +127,8 @@ state_topology(cJSON *o, const struct topology *t)
 	ok &= add_num(j, "surge", t->surge);
 	ok &= add_str(j, "surge_src", t->surge_src);
 	ok &= add_str(j, "chain", t->chain);
-	ok &= cJSON_AddBoolToObject(j, "init_fallback", t->init_fallback) !=
-	    NULL;
+	ok &=
+	    cJSON_AddBoolToObject(j, "init_fallback", t->init_fallback) != NULL;
 	ok &= add_str(j, "fallback_of", t->fallback_of);
 	return ok;
 }
@@ -132,10 +136,10 @@ state_topology(cJSON *o, const struct topology *t)
 char *
 state_render(const struct pod_state *ps)
 {
-	const struct decision	*d = &ps->dec;
-	cJSON			*o;
-	char			*txt = NULL, *out = NULL;
-	bool			 ok;
+	const struct decision *d = &ps->dec;
+	cJSON *o;
+	char *txt = NULL, *out = NULL;
+	bool ok;
 
 	if ((o = cJSON_CreateObject()) == NULL)
 		return NULL;
@@ -143,10 +147,10 @@ state_render(const struct pod_state *ps)
 	ok &= add_str(o, "agent", AGENT_VERSION);
 	ok &= add_str(o, "mode", mode_name(d->mode));
 	ok &= cJSON_AddBoolToObject(o, "forced", d->forced) != NULL;
-	ok &= cJSON_AddBoolToObject(o, "discovery_failed",
-	    d->discovery_failed) != NULL;
-	ok &= cJSON_AddBoolToObject(o, "cluster_required",
-	    d->cluster_required) != NULL;
+	ok &= cJSON_AddBoolToObject(
+	          o, "discovery_failed", d->discovery_failed) != NULL;
+	ok &= cJSON_AddBoolToObject(
+	          o, "cluster_required", d->cluster_required) != NULL;
 	ok &= add_num(o, "peers", d->peers);
 	ok &= add_str(o, "reason", d->reason);
 	ok &= add_str(o, "platform", d->platform);
@@ -166,14 +170,15 @@ state_render(const struct pod_state *ps)
 }
 
 int
-state_write(const char *env_file, const struct pod_state *ps,
-    struct agent_err *err)
+state_write(
+    const char *env_file, const struct pod_state *ps, struct agent_err *err)
 {
-	char	 path[4096], *txt;
-	int	 rc;
+	char path[4096], *txt;
+	int rc;
 
 	if (state_path(env_file, path, sizeof(path)) != 0)
-		return err_set(err, EXIT_AGENT_CONFIG, "no env file path for "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "no env file path for "
 		    "the state file");
 	if ((txt = state_render(ps)) == NULL)
 		return err_oom(err, "state file");
@@ -186,7 +191,7 @@ state_write(const char *env_file, const struct pod_state *ps,
 static bool
 get_str(const cJSON *o, const char *k, char *out, size_t n)
 {
-	const cJSON	*v = cJSON_GetObjectItemCaseSensitive(o, k);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
 
 	if (!cJSON_IsString(v) || strlen(v->valuestring) >= n)
 		return false;
@@ -197,10 +202,9 @@ get_str(const cJSON *o, const char *k, char *out, size_t n)
 static bool
 get_int(const cJSON *o, const char *k, int *out)
 {
-	const cJSON	*v = cJSON_GetObjectItemCaseSensitive(o, k);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
 
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
-	    v->valuedouble > 1e6)
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e6)
 		return false;
 	*out = (int)v->valuedouble;
 	return true;
@@ -215,41 +219,39 @@ get_bool(const cJSON *o, const char *k)
 static bool
 parse_topology(const cJSON *j, struct topology *t)
 {
-	bool	ok;
+	bool ok;
 
 	if (!cJSON_IsObject(j))
 		return false;
 	ok = get_str(j, "platform", t->platform, sizeof(t->platform));
 	ok &= get_str(j, "instance", t->instance, sizeof(t->instance));
-	ok &= get_str(j, "pod_namespace", t->pod_namespace,
-	    sizeof(t->pod_namespace));
+	ok &= get_str(
+	    j, "pod_namespace", t->pod_namespace, sizeof(t->pod_namespace));
 	ok &= get_int(j, "base", &t->base);
 	ok &= get_str(j, "base_src", t->base_src, sizeof(t->base_src));
 	ok &= get_int(j, "hpa_max", &t->hpa_max);
 	ok &= get_str(j, "hpa_src", t->hpa_src, sizeof(t->hpa_src));
 	ok &= get_int(j, "colours", &t->colours);
-	ok &= get_str(j, "colours_src", t->colours_src,
-	    sizeof(t->colours_src));
+	ok &= get_str(j, "colours_src", t->colours_src, sizeof(t->colours_src));
 	ok &= get_int(j, "surge", &t->surge);
 	ok &= get_str(j, "surge_src", t->surge_src, sizeof(t->surge_src));
 	ok &= get_str(j, "chain", t->chain, sizeof(t->chain));
 	t->init_fallback = get_bool(j, "init_fallback");
-	if (!get_str(j, "fallback_of", t->fallback_of,
-	    sizeof(t->fallback_of)))
+	if (!get_str(j, "fallback_of", t->fallback_of, sizeof(t->fallback_of)))
 		t->fallback_of[0] = '\0';
 	return ok;
 }
 
 int
-state_parse(const char *text, size_t len, struct pod_state *ps,
-    struct agent_err *err)
+state_parse(
+    const char *text, size_t len, struct pod_state *ps, struct agent_err *err)
 {
-	struct decision	*d = &ps->dec;
-	cJSON		*o;
-	char		 mode[16];
-	const cJSON	*lat;
-	bool		 ok;
-	int		 ver = 0, rep;
+	struct decision *d = &ps->dec;
+	cJSON *o;
+	char mode[16];
+	const cJSON *lat;
+	bool ok;
+	int ver = 0, rep;
 
 	memset(ps, 0, sizeof(*ps));
 	if ((o = cJSON_ParseWithLength(text, len)) == NULL ||
@@ -259,8 +261,9 @@ state_parse(const char *text, size_t len, struct pod_state *ps,
 	}
 	ok = get_int(o, "version", &ver) && ver == STATE_VERSION;
 	ok &= get_str(o, "mode", mode, sizeof(mode));
-	d->mode = strcmp(mode, "redis") == 0 ? MODE_REDIS :
-	    strcmp(mode, "noop") == 0 ? MODE_NOOP : MODE_AUTO;
+	d->mode = strcmp(mode, "redis") == 0 ? MODE_REDIS
+	    : strcmp(mode, "noop") == 0      ? MODE_NOOP
+	                                     : MODE_AUTO;
 	ok &= d->mode != MODE_AUTO;
 	d->forced = get_bool(o, "forced");
 	d->discovery_failed = get_bool(o, "discovery_failed");
@@ -276,13 +279,14 @@ state_parse(const char *text, size_t len, struct pod_state *ps,
 	ps->latency_ms = cJSON_IsNumber(lat) ? lat->valuedouble : -1;
 	if (!get_int(o, "reported", &rep))
 		rep = 0;
-	ps->reported = (unsigned)rep & (REPORT_ANNOTATIONS | REPORT_EVENTS |
-	    REPORT_METADATA);
-	ok &= parse_topology(cJSON_GetObjectItemCaseSensitive(o, "topology"),
-	    &ps->topo);
+	ps->reported = (unsigned)rep &
+	    (REPORT_ANNOTATIONS | REPORT_EVENTS | REPORT_METADATA);
+	ok &= parse_topology(
+	    cJSON_GetObjectItemCaseSensitive(o, "topology"), &ps->topo);
 	cJSON_Delete(o);
 	if (!ok || !namespace_valid(d->namespace))
-		return err_set(err, EXIT_AGENT_CONFIG, "not a state file of "
+		return err_set(err, EXIT_AGENT_CONFIG,
+		    "not a state file of "
 		    "this agent version (a field is missing or malformed)");
 	return 0;
 }
@@ -290,16 +294,15 @@ state_parse(const char *text, size_t len, struct pod_state *ps,
 int
 state_read(const char *env_file, struct pod_state *ps, struct agent_err *err)
 {
-	char	 path[4096], *text = NULL;
-	size_t	 len = 0;
-	int	 rc;
+	char path[4096], *text = NULL;
+	size_t len = 0;
+	int rc;
 
 	if (state_path(env_file, path, sizeof(path)) != 0)
 		return err_set(err, EXIT_AGENT_CONFIG, "no env file path");
 	if (access(path, F_OK) != 0)
 		return err_set(err, EXIT_AGENT_CONFIG, "%s: not there", path);
-	if ((rc = read_file_opt(path, STATE_MAX, true, &text, &len,
-	    err)) != 0)
+	if ((rc = read_file_opt(path, STATE_MAX, true, &text, &len, err)) != 0)
 		return rc;
 	rc = state_parse(text, len, ps, err);
 	a_free(text);

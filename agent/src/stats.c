@@ -9,28 +9,29 @@
 
 #include "agent.h"
 
-#define STATS_CODES	8
+#define STATS_CODES 8
 
 static struct {
-	long		code;	/* 0 free */
-	uint64_t	n;
+	long code; /* 0 free */
+	uint64_t n;
 } api[STATS_CODES];
-static uint64_t	api_other;	/* more distinct codes than slots */
-static uint64_t	redis_cmds;
-static uint64_t	dns_ok, dns_err;
+static uint64_t api_other; /* more distinct codes than slots */
+static uint64_t redis_cmds;
+static uint64_t dns_ok, dns_err;
 
 void
 stats_api_request(long code)
 {
-	long	key = code > 0 ? code : -1;	/* -1: no HTTP answer */
-	int	i;
+	long key = code > 0 ? code : -1; /* -1: no HTTP answer */
+	int i;
 
 	for (i = 0; i < STATS_CODES; i++) {
-		long	cur = __atomic_load_n(&api[i].code, __ATOMIC_ACQUIRE);
-		long	zero = 0;
+		long cur = __atomic_load_n(&api[i].code, __ATOMIC_ACQUIRE);
+		long zero = 0;
 
-		if (cur == 0 && __atomic_compare_exchange_n(&api[i].code,
-		    &zero, key, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		if (cur == 0 &&
+		    __atomic_compare_exchange_n(&api[i].code, &zero, key, false,
+		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 			cur = key;
 		else if (cur == 0)
 			cur = zero;
@@ -45,10 +46,10 @@ stats_api_request(long code)
 int
 stats_api_get(long *codes, uint64_t *counts, int max)
 {
-	int	i, n = 0;
+	int i, n = 0;
 
 	for (i = 0; i < STATS_CODES && n < max; i++) {
-		long	c = __atomic_load_n(&api[i].code, __ATOMIC_ACQUIRE);
+		long c = __atomic_load_n(&api[i].code, __ATOMIC_ACQUIRE);
 
 		if (c == 0)
 			continue;
@@ -65,9 +66,9 @@ stats_api_get(long *codes, uint64_t *counts, int max)
 uint64_t
 stats_api_total(void)
 {
-	long		codes[STATS_CODES + 1];
-	uint64_t	counts[STATS_CODES + 1], t = 0;
-	int		i, n = stats_api_get(codes, counts, STATS_CODES + 1);
+	long codes[STATS_CODES + 1];
+	uint64_t counts[STATS_CODES + 1], t = 0;
+	int i, n = stats_api_get(codes, counts, STATS_CODES + 1);
 
 	for (i = 0; i < n; i++)
 		t += counts[i];

@@ -25,8 +25,8 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-static const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
-	SIGUSR2 };
+static const int forwarded[] = {
+    SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
 void
 supervise_block_signals(sigset_t *set)
@@ -54,7 +54,7 @@ supervise_subreaper(void)
 		return;
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
 		log_warn("cannot become a child subreaper; orphans of the "
-		    "command are reaped by PID 1 instead");
+		         "command are reaped by PID 1 instead");
 }
 
 int
@@ -134,7 +134,7 @@ child_exec(char *const argv[], char *const envp[], int fd_floor)
 
 	/* The agent's sockets (Redis, HTTP) are not the command's. */
 	if (syscall(SYS_close_range, (unsigned)fd_floor, ~0U,
-	    CLOSE_RANGE_CLOEXEC) == -1) {
+	        CLOSE_RANGE_CLOEXEC) == -1) {
 		long fd, max = sysconf(_SC_OPEN_MAX);
 
 		if (max < 0 || max > 65536)
@@ -149,7 +149,7 @@ child_exec(char *const argv[], char *const envp[], int fd_floor)
 	safe_write(argv[0]);
 	if (e == ENOENT)
 		safe_write("\": not found on PATH or no such file; check the "
-		    "command after --\n");
+		           "command after --\n");
 	else if (e == EACCES)
 		safe_write("\": permission denied (not executable?)\n");
 	else {
@@ -178,8 +178,10 @@ supervise_spawn(char *const argv[], int fd_floor, struct agent_err *err)
 	}
 	pid = fork();
 	if (pid == -1) {
-		err_set(err, EXIT_AGENT_SOFTWARE, "serve: cannot start \"%s\": "
-		    "fork: %s", argv[0], strerror(errno));
+		err_set(err, EXIT_AGENT_SOFTWARE,
+		    "serve: cannot start \"%s\": "
+		    "fork: %s",
+		    argv[0], strerror(errno));
 		a_free(envp);
 		return -1;
 	}

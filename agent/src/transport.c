@@ -31,18 +31,18 @@
 #include "bus.h"
 
 struct transport {
-	int		 fd;
-	SSL_CTX		*ctx;
-	SSL		*ssl;
-	bool		 live;	/* handshake done, no fatal TLS error */
-	bool		 got_data;	/* read anything yet */
-	char		 where[300];
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	bool live; /* handshake done, no fatal TLS error */
+	bool got_data; /* read anything yet */
+	char where[300];
 	/* TLS verification: the first failure the callback saw */
-	long		 verr;
-	int		 vdepth;
-	char		 vsubject[256];	/* the certificate that failed */
-	char		 lsubject[256];	/* the server's (leaf) certificate */
-	char		 lissuer[256];
+	long verr;
+	int vdepth;
+	char vsubject[256]; /* the certificate that failed */
+	char lsubject[256]; /* the server's (leaf) certificate */
+	char lissuer[256];
 };
 
 const char *
@@ -55,7 +55,7 @@ transport_where(const struct transport *t)
 static int
 left_ms(int64_t deadline)
 {
-	int64_t	l = deadline - now_ms();
+	int64_t l = deadline - now_ms();
 
 	if (l < 0)
 		return 0;
@@ -66,8 +66,8 @@ left_ms(int64_t deadline)
 static int
 wait_fd(int fd, short ev, int64_t deadline)
 {
-	struct pollfd	pfd;
-	int		rc;
+	struct pollfd pfd;
+	int rc;
 
 	for (;;) {
 		pfd.fd = fd;
@@ -92,14 +92,14 @@ wait_fd(int fd, short ev, int64_t deadline)
  * (spawn.c), so SIG_IGN never reaches Pylon.
  */
 struct sigpipe_guard {
-	sigset_t	old;
-	bool		pending;
+	sigset_t old;
+	bool pending;
 };
 
 static void
 sigpipe_block(struct sigpipe_guard *g)
 {
-	sigset_t	s, pend;
+	sigset_t s, pend;
 
 	sigemptyset(&s);
 	sigaddset(&s, SIGPIPE);
@@ -112,8 +112,8 @@ sigpipe_block(struct sigpipe_guard *g)
 static void
 sigpipe_unblock(struct sigpipe_guard *g)
 {
-	sigset_t		s, pend;
-	struct timespec		zero = { 0, 0 };
+	sigset_t s, pend;
+	struct timespec zero = {0, 0};
 
 	sigemptyset(&s);
 	sigaddset(&s, SIGPIPE);
@@ -135,21 +135,21 @@ sigpipe_unblock(struct sigpipe_guard *g)
  * getaddrinfo returns (the last of the two references).
  */
 struct dns_job {
-	pthread_mutex_t	 mu;
-	pthread_cond_t	 cv;
-	int		 refs;
-	bool		 done;
-	int		 rc;
-	int		 eno;
-	struct addrinfo	*res;
-	char		 name[256];
-	char		 serv[8];
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;
+	bool done;
+	int rc;
+	int eno;
+	struct addrinfo *res;
+	char name[256];
+	char serv[8];
 };
 
 static void
 dns_job_unref(struct dns_job *j)
 {
-	bool	last;
+	bool last;
 
 	pthread_mutex_lock(&j->mu);
 	last = --j->refs == 0;
@@ -166,13 +166,13 @@ dns_job_unref(struct dns_job *j)
 static void
 dns_lookup(struct dns_job *j)
 {
-	struct addrinfo	hints, *res = NULL;
-	int		rc;
+	struct addrinfo hints, *res = NULL;
+	int rc;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;	/* as Pylon: no AI_ADDRCONFIG */
+	hints.ai_flags = AI_NUMERICSERV; /* as Pylon: no AI_ADDRCONFIG */
 	rc = getaddrinfo(j->name, j->serv, &hints, &res);
 	pthread_mutex_lock(&j->mu);
 	j->rc = rc;
@@ -186,7 +186,7 @@ dns_lookup(struct dns_job *j)
 static void *
 dns_thread(void *arg)
 {
-	sigset_t	all;
+	sigset_t all;
 
 	/* signals stay with the main thread */
 	sigfillset(&all);
@@ -199,8 +199,8 @@ dns_thread(void *arg)
 static bool
 host_is_numeric(const char *host)
 {
-	struct in6_addr	a6;
-	struct in_addr	a4;
+	struct in6_addr a6;
+	struct in_addr a4;
 
 	return inet_pton(AF_INET, host, &a4) == 1 ||
 	    inet_pton(AF_INET6, host, &a6) == 1;
@@ -210,13 +210,13 @@ static enum tr_status
 resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
     struct addrinfo **res, struct agent_err *err)
 {
-	struct dns_job		*j;
-	pthread_condattr_t	 ca;
-	pthread_t		 th;
-	struct timespec		 ts;
-	int64_t			 ns;
-	bool			 done;
-	int			 rc, eno;
+	struct dns_job *j;
+	pthread_condattr_t ca;
+	pthread_t th;
+	struct timespec ts;
+	int64_t ns;
+	bool done;
+	int rc, eno;
 
 	*res = NULL;
 	if ((j = a_calloc(1, sizeof(*j))) == NULL) {
@@ -245,8 +245,8 @@ resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
 		ts.tv_sec = (time_t)(ns / 1000000000LL);
 		ts.tv_nsec = (long)(ns % 1000000000LL);
 		pthread_mutex_lock(&j->mu);
-		while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu,
-		    &ts) == 0)
+		while (!j->done &&
+		    pthread_cond_timedwait(&j->cv, &j->mu, &ts) == 0)
 			;
 		done = j->done;
 		pthread_mutex_unlock(&j->mu);
@@ -257,9 +257,11 @@ resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
 	}
 	if (!done) {
 		dns_job_unref(j);
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS lookup of "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: DNS lookup of "
 		    "'%s' timed out (check the cluster DNS and the host name "
-		    "in the Redis URL)", t->where, u->host);
+		    "in the Redis URL)",
+		    t->where, u->host);
 		return TR_TIMEOUT;
 	}
 	rc = j->rc;
@@ -270,20 +272,27 @@ resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
 	if (rc == 0)
 		return TR_OK;
 	if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL)
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: cannot "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: DNS: cannot "
 		    "resolve host '%s': %s (check the host name in the Redis "
-		    "URL, e.g. the Service name and namespace)", t->where,
-		    u->host, gai_strerror(rc));
+		    "URL, e.g. the Service name and namespace)",
+		    t->where, u->host, gai_strerror(rc));
 	else if (rc == EAI_AGAIN)
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: temporary "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: DNS: temporary "
 		    "failure resolving '%s': %s (the DNS server did not "
-		    "answer; retrying)", t->where, u->host, gai_strerror(rc));
+		    "answer; retrying)",
+		    t->where, u->host, gai_strerror(rc));
 	else if (rc == EAI_SYSTEM)
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: lookup of "
-		    "'%s' failed: %s", t->where, u->host, strerror(eno));
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: DNS: lookup of "
+		    "'%s' failed: %s",
+		    t->where, u->host, strerror(eno));
 	else
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: DNS: lookup of "
-		    "'%s' failed: %s", t->where, u->host, gai_strerror(rc));
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: DNS: lookup of "
+		    "'%s' failed: %s",
+		    t->where, u->host, gai_strerror(rc));
 	return TR_ERROR;
 }
 
@@ -292,11 +301,10 @@ resolve(struct transport *t, const struct redis_url *u, int64_t deadline,
 /* Non-blocking connect of fd to sa by deadline; 0 ok, else errno-ish:
  * ETIMEDOUT when the deadline passed. */
 static int
-connect_fd(int fd, const struct sockaddr *sa, socklen_t len,
-    int64_t deadline)
+connect_fd(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
 {
-	int		e;
-	socklen_t	el = sizeof(e);
+	int e;
+	socklen_t el = sizeof(e);
 
 	if (connect(fd, sa, len) == 0)
 		return 0;
@@ -317,27 +325,28 @@ static enum tr_status
 open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
     struct agent_err *err)
 {
-	struct addrinfo	*res = NULL, *ai;
-	enum tr_status	 st;
-	int64_t		 start = now_ms();
-	int		 e = 0, one = 1, fd;
-	bool		 refused = false;
+	struct addrinfo *res = NULL, *ai;
+	enum tr_status st;
+	int64_t start = now_ms();
+	int e = 0, one = 1, fd;
+	bool refused = false;
 
 	if ((st = resolve(t, u, deadline, &res, err)) != TR_OK)
 		return st;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, ai->ai_protocol);
+		fd = socket(ai->ai_family,
+		    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    ai->ai_protocol);
 		if (fd == -1) {
 			e = errno;
 			continue;
 		}
 		e = connect_fd(fd, ai->ai_addr, ai->ai_addrlen, deadline);
 		if (e == 0) {
-			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-			    sizeof(one));
-			(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one,
-			    sizeof(one));
+			(void)setsockopt(
+			    fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			(void)setsockopt(
+			    fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 			t->fd = fd;
 			break;
 		}
@@ -351,7 +360,8 @@ open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
 	if (t->fd >= 0)
 		return TR_OK;
 	if (e == ETIMEDOUT) {
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect timed "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: connect timed "
 		    "out after %ld ms (no answer: a firewall or "
 		    "NetworkPolicy dropping packets, or the wrong address)",
 		    t->where, (long)(now_ms() - start));
@@ -360,12 +370,16 @@ open_tcp(struct transport *t, const struct redis_url *u, int64_t deadline,
 	/* "refused" from any address says more than, say, an
 	 * unreachable IPv6 address next to it */
 	if (e == ECONNREFUSED || refused)
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connection "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: connection "
 		    "refused (nothing listening there: is Redis running, "
-		    "and are the host and port right?)", t->where);
+		    "and are the host and port right?)",
+		    t->where);
 	else
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect "
-		    "failed: %s", t->where, strerror(e));
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: connect "
+		    "failed: %s",
+		    t->where, strerror(e));
 	return TR_ERROR;
 }
 
@@ -373,14 +387,16 @@ static enum tr_status
 open_unix(struct transport *t, const struct redis_url *u, int64_t deadline,
     struct agent_err *err)
 {
-	struct sockaddr_un	sun;
-	int			fd, e;
+	struct sockaddr_un sun;
+	int fd, e;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(u->path) >= sizeof(sun.sun_path)) {
-		err_set(err, EXIT_AGENT_CONFIG, "redis %s: socket path too "
-		    "long", t->where);
+		err_set(err, EXIT_AGENT_CONFIG,
+		    "redis %s: socket path too "
+		    "long",
+		    t->where);
 		return TR_ERROR;
 	}
 	memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
@@ -398,29 +414,37 @@ open_unix(struct transport *t, const struct redis_url *u, int64_t deadline,
 	close(fd);
 	switch (e) {
 	case ENOENT:
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: no such socket "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: no such socket "
 		    "file (is Redis running with unixsocket %s, and is the "
-		    "directory shared with this container?)", t->where,
-		    u->path);
+		    "directory shared with this container?)",
+		    t->where, u->path);
 		break;
 	case EACCES:
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: permission "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: permission "
 		    "denied (check unixsocketperm and this process's user "
-		    "and groups)", t->where);
+		    "and groups)",
+		    t->where);
 		break;
 	case ECONNREFUSED:
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connection "
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: connection "
 		    "refused (a stale socket file: Redis is not running)",
 		    t->where);
 		break;
 	case ETIMEDOUT:
 	case EAGAIN:
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect timed "
-		    "out (the server's backlog is full)", t->where);
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: connect timed "
+		    "out (the server's backlog is full)",
+		    t->where);
 		return TR_TIMEOUT;
 	default:
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: connect "
-		    "failed: %s", t->where, strerror(e));
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: connect "
+		    "failed: %s",
+		    t->where, strerror(e));
 	}
 	return TR_ERROR;
 }
@@ -430,8 +454,8 @@ open_unix(struct transport *t, const struct redis_url *u, int64_t deadline,
 static void
 name_str(X509_NAME *nm, char *out, size_t n)
 {
-	BIO	*b;
-	int	 r;
+	BIO *b;
+	int r;
 
 	out[0] = '\0';
 	if (nm == NULL || (b = BIO_new(BIO_s_mem())) == NULL)
@@ -445,16 +469,15 @@ name_str(X509_NAME *nm, char *out, size_t n)
 static int
 verify_cb(int ok, X509_STORE_CTX *ctx)
 {
-	SSL			*ssl;
-	struct transport	*t;
-	X509			*cert;
+	SSL *ssl;
+	struct transport *t;
+	X509 *cert;
 
 	if (ok)
 		return 1;
-	ssl = X509_STORE_CTX_get_ex_data(ctx,
-	    SSL_get_ex_data_X509_STORE_CTX_idx());
-	if (ssl == NULL || (t = SSL_get_app_data(ssl)) == NULL ||
-	    t->verr != 0)
+	ssl = X509_STORE_CTX_get_ex_data(
+	    ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	if (ssl == NULL || (t = SSL_get_app_data(ssl)) == NULL || t->verr != 0)
 		return 0;
 	t->verr = X509_STORE_CTX_get_error(ctx);
 	t->vdepth = X509_STORE_CTX_get_error_depth(ctx);
@@ -464,16 +487,16 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 	if ((cert = X509_STORE_CTX_get0_cert(ctx)) != NULL) {
 		name_str(X509_get_subject_name(cert), t->lsubject,
 		    sizeof(t->lsubject));
-		name_str(X509_get_issuer_name(cert), t->lissuer,
-		    sizeof(t->lissuer));
+		name_str(
+		    X509_get_issuer_name(cert), t->lissuer, sizeof(t->lissuer));
 	}
-	return 0;	/* a failed check stays failed */
+	return 0; /* a failed check stays failed */
 }
 
 static void
 ssl_errstr(char *buf, size_t n)
 {
-	unsigned long	e, last = 0;
+	unsigned long e, last = 0;
 
 	while ((e = ERR_get_error()) != 0)
 		last = e;
@@ -486,57 +509,62 @@ ssl_errstr(char *buf, size_t n)
 static bool
 is_ip(const char *h)
 {
-	unsigned char	a[16];
+	unsigned char a[16];
 
-	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) ==
-	    1;
+	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) == 1;
 }
 
 static enum tr_status
 tls_fail(struct transport *t, const struct redis_url *u, const char *why,
     struct agent_err *err)
 {
-	const char	*hint;
+	const char *hint;
 
 	if (t->verr == X509_V_ERR_HOSTNAME_MISMATCH ||
 	    t->verr == X509_V_ERR_IP_ADDRESS_MISMATCH)
 		hint = "connect with a host name the certificate is issued "
-		    "for (its subjectAltName), or reissue the certificate";
+		       "for (its subjectAltName), or reissue the certificate";
 	else if (t->verr == X509_V_ERR_CERT_HAS_EXPIRED ||
 	    t->verr == X509_V_ERR_CERT_NOT_YET_VALID)
 		hint = "renew the server certificate (or fix this machine's "
-		    "clock)";
+		       "clock)";
 	else
 		hint = "give the CA that signed the server certificate with "
-		    "--redis-ca-file";
+		       "--redis-ca-file";
 	if (t->verr != 0) {
-		char	failing[300] = "";
+		char failing[300] = "";
 
 		if (t->vdepth > 0)
-			snprintf(failing, sizeof(failing), "; failing "
-			    "certificate at depth %d: %s", t->vdepth,
-			    t->vsubject[0] ? t->vsubject : "(none)");
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS certificate "
+			snprintf(failing, sizeof(failing),
+			    "; failing "
+			    "certificate at depth %d: %s",
+			    t->vdepth, t->vsubject[0] ? t->vsubject : "(none)");
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: TLS certificate "
 		    "verification failed: %s (certificate subject: %s, "
-		    "issuer: %s%s; server name %s); %s", t->where,
-		    X509_verify_cert_error_string(t->verr),
-		    t->lsubject[0] ? t->lsubject : t->vsubject[0] ?
-		    t->vsubject : "(none)", t->lissuer[0] ? t->lissuer :
-		    "(unknown)", failing, u->host, hint);
+		    "issuer: %s%s; server name %s); %s",
+		    t->where, X509_verify_cert_error_string(t->verr),
+		    t->lsubject[0]       ? t->lsubject
+		        : t->vsubject[0] ? t->vsubject
+		                         : "(none)",
+		    t->lissuer[0] ? t->lissuer : "(unknown)", failing, u->host,
+		    hint);
 		return TR_ERROR;
 	}
-	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: TLS handshake "
+	err_set(err, EXIT_AGENT_UNPROVEN,
+	    "redis %s: TLS handshake "
 	    "failed: %s (does this port speak TLS? rediss:// needs Redis's "
-	    "tls-port)", t->where, why);
+	    "tls-port)",
+	    t->where, why);
 	return TR_ERROR;
 }
 
 SSL_CTX *
-transport_tls_ctx(const struct redis_url *u, const char *ca_file,
-    struct agent_err *err)
+transport_tls_ctx(
+    const struct redis_url *u, const char *ca_file, struct agent_err *err)
 {
-	SSL_CTX	*ctx;
-	char	 why[256];
+	SSL_CTX *ctx;
+	char why[256];
 
 	if (dl_need_ssl(err) != 0)
 		return NULL;
@@ -548,20 +576,24 @@ transport_tls_ctx(const struct redis_url *u, const char *ca_file,
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	if (!u->insecure) {
 		if (ca_file != NULL && *ca_file != '\0') {
-			if (SSL_CTX_load_verify_locations(ctx, ca_file,
-			    NULL) != 1) {
+			if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) !=
+			    1) {
 				ssl_errstr(why, sizeof(why));
-				err_set(err, EXIT_AGENT_CONFIG, "redis CA file "
+				err_set(err, EXIT_AGENT_CONFIG,
+				    "redis CA file "
 				    "%s cannot be loaded: %s (--redis-ca-file "
-				    "must be a PEM bundle)", ca_file, why);
+				    "must be a PEM bundle)",
+				    ca_file, why);
 				SSL_CTX_free(ctx);
 				return NULL;
 			}
 		} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 			ssl_errstr(why, sizeof(why));
-			err_set(err, EXIT_AGENT_CONFIG, "the system CA "
+			err_set(err, EXIT_AGENT_CONFIG,
+			    "the system CA "
 			    "certificates cannot be loaded: %s (install "
-			    "ca-certificates or use --redis-ca-file)", why);
+			    "ca-certificates or use --redis-ca-file)",
+			    why);
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
@@ -574,16 +606,16 @@ transport_tls_ctx(const struct redis_url *u, const char *ca_file,
 int
 transport_tls_name(SSL *ssl, const struct redis_url *u)
 {
-	X509_VERIFY_PARAM	*vp;
-	int			 rc;
+	X509_VERIFY_PARAM *vp;
+	int rc;
 
 	if (!is_ip(u->host))
 		SSL_set_tlsext_host_name(ssl, u->host);
 	if (u->insecure)
 		return 0;
 	vp = SSL_get0_param(ssl);
-	X509_VERIFY_PARAM_set_hostflags(vp,
-	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	X509_VERIFY_PARAM_set_hostflags(
+	    vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	if (is_ip(u->host))
 		rc = X509_VERIFY_PARAM_set1_ip_asc(vp, u->host);
 	else
@@ -592,12 +624,12 @@ transport_tls_name(SSL *ssl, const struct redis_url *u)
 }
 
 static enum tr_status
-open_tls(struct transport *t, const struct redis_url *u,
-    const char *ca_file, int64_t deadline, struct agent_err *err)
+open_tls(struct transport *t, const struct redis_url *u, const char *ca_file,
+    int64_t deadline, struct agent_err *err)
 {
-	struct sigpipe_guard	 g;
-	char			 why[256];
-	int			 rc, e, w;
+	struct sigpipe_guard g;
+	char why[256];
+	int rc, e, w;
 
 	if ((t->ctx = transport_tls_ctx(u, ca_file, err)) == NULL)
 		return TR_ERROR;
@@ -607,8 +639,10 @@ open_tls(struct transport *t, const struct redis_url *u,
 	}
 	SSL_set_app_data(t->ssl, t);
 	if (transport_tls_name(t->ssl, u) != 0) {
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: cannot "
-		    "set up host name verification", t->where);
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: cannot "
+		    "set up host name verification",
+		    t->where);
 		return TR_ERROR;
 	}
 	SSL_set_fd(t->ssl, t->fd);
@@ -623,27 +657,30 @@ open_tls(struct transport *t, const struct redis_url *u,
 			return TR_OK;
 		}
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-			w = wait_fd(t->fd, e == SSL_ERROR_WANT_READ ? POLLIN :
-			    POLLOUT, deadline);
+			w = wait_fd(t->fd,
+			    e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+			    deadline);
 			if (w == 1)
 				continue;
 			if (w == 0) {
-				err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: "
+				err_set(err, EXIT_AGENT_UNPROVEN,
+				    "redis %s: "
 				    "TLS handshake timed out (does this port "
 				    "speak TLS? rediss:// needs Redis's "
-				    "tls-port)", t->where);
+				    "tls-port)",
+				    t->where);
 				return TR_TIMEOUT;
 			}
 			snprintf(why, sizeof(why), "%s", strerror(errno));
 			return tls_fail(t, u, why, err);
 		}
 		if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-			snprintf(why, sizeof(why), "the server closed the "
+			snprintf(why, sizeof(why),
+			    "the server closed the "
 			    "connection");
 		else
 			ssl_errstr(why, sizeof(why));
-		if (t->verr == 0 && SSL_get_verify_result(t->ssl) !=
-		    X509_V_OK)
+		if (t->verr == 0 && SSL_get_verify_result(t->ssl) != X509_V_OK)
 			t->verr = SSL_get_verify_result(t->ssl);
 		return tls_fail(t, u, why, err);
 	}
@@ -653,8 +690,8 @@ enum tr_status
 transport_open(struct transport **tp, const struct redis_url *u,
     const char *ca_file, int64_t deadline, struct agent_err *err)
 {
-	struct transport	*t;
-	enum tr_status		 st;
+	struct transport *t;
+	enum tr_status st;
 
 	*tp = NULL;
 	if ((t = a_calloc(1, sizeof(*t))) == NULL) {
@@ -682,8 +719,8 @@ transport_open(struct transport **tp, const struct redis_url *u,
 static enum tr_status
 io_timeout(struct transport *t, const char *what, struct agent_err *err)
 {
-	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s timed out",
-	    t->where, what);
+	err_set(
+	    err, EXIT_AGENT_UNPROVEN, "redis %s: %s timed out", t->where, what);
 	return TR_TIMEOUT;
 }
 
@@ -695,27 +732,29 @@ early_hint(const struct transport *t)
 		return "";
 	if (t->ssl != NULL)
 		return " (a TLS server that demands a client certificate, "
-		    "tls-auth-clients yes, drops the agent here: that is not "
-		    "supported)";
+		       "tls-auth-clients yes, drops the agent here: that is not "
+		       "supported)";
 	return " (if it expects TLS, use rediss://)";
 }
 
 static enum tr_status
 io_eof(struct transport *t, struct agent_err *err)
 {
-	err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server closed the "
-	    "connection%s", t->where, early_hint(t));
+	err_set(err, EXIT_AGENT_UNPROVEN,
+	    "redis %s: the server closed the "
+	    "connection%s",
+	    t->where, early_hint(t));
 	return TR_EOF;
 }
 
 static enum tr_status
-io_error(struct transport *t, const char *what, int e,
-    struct agent_err *err)
+io_error(struct transport *t, const char *what, int e, struct agent_err *err)
 {
 	if (e == ECONNRESET || e == EPIPE)
-		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: the server "
-		    "reset the connection during %s%s", t->where, what,
-		    early_hint(t));
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: the server "
+		    "reset the connection during %s%s",
+		    t->where, what, early_hint(t));
 	else
 		err_set(err, EXIT_AGENT_UNPROVEN, "redis %s: %s failed: %s",
 		    t->where, what, strerror(e));
@@ -730,7 +769,7 @@ static enum tr_status
 ssl_io_status(struct transport *t, int e, const char *what, int *ev,
     struct agent_err *err)
 {
-	char	why[256];
+	char why[256];
 
 	if (e == SSL_ERROR_WANT_READ) {
 		*ev = POLLIN;
@@ -741,7 +780,8 @@ ssl_io_status(struct transport *t, int e, const char *what, int *ev,
 		return TR_OK;
 	}
 	t->live = false;
-	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+	if (e == SSL_ERROR_ZERO_RETURN ||
+	    (e == SSL_ERROR_SYSCALL && errno == 0))
 		return io_eof(t, err);
 	if (e == SSL_ERROR_SYSCALL)
 		return io_error(t, what, errno, err);
@@ -755,11 +795,11 @@ enum tr_status
 transport_write(struct transport *t, const void *buf, size_t n,
     int64_t deadline, struct agent_err *err)
 {
-	const char		*p = buf;
-	struct sigpipe_guard	 g;
-	enum tr_status		 st;
-	ssize_t			 w;
-	int			 rc, e, ev = POLLIN;
+	const char *p = buf;
+	struct sigpipe_guard g;
+	enum tr_status st;
+	ssize_t w;
+	int rc, e, ev = POLLIN;
 
 	while (n > 0) {
 		if (t->ssl == NULL) {
@@ -778,8 +818,8 @@ transport_write(struct transport *t, const void *buf, size_t n,
 			ERR_clear_error();
 			errno = 0;
 			sigpipe_block(&g);
-			rc = SSL_write(t->ssl, p, n > 1048576 ? 1048576 :
-			    (int)n);
+			rc = SSL_write(
+			    t->ssl, p, n > 1048576 ? 1048576 : (int)n);
 			e = SSL_get_error(t->ssl, rc);
 			sigpipe_unblock(&g);
 			if (rc > 0) {
@@ -805,10 +845,10 @@ enum tr_status
 transport_read(struct transport *t, void *buf, size_t n, size_t *got,
     int64_t deadline, struct agent_err *err)
 {
-	struct sigpipe_guard	 g;
-	enum tr_status		 st;
-	ssize_t			 r;
-	int			 rc, e, ev = POLLIN;
+	struct sigpipe_guard g;
+	enum tr_status st;
+	ssize_t r;
+	int rc, e, ev = POLLIN;
 
 	*got = 0;
 	if (n > 1048576)
@@ -856,7 +896,7 @@ transport_read(struct transport *t, void *buf, size_t n, size_t *got,
 void
 transport_close(struct transport *t)
 {
-	struct sigpipe_guard	g;
+	struct sigpipe_guard g;
 
 	if (t == NULL)
 		return;

@@ -19,7 +19,7 @@
 int64_t
 now_ms(void)
 {
-	struct timespec	ts;
+	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -28,7 +28,7 @@ now_ms(void)
 double
 now_ms_f(void)
 {
-	struct timespec	ts;
+	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
@@ -37,8 +37,8 @@ now_ms_f(void)
 int
 parse_duration(const char *s, long *ms, struct agent_err *err)
 {
-	const char	*p = s;
-	long		 v = 0, mult;
+	const char *p = s;
+	long v = 0, mult;
 
 	if (s == NULL || !isdigit((unsigned char)*p))
 		goto bad;
@@ -57,21 +57,22 @@ parse_duration(const char *s, long *ms, struct agent_err *err)
 		mult = 3600 * 1000;
 	else
 		goto bad;
-	if (v > 7L * 24 * 3600 * 1000 / mult)	/* a week is plenty */
+	if (v > 7L * 24 * 3600 * 1000 / mult) /* a week is plenty */
 		goto bad;
 	*ms = v * mult;
 	return 0;
 bad:
 	return err_set(err, EXIT_AGENT_USAGE,
 	    "invalid duration \"%s\": use a whole number with a unit, e.g. "
-	    "500ms, 5s, 2m or 1h (at most a week)", s ? s : "");
+	    "500ms, 5s, 2m or 1h (at most a week)",
+	    s ? s : "");
 }
 
 void
 iso8601_now(char *buf, size_t n)
 {
-	time_t		t = time(NULL);
-	struct tm	tm;
+	time_t t = time(NULL);
+	struct tm tm;
 
 	gmtime_r(&t, &tm);
 	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -80,9 +81,9 @@ iso8601_now(char *buf, size_t n)
 void
 iso8601_now_micro(char *buf, size_t n)
 {
-	struct timespec	ts;
-	struct tm	tm;
-	char		base[32];
+	struct timespec ts;
+	struct tm tm;
+	char base[32];
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -93,8 +94,8 @@ iso8601_now_micro(char *buf, size_t n)
 void
 random_bytes(void *buf, size_t n)
 {
-	unsigned char	*p = buf;
-	ssize_t		 r;
+	unsigned char *p = buf;
+	ssize_t r;
 
 	while (n > 0) {
 		r = getrandom(p, n, 0);
@@ -115,7 +116,7 @@ random_bytes(void *buf, size_t n)
 double
 random_unit(void)
 {
-	uint64_t	v;
+	uint64_t v;
 
 	random_bytes(&v, sizeof(v));
 	return (double)(v >> 11) / 9007199254740992.0;
@@ -124,7 +125,7 @@ random_unit(void)
 void
 sleep_ms(long ms, volatile int *stop)
 {
-	struct timespec	ts, rem;
+	struct timespec ts, rem;
 
 	if (ms <= 0)
 		return;
@@ -141,13 +142,20 @@ const char *
 file_type_name(unsigned mode)
 {
 	switch (mode & S_IFMT) {
-	case S_IFREG:	return "a regular file";
-	case S_IFDIR:	return "a directory";
-	case S_IFIFO:	return "a FIFO (named pipe)";
-	case S_IFCHR:	return "a character device";
-	case S_IFBLK:	return "a block device";
-	case S_IFSOCK:	return "a socket";
-	case S_IFLNK:	return "a symbolic link";
+	case S_IFREG:
+		return "a regular file";
+	case S_IFDIR:
+		return "a directory";
+	case S_IFIFO:
+		return "a FIFO (named pipe)";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFSOCK:
+		return "a socket";
+	case S_IFLNK:
+		return "a symbolic link";
 	}
 	return "not a regular file";
 }
@@ -163,30 +171,33 @@ int
 read_file_opt(const char *path, size_t cap, bool regular, char **out,
     size_t *lenp, struct agent_err *err)
 {
-	struct stat	 st;
-	char		*buf = NULL;
-	size_t		 len = 0;
-	ssize_t		 r;
-	int		 fd, rc = 0;
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t r;
+	int fd, rc = 0;
 
 	*out = NULL;
 	/* regular: a FIFO or a device must give an error, never block -
 	 * O_NONBLOCK makes open() of a FIFO return at once, and fstat()
 	 * then refuses it (no read is ever tried on it). */
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
-	    (regular ? O_NONBLOCK : 0))) == -1)
-		return err_set(err, EXIT_AGENT_CONFIG,
-		    "cannot read %s: %s", path, strerror(errno));
+	if ((fd = open(path,
+	         O_RDONLY | O_CLOEXEC | O_NOCTTY |
+	             (regular ? O_NONBLOCK : 0))) == -1)
+		return err_set(err, EXIT_AGENT_CONFIG, "cannot read %s: %s",
+		    path, strerror(errno));
 	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		rc = err_set(err, EXIT_AGENT_CONFIG,
 		    "cannot read %s: it is a directory, expected a file", path);
 		goto out;
 	}
 	if (regular && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
-		rc = err_set(err, EXIT_AGENT_CONFIG, "cannot read %s: it is "
+		rc = err_set(err, EXIT_AGENT_CONFIG,
+		    "cannot read %s: it is "
 		    "%s, expected a regular file (pylon-agent writes this "
 		    "file itself: remove what is there and run pylon-agent "
-		    "init again)", path, file_type_name((unsigned)st.st_mode));
+		    "init again)",
+		    path, file_type_name((unsigned)st.st_mode));
 		goto out;
 	}
 	if (regular)
@@ -229,7 +240,7 @@ out:
 static bool
 tmp_name_of(const char *name, const char *base)
 {
-	size_t	n = strlen(base), i;
+	size_t n = strlen(base), i;
 
 	if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5))
 		return false;
@@ -243,13 +254,13 @@ tmp_name_of(const char *name, const char *base)
 int
 tmp_sweep(const char *path)
 {
-	char		 dirc[PATH_MAX], basec[PATH_MAX];
-	const char	*dir, *base;
-	struct dirent	*de;
-	struct stat	 st;
-	DIR		*d;
-	time_t		 now = time(NULL);
-	int		 n = 0;
+	char dirc[PATH_MAX], basec[PATH_MAX];
+	const char *dir, *base;
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	time_t now = time(NULL);
+	int n = 0;
 
 	if (snprintf(dirc, sizeof(dirc), "%s", path) >= (int)sizeof(dirc))
 		return 0;
@@ -274,28 +285,30 @@ tmp_sweep(const char *path)
 	closedir(d);
 	if (n > 0)
 		log_info("removed %d stale temp file%s of %s (left by a "
-		    "writer that was killed)", n, n == 1 ? "" : "s", path);
+		         "writer that was killed)",
+		    n, n == 1 ? "" : "s", path);
 	return n;
 }
 
 int
 write_target_ok(const char *path, const char *what, struct agent_err *err)
 {
-	struct stat	st;
+	struct stat st;
 
 	if (lstat(path, &st) == -1 || S_ISREG(st.st_mode) ||
 	    S_ISLNK(st.st_mode))
 		return 0;
-	return err_set(err, EXIT_AGENT_CANTCREAT, "cannot write the %s %s: "
+	return err_set(err, EXIT_AGENT_CANTCREAT,
+	    "cannot write the %s %s: "
 	    "it is %s, expected a regular file (remove it, or point the "
-	    "option at a path on the shared volume)", what, path,
-	    file_type_name((unsigned)st.st_mode));
+	    "option at a path on the shared volume)",
+	    what, path, file_type_name((unsigned)st.st_mode));
 }
 
 void
 rstrip(char *s)
 {
-	size_t	n = strlen(s);
+	size_t n = strlen(s);
 
 	while (n > 0 && isspace((unsigned char)s[n - 1]))
 		s[--n] = '\0';
@@ -305,7 +318,7 @@ rstrip(char *s)
 bool
 url_has_userinfo(const char *url)
 {
-	const char	*p = strstr(url, "://");
+	const char *p = strstr(url, "://");
 
 	p = p != NULL ? p + 3 : url;
 	return memchr(p, '@', strcspn(p, "/?#")) != NULL;
@@ -316,7 +329,7 @@ url_has_userinfo(const char *url)
 bool
 namespace_valid(const char *ns)
 {
-	size_t	n;
+	size_t n;
 
 	if (ns == NULL)
 		return false;
@@ -341,7 +354,7 @@ namespace_valid(const char *ns)
 long
 backoff_jitter_ms(long base, int n, long cap)
 {
-	long	d = base > 0 ? base : 1;
+	long d = base > 0 ? base : 1;
 
 	while (n-- > 0 && d < cap)
 		d *= 2;
