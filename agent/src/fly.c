@@ -420,6 +420,55 @@ fly_detect(const struct options *o)
 	return a != NULL && *a != '\0' && m != NULL && *m != '\0';
 }
 
+/* Groups of Fly's one-off machines: never the Pylon group by default. */
+static const char *const fly_reserved_groups[] = {"fly_app_release_command",
+    "fly_app_console", "fly_app_test_machine_command", NULL};
+
+/* --fly-group's default: FLY_PROCESS_GROUP unless reserved, else "app". */
+static int
+fly_resolve(struct options *o, struct agent_err *err)
+{
+	const char *g;
+
+	if (o->fly_group != NULL && *o->fly_group != '\0')
+		return 0;
+	g = getenv("FLY_PROCESS_GROUP");
+	if (g == NULL || *g == '\0' || fly_in(g, fly_reserved_groups))
+		g = "app";
+	a_free(o->fly_group);
+	if ((o->fly_group = a_strdup(g)) == NULL)
+		return err_oom(err, "options");
+	return 0;
+}
+
+static void
+fly_identity(const struct options *o, const struct topology *t,
+    struct platform_identity *id)
+{
+	const char *s = getenv("FLY_APP_NAME");
+
+	(void)t;
+	id->scope_label = "app";
+	snprintf(id->scope, sizeof(id->scope), "%s", s ? s : "");
+	snprintf(id->group, sizeof(id->group), "%s",
+	    o->fly_group && *o->fly_group ? o->fly_group : "app");
+	id->count_is_reason = true;
+	s = getenv("RELEASE_COMMAND");
+	id->release_machine = s != NULL && strcmp(s, "1") == 0;
+}
+
+static void
+fly_identity_json(const struct platform_identity *id, struct cJSON *root)
+{
+	cJSON *fly;
+
+	if ((fly = cJSON_AddObjectToObject(root, "fly")) == NULL)
+		return;
+	cJSON_AddStringToObject(fly, "app", id->scope);
+	cJSON_AddStringToObject(fly, "group", id->group);
+	cJSON_AddBoolToObject(fly, "release_command", id->release_machine);
+}
+
 /* App names are lowercase letters, digits and dashes; machine ids hex.
  * Checked so they can go in a URL path as they are. */
 static bool
@@ -1101,4 +1150,7 @@ const struct platform platform_fly = {
     .discover = fly_discover,
     .report = fly_report,
     .resync = fly_resync,
+    .resolve = fly_resolve,
+    .identity = fly_identity,
+    .identity_json = fly_identity_json,
 };
