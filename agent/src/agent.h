@@ -316,6 +316,23 @@ enum report_kind {
  * the platform supports; failures are returned as warnings (the caller
  * logs them, never exits on them).
  */
+/*
+ * Who this process is on its platform, for check's table and JSON.
+ * scope_label names the scope row ("namespace", "app"; NULL: no row);
+ * group (may be empty) is shown after it.  count_is_reason says the
+ * counted line already is the whole reason when the decision follows the
+ * count.  release_machine: a one-off machine of a release step.
+ */
+struct platform_identity {
+	const char *scope_label;
+	char scope[64];
+	char group[64];
+	bool count_is_reason;
+	bool release_machine;
+};
+
+struct cJSON;
+
 struct platform {
 	const char *name;
 	bool (*detect)(const struct options *);
@@ -328,6 +345,13 @@ struct platform {
 	 * PLATFORM_RESYNC_FULL when only a full discover can tell. */
 	int (*resync)(
 	    const struct options *, struct topology *, struct agent_err *);
+	/* options' last step: fill the adapter's defaults (may be NULL). */
+	int (*resolve)(struct options *, struct agent_err *);
+	/* Fills *id from opts, the topology and the environment. */
+	void (*identity)(const struct options *, const struct topology *,
+	    struct platform_identity *);
+	/* Adds the adapter's object to check's JSON root (may be NULL). */
+	void (*identity_json)(const struct platform_identity *, struct cJSON *);
 };
 
 #define PLATFORM_RESYNC_FULL (-2)
@@ -337,6 +361,10 @@ extern const struct platform platform_kubernetes;
 extern const struct platform platform_fly;
 
 const struct platform *platform_select(const struct options *);
+/* The adapter named NAME, or NULL. */
+const struct platform *platform_by_name(const char *name);
+/* Every adapter's resolve hook, in registry order. */
+int platform_resolve_all(struct options *, struct agent_err *);
 
 /* ---- flow (flow.c): the steps every command composes ------------------- */
 

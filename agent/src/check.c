@@ -32,9 +32,8 @@ struct check_result {
 	struct topology t;
 	struct decision d;
 	bool decided;
-	bool release_machine;
-	char app[64];
-	char group[64];
+	const struct platform *p; /* the decision's adapter, or NULL */
+	struct platform_identity id;
 	bool proof_tried;
 	bool proven;
 	struct bus_result br;
@@ -84,23 +83,17 @@ check_problem(struct check_result *r, int code, const char *fmt, ...)
 static void
 check_fill_identity(const struct options *o, struct check_result *r)
 {
-	const char *s;
-
 	size_t i;
 
-	s = getenv("RELEASE_COMMAND");
-	r->release_machine = s != NULL && strcmp(s, "1") == 0;
-	if (strcmp(r->d.platform, "fly") == 0) {
-		s = getenv("FLY_APP_NAME");
-		snprintf(r->app, sizeof(r->app), "%s", s ? s : "");
-		snprintf(r->group, sizeof(r->group), "%s",
-		    o->fly_group && *o->fly_group ? o->fly_group : "app");
-		/* From the environment: printable only in the table. */
-		for (i = 0; r->app[i] != '\0'; i++)
-			if (!isprint((unsigned char)r->app[i]))
-				r->app[i] = '?';
-	} else if (strcmp(r->d.platform, "kubernetes") == 0)
-		snprintf(r->app, sizeof(r->app), "%s", r->t.pod_namespace);
+	memset(&r->id, 0, sizeof(r->id));
+	r->p = platform_by_name(r->d.platform);
+	if (r->p == NULL || r->p->identity == NULL)
+		return;
+	r->p->identity(o, &r->t, &r->id);
+	/* From the environment: printable only in the table. */
+	for (i = 0; r->id.scope[i] != '\0'; i++)
+		if (!isprint((unsigned char)r->id.scope[i]))
+			r->id.scope[i] = '?';
 }
 
 /* The proof, with the check's own deadline. */
@@ -170,7 +163,7 @@ check_database(struct check_result *r)
 		    "file; set DATABASE_URL=postgres://... (a secret) for "
 		    "every machine",
 		    r->d.peers);
-	else if (!pg && r->release_machine)
+	else if (!pg && r->id.release_machine)
 		check_problem(r, EXIT_AGENT_CONFIG,
 		    "%d peers but no "
 		    "DATABASE_URL: each Pylon would keep its own SQLite under "
@@ -230,13 +223,13 @@ check_run(const struct options *o, struct check_result *r)
 		    "two apps sharing this Redis would cross-talk; set "
 		    "--namespace to the app's name");
 	check_database(r);
-	if (r->release_machine && r->decided && r->t.base == 0 &&
+	if (r->id.release_machine && r->decided && r->t.base == 0 &&
 	    !r->d.discovery_failed)
 		check_note(&r->warnings,
 		    "no machine of group %s exists yet "
 		    "(first deploy?): the count is --min-peers=%d; set "
 		    "--min-peers to the machine count you will deploy",
-		    r->group, o->min_peers);
+		    r->id.group, o->min_peers);
 	check_prove(o, r);
 }
 
@@ -277,16 +270,15 @@ check_print_text(const struct options *o, const struct check_result *r)
 	printf("pylon-agent check\n");
 	snprintf(buf, sizeof(buf), "%s%s%s", r->d.platform,
 	    r->d.instance[0] ? " instance " : "", r->d.instance);
-	if (r->release_machine)
+	if (r->id.release_machine)
 		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
-		    " (release_command machine: counting group %s)", r->group);
+		    " (release_command machine: counting group %s)",
+		    r->id.group);
 	check_row("platform", buf);
-	if (r->app[0]) {
-		snprintf(buf, sizeof(buf), "%s%s%s", r->app,
-		    r->group[0] ? " / group " : "", r->group);
-		check_row(
-		    strcmp(r->d.platform, "fly") == 0 ? "app" : "namespace",
-		    buf);
+	if (r->id.scope[0] && r->id.scope_label != NULL) {
+		snprintf(buf, sizeof(buf), "%s%s%s", r->id.scope,
+		    r->id.group[0] ? " / group " : "", r->id.group);
+		check_row(r->id.scope_label, buf);
 	}
 	if (r->decided && !r->d.discovery_failed) {
 		snprintf(buf, sizeof(buf), "%d (%s)", r->t.base,
@@ -301,10 +293,9 @@ check_print_text(const struct options *o, const struct check_result *r)
 		snprintf(buf, sizeof(buf), "%s%s", mode_name(r->d.mode),
 		    r->d.forced ? " (forced)" : "");
 		check_row("mode", buf);
-		/* The fly count is the whole reason, already shown. */
-		if (strcmp(r->d.platform, "fly") != 0 ||
-		    r->d.discovery_failed || r->d.forced ||
-		    r->d.peers != r->t.base)
+		/* The count is the whole reason, already shown. */
+		if (!r->id.count_is_reason || r->d.discovery_failed ||
+		    r->d.forced || r->d.peers != r->t.base)
 			check_row("reason", r->d.reason);
 		snprintf(
 		    buf, sizeof(buf), "%s (%s)", r->d.namespace, r->d.channel);
@@ -346,7 +337,7 @@ check_add_notes(cJSON *root, const char *key, const struct check_notes *n)
 static int
 check_print_json(const struct check_result *r, struct agent_err *err)
 {
-	cJSON *root, *redis, *fly;
+	cJSON *root, *redis;
 	char *s, *clean;
 	size_t n;
 
@@ -357,13 +348,8 @@ check_print_json(const struct check_result *r, struct agent_err *err)
 	cJSON_AddStringToObject(root, "verdict", r->verdict);
 	cJSON_AddStringToObject(root, "platform", r->d.platform);
 	cJSON_AddStringToObject(root, "instance", r->d.instance);
-	if (strcmp(r->d.platform, "fly") == 0 &&
-	    (fly = cJSON_AddObjectToObject(root, "fly")) != NULL) {
-		cJSON_AddStringToObject(fly, "app", r->app);
-		cJSON_AddStringToObject(fly, "group", r->group);
-		cJSON_AddBoolToObject(
-		    fly, "release_command", r->release_machine);
-	}
+	if (r->p != NULL && r->p->identity_json != NULL)
+		r->p->identity_json(&r->id, root);
 	if (r->decided) {
 		cJSON_AddStringToObject(root, "mode", mode_name(r->d.mode));
 		cJSON_AddBoolToObject(root, "forced", r->d.forced);

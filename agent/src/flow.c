@@ -10,6 +10,33 @@
 #include "agent.h"
 #include "bus.h"
 
+static const struct platform *const platforms[] = {
+    &platform_kubernetes, &platform_fly, &platform_static, NULL};
+
+const struct platform *
+platform_by_name(const char *name)
+{
+	size_t i;
+
+	for (i = 0; platforms[i] != NULL; i++)
+		if (strcmp(platforms[i]->name, name) == 0)
+			return platforms[i];
+	return NULL;
+}
+
+int
+platform_resolve_all(struct options *o, struct agent_err *err)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; platforms[i] != NULL; i++)
+		if (platforms[i]->resolve != NULL &&
+		    (rc = platforms[i]->resolve(o, err)) != 0)
+			return rc;
+	return 0;
+}
+
 const struct platform *
 platform_select(const struct options *o)
 {

@@ -249,6 +249,158 @@ fly_cat(char *buf, size_t n, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* What one fly_count pass saw. */
+struct fly_tally {
+	struct fly_states st;
+	int excl[FX_MAX];
+	char other_groups[96];
+	int total, counted, unreachable, green, cordoned;
+	bool self_seen;
+};
+
+/* Why a machine of state STATE in group G is not counted, or FX_MAX. */
+static enum fly_excl
+fly_why(const cJSON *m, const cJSON *cfg, const char *state, const char *g,
+    const char *group)
+{
+	const char *canary = fly_meta(m, cfg, "fly_canary");
+
+	if (fly_in(state, fly_dead_states))
+		return FX_DESTROYED;
+	if (fly_in(state, fly_failed_states))
+		return FX_FAILED;
+	if (strcmp(g, "fly_app_release_command") == 0 ||
+	    (cfg != NULL &&
+	        fly_str(cJSON_GetObjectItemCaseSensitive(cfg, "env"),
+	            "RELEASE_COMMAND") != NULL))
+		return FX_RELEASE;
+	if (strcmp(g, "fly_app_console") == 0)
+		return FX_CONSOLE;
+	if (strcmp(g, "fly_app_test_machine_command") == 0)
+		return FX_TEST;
+	if (strcmp(g, group) != 0)
+		return FX_GROUP;
+	if (canary != NULL && strcmp(canary, "true") == 0)
+		return FX_CANARY;
+	if (fly_is_standby(cfg))
+		return FX_STANDBY;
+	return FX_MAX;
+}
+
+/* One listed machine into the tally. */
+static void
+fly_tally_machine(struct fly_tally *ty, const cJSON *m, const char *group,
+    const char *self_id)
+{
+	const cJSON *cfg;
+	const char *id, *state, *g, *tag;
+	char cg[FLY_NAME_LEN];
+	bool incomplete;
+	enum fly_excl why;
+
+	ty->total++;
+	if (!cJSON_IsObject(m) || (id = fly_str(m, "id")) == NULL) {
+		ty->excl[FX_NOID]++;
+		return;
+	}
+	if (self_id != NULL && strcmp(id, self_id) == 0)
+		ty->self_seen = true;
+	state = fly_str(m, "state");
+	if (state == NULL)
+		state = "unknown";
+	cfg = fly_config(m, &incomplete);
+	g = fly_group_of(m, cfg);
+	if ((why = fly_why(m, cfg, state, g, group)) != FX_MAX) {
+		ty->excl[why]++;
+		if (why == FX_GROUP) {
+			fly_clean(g, cg, sizeof(cg));
+			if (strstr(ty->other_groups, cg) == NULL)
+				fly_cat(ty->other_groups,
+				    sizeof(ty->other_groups), "%s%s",
+				    ty->other_groups[0] ? "," : "", cg);
+		}
+		return;
+	}
+	ty->counted++;
+	fly_state_add(&ty->st, state);
+	if (incomplete)
+		ty->unreachable++;
+	tag = fly_meta(m, cfg, "fly_bluegreen_deployment_tag");
+	if (tag != NULL && strcmp(tag, "safe_to_destroy") != 0)
+		ty->green++;
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "cordoned")))
+		ty->cordoned++;
+}
+
+/* t->base, base_src and excluded from the tally. */
+static void
+fly_tally_topology(struct fly_tally *ty, const char *app, const char *group,
+    const char *self_id, bool self_serving, struct topology *t)
+{
+	char cg[FLY_NAME_LEN], cleaned_app[FLY_NAME_LEN];
+	char extra[160] = "";
+	int i, counted;
+
+	/* This machine serves Pylon but is not listed yet (eventual
+	 * consistency): it is one of the peers all the same. */
+	if (self_serving && self_id != NULL && !ty->self_seen) {
+		ty->counted++;
+		fly_cat(extra, sizeof(extra),
+		    ", this machine %s not listed "
+		    "yet, counted",
+		    self_id);
+	}
+	counted = ty->counted;
+	if (ty->unreachable)
+		fly_cat(extra, sizeof(extra), ", %d on unreachable hosts",
+		    ty->unreachable);
+	if (ty->green)
+		fly_cat(extra, sizeof(extra),
+		    ", bluegreen: %d green + %d "
+		    "blue counted",
+		    ty->green, counted - ty->green);
+	else if (ty->cordoned)
+		fly_cat(extra, sizeof(extra), ", %d cordoned", ty->cordoned);
+
+	t->base = counted;
+	fly_clean(app, cleaned_app, sizeof(cleaned_app));
+	fly_clean(group, cg, sizeof(cg));
+	snprintf(t->base_src, sizeof(t->base_src),
+	    "fly app %s group %s: "
+	    "%d machine%s",
+	    cleaned_app, cg, counted, counted == 1 ? "" : "s");
+	if (ty->st.n > 0) {
+		fly_cat(t->base_src, sizeof(t->base_src), " (");
+		for (i = 0; i < ty->st.n; i++)
+			fly_cat(t->base_src, sizeof(t->base_src), "%s%d %s",
+			    i ? ", " : "", ty->st.count[i], ty->st.name[i]);
+		if (ty->st.other)
+			fly_cat(t->base_src, sizeof(t->base_src), ", %d other",
+			    ty->st.other);
+		fly_cat(t->base_src, sizeof(t->base_src), ")");
+	}
+	fly_cat(t->base_src, sizeof(t->base_src), "%s", extra);
+
+	t->excluded[0] = '\0';
+	for (i = 0; i < FX_MAX; i++) {
+		if (ty->excl[i] == 0)
+			continue;
+		if (i == FX_GROUP)
+			fly_cat(t->excluded, sizeof(t->excluded),
+			    "%s%d in "
+			    "other groups (%s)",
+			    t->excluded[0] ? ", " : "", ty->excl[i],
+			    ty->other_groups);
+		else
+			fly_cat(t->excluded, sizeof(t->excluded), "%s%d %s",
+			    t->excluded[0] ? ", " : "", ty->excl[i],
+			    fly_excl_names[i]);
+	}
+	log_debug("fly: %d machines listed, %d counted in group %s%s%s",
+	    ty->total, counted, cg, t->excluded[0] ? "; not counted: " : "",
+	    t->excluded);
+}
+
 /*
  * The counting rules (SPEC 4) on a raw GET /v1/apps/{app}/machines body.
  * self_id (may be NULL) is this machine; self_serving says this process
@@ -262,21 +414,12 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
     struct agent_err *err)
 {
 	cJSON *root;
-	const cJSON *m, *cfg;
-	const char *id, *state, *g, *tag, *canary;
-	struct fly_states st;
-	int excl[FX_MAX];
-	char other_groups[96] = "";
-	char cg[FLY_NAME_LEN], cleaned_app[FLY_NAME_LEN];
-	char extra[160] = "";
-	int counted = 0, unreachable = 0, green = 0, cordoned = 0;
-	int i, rc = 0, total = 0;
-	bool incomplete, self_seen = false;
-	enum fly_excl why;
+	const cJSON *m;
+	struct fly_tally ty;
 	long fails = alloc_failures();
+	int rc = 0;
 
-	memset(&st, 0, sizeof(st));
-	memset(excl, 0, sizeof(excl));
+	memset(&ty, 0, sizeof(ty));
 	root = cJSON_ParseWithLength(body, len);
 	if (root == NULL && alloc_failures() != fails)
 		return err_oom(err, "fly: machines list");
@@ -294,118 +437,9 @@ fly_count(const char *body, size_t len, const char *app, const char *group,
 	}
 	cJSON_ArrayForEach(m, root)
 	{
-		total++;
-		if (!cJSON_IsObject(m) || (id = fly_str(m, "id")) == NULL) {
-			excl[FX_NOID]++;
-			continue;
-		}
-		if (self_id != NULL && strcmp(id, self_id) == 0)
-			self_seen = true;
-		state = fly_str(m, "state");
-		if (state == NULL)
-			state = "unknown";
-		cfg = fly_config(m, &incomplete);
-		g = fly_group_of(m, cfg);
-		canary = fly_meta(m, cfg, "fly_canary");
-		if (fly_in(state, fly_dead_states))
-			why = FX_DESTROYED;
-		else if (fly_in(state, fly_failed_states))
-			why = FX_FAILED;
-		else if (strcmp(g, "fly_app_release_command") == 0 ||
-		    (cfg != NULL &&
-		        fly_str(cJSON_GetObjectItemCaseSensitive(cfg, "env"),
-		            "RELEASE_COMMAND") != NULL))
-			why = FX_RELEASE;
-		else if (strcmp(g, "fly_app_console") == 0)
-			why = FX_CONSOLE;
-		else if (strcmp(g, "fly_app_test_machine_command") == 0)
-			why = FX_TEST;
-		else if (strcmp(g, group) != 0)
-			why = FX_GROUP;
-		else if (canary != NULL && strcmp(canary, "true") == 0)
-			why = FX_CANARY;
-		else if (fly_is_standby(cfg))
-			why = FX_STANDBY;
-		else
-			why = FX_MAX;
-		if (why != FX_MAX) {
-			excl[why]++;
-			if (why == FX_GROUP) {
-				fly_clean(g, cg, sizeof(cg));
-				if (strstr(other_groups, cg) == NULL)
-					fly_cat(other_groups,
-					    sizeof(other_groups), "%s%s",
-					    other_groups[0] ? "," : "", cg);
-			}
-			continue;
-		}
-		counted++;
-		fly_state_add(&st, state);
-		if (incomplete)
-			unreachable++;
-		tag = fly_meta(m, cfg, "fly_bluegreen_deployment_tag");
-		if (tag != NULL && strcmp(tag, "safe_to_destroy") != 0)
-			green++;
-		if (cJSON_IsTrue(
-		        cJSON_GetObjectItemCaseSensitive(m, "cordoned")))
-			cordoned++;
+		fly_tally_machine(&ty, m, group, self_id);
 	}
-
-	/* This machine serves Pylon but is not listed yet (eventual
-	 * consistency): it is one of the peers all the same. */
-	if (self_serving && self_id != NULL && !self_seen) {
-		counted++;
-		fly_cat(extra, sizeof(extra),
-		    ", this machine %s not listed "
-		    "yet, counted",
-		    self_id);
-	}
-	if (unreachable)
-		fly_cat(extra, sizeof(extra), ", %d on unreachable hosts",
-		    unreachable);
-	if (green)
-		fly_cat(extra, sizeof(extra),
-		    ", bluegreen: %d green + %d "
-		    "blue counted",
-		    green, counted - green);
-	else if (cordoned)
-		fly_cat(extra, sizeof(extra), ", %d cordoned", cordoned);
-
-	t->base = counted;
-	fly_clean(app, cleaned_app, sizeof(cleaned_app));
-	fly_clean(group, cg, sizeof(cg));
-	snprintf(t->base_src, sizeof(t->base_src),
-	    "fly app %s group %s: "
-	    "%d machine%s",
-	    cleaned_app, cg, counted, counted == 1 ? "" : "s");
-	if (st.n > 0) {
-		fly_cat(t->base_src, sizeof(t->base_src), " (");
-		for (i = 0; i < st.n; i++)
-			fly_cat(t->base_src, sizeof(t->base_src), "%s%d %s",
-			    i ? ", " : "", st.count[i], st.name[i]);
-		if (st.other)
-			fly_cat(t->base_src, sizeof(t->base_src), ", %d other",
-			    st.other);
-		fly_cat(t->base_src, sizeof(t->base_src), ")");
-	}
-	fly_cat(t->base_src, sizeof(t->base_src), "%s", extra);
-
-	t->excluded[0] = '\0';
-	for (i = 0; i < FX_MAX; i++) {
-		if (excl[i] == 0)
-			continue;
-		if (i == FX_GROUP)
-			fly_cat(t->excluded, sizeof(t->excluded),
-			    "%s%d in "
-			    "other groups (%s)",
-			    t->excluded[0] ? ", " : "", excl[i], other_groups);
-		else
-			fly_cat(t->excluded, sizeof(t->excluded), "%s%d %s",
-			    t->excluded[0] ? ", " : "", excl[i],
-			    fly_excl_names[i]);
-	}
-	log_debug("fly: %d machines listed, %d counted in group %s%s%s", total,
-	    counted, cg, t->excluded[0] ? "; not counted: " : "", t->excluded);
+	fly_tally_topology(&ty, app, group, self_id, self_serving, t);
 out:
 	cJSON_Delete(root);
 	return rc;
@@ -418,6 +452,55 @@ fly_detect(const struct options *o)
 
 	(void)o;
 	return a != NULL && *a != '\0' && m != NULL && *m != '\0';
+}
+
+/* Groups of Fly's one-off machines: never the Pylon group by default. */
+static const char *const fly_reserved_groups[] = {"fly_app_release_command",
+    "fly_app_console", "fly_app_test_machine_command", NULL};
+
+/* --fly-group's default: FLY_PROCESS_GROUP unless reserved, else "app". */
+static int
+fly_resolve(struct options *o, struct agent_err *err)
+{
+	const char *g;
+
+	if (o->fly_group != NULL && *o->fly_group != '\0')
+		return 0;
+	g = getenv("FLY_PROCESS_GROUP");
+	if (g == NULL || *g == '\0' || fly_in(g, fly_reserved_groups))
+		g = "app";
+	a_free(o->fly_group);
+	if ((o->fly_group = a_strdup(g)) == NULL)
+		return err_oom(err, "options");
+	return 0;
+}
+
+static void
+fly_identity(const struct options *o, const struct topology *t,
+    struct platform_identity *id)
+{
+	const char *s = getenv("FLY_APP_NAME");
+
+	(void)t;
+	id->scope_label = "app";
+	snprintf(id->scope, sizeof(id->scope), "%s", s ? s : "");
+	snprintf(id->group, sizeof(id->group), "%s",
+	    o->fly_group && *o->fly_group ? o->fly_group : "app");
+	id->count_is_reason = true;
+	s = getenv("RELEASE_COMMAND");
+	id->release_machine = s != NULL && strcmp(s, "1") == 0;
+}
+
+static void
+fly_identity_json(const struct platform_identity *id, struct cJSON *root)
+{
+	cJSON *fly;
+
+	if ((fly = cJSON_AddObjectToObject(root, "fly")) == NULL)
+		return;
+	cJSON_AddStringToObject(fly, "app", id->scope);
+	cJSON_AddStringToObject(fly, "group", id->group);
+	cJSON_AddBoolToObject(fly, "release_command", id->release_machine);
 }
 
 /* App names are lowercase letters, digits and dashes; machine ids hex.
@@ -1101,4 +1184,7 @@ const struct platform platform_fly = {
     .discover = fly_discover,
     .report = fly_report,
     .resync = fly_resync,
+    .resolve = fly_resolve,
+    .identity = fly_identity,
+    .identity_json = fly_identity_json,
 };

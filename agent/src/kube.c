@@ -1545,10 +1545,22 @@ kube_resync(
 	return rc;
 }
 
+static void
+kube_identity(const struct options *o, const struct topology *t,
+    struct platform_identity *id)
+{
+	(void)o;
+	if (t->pod_namespace[0] == '\0')
+		return;
+	id->scope_label = "namespace";
+	snprintf(id->scope, sizeof(id->scope), "%s", t->pod_namespace);
+}
+
 const struct platform platform_kubernetes = {
     .name = "kubernetes",
     .detect = kube_detect,
     .discover = kube_discover,
     .report = kube_report,
     .resync = kube_resync,
+    .identity = kube_identity,
 };

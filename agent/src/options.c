@@ -636,17 +636,12 @@ config_parse(const char *path, const char *text, size_t len, struct raw *raws,
 
 /* ---- the whole parse -------------------------------------------------- */
 
-static const char *const reserved_fly_groups[] = {"fly_app_release_command",
-    "fly_app_console", "fly_app_test_machine_command", NULL};
-
 static int
 resolve(
     struct options *o, bool *set, const char *url_where, struct agent_err *err)
 {
 	struct redis_url u;
-	const char *g;
 	char *text = NULL, nb[256];
-	size_t i;
 	int rc;
 
 	if (o->redis_url && *o->redis_url == '\0') {
@@ -699,17 +694,9 @@ resolve(
 		return err_set(err, EXIT_AGENT_CONFIG,
 		    "--min-peers must be at "
 		    "least 1");
-	if (o->fly_group == NULL || *o->fly_group == '\0') {
-		g = getenv("FLY_PROCESS_GROUP");
-		if (g == NULL || *g == '\0')
-			g = "app";
-		for (i = 0; reserved_fly_groups[i]; i++)
-			if (!strcmp(g, reserved_fly_groups[i]))
-				g = "app";
-		a_free(o->fly_group);
-		if ((o->fly_group = a_strdup(g)) == NULL)
-			return err_oom(err, "options");
-	}
+	/* The adapters' defaults (the Fly process group). */
+	if ((rc = platform_resolve_all(o, err)) != 0)
+		return rc;
 	if (o->kubeconfig && *o->kubeconfig == '\0') {
 		a_free(o->kubeconfig);
 		o->kubeconfig = NULL;

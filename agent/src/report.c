@@ -36,17 +36,17 @@ void
 report_platform(const struct options *o, const struct decision *d,
     enum report_kind kind, const char *message)
 {
-	const struct platform *p;
+	const struct platform *p, *q;
 	struct agent_err err;
 	char clean[AGENT_ERR_LEN];
 
 	if ((o->report & ~REPORT_LOG) == 0)
 		return;
 	p = platform_select(o);
-	if (strcmp(p->name, d->platform) != 0 && d->platform[0])
-		p = !strcmp(d->platform, "kubernetes") ? &platform_kubernetes
-		    : !strcmp(d->platform, "fly")      ? &platform_fly
-		                                       : p;
+	/* The decision's own platform (an adopted one) when it reports. */
+	if (strcmp(p->name, d->platform) != 0 && d->platform[0] &&
+	    (q = platform_by_name(d->platform)) != NULL && q->report != NULL)
+		p = q;
 	if (p->report == NULL) {
 		log_warnx("--report%s%s%s: the %s platform has no such "
 		          "reporter; %s",
