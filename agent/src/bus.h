@@ -82,6 +82,9 @@ enum tr_status transport_write(struct transport *, const void *, size_t n,
     int64_t deadline, struct agent_err *);
 /* Reads 1..n bytes into buf (*got).  deadline <= now_ms() polls once
  * without waiting (TR_TIMEOUT when nothing is there). */
+/* OpenSSL's last queued error (the queue emptied) into buf; none when
+ * it holds nothing. */
+void tls_last_error(char *buf, size_t n, const char *none);
 enum tr_status transport_read(struct transport *, void *buf, size_t n,
     size_t *got, int64_t deadline, struct agent_err *);
 struct ssl_st;

@@ -386,6 +386,19 @@ out:
 	return rc;
 }
 
+/* A client certificate or key, PEM text copied by libcurl. */
+static void
+http_set_pem(CURL *h, CURLoption type, CURLoption blob_opt, const char *pem)
+{
+	struct curl_blob blob;
+
+	blob.data = (void *)(uintptr_t)pem;
+	blob.len = strlen(pem);
+	blob.flags = CURL_BLOB_COPY;
+	curl_easy_setopt(h, type, "PEM");
+	curl_easy_setopt(h, blob_opt, &blob);
+}
+
 /* One attempt.  Returns the CURLcode; fills rs->status and the buffer. */
 static CURLcode
 http_once_do(const struct http_request *rq, const char *url,
@@ -445,20 +458,12 @@ http_once_do(const struct http_request *rq, const char *url,
 		curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
 		curl_easy_setopt(h, CURLOPT_CAINFO, rq->ca_file);
 	}
-	if (rq->client_cert_pem != NULL) {
-		blob.data = (void *)(uintptr_t)rq->client_cert_pem;
-		blob.len = strlen(rq->client_cert_pem);
-		blob.flags = CURL_BLOB_COPY;
-		curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
-		curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
-	}
-	if (rq->client_key_pem != NULL) {
-		blob.data = (void *)(uintptr_t)rq->client_key_pem;
-		blob.len = strlen(rq->client_key_pem);
-		blob.flags = CURL_BLOB_COPY;
-		curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
-		curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
-	}
+	if (rq->client_cert_pem != NULL)
+		http_set_pem(h, CURLOPT_SSLCERTTYPE, CURLOPT_SSLCERT_BLOB,
+		    rq->client_cert_pem);
+	if (rq->client_key_pem != NULL)
+		http_set_pem(h, CURLOPT_SSLKEYTYPE, CURLOPT_SSLKEY_BLOB,
+		    rq->client_key_pem);
 	if (rq->insecure) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);

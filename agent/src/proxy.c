@@ -360,14 +360,7 @@ static void AGENT_PRINTF(3, 4)
 static void
 ssl_why(char *buf, size_t n)
 {
-	unsigned long e, last = 0;
-
-	while ((e = ERR_get_error()) != 0)
-		last = e;
-	if (last == 0)
-		snprintf(buf, n, "the connection was closed");
-	else
-		ERR_error_string_n(last, buf, n);
+	tls_last_error(buf, n, "the connection was closed");
 }
 
 static void
