@@ -245,12 +245,6 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
  */
 static __thread bool reply_fatal;
 
-struct ctx {
-	const struct redis_url *u;
-	const char *ca;
-	const char *channel;
-};
-
 static const char *
 user_name(const struct redis_url *u)
 {
@@ -290,7 +284,7 @@ auth_text_cut(char *txt, size_t n)
  * command does to the channel, for NOPERM ("subscribe to").
  */
 STATIC int
-reply_error(const struct ctx *x, const char *where, const char *cmd,
+reply_error(const struct bus_ctx *x, const char *where, const char *cmd,
     const char *verb, const redisReply *r, struct agent_err *err)
 {
 	char txt[256];
@@ -381,7 +375,7 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 
 /* AUTH and SELECT on a fresh connection. */
 static int
-conn_setup(const struct ctx *x, struct rconn *c, int64_t deadline,
+conn_setup(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[3];
@@ -447,7 +441,7 @@ is_push(const redisReply *r, const char *kind)
 }
 
 static int
-do_subscribe(const struct ctx *x, struct rconn *c, int64_t deadline,
+do_subscribe(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[2] = {"SUBSCRIBE", x->channel};
@@ -683,8 +677,8 @@ hello3_read(struct rconn *c, char *buf, size_t *len, long *used,
 
 /* HELLO 3 answered an error (simple '-' or blob '!'): the error to give. */
 static int
-hello3_refused(const struct ctx *x, struct rconn *c, const char *buf, long used,
-    struct agent_err *err)
+hello3_refused(const struct bus_ctx *x, struct rconn *c, const char *buf,
+    long used, struct agent_err *err)
 {
 	const char *t = buf + 1;
 	size_t tl = (size_t)used - 3;
@@ -714,7 +708,7 @@ hello3_refused(const struct ctx *x, struct rconn *c, const char *buf, long used,
 
 /* HELLO 2: the connection back to RESP2 for the rest of the proof. */
 static int
-hello2_back(const struct ctx *x, struct rconn *c, int64_t deadline,
+hello2_back(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[2] = {"HELLO", "2"};
@@ -743,7 +737,7 @@ hello2_back(const struct ctx *x, struct rconn *c, int64_t deadline,
  * RESP2 for the rest of the proof (docs/decisions.md).
  */
 static int
-do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
+do_hello3(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[2] = {"HELLO", "3"};
@@ -869,7 +863,7 @@ attempt_close(struct attempt *a)
 
 /* Waits on the subscription for the exact envelope. */
 static int
-await_envelope(const struct ctx *x, struct attempt *a, const char *env,
+await_envelope(const struct bus_ctx *x, struct attempt *a, const char *env,
     int64_t deadline, struct agent_err *err)
 {
 	redisReply *r = NULL;
@@ -938,7 +932,7 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 }
 
 static int
-attempt_run(const struct ctx *x, struct attempt *a, const char *env,
+attempt_run(const struct bus_ctx *x, struct attempt *a, const char *env,
     int64_t deadline, struct agent_err *err)
 {
 	const char *argv[3];
@@ -1022,7 +1016,6 @@ struct bus_session {
 static int envelope_out;
 
 #ifdef UNITTEST
-void bus_test_reset_envelope(void);
 void
 bus_test_reset_envelope(void)
 {
@@ -1041,7 +1034,7 @@ static int
 session_run(struct bus_session *s, const char *url, long timeout_ms,
     bool publish, struct bus_result *res, struct agent_err *err)
 {
-	struct ctx x = {&s->u, s->ca, s->channel};
+	struct bus_ctx x = {&s->u, s->ca, s->channel};
 	struct attempt a;
 	struct agent_err last;
 	char *env = NULL, where[300];
@@ -1205,7 +1198,7 @@ int
 bus_session_check(struct bus_session *s, long timeout_ms, double *latency_ms,
     long *numsub, struct agent_err *err)
 {
-	struct ctx x;
+	struct bus_ctx x;
 	const char *argv[3];
 	size_t lens[3];
 	redisReply *r = NULL;

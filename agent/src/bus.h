@@ -169,4 +169,25 @@ void bus_session_close(struct bus_session *);
 int bus_session_own_subscribers(struct bus_session *, long timeout_ms, int *own,
     int *total, char *ip, size_t ipn, bool *denied, struct agent_err *);
 
+/* The proof's context (bus.c), in the header so that tests/unit sees
+ * its one layout. */
+struct bus_ctx {
+	const struct redis_url *u;
+	const char *ca;
+	const char *channel;
+};
+
+#ifdef UNITTEST
+/* bus.c's file-local pieces, visible to tests/unit and tests/fuzz. */
+struct redisReply;
+void make_instance_id(char *, size_t);
+char *make_envelope(const char *instance_id);
+long backoff_ms(int n);
+void server_text(const char *s, size_t len, char *out, size_t n);
+int reply_error(const struct bus_ctx *, const char *where, const char *cmd,
+    const char *verb, const struct redisReply *, struct agent_err *);
+long resp3_scan(const char *p, size_t n, int depth);
+void bus_test_reset_envelope(void);
+#endif
+
 #endif
