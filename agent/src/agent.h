@@ -335,6 +335,13 @@ struct platform {
 extern const struct platform platform_static;
 extern const struct platform platform_kubernetes;
 extern const struct platform platform_fly;
+#ifdef UNITTEST
+/* fly.c's file-local parsers, visible to tests/unit. */
+int fly_auth_header(const char *token, char *out, size_t n);
+int fly_count(const char *body, size_t len, const char *app, const char *group,
+    const char *self_id, bool self_serving, struct topology *t,
+    struct agent_err *err);
+#endif
 
 const struct platform *platform_select(const struct options *);
 
