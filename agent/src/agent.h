@@ -359,6 +359,13 @@ struct platform {
 extern const struct platform platform_static;
 extern const struct platform platform_kubernetes;
 extern const struct platform platform_fly;
+#ifdef UNITTEST
+/* fly.c's file-local parsers, visible to tests/unit. */
+int fly_auth_header(const char *token, char *out, size_t n);
+int fly_count(const char *body, size_t len, const char *app, const char *group,
+    const char *self_id, bool self_serving, struct topology *t,
+    struct agent_err *err);
+#endif
 
 const struct platform *platform_select(const struct options *);
 /* The adapter named NAME, or NULL. */
@@ -451,6 +458,18 @@ char *state_render(const struct pod_state *);
  * file before the rename and of the directory after it. */
 int write_file_atomic(const char *path, const char *data, size_t len,
     unsigned mode, bool durable, struct agent_err *);
+/* How write_file_replace names its file in errors, and what it flushes. */
+struct atomic_how {
+	const char *what; /* "env file": "the env file ..."; NULL: "a file" */
+	const char *create_hint; /* after a failed create, in parentheses */
+	unsigned mode;
+	bool fsync_file; /* before the rename */
+	bool fsync_dir; /* after it */
+};
+/* write_file_atomic's temp file, write and rename, without its checks of
+ * the target (write_target_ok, tmp_sweep: the caller's). */
+int write_file_replace(const char *path, const char *data, size_t len,
+    const struct atomic_how *, struct agent_err *);
 /* init: writes the state of this process's last flow_decide/flow_prove
  * beside env_file; a failure is a warning (serve then discovers). */
 void flow_state_write(const struct options *, const struct decision *);

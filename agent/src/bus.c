@@ -245,12 +245,6 @@ rconn_recv(struct rconn *c, redisReply **reply, int64_t deadline,
  */
 static __thread bool reply_fatal;
 
-struct ctx {
-	const struct redis_url *u;
-	const char *ca;
-	const char *channel;
-};
-
 static const char *
 user_name(const struct redis_url *u)
 {
@@ -290,7 +284,7 @@ auth_text_cut(char *txt, size_t n)
  * command does to the channel, for NOPERM ("subscribe to").
  */
 STATIC int
-reply_error(const struct ctx *x, const char *where, const char *cmd,
+reply_error(const struct bus_ctx *x, const char *where, const char *cmd,
     const char *verb, const redisReply *r, struct agent_err *err)
 {
 	char txt[256];
@@ -381,7 +375,7 @@ reply_error(const struct ctx *x, const char *where, const char *cmd,
 
 /* AUTH and SELECT on a fresh connection. */
 static int
-conn_setup(const struct ctx *x, struct rconn *c, int64_t deadline,
+conn_setup(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[3];
@@ -447,7 +441,7 @@ is_push(const redisReply *r, const char *kind)
 }
 
 static int
-do_subscribe(const struct ctx *x, struct rconn *c, int64_t deadline,
+do_subscribe(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[2] = {"SUBSCRIBE", x->channel};
@@ -636,20 +630,119 @@ resp3_scan(const char *p, size_t n, int depth)
 }
 
 /*
+ * Reads the whole answer to HELLO 3 into buf (HELLO_CAP bytes), starting
+ * with the bytes the reader already holds.  Sets *len to the bytes read
+ * and *used to the answer's length, -1 when it is not RESP3.
+ */
+static int
+hello3_read(struct rconn *c, char *buf, size_t *len, long *used,
+    int64_t deadline, struct agent_err *err)
+{
+	char tmp[AGENT_ERR_LEN];
+	size_t got, left;
+	enum tr_status st;
+
+	*len = 0;
+	left = c->rd->len - c->rd->pos;
+	if (left > 0 && left <= HELLO_CAP) {
+		memcpy(buf, c->rd->buf + c->rd->pos, left);
+		*len = left;
+		c->rd->pos = c->rd->len;
+	}
+	while ((*used = resp3_scan(buf, *len, 0)) == 0) {
+		if (*len == HELLO_CAP)
+			*used = -1;
+		if (*used < 0)
+			break;
+		if (now_ms() >= deadline)
+			st = TR_TIMEOUT;
+		else
+			st = transport_read(c->t, buf + *len, HELLO_CAP - *len,
+			    &got, deadline, err);
+		if (st == TR_TIMEOUT)
+			return err_set(err, EXIT_AGENT_UNPROVEN,
+			    "redis %s: read "
+			    "timeout: no answer to HELLO 3 (?protocol=resp3)",
+			    c->where);
+		if (st != TR_OK) {
+			snprintf(tmp, sizeof(tmp), "%s", err->msg);
+			return err_set(err,
+			    err->code ? err->code : EXIT_AGENT_UNPROVEN,
+			    "%s (waiting for HELLO 3)", tmp);
+		}
+		*len += got;
+	}
+	return 0;
+}
+
+/* HELLO 3 answered an error (simple '-' or blob '!'): the error to give. */
+static int
+hello3_refused(const struct bus_ctx *x, struct rconn *c, const char *buf,
+    long used, struct agent_err *err)
+{
+	const char *t = buf + 1;
+	size_t tl = (size_t)used - 3;
+	redisReply fake;
+	char txt[256];
+
+	if (buf[0] == '!') { /* !<len>\r\n<text>\r\n */
+		t = (const char *)memchr(buf, '\n', (size_t)used) + 1;
+		tl = (size_t)(buf + used - 2 - t);
+	}
+	memset(&fake, 0, sizeof(fake));
+	fake.type = REDIS_REPLY_ERROR;
+	fake.str = (char *)t;
+	fake.len = tl;
+	if (err_is(&fake, "NOPERM") || err_is(&fake, "NOAUTH") ||
+	    err_is(&fake, "WRONGPASS"))
+		return reply_error(x, c->where, "HELLO", NULL, &fake, err);
+	server_text(t, tl, txt, sizeof(txt));
+	reply_fatal = true; /* a server's version does not heal */
+	return err_set(err, EXIT_AGENT_UNPROVEN,
+	    "redis %s: HELLO 3 "
+	    "failed: %s: the server does not speak RESP3, and Pylon "
+	    "with ?protocol=resp3 in its URL cannot use it; remove "
+	    "?protocol=resp3 or use Redis 6 or later",
+	    c->where, txt);
+}
+
+/* HELLO 2: the connection back to RESP2 for the rest of the proof. */
+static int
+hello2_back(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
+    struct agent_err *err)
+{
+	const char *argv[2] = {"HELLO", "2"};
+	size_t lens[2] = {5, 1};
+	redisReply *r = NULL;
+	int rc;
+
+	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0 ||
+	    (rc = rconn_recv(c, &r, deadline, "HELLO 2", err)) != 0)
+		return rc;
+	if (r->type == REDIS_REPLY_ERROR)
+		rc = reply_error(x, c->where, "HELLO 2", NULL, r, err);
+	else if (r->type != REDIS_REPLY_ARRAY)
+		rc = err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: HELLO 2: "
+		    "unexpected reply type %d",
+		    c->where, r->type);
+	freeReplyObject(r);
+	return rc;
+}
+
+/*
  * ?protocol=resp3: Pylon's client sends HELLO 3 after AUTH/SELECT, so the
  * proof does too, on the subscription's connection before SUBSCRIBE.  The
  * answer must be a RESP3 map; then HELLO 2 puts the connection back to
  * RESP2 for the rest of the proof (docs/decisions.md).
  */
 static int
-do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
+do_hello3(const struct bus_ctx *x, struct rconn *c, int64_t deadline,
     struct agent_err *err)
 {
 	const char *argv[2] = {"HELLO", "3"};
-	size_t lens[2] = {5, 1}, len = 0, got, left;
-	char *buf, txt[256], tmp[AGENT_ERR_LEN];
-	redisReply fake, *r = NULL;
-	enum tr_status st;
+	size_t lens[2] = {5, 1}, len = 0;
+	char *buf;
 	long used;
 	int rc;
 
@@ -657,39 +750,8 @@ do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
 		return rc;
 	if ((buf = a_malloc(HELLO_CAP)) == NULL)
 		return err_oom(err, "HELLO 3");
-	/* Bytes the reader already holds belong to this answer. */
-	left = c->rd->len - c->rd->pos;
-	if (left > 0 && left <= HELLO_CAP) {
-		memcpy(buf, c->rd->buf + c->rd->pos, left);
-		len = left;
-		c->rd->pos = c->rd->len;
-	}
-	while ((used = resp3_scan(buf, len, 0)) == 0) {
-		if (len == HELLO_CAP)
-			used = -1;
-		if (used < 0)
-			break;
-		if (now_ms() >= deadline)
-			st = TR_TIMEOUT;
-		else
-			st = transport_read(c->t, buf + len, HELLO_CAP - len,
-			    &got, deadline, err);
-		if (st == TR_TIMEOUT) {
-			rc = err_set(err, EXIT_AGENT_UNPROVEN,
-			    "redis %s: read "
-			    "timeout: no answer to HELLO 3 (?protocol=resp3)",
-			    c->where);
-			goto out;
-		}
-		if (st != TR_OK) {
-			snprintf(tmp, sizeof(tmp), "%s", err->msg);
-			rc = err_set(err,
-			    err->code ? err->code : EXIT_AGENT_UNPROVEN,
-			    "%s (waiting for HELLO 3)", tmp);
-			goto out;
-		}
-		len += got;
-	}
+	if ((rc = hello3_read(c, buf, &len, &used, deadline, err)) != 0)
+		goto out;
 	if (used < 0) {
 		rc = err_set(err, EXIT_AGENT_UNPROVEN,
 		    "redis %s: HELLO 3 "
@@ -698,31 +760,7 @@ do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
 		goto out;
 	}
 	if (buf[0] == '-' || buf[0] == '!') {
-		const char *t = buf + 1;
-		size_t tl = (size_t)used - 3;
-
-		if (buf[0] == '!') { /* !<len>\r\n<text>\r\n */
-			t = (const char *)memchr(buf, '\n', (size_t)used) + 1;
-			tl = (size_t)(buf + used - 2 - t);
-		}
-		memset(&fake, 0, sizeof(fake));
-		fake.type = REDIS_REPLY_ERROR;
-		fake.str = (char *)t;
-		fake.len = tl;
-		if (err_is(&fake, "NOPERM") || err_is(&fake, "NOAUTH") ||
-		    err_is(&fake, "WRONGPASS")) {
-			rc =
-			    reply_error(x, c->where, "HELLO", NULL, &fake, err);
-			goto out;
-		}
-		server_text(t, tl, txt, sizeof(txt));
-		reply_fatal = true; /* a server's version does not heal */
-		rc = err_set(err, EXIT_AGENT_UNPROVEN,
-		    "redis %s: HELLO 3 "
-		    "failed: %s: the server does not speak RESP3, and Pylon "
-		    "with ?protocol=resp3 in its URL cannot use it; remove "
-		    "?protocol=resp3 or use Redis 6 or later",
-		    c->where, txt);
+		rc = hello3_refused(x, c, buf, used, err);
 		goto out;
 	}
 	if (buf[0] != '%') {
@@ -743,18 +781,7 @@ do_hello3(const struct ctx *x, struct rconn *c, int64_t deadline,
 		goto out;
 	}
 	c->fed = len - (size_t)used;
-	argv[1] = "2";
-	if ((rc = rconn_send(c, 2, argv, lens, deadline, err)) != 0 ||
-	    (rc = rconn_recv(c, &r, deadline, "HELLO 2", err)) != 0)
-		goto out;
-	if (r->type == REDIS_REPLY_ERROR)
-		rc = reply_error(x, c->where, "HELLO 2", NULL, r, err);
-	else if (r->type != REDIS_REPLY_ARRAY)
-		rc = err_set(err, EXIT_AGENT_UNPROVEN,
-		    "redis %s: HELLO 2: "
-		    "unexpected reply type %d",
-		    c->where, r->type);
-	freeReplyObject(r);
+	rc = hello2_back(x, c, deadline, err);
 out:
 	a_free(buf);
 	return rc;
@@ -836,7 +863,7 @@ attempt_close(struct attempt *a)
 
 /* Waits on the subscription for the exact envelope. */
 static int
-await_envelope(const struct ctx *x, struct attempt *a, const char *env,
+await_envelope(const struct bus_ctx *x, struct attempt *a, const char *env,
     int64_t deadline, struct agent_err *err)
 {
 	redisReply *r = NULL;
@@ -905,7 +932,7 @@ await_envelope(const struct ctx *x, struct attempt *a, const char *env,
 }
 
 static int
-attempt_run(const struct ctx *x, struct attempt *a, const char *env,
+attempt_run(const struct bus_ctx *x, struct attempt *a, const char *env,
     int64_t deadline, struct agent_err *err)
 {
 	const char *argv[3];
@@ -989,7 +1016,6 @@ struct bus_session {
 static int envelope_out;
 
 #ifdef UNITTEST
-void bus_test_reset_envelope(void);
 void
 bus_test_reset_envelope(void)
 {
@@ -1008,7 +1034,7 @@ static int
 session_run(struct bus_session *s, const char *url, long timeout_ms,
     bool publish, struct bus_result *res, struct agent_err *err)
 {
-	struct ctx x = {&s->u, s->ca, s->channel};
+	struct bus_ctx x = {&s->u, s->ca, s->channel};
 	struct attempt a;
 	struct agent_err last;
 	char *env = NULL, where[300];
@@ -1172,7 +1198,7 @@ int
 bus_session_check(struct bus_session *s, long timeout_ms, double *latency_ms,
     long *numsub, struct agent_err *err)
 {
-	struct ctx x;
+	struct bus_ctx x;
 	const char *argv[3];
 	size_t lens[3];
 	redisReply *r = NULL;

@@ -82,6 +82,9 @@ enum tr_status transport_write(struct transport *, const void *, size_t n,
     int64_t deadline, struct agent_err *);
 /* Reads 1..n bytes into buf (*got).  deadline <= now_ms() polls once
  * without waiting (TR_TIMEOUT when nothing is there). */
+/* OpenSSL's last queued error (the queue emptied) into buf; none when
+ * it holds nothing. */
+void tls_last_error(char *buf, size_t n, const char *none);
 enum tr_status transport_read(struct transport *, void *buf, size_t n,
     size_t *got, int64_t deadline, struct agent_err *);
 struct ssl_st;
@@ -165,5 +168,26 @@ void bus_session_close(struct bus_session *);
  * an error code (the session is then broken, as after a failed check). */
 int bus_session_own_subscribers(struct bus_session *, long timeout_ms, int *own,
     int *total, char *ip, size_t ipn, bool *denied, struct agent_err *);
+
+/* The proof's context (bus.c), in the header so that tests/unit sees
+ * its one layout. */
+struct bus_ctx {
+	const struct redis_url *u;
+	const char *ca;
+	const char *channel;
+};
+
+#ifdef UNITTEST
+/* bus.c's file-local pieces, visible to tests/unit and tests/fuzz. */
+struct redisReply;
+void make_instance_id(char *, size_t);
+char *make_envelope(const char *instance_id);
+long backoff_ms(int n);
+void server_text(const char *s, size_t len, char *out, size_t n);
+int reply_error(const struct bus_ctx *, const char *where, const char *cmd,
+    const char *verb, const struct redisReply *, struct agent_err *);
+long resp3_scan(const char *p, size_t n, int depth);
+void bus_test_reset_envelope(void);
+#endif
 
 #endif

@@ -112,71 +112,29 @@ out:
 	return out;
 }
 
+/*
+ * The env file is fsynced before the rename, its directory is not
+ * (docs/decisions.md, issue 16); the text, which holds the Redis URL, is
+ * wiped before it is freed.
+ */
 int
 envfile_write(const char *path, const struct decision *d, const char *url,
     struct agent_err *err)
 {
-	char *text = NULL, *dirc = NULL, *tmp = NULL, *dir;
-	size_t len, off = 0;
-	ssize_t w;
-	int fd = -1, rc = 0;
+	static const struct atomic_how how = {"env file",
+	    "is the shared volume mounted there and writable?", 0600, true,
+	    false};
+	char *text;
+	int rc;
 
 	if ((rc = write_target_ok(path, "env file", err)) != 0)
 		return rc;
 	(void)tmp_sweep(path);
 	if ((text = envfile_render(d, url, err)) == NULL)
 		return err->code;
-	len = strlen(text);
-	if ((dirc = a_strdup(path)) == NULL ||
-	    (tmp = a_malloc(strlen(path) + 16)) == NULL) {
-		rc = err_oom(err, "env file");
-		goto out;
-	}
-	dir = dirname(dirc);
-	sprintf(tmp, "%s.tmp.XXXXXX", path);
-	if ((fd = mkstemp(tmp)) == -1) {
-		rc = err_set(err, EXIT_AGENT_CANTCREAT,
-		    "cannot create the env "
-		    "file in %s: %s (is the shared volume mounted there and "
-		    "writable?)",
-		    dir, strerror(errno));
-		goto out;
-	}
-	if (fchmod(fd, 0600) == -1)
-		goto fail;
-	while (off < len) {
-		if ((w = write(fd, text + off, len - off)) < 0) {
-			if (errno == EINTR)
-				continue;
-			goto fail;
-		}
-		off += (size_t)w;
-	}
-	if (fsync(fd) == -1)
-		goto fail;
-	if (close(fd) == -1) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) == -1)
-		goto fail;
-	goto out;
-fail:
-	rc = err_set(err, EXIT_AGENT_CANTCREAT,
-	    "cannot write the env file "
-	    "%s: %s",
-	    path, strerror(errno));
-	unlink(tmp);
-out:
-	if (fd != -1)
-		close(fd);
-	if (text) {
-		explicit_bzero(text, strlen(text));
-		a_free(text);
-	}
-	a_free(dirc);
-	a_free(tmp);
+	rc = write_file_replace(path, text, strlen(text), &how, err);
+	explicit_bzero(text, strlen(text));
+	a_free(text);
 	return rc;
 }
 

@@ -386,6 +386,19 @@ out:
 	return rc;
 }
 
+/* A client certificate or key, PEM text copied by libcurl. */
+static void
+http_set_pem(CURL *h, CURLoption type, CURLoption blob_opt, const char *pem)
+{
+	struct curl_blob blob;
+
+	blob.data = (void *)(uintptr_t)pem;
+	blob.len = strlen(pem);
+	blob.flags = CURL_BLOB_COPY;
+	curl_easy_setopt(h, type, "PEM");
+	curl_easy_setopt(h, blob_opt, &blob);
+}
+
 /* One attempt.  Returns the CURLcode; fills rs->status and the buffer. */
 static CURLcode
 http_once_do(const struct http_request *rq, const char *url,
@@ -445,20 +458,12 @@ http_once_do(const struct http_request *rq, const char *url,
 		curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
 		curl_easy_setopt(h, CURLOPT_CAINFO, rq->ca_file);
 	}
-	if (rq->client_cert_pem != NULL) {
-		blob.data = (void *)(uintptr_t)rq->client_cert_pem;
-		blob.len = strlen(rq->client_cert_pem);
-		blob.flags = CURL_BLOB_COPY;
-		curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
-		curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
-	}
-	if (rq->client_key_pem != NULL) {
-		blob.data = (void *)(uintptr_t)rq->client_key_pem;
-		blob.len = strlen(rq->client_key_pem);
-		blob.flags = CURL_BLOB_COPY;
-		curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
-		curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
-	}
+	if (rq->client_cert_pem != NULL)
+		http_set_pem(h, CURLOPT_SSLCERTTYPE, CURLOPT_SSLCERT_BLOB,
+		    rq->client_cert_pem);
+	if (rq->client_key_pem != NULL)
+		http_set_pem(h, CURLOPT_SSLKEYTYPE, CURLOPT_SSLKEY_BLOB,
+		    rq->client_key_pem);
 	if (rq->insecure) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -526,42 +531,259 @@ retry_gate(
 	return 0;
 }
 
+/* Appends one header line; false when out of memory. */
+static bool
+http_header_add(struct curl_slist **hdrs, const char *line)
+{
+	struct curl_slist *sl;
+
+	if ((sl = curl_slist_append(*hdrs, line)) == NULL)
+		return false;
+	*hdrs = sl;
+	return true;
+}
+
+/*
+ * The request's header list.  The Authorization value is never logged; it
+ * goes through a private copy wiped before it is freed (and the list's
+ * own copy is wiped by http_headers_free).  False when out of memory.
+ */
+static bool
+http_headers_build(const struct http_request *rq, struct curl_slist **hdrs)
+{
+	char hline[256];
+	char *auth;
+	size_t n;
+	bool ok;
+
+	snprintf(hline, sizeof(hline), "Accept: %s",
+	    rq->accept ? rq->accept : "application/json");
+	if (!http_header_add(hdrs, hline))
+		return false;
+	if (rq->content_type != NULL) {
+		snprintf(
+		    hline, sizeof(hline), "Content-Type: %s", rq->content_type);
+		if (!http_header_add(hdrs, hline))
+			return false;
+	}
+	/* No "Expect: 100-continue" round trip for small bodies. */
+	if (!http_header_add(hdrs, "Expect:"))
+		return false;
+	if (rq->authorization == NULL)
+		return true;
+	n = strlen(rq->authorization) + sizeof("Authorization: ");
+	if ((auth = a_malloc(n)) == NULL)
+		return false;
+	snprintf(auth, n, "Authorization: %s", rq->authorization);
+	ok = http_header_add(hdrs, auth);
+	explicit_bzero(auth, n);
+	a_free(auth);
+	return ok;
+}
+
+/* Wipes the Authorization line before freeing the list. */
+static void
+http_headers_free(struct curl_slist *hdrs)
+{
+	struct curl_slist *sl;
+
+	for (sl = hdrs; sl != NULL; sl = sl->next)
+		if (strncasecmp(sl->data, "Authorization:", 14) == 0)
+			explicit_bzero(sl->data, strlen(sl->data));
+	curl_slist_free_all(hdrs);
+}
+
+/* One call of http_do: what its attempts share, and the last outcome. */
+struct http_call {
+	const struct http_request *rq;
+	const char *method;
+	const char *url; /* rq->url, or its rewrite for the SNI name */
+	struct curl_slist *hdrs;
+	struct curl_slist *connect_to;
+	int64_t start;
+	long timeout_ms;
+	long base, cap;
+	int max_attempts;
+	/* The last attempt. */
+	struct http_buf b;
+	CURLcode c;
+	long status;
+	long tmo;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static void
+http_log_attempt(const struct http_call *k, int attempt, int64_t since)
+{
+	if (!log_debug_enabled())
+		return;
+	if (k->c == CURLE_OK)
+		log_debug(
+		    "http %s %s -> %ld (%zu bytes) in %lld ms, attempt %d",
+		    k->method, k->rq->url, k->status, k->b.len,
+		    (long long)(now_ms() - since), attempt);
+	else
+		log_debug("http %s %s -> error: %s in %lld ms, attempt %d",
+		    k->method, k->rq->url,
+		    k->errbuf[0] ? k->errbuf : curl_easy_strerror(k->c),
+		    (long long)(now_ms() - since), attempt);
+}
+
+/* Whether the last attempt's outcome is final (no retry can change it). */
+static bool
+http_outcome_final(const struct http_call *k)
+{
+	if (k->c == CURLE_OK)
+		return !http_status_retryable(k->status);
+	return k->b.too_large || k->b.header_too_large || k->b.in_headers ||
+	    !http_curl_retryable(k->c);
+}
+
+/*
+ * The pause before the next attempt: full-jitter backoff, on top of
+ * Retry-After when given (never sooner than the server asked, and a fleet
+ * told "1" at once does not come back at once).  -1 when no attempt would
+ * fit the deadline after it.
+ */
+static long
+http_retry_wait(const struct http_call *k, int attempt)
+{
+	long wait = http_backoff_ms(attempt, k->base, k->cap, random_unit());
+	int64_t left;
+
+	if (k->c == CURLE_OK && k->b.retry_after_ms >= 0)
+		wait += k->b.retry_after_ms;
+	if (k->rq->deadline_ms > 0) {
+		left = k->rq->deadline_ms - (now_ms() - k->start);
+		if (wait >= left)
+			return -1;
+	}
+	return wait;
+}
+
+/*
+ * The attempts, until an outcome is final, the attempts or the deadline
+ * run out, or stop is set.  Fills rs->attempts; false when our own
+ * allocation failed, or libcurl's without a word about a header (an
+ * oversized header line is a discovery error, reported by the caller).
+ */
+static bool
+http_attempts(struct http_call *k, struct http_response *rs)
+{
+	const struct http_request *rq = k->rq;
+	int64_t attempt_start, left;
+	long wait;
+	int attempt;
+
+	for (attempt = 1;; attempt++) {
+		k->tmo = k->timeout_ms;
+		if (rq->deadline_ms > 0) {
+			left = rq->deadline_ms - (now_ms() - k->start);
+			if (left <= 0)
+				break;
+			if (left < k->tmo)
+				k->tmo = (long)left;
+		}
+		http_buf_reset(&k->b);
+		attempt_start = now_ms();
+		k->c = http_once_do(rq, k->url, k->hdrs, k->connect_to, k->tmo,
+		    &k->b, &k->status, k->errbuf);
+		rs->attempts = attempt;
+		stats_api_request(k->c == CURLE_OK ? k->status : 0);
+		if (k->c == CURLE_OK && http_status_retryable(k->status) &&
+		    k->b.retry_after_ms >= 0)
+			retry_gate_set(k->b.retry_after_ms);
+		http_log_attempt(k, attempt, attempt_start);
+		if (k->b.oom ||
+		    (k->c == CURLE_OUT_OF_MEMORY && !k->b.in_headers))
+			return false;
+		if (http_outcome_final(k) || attempt >= k->max_attempts)
+			break;
+		if (rq->stop != NULL && *rq->stop)
+			break;
+		if ((wait = http_retry_wait(k, attempt)) < 0)
+			break;
+		if (log_debug_enabled())
+			log_debug("http %s %s: retrying in %ld ms", k->method,
+			    rq->url, wait);
+		sleep_ms(wait, rq->stop);
+		if (rq->stop != NULL && *rq->stop)
+			break;
+	}
+	return true;
+}
+
+/* The outcome of the attempts, as the response or the error. */
+static int
+http_conclude(
+    struct http_call *k, struct http_response *rs, struct agent_err *err)
+{
+	const struct http_request *rq = k->rq;
+	char why[512];
+
+	rs->elapsed_ms = (double)(now_ms() - k->start);
+	if (rs->attempts == 0)
+		return err_set(err, EXIT_AGENT_DISCOVERY,
+		    "%s %s: deadline of "
+		    "%ld ms passed before the first attempt",
+		    k->method, rq->url, rq->deadline_ms);
+	if (k->c != CURLE_OK) {
+		http_curl_message(
+		    k->c, k->errbuf, &k->b, k->tmo, why, sizeof(why));
+		return err_set(err, EXIT_AGENT_DISCOVERY, "%s %s: %s%s",
+		    k->method, rq->url, why,
+		    rs->attempts > 1 ? " (after retries)" : "");
+	}
+	rs->status = k->status;
+	rs->retry_after_ms = k->b.retry_after_ms;
+	if (k->b.data == NULL) {
+		if ((k->b.data = a_strdup("")) == NULL)
+			return err_oom(err, "http");
+	}
+	rs->body = k->b.data;
+	rs->len = k->b.len;
+	k->b.data = NULL;
+	return 0;
+}
+
+/* The request's settings, with the defaults filled in. */
+static void
+http_call_init(struct http_call *k, const struct http_request *rq)
+{
+	memset(k, 0, sizeof(*k));
+	k->rq = rq;
+	k->b.retry_after_ms = -1;
+	k->b.max = rq->max_body ? rq->max_body : HTTP_DEFAULT_MAX_BODY;
+	k->method = rq->method ? rq->method : "GET";
+	k->url = rq->url;
+	k->timeout_ms =
+	    rq->timeout_ms > 0 ? rq->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	k->max_attempts = rq->max_attempts > 0 ? rq->max_attempts : 1;
+	k->base = rq->backoff_base_ms > 0 ? rq->backoff_base_ms
+	                                  : HTTP_DEFAULT_BASE_MS;
+	k->cap =
+	    rq->backoff_cap_ms > 0 ? rq->backoff_cap_ms : HTTP_DEFAULT_CAP_MS;
+	k->c = CURLE_OK;
+	k->start = now_ms();
+}
+
 int
 http_do(const struct http_request *rq, struct http_response *rs,
     struct agent_err *err)
 {
-	struct http_buf b;
-	struct curl_slist *hdrs = NULL, *connect_to = NULL, *sl;
-	char errbuf[CURL_ERROR_SIZE];
-	char why[512];
-	char hline[256];
-	char *sni_url = NULL, *auth = NULL;
-	const char *url, *method;
-	CURLcode c = CURLE_OK;
-	int64_t start, attempt_start, left;
-	long timeout_ms, wait, base, cap, tmo, status = 0;
-	int max_attempts, attempt, rc = 0;
+	struct http_call k;
+	char *sni_url = NULL;
+	int rc = 0;
 
 	memset(rs, 0, sizeof(*rs));
 	rs->retry_after_ms = -1;
-	memset(&b, 0, sizeof(b));
-	b.retry_after_ms = -1;
-	b.max = rq->max_body ? rq->max_body : HTTP_DEFAULT_MAX_BODY;
-	method = rq->method ? rq->method : "GET";
-	url = rq->url;
-	timeout_ms =
-	    rq->timeout_ms > 0 ? rq->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
-	max_attempts = rq->max_attempts > 0 ? rq->max_attempts : 1;
-	base = rq->backoff_base_ms > 0 ? rq->backoff_base_ms
-	                               : HTTP_DEFAULT_BASE_MS;
-	cap = rq->backoff_cap_ms > 0 ? rq->backoff_cap_ms : HTTP_DEFAULT_CAP_MS;
-	start = now_ms();
+	http_call_init(&k, rq);
 
-	if (url == NULL || *url == '\0')
+	if (rq->url == NULL || *rq->url == '\0')
 		return err_set(err, EXIT_AGENT_SOFTWARE, "http: no URL");
 
 	if ((rc = dl_need_curl(err)) != 0 ||
-	    (rc = retry_gate(rq, method, err)) != 0)
+	    (rc = retry_gate(rq, k.method, err)) != 0)
 		return rc;
 	pthread_once(&http_once, http_global_init);
 	if (http_init_rc != CURLE_OK)
@@ -570,152 +792,26 @@ http_do(const struct http_request *rq, struct http_response *rs,
 		    "initialization failed: %s",
 		    curl_easy_strerror(http_init_rc));
 
-	/* Headers.  The Authorization value is never logged; it is kept
-	 * in a private copy freed (and wiped) at the end. */
-	snprintf(hline, sizeof(hline), "Accept: %s",
-	    rq->accept ? rq->accept : "application/json");
-	if ((sl = curl_slist_append(hdrs, hline)) == NULL)
-		goto oom;
-	hdrs = sl;
-	if (rq->content_type != NULL) {
-		snprintf(
-		    hline, sizeof(hline), "Content-Type: %s", rq->content_type);
-		if ((sl = curl_slist_append(hdrs, hline)) == NULL)
-			goto oom;
-		hdrs = sl;
-	}
-	/* No "Expect: 100-continue" round trip for small bodies. */
-	if ((sl = curl_slist_append(hdrs, "Expect:")) == NULL)
-		goto oom;
-	hdrs = sl;
-	if (rq->authorization != NULL) {
-		size_t n =
-		    strlen(rq->authorization) + sizeof("Authorization: ");
-
-		if ((auth = a_malloc(n)) == NULL)
-			goto oom;
-		snprintf(auth, n, "Authorization: %s", rq->authorization);
-		sl = curl_slist_append(hdrs, auth);
-		explicit_bzero(auth, n);
-		a_free(auth);
-		auth = NULL;
-		if (sl == NULL)
-			goto oom;
-		hdrs = sl;
+	if (!http_headers_build(rq, &k.hdrs)) {
+		rc = err_oom(err, "http");
+		goto out;
 	}
 	if (rq->tls_server_name != NULL && *rq->tls_server_name != '\0') {
 		rc = http_rewrite_for_sni(
-		    url, rq->tls_server_name, &sni_url, &connect_to, err);
+		    rq->url, rq->tls_server_name, &sni_url, &k.connect_to, err);
 		if (rc)
 			goto out;
-		url = sni_url;
+		k.url = sni_url;
 	}
-
-	for (attempt = 1;; attempt++) {
-		tmo = timeout_ms;
-		if (rq->deadline_ms > 0) {
-			left = rq->deadline_ms - (now_ms() - start);
-			if (left <= 0)
-				break;
-			if (left < tmo)
-				tmo = (long)left;
-		}
-		http_buf_reset(&b);
-		attempt_start = now_ms();
-		c = http_once_do(
-		    rq, url, hdrs, connect_to, tmo, &b, &status, errbuf);
-		rs->attempts = attempt;
-		stats_api_request(c == CURLE_OK ? status : 0);
-		if (c == CURLE_OK && http_status_retryable(status) &&
-		    b.retry_after_ms >= 0)
-			retry_gate_set(b.retry_after_ms);
-		if (log_debug_enabled()) {
-			if (c == CURLE_OK)
-				log_debug("http %s %s -> %ld (%zu bytes) in "
-				          "%lld ms, attempt %d",
-				    method, rq->url, status, b.len,
-				    (long long)(now_ms() - attempt_start),
-				    attempt);
-			else
-				log_debug("http %s %s -> error: %s in %lld "
-				          "ms, attempt %d",
-				    method, rq->url,
-				    errbuf[0] ? errbuf : curl_easy_strerror(c),
-				    (long long)(now_ms() - attempt_start),
-				    attempt);
-		}
-		/* Our own allocation failed, or libcurl's without a word
-		 * about a header (an oversized header line is a discovery
-		 * error, below). */
-		if (b.oom || (c == CURLE_OUT_OF_MEMORY && !b.in_headers))
-			goto oom;
-		if (c == CURLE_OK && !http_status_retryable(status))
-			break;
-		if (c != CURLE_OK &&
-		    (b.too_large || b.header_too_large || b.in_headers ||
-		        !http_curl_retryable(c)))
-			break;
-		if (attempt >= max_attempts)
-			break;
-		if (rq->stop != NULL && *rq->stop)
-			break;
-		/* Wait: full-jitter backoff, on top of Retry-After when
-		 * given (never sooner than the server asked, and a fleet
-		 * told "1" at once does not come back at once). */
-		wait = http_backoff_ms(attempt, base, cap, random_unit());
-		if (c == CURLE_OK && b.retry_after_ms >= 0)
-			wait += b.retry_after_ms;
-		if (rq->deadline_ms > 0) {
-			left = rq->deadline_ms - (now_ms() - start);
-			/* Not worth waiting when no attempt would fit. */
-			if (wait >= left)
-				break;
-		}
-		if (log_debug_enabled())
-			log_debug("http %s %s: retrying in %ld ms", method,
-			    rq->url, wait);
-		sleep_ms(wait, rq->stop);
-		if (rq->stop != NULL && *rq->stop)
-			break;
-	}
-
-	rs->elapsed_ms = (double)(now_ms() - start);
-	if (rs->attempts == 0) {
-		rc = err_set(err, EXIT_AGENT_DISCOVERY,
-		    "%s %s: deadline of "
-		    "%ld ms passed before the first attempt",
-		    method, rq->url, rq->deadline_ms);
-		goto out;
-	}
-	if (c != CURLE_OK) {
-		http_curl_message(c, errbuf, &b, tmo, why, sizeof(why));
-		rc = err_set(err, EXIT_AGENT_DISCOVERY, "%s %s: %s%s", method,
-		    rq->url, why, rs->attempts > 1 ? " (after retries)" : "");
-		goto out;
-	}
-	rs->status = status;
-	rs->retry_after_ms = b.retry_after_ms;
-	if (b.data == NULL) {
-		if ((b.data = a_strdup("")) == NULL)
-			goto oom;
-	}
-	rs->body = b.data;
-	rs->len = b.len;
-	b.data = NULL;
-	goto out;
-oom:
-	rc = err_oom(err, "http");
+	if (!http_attempts(&k, rs))
+		rc = err_oom(err, "http");
+	else
+		rc = http_conclude(&k, rs, err);
 out:
-	a_free(b.data);
+	a_free(k.b.data);
 	a_free(sni_url);
-	curl_slist_free_all(connect_to);
-	if (hdrs != NULL) {
-		/* Wipe the Authorization line before freeing it. */
-		for (sl = hdrs; sl != NULL; sl = sl->next)
-			if (strncasecmp(sl->data, "Authorization:", 14) == 0)
-				explicit_bzero(sl->data, strlen(sl->data));
-		curl_slist_free_all(hdrs);
-	}
+	curl_slist_free_all(k.connect_to);
+	http_headers_free(k.hdrs);
 	return rc;
 }
 

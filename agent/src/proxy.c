@@ -360,14 +360,7 @@ static void AGENT_PRINTF(3, 4)
 static void
 ssl_why(char *buf, size_t n)
 {
-	unsigned long e, last = 0;
-
-	while ((e = ERR_get_error()) != 0)
-		last = e;
-	if (last == 0)
-		snprintf(buf, n, "the connection was closed");
-	else
-		ERR_error_string_n(last, buf, n);
+	tls_last_error(buf, n, "the connection was closed");
 }
 
 static void
@@ -571,6 +564,160 @@ ssl_io_fail(
 	return -1;
 }
 
+/* What pump knows of both sides while it moves bytes. */
+struct pump_state {
+	bool progress;
+	bool cli_empty, up_empty; /* the source is known to hold nothing */
+	bool cli_full, up_full; /* the sink takes nothing more now */
+};
+
+/* client -> buffer; -1 when c was closed (client reset). */
+static int
+pump_from_client(struct proxy *px, struct pconn *c, struct pump_state *p)
+{
+	ssize_t r;
+	size_t room;
+
+	while (!c->cli_eof && !p->cli_empty && (room = buf_room(&c->c2u)) > 0) {
+		r = recv(c->cfd, c->c2u.d + c->c2u.len, room, 0);
+		if (r > 0) {
+			c->c2u.len += (size_t)r;
+			p->progress = true;
+			if ((size_t)r < room)
+				p->cli_empty = true;
+		} else if (r == 0) {
+			c->cli_eof = true;
+			p->progress = true;
+		} else if (errno == EAGAIN || errno == EINTR)
+			p->cli_empty = true;
+		else {
+			conn_close(px, c); /* client reset */
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* buffer -> upstream; -1 when c was closed. */
+static int
+pump_to_upstream(struct proxy *px, struct pconn *c, struct pump_state *p)
+{
+	int rc;
+
+	while (c->st == UP_RELAY && !c->up_shut && !p->up_full &&
+	    buf_pending(&c->c2u) > 0) {
+		ERR_clear_error();
+		errno = 0;
+		rc = SSL_write(
+		    c->ssl, c->c2u.d + c->c2u.off, (int)buf_pending(&c->c2u));
+		if (rc > 0) {
+			c->c2u.off += (size_t)rc;
+			STAT_ADD(px, bytes_up_total, (uint64_t)rc);
+			c->wwant = EPOLLOUT;
+			p->progress = true;
+			continue;
+		}
+		if (ssl_io_fail(px, c, SSL_get_error(c->ssl, rc), &c->wwant,
+		        "write") != 0)
+			return -1;
+		p->up_full = true;
+		/* a WANT_READ write waits for upstream bytes */
+		if (c->wwant == EPOLLIN)
+			p->up_empty = false;
+	}
+	/* the client is done sending and all of it went up */
+	if (c->st == UP_RELAY && c->cli_eof && !c->up_shut &&
+	    buf_pending(&c->c2u) == 0) {
+		ERR_clear_error();
+		(void)SSL_shutdown(c->ssl); /* close_notify */
+		(void)shutdown(c->ufd, SHUT_WR);
+		c->up_shut = true;
+		c->deadline = now_ms() + PROXY_HALFCLOSE_MS;
+		p->progress = true;
+	}
+	return 0;
+}
+
+/* upstream -> buffer; -1 when c was closed. */
+static int
+pump_from_upstream(struct proxy *px, struct pconn *c, struct pump_state *p)
+{
+	size_t room;
+	int rc, e;
+
+	while (c->st == UP_RELAY && !c->up_eof && !p->up_empty &&
+	    (room = buf_room(&c->u2c)) > 0) {
+		ERR_clear_error();
+		errno = 0;
+		rc = SSL_read(c->ssl, c->u2c.d + c->u2c.len, (int)room);
+		if (rc > 0) {
+			c->u2c.len += (size_t)rc;
+			STAT_ADD(px, bytes_down_total, (uint64_t)rc);
+			c->rwant = EPOLLIN;
+			p->progress = true;
+			if (!SSL_has_pending(c->ssl))
+				p->up_empty = true;
+			/* reading unblocks a write that wanted it */
+			if (c->wwant == EPOLLIN)
+				p->up_full = false;
+			continue;
+		}
+		e = SSL_get_error(c->ssl, rc);
+		if (e == SSL_ERROR_ZERO_RETURN ||
+		    (c->up_shut && e != SSL_ERROR_SSL &&
+		        e != SSL_ERROR_WANT_READ &&
+		        e != SSL_ERROR_WANT_WRITE)) {
+			c->up_eof = true;
+			p->progress = true;
+			break;
+		}
+		if (ssl_io_fail(px, c, e, &c->rwant, "read") != 0)
+			return -1;
+		p->up_empty = true;
+	}
+	return 0;
+}
+
+/* buffer -> client; -1 when c was closed. */
+static int
+pump_to_client(struct proxy *px, struct pconn *c, struct pump_state *p)
+{
+	ssize_t r;
+
+	while (!p->cli_full && buf_pending(&c->u2c) > 0) {
+		r = send(c->cfd, c->u2c.d + c->u2c.off, buf_pending(&c->u2c),
+		    MSG_NOSIGNAL);
+		if (r > 0) {
+			c->u2c.off += (size_t)r;
+			p->progress = true;
+			if (buf_pending(&c->u2c) > 0)
+				p->cli_full = true;
+		} else if (r == -1 && (errno == EAGAIN || errno == EINTR))
+			p->cli_full = true;
+		else {
+			conn_close(px, c);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Closes c when nothing is left to move; -1 then. */
+static int
+pump_ended(struct proxy *px, struct pconn *c)
+{
+	if (c->up_eof && buf_pending(&c->u2c) == 0) {
+		conn_close(px, c); /* clean end, all delivered */
+		return -1;
+	}
+	/* the client left before the upstream was up */
+	if (c->cli_eof && c->st != UP_RELAY && buf_pending(&c->c2u) == 0) {
+		conn_close(px, c);
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Moves every byte it can, both ways; -1 when c was closed.
  *
@@ -588,140 +735,34 @@ ssl_io_fail(
 static int
 pump(struct proxy *px, struct pconn *c, bool up, uint32_t ev)
 {
-	ssize_t r;
-	size_t room;
-	bool progress, cli_empty, up_empty;
-	bool cli_full = false, up_full = false;
-	int rc, e;
+	struct pump_state p = {0};
 
 	/* A side epoll watches for input and did not report is empty (for
 	 * the upstream: unless OpenSSL holds bytes); a side not watched
 	 * (its buffer was full) must be tried. */
-	cli_empty = (c->cmask & EPOLLIN) && !(!up && (ev & EPOLLIN));
-	up_empty = c->st == UP_RELAY && c->rwant == EPOLLIN &&
+	p.cli_empty = (c->cmask & EPOLLIN) && !(!up && (ev & EPOLLIN));
+	p.up_empty = c->st == UP_RELAY && c->rwant == EPOLLIN &&
 	    (c->umask & EPOLLIN) && !(up && (ev & EPOLLIN)) &&
 	    !SSL_has_pending(c->ssl);
 	for (;;) {
-		progress = false;
+		p.progress = false;
 		if (c->st == UP_HANDSHAKE) {
 			if (handshake(px, c) != 0)
 				return -1;
 			if (c->st != UP_RELAY)
 				break;
-			progress = true;
+			p.progress = true;
 		}
-		/* client -> buffer */
-		while (!c->cli_eof && !cli_empty &&
-		    (room = buf_room(&c->c2u)) > 0) {
-			r = recv(c->cfd, c->c2u.d + c->c2u.len, room, 0);
-			if (r > 0) {
-				c->c2u.len += (size_t)r;
-				progress = true;
-				if ((size_t)r < room)
-					cli_empty = true;
-			} else if (r == 0) {
-				c->cli_eof = true;
-				progress = true;
-			} else if (errno == EAGAIN || errno == EINTR)
-				cli_empty = true;
-			else {
-				conn_close(px, c); /* client reset */
-				return -1;
-			}
-		}
-		/* buffer -> upstream */
-		while (c->st == UP_RELAY && !c->up_shut && !up_full &&
-		    buf_pending(&c->c2u) > 0) {
-			ERR_clear_error();
-			errno = 0;
-			rc = SSL_write(c->ssl, c->c2u.d + c->c2u.off,
-			    (int)buf_pending(&c->c2u));
-			if (rc > 0) {
-				c->c2u.off += (size_t)rc;
-				STAT_ADD(px, bytes_up_total, (uint64_t)rc);
-				c->wwant = EPOLLOUT;
-				progress = true;
-				continue;
-			}
-			if (ssl_io_fail(px, c, SSL_get_error(c->ssl, rc),
-			        &c->wwant, "write") != 0)
-				return -1;
-			up_full = true;
-			/* a WANT_READ write waits for upstream bytes */
-			if (c->wwant == EPOLLIN)
-				up_empty = false;
-		}
-		/* the client is done sending and all of it went up */
-		if (c->st == UP_RELAY && c->cli_eof && !c->up_shut &&
-		    buf_pending(&c->c2u) == 0) {
-			ERR_clear_error();
-			(void)SSL_shutdown(c->ssl); /* close_notify */
-			(void)shutdown(c->ufd, SHUT_WR);
-			c->up_shut = true;
-			c->deadline = now_ms() + PROXY_HALFCLOSE_MS;
-			progress = true;
-		}
-		/* upstream -> buffer */
-		while (c->st == UP_RELAY && !c->up_eof && !up_empty &&
-		    (room = buf_room(&c->u2c)) > 0) {
-			ERR_clear_error();
-			errno = 0;
-			rc = SSL_read(c->ssl, c->u2c.d + c->u2c.len, (int)room);
-			if (rc > 0) {
-				c->u2c.len += (size_t)rc;
-				STAT_ADD(px, bytes_down_total, (uint64_t)rc);
-				c->rwant = EPOLLIN;
-				progress = true;
-				if (!SSL_has_pending(c->ssl))
-					up_empty = true;
-				/* reading unblocks a write that wanted it */
-				if (c->wwant == EPOLLIN)
-					up_full = false;
-				continue;
-			}
-			e = SSL_get_error(c->ssl, rc);
-			if (e == SSL_ERROR_ZERO_RETURN ||
-			    (c->up_shut && e != SSL_ERROR_SSL &&
-			        e != SSL_ERROR_WANT_READ &&
-			        e != SSL_ERROR_WANT_WRITE)) {
-				c->up_eof = true;
-				progress = true;
-				break;
-			}
-			if (ssl_io_fail(px, c, e, &c->rwant, "read") != 0)
-				return -1;
-			up_empty = true;
-		}
-		/* buffer -> client */
-		while (!cli_full && buf_pending(&c->u2c) > 0) {
-			r = send(c->cfd, c->u2c.d + c->u2c.off,
-			    buf_pending(&c->u2c), MSG_NOSIGNAL);
-			if (r > 0) {
-				c->u2c.off += (size_t)r;
-				progress = true;
-				if (buf_pending(&c->u2c) > 0)
-					cli_full = true;
-			} else if (r == -1 &&
-			    (errno == EAGAIN || errno == EINTR))
-				cli_full = true;
-			else {
-				conn_close(px, c);
-				return -1;
-			}
-		}
+		if (pump_from_client(px, c, &p) != 0 ||
+		    pump_to_upstream(px, c, &p) != 0 ||
+		    pump_from_upstream(px, c, &p) != 0 ||
+		    pump_to_client(px, c, &p) != 0)
+			return -1;
 		buf_compact(&c->c2u);
 		buf_compact(&c->u2c);
-		if (c->up_eof && buf_pending(&c->u2c) == 0) {
-			conn_close(px, c); /* clean end, all delivered */
+		if (pump_ended(px, c) != 0)
 			return -1;
-		}
-		/* the client left before the upstream was up */
-		if (c->cli_eof && c->st != UP_RELAY &&
-		    buf_pending(&c->c2u) == 0) {
-			conn_close(px, c);
-			return -1;
-		}
-		if (!progress)
+		if (!p.progress)
 			break;
 	}
 	return 0;

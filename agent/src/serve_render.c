@@ -389,104 +389,126 @@ sb_costs(struct sbuf *b)
 	    dok, derr);
 }
 
-char *
-serve_metrics_text(const struct serve_snap *s, size_t *len)
+/* The bus: mode, peers, readiness and its checks. */
+static void
+sb_bus_metrics(struct sbuf *b, const struct serve_snap *s)
 {
-	struct sbuf b = {NULL, 0, 0, false};
 	uint64_t cum = 0;
 	int i;
 	const char *m = s->decided ? mode_str(s->start_mode) : NULL;
 
-	sb_family(&b, "pylon_agent_bus_mode", "gauge",
+	sb_family(b, "pylon_agent_bus_mode", "gauge",
 	    "The bus mode this pod runs with (1 for the active mode).");
-	sb_printf(&b, "pylon_agent_bus_mode{mode=\"redis\"} %d\n",
+	sb_printf(b, "pylon_agent_bus_mode{mode=\"redis\"} %d\n",
 	    m != NULL && s->start_mode == MODE_REDIS);
-	sb_printf(&b, "pylon_agent_bus_mode{mode=\"noop\"} %d\n",
+	sb_printf(b, "pylon_agent_bus_mode{mode=\"noop\"} %d\n",
 	    m != NULL && s->start_mode == MODE_NOOP);
-	sb_family(&b, "pylon_agent_peers", "gauge",
+	sb_family(b, "pylon_agent_peers", "gauge",
 	    "Pylon processes that may serve this app at once "
 	    "(latest decision).");
-	sb_printf(&b, "pylon_agent_peers %d\n", s->decided ? s->dec.peers : 0);
-	sb_family(&b, "pylon_agent_bus_ready", "gauge",
+	sb_printf(b, "pylon_agent_peers %d\n", s->decided ? s->dec.peers : 0);
+	sb_family(b, "pylon_agent_bus_ready", "gauge",
 	    "1 when the bus is usable: decided and, in redis mode, proven "
 	    "with fewer than 3 consecutive failed checks (/readyz follows "
 	    "it only with --on-bus-loss unready).");
-	sb_printf(&b, "pylon_agent_bus_ready %d\n", serve_bus_ready(s));
-	sb_family(&b, "pylon_agent_bus_check_seconds", "histogram",
+	sb_printf(b, "pylon_agent_bus_ready %d\n", serve_bus_ready(s));
+	sb_family(b, "pylon_agent_bus_check_seconds", "histogram",
 	    "Duration of the steady-state bus checks (PING or PUBSUB "
 	    "NUMSUB), reconnects included.");
 	for (i = 0; i < SERVE_HIST_BUCKETS; i++) {
 		cum += s->hist_bucket[i];
-		sb_printf(&b,
+		sb_printf(b,
 		    "pylon_agent_bus_check_seconds_bucket{le=\"%g\"} "
 		    "%" PRIu64 "\n",
 		    serve_hist_bounds[i], cum);
 	}
-	sb_printf(&b,
+	sb_printf(b,
 	    "pylon_agent_bus_check_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
 	    s->hist_count);
-	sb_printf(&b, "pylon_agent_bus_check_seconds_sum %.9g\n", s->hist_sum);
-	sb_printf(&b, "pylon_agent_bus_check_seconds_count %" PRIu64 "\n",
+	sb_printf(b, "pylon_agent_bus_check_seconds_sum %.9g\n", s->hist_sum);
+	sb_printf(b, "pylon_agent_bus_check_seconds_count %" PRIu64 "\n",
 	    s->hist_count);
-	sb_family(&b, "pylon_agent_bus_check_failures_total", "counter",
+	sb_family(b, "pylon_agent_bus_check_failures_total", "counter",
 	    "Failed bus checks and reconnect attempts.");
-	sb_printf(&b, "pylon_agent_bus_check_failures_total %" PRIu64 "\n",
+	sb_printf(b, "pylon_agent_bus_check_failures_total %" PRIu64 "\n",
 	    s->check_failures_total);
-	sb_family(&b, "pylon_agent_bus_reconnects_total", "counter",
+	sb_family(b, "pylon_agent_bus_reconnects_total", "counter",
 	    "Successful reconnects of the bus connection after a failure.");
-	sb_printf(&b, "pylon_agent_bus_reconnects_total %" PRIu64 "\n",
+	sb_printf(b, "pylon_agent_bus_reconnects_total %" PRIu64 "\n",
 	    s->reconnects_total);
-	sb_family(&b, "pylon_agent_bus_subscribers", "gauge",
+}
+
+/* Who listens on the channel: PUBSUB NUMSUB and this pod's own Pylon. */
+static void
+sb_listener_metrics(struct sbuf *b, const struct serve_snap *s)
+{
+	sb_family(b, "pylon_agent_bus_subscribers", "gauge",
 	    "PUBSUB NUMSUB of the channel (Pylon processes listening; the "
 	    "agent holds no subscription), at most once a minute; absent "
 	    "until measured, and in noop mode.");
 	if (s->numsub >= 0)
-		sb_printf(&b, "pylon_agent_bus_subscribers %ld\n", s->numsub);
-	sb_family(&b, "pylon_agent_bus_deaf", "gauge",
+		sb_printf(b, "pylon_agent_bus_subscribers %ld\n", s->numsub);
+	sb_family(b, "pylon_agent_bus_deaf", "gauge",
 	    "1 when fewer Pylon processes listen on the channel than run "
 	    "(PUBSUB NUMSUB, two readings a minute apart).");
 	sb_printf(
-	    &b, "pylon_agent_bus_deaf %d\n", s->numsub_state == NUMSUB_UNDER);
-	sb_family(&b, "pylon_agent_bus_namespace_shared", "gauge",
+	    b, "pylon_agent_bus_deaf %d\n", s->numsub_state == NUMSUB_UNDER);
+	sb_family(b, "pylon_agent_bus_namespace_shared", "gauge",
 	    "1 when more Pylon processes listen on the channel than this "
 	    "app has peers (another deploy shares the namespace).");
-	sb_printf(&b, "pylon_agent_bus_namespace_shared %d\n",
+	sb_printf(b, "pylon_agent_bus_namespace_shared %d\n",
 	    s->numsub_state == NUMSUB_OVER);
-	sb_family(&b, "pylon_agent_pylon_deaf", "gauge",
+	sb_family(b, "pylon_agent_pylon_deaf", "gauge",
 	    "1 while this pod's own Pylon has no subscription on the channel "
 	    "(CLIENT LIST from this pod's address, past --deaf-grace).");
-	sb_printf(&b, "pylon_agent_pylon_deaf %d\n", s->own_state == OWN_DEAF);
-	sb_family(&b, "pylon_agent_pylon_restarts_total", "counter",
+	sb_printf(b, "pylon_agent_pylon_deaf %d\n", s->own_state == OWN_DEAF);
+	sb_family(b, "pylon_agent_pylon_restarts_total", "counter",
 	    "Heals of a deaf Pylon: restarts of the supervised command, or "
 	    "/pylon-livez failure windows for the kubelet.");
-	sb_printf(&b, "pylon_agent_pylon_restarts_total %" PRIu64 "\n",
+	sb_printf(b, "pylon_agent_pylon_restarts_total %" PRIu64 "\n",
 	    s->pylon_restarts_total);
-	sb_costs(&b);
-	sb_family(&b, "pylon_agent_drift", "gauge",
+}
+
+/* The agent itself: drift, discovery, readiness and its build. */
+static void
+sb_agent_metrics(struct sbuf *b, const struct serve_snap *s)
+{
+	sb_family(b, "pylon_agent_drift", "gauge",
 	    "1 when a resync would pick another mode than this pod "
 	    "started with.");
-	sb_printf(&b, "pylon_agent_drift %d\n", s->drift);
-	sb_family(&b, "pylon_agent_discovery_errors_total", "counter",
+	sb_printf(b, "pylon_agent_drift %d\n", s->drift);
+	sb_family(b, "pylon_agent_discovery_errors_total", "counter",
 	    "Failed topology discoveries (the last decision is kept).");
-	sb_printf(&b, "pylon_agent_discovery_errors_total %" PRIu64 "\n",
+	sb_printf(b, "pylon_agent_discovery_errors_total %" PRIu64 "\n",
 	    s->discovery_errors_total);
 	sb_family(
-	    &b, "pylon_agent_ready", "gauge", "1 when /readyz answers 200.");
+	    b, "pylon_agent_ready", "gauge", "1 when /readyz answers 200.");
 	{
 		char r[8];
 
-		sb_printf(&b, "pylon_agent_ready %d\n",
+		sb_printf(b, "pylon_agent_ready %d\n",
 		    serve_readiness(s, r, sizeof(r)) == 200);
 	}
-	sb_family(&b, "pylon_agent_build_info", "gauge",
+	sb_family(b, "pylon_agent_build_info", "gauge",
 	    "Build information; the value is always 1.");
-	sb_printf(&b, "pylon_agent_build_info{version=\"");
-	sb_label(&b, AGENT_VERSION);
-	sb_printf(&b, "\",revision=\"");
-	sb_label(&b, AGENT_GIT_REV);
-	sb_printf(&b, "\",microhttpd=\"");
-	sb_label(&b, httpd_version());
-	sb_printf(&b, "\"} 1\n");
+	sb_printf(b, "pylon_agent_build_info{version=\"");
+	sb_label(b, AGENT_VERSION);
+	sb_printf(b, "\",revision=\"");
+	sb_label(b, AGENT_GIT_REV);
+	sb_printf(b, "\",microhttpd=\"");
+	sb_label(b, httpd_version());
+	sb_printf(b, "\"} 1\n");
+}
+
+char *
+serve_metrics_text(const struct serve_snap *s, size_t *len)
+{
+	struct sbuf b = {NULL, 0, 0, false};
+
+	sb_bus_metrics(&b, s);
+	sb_listener_metrics(&b, s);
+	sb_costs(&b);
+	sb_agent_metrics(&b, s);
 	if (b.failed) {
 		a_free(b.p);
 		return NULL;

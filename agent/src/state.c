@@ -38,61 +38,105 @@ state_path(const char *env_file, char *out, size_t n)
 	    : -1;
 }
 
-int
-write_file_atomic(const char *path, const char *data, size_t len, unsigned mode,
-    bool durable, struct agent_err *err)
+/* The error for a temp file that cannot be created in path's directory. */
+static int
+replace_create_failed(const char *path, const struct atomic_how *how,
+    char *dirc, struct agent_err *err)
 {
-	char tmp[4096], dirc[4096];
+	const char *dir, *why = strerror(errno);
+
+	snprintf(dirc, strlen(path) + 1, "%s", path);
+	dir = dirname(dirc);
+	if (how->what == NULL)
+		return err_set(err, EXIT_AGENT_CANTCREAT,
+		    "cannot create a file in %s: %s", dir, why);
+	return err_set(err, EXIT_AGENT_CANTCREAT,
+	    "cannot create the %s in %s: %s%s%s%s", how->what, dir, why,
+	    how->create_hint ? " (" : "",
+	    how->create_hint ? how->create_hint : "",
+	    how->create_hint ? ")" : "");
+}
+
+/* Writes all of data to fd. */
+static int
+write_all(int fd, const char *data, size_t len)
+{
 	size_t off = 0;
 	ssize_t w;
-	int fd, dfd;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >=
-	    (int)sizeof(tmp))
-		return err_set(
-		    err, EXIT_AGENT_CONFIG, "%s: path too long", path);
-	if ((fd = write_target_ok(path, "file", err)) != 0)
-		return fd;
-	(void)tmp_sweep(path);
-	snprintf(dirc, sizeof(dirc), "%s", path);
-	if ((fd = mkstemp(tmp)) == -1)
-		return err_set(err, EXIT_AGENT_CANTCREAT,
-		    "cannot create a "
-		    "file in %s: %s",
-		    dirname(dirc), strerror(errno));
-	if (fchmod(fd, (mode_t)mode) == -1)
-		goto fail;
 	while (off < len) {
 		if ((w = write(fd, data + off, len - off)) < 0) {
 			if (errno == EINTR)
 				continue;
-			goto fail;
+			return -1;
 		}
 		off += (size_t)w;
 	}
-	if (durable && fsync(fd) == -1)
-		goto fail;
-	if (close(fd) == -1) {
-		fd = -1;
-		goto fail;
+	return 0;
+}
+
+int
+write_file_replace(const char *path, const char *data, size_t len,
+    const struct atomic_how *how, struct agent_err *err)
+{
+	char *tmp = NULL, *dirc = NULL;
+	int fd = -1, dfd, rc = 0;
+
+	if ((dirc = a_strdup(path)) == NULL ||
+	    (tmp = a_malloc(strlen(path) + 16)) == NULL) {
+		rc = err_oom(err, how->what ? how->what : "file");
+		goto out;
 	}
-	fd = -1;
-	if (rename(tmp, path) == -1)
+	sprintf(tmp, "%s.tmp.XXXXXX", path);
+	if ((fd = mkstemp(tmp)) == -1) {
+		rc = replace_create_failed(path, how, dirc, err);
+		goto out;
+	}
+	if (fchmod(fd, (mode_t)how->mode) == -1 || write_all(fd, data, len) ||
+	    (how->fsync_file && fsync(fd) == -1))
 		goto fail;
-	if (durable &&
+	rc = close(fd);
+	fd = -1;
+	if (rc == -1 || rename(tmp, path) == -1)
+		goto fail;
+	if (how->fsync_dir &&
 	    (dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) !=
 	        -1) {
 		(void)fsync(dfd);
 		close(dfd);
 	}
-	return 0;
+	goto out;
 fail:
-	err_set(err, EXIT_AGENT_CANTCREAT, "cannot write %s: %s", path,
-	    strerror(errno));
+	if (how->what == NULL)
+		rc = err_set(err, EXIT_AGENT_CANTCREAT, "cannot write %s: %s",
+		    path, strerror(errno));
+	else
+		rc = err_set(err, EXIT_AGENT_CANTCREAT,
+		    "cannot write the %s %s: %s", how->what, path,
+		    strerror(errno));
 	if (fd != -1)
 		close(fd);
 	unlink(tmp);
-	return err->code;
+out:
+	a_free(tmp);
+	a_free(dirc);
+	return rc;
+}
+
+int
+write_file_atomic(const char *path, const char *data, size_t len, unsigned mode,
+    bool durable, struct agent_err *err)
+{
+	const struct atomic_how how = {NULL, NULL, mode, durable, durable};
+	int rc;
+
+	if (strlen(path) + sizeof(".tmp.XXXXXX") > 4096)
+		return err_set(
+		    err, EXIT_AGENT_CONFIG, "%s: path too long", path);
+	if ((rc = write_target_ok(path, "file", err)) != 0)
+		return rc;
+	(void)tmp_sweep(path);
+	return write_file_replace(path, data, len, &how, err);
 }
 
 static bool

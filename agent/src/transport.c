@@ -493,17 +493,23 @@ verify_cb(int ok, X509_STORE_CTX *ctx)
 	return 0; /* a failed check stays failed */
 }
 
-static void
-ssl_errstr(char *buf, size_t n)
+void
+tls_last_error(char *buf, size_t n, const char *none)
 {
 	unsigned long e, last = 0;
 
 	while ((e = ERR_get_error()) != 0)
 		last = e;
 	if (last == 0)
-		snprintf(buf, n, "unexpected end of the handshake");
+		snprintf(buf, n, "%s", none);
 	else
 		ERR_error_string_n(last, buf, n);
+}
+
+static void
+ssl_errstr(char *buf, size_t n)
+{
+	tls_last_error(buf, n, "unexpected end of the handshake");
 }
 
 static bool

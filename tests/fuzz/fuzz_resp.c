@@ -14,11 +14,8 @@
 #include <hiredis/read.h>
 
 #include "agent.h"
+#include "bus.h" /* server_text, resp3_scan: STATIC, visible with -DUNITTEST */
 
-/* bus.c (STATIC, visible with -DUNITTEST): the printable copy of a
- * server's error reply that goes into the one-line error. */
-void	server_text(const char *, size_t, char *, size_t);
-long	resp3_scan(const char *, size_t, int);
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static size_t

@@ -23,9 +23,7 @@
 #include "bus.h"
 #include "kube.h"
 
-/* Parsers reachable with -DUNITTEST. */
-int	fly_count(const char *, size_t, const char *, const char *,
-	    const char *, bool, struct topology *, struct agent_err *);
+/* Parsers reachable with -DUNITTEST: fly_count (agent.h). */
 
 /* options.c's file-local struct raw, mirrored (as tests/fuzz/fuzz_config.c). */
 enum t_src { T_SRC_DEFAULT, T_SRC_FILE, T_SRC_ENV, T_SRC_FLAG };

@@ -12,19 +12,7 @@
 
 #include "bus.h"
 
-/* STATIC in bus.c, visible with -DUNITTEST */
-struct ctx {
-	const struct redis_url	*u;
-	const char		*ca;
-	const char		*channel;
-};
-void	make_instance_id(char *, size_t);
-char	*make_envelope(const char *);
-long	backoff_ms(int);
-void	server_text(const char *, size_t, char *, size_t);
-int	reply_error(const struct ctx *, const char *, const char *,
-	    const char *, const redisReply *, struct agent_err *);
-long	resp3_scan(const char *, size_t, int);
+/* bus.c's file-local pieces: bus.h under -DUNITTEST. */
 
 static void
 test_instance_id(void **state)
@@ -150,7 +138,7 @@ static void
 test_reply_error(void **state)
 {
 	struct redis_url	u;
-	struct ctx		x;
+	struct bus_ctx		x;
 	struct agent_err	err;
 	redisReply		r;
 	size_t			i, j;

@@ -11,10 +11,7 @@
 
 #include "agent.h"
 
-int	fly_auth_header(const char *token, char *out, size_t n);
-int	fly_count(const char *body, size_t len, const char *app,
-	    const char *group, const char *self_id, bool self_serving,
-	    struct topology *t, struct agent_err *err);
+/* fly_auth_header, fly_count: agent.h under -DUNITTEST. */
 
 /* A machine: id, state, metadata object body, extra config members. */
 #define M(id, state, meta, extra) \
