@@ -14,9 +14,11 @@
  * closed: the agent keeps using it until exit.
  */
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DL_DEFINING 1
 #include "curl_dl.h"
@@ -92,6 +94,34 @@ __attribute__((used, section(".note.dlopen"), aligned(4))) static const struct {
 } dl_note = {sizeof(DL_NOTE_OWNER), sizeof(DL_NOTE_JSON), DL_NOTE_TYPE,
     DL_NOTE_OWNER, DL_NOTE_JSON};
 
+/*
+ * The bundle's copy (<bin>/../lib-dlopen/<soname>) by its path when it is
+ * there, else the soname (the system's).  dlopen() resolves a bare name
+ * with the RUNPATH of its caller, which is not the binary under a
+ * sanitizer runtime that wraps dlopen; a path does not depend on that.
+ */
+static void *
+dl_open(const char *soname)
+{
+	char exe[PATH_MAX], path[PATH_MAX + 64], *slash;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	void *h;
+
+	if (n > 0) {
+		exe[n] = '\0';
+		if ((slash = strrchr(exe, '/')) != NULL) {
+			*slash = '\0';
+			snprintf(path, sizeof(path), "%s/../lib-dlopen/%s", exe,
+			    soname);
+			if (access(path, R_OK) == 0 &&
+			    (h = dlopen(path, RTLD_LAZY | RTLD_NODELETE)) !=
+			        NULL)
+				return h;
+		}
+	}
+	return dlopen(soname, RTLD_LAZY | RTLD_NODELETE);
+}
+
 static int
 dl_load(struct dl_lib *l)
 {
@@ -104,7 +134,7 @@ dl_load(struct dl_lib *l)
 		return -1;
 	}
 	(void)dlerror();
-	if ((h = dlopen(l->soname, RTLD_LAZY | RTLD_NODELETE)) == NULL) {
+	if ((h = dl_open(l->soname)) == NULL) {
 		e = dlerror();
 		snprintf(l->why, sizeof(l->why), "%s", e ? e : "dlopen failed");
 		return -1;
