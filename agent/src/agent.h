@@ -352,6 +352,9 @@ struct platform {
 	    struct platform_identity *);
 	/* Adds the adapter's object to check's JSON root (may be NULL). */
 	void (*identity_json)(const struct platform_identity *, struct cJSON *);
+	/* Environment variables holding the adapter's credentials, which a
+	 * child (Pylon) never gets; NULL-terminated, or NULL. */
+	const char *const *secret_env;
 };
 
 #define PLATFORM_RESYNC_FULL (-2)
@@ -372,6 +375,8 @@ const struct platform *platform_select(const struct options *);
 const struct platform *platform_by_name(const char *name);
 /* Every adapter's resolve hook, in registry order. */
 int platform_resolve_all(struct options *, struct agent_err *);
+/* NAME (n bytes, not NUL-terminated) is an adapter's secret_env. */
+bool platform_secret_env(const char *name, size_t n);
 
 /* ---- flow (flow.c): the steps every command composes ------------------- */
 

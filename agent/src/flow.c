@@ -37,6 +37,19 @@ platform_resolve_all(struct options *o, struct agent_err *err)
 	return 0;
 }
 
+bool
+platform_secret_env(const char *name, size_t n)
+{
+	const char *const *e;
+	size_t i;
+
+	for (i = 0; platforms[i] != NULL; i++)
+		for (e = platforms[i]->secret_env; e != NULL && *e != NULL; e++)
+			if (strlen(*e) == n && strncmp(*e, name, n) == 0)
+				return true;
+	return false;
+}
+
 const struct platform *
 platform_select(const struct options *o)
 {

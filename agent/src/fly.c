@@ -1178,6 +1178,10 @@ out:
 	return rc;
 }
 
+/* Only the agent uses the token: Pylon, which runs the app's own code and
+ * its npm dependencies, never gets it (issue 18). */
+static const char *const fly_secret_env[] = {"FLY_API_TOKEN", NULL};
+
 const struct platform platform_fly = {
     .name = "fly",
     .detect = fly_detect,
@@ -1187,4 +1191,5 @@ const struct platform platform_fly = {
     .resolve = fly_resolve,
     .identity = fly_identity,
     .identity_json = fly_identity_json,
+    .secret_env = fly_secret_env,
 };

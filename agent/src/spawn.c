@@ -90,7 +90,7 @@ spawn_env_removed(const char *entry, const char *pass_env)
 		return false;
 	if (n >= 12 && strncmp(entry, "PYLON_AGENT_", 12) == 0)
 		return true;
-	return n == 13 && strncmp(entry, "FLY_API_TOKEN", 13) == 0;
+	return platform_secret_env(entry, n); /* FLY_API_TOKEN, ... */
 }
 
 char **
