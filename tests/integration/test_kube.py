@@ -448,6 +448,25 @@ print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exec
     assert fake.log[0]["token"] == fake.valid_token()
 
 
+def test_kubeconfig_exec_plugin_starts_with_default_signals(fake, tmp_path):
+    """Issue 14: the exec credential plugin, like exec's and serve's child,
+    starts with no ignored signal and an empty mask (the agent ignores
+    SIGPIPE; neither that nor a mask may leak into the plugin)."""
+    fake.add(*deployment_objects(replicas=2))
+    dump = tmp_path / "plugin-status"
+    kc = _exec_kubeconfig(fake, tmp_path, """#!/bin/sh
+grep -E '^Sig(Ign|Blk):' /proc/self/status > %s
+printf '{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", '
+printf '"status": {"token": "%%s"}}\\n' "$PLUGIN_TOKEN"
+""" % str(dump))
+    r, d = decide(clean_env(KUBECONFIG=kc, POD_NAME=POD, PYLON_AGENT_REDIS_URL=REDIS % 1))
+    assert r.returncode == 0, r.stderr
+    assert d["peers"] == 2
+    sig = dict(l.split(":\t") for l in dump.read_text().splitlines())
+    assert int(sig["SigIgn"], 16) == 0, sig
+    assert int(sig["SigBlk"], 16) == 0, sig
+
+
 def test_kubeconfig_exec_plugin_cluster_info(fake, tmp_path):
     fake.add(*deployment_objects(replicas=2))
     kc = _exec_kubeconfig(fake, tmp_path, """#!/usr/bin/env python3
