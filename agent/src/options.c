@@ -38,7 +38,13 @@ struct opt_row {
 	unsigned cmds;
 	const char *metavar;
 	const char *help;
+	int min, max; /* T_INT bounds; both 0: 0 .. INT_MAX_DEFAULT */
+	unsigned flags; /* OPT_* */
 };
+
+#define INT_MAX_DEFAULT 100000
+/* The value is a secret: never printed (the config dump redacts it). */
+#define OPT_SECRET 0x1u
 
 static const char *const platforms[] = {
     "auto", "kubernetes", "fly", "static", NULL};
@@ -56,124 +62,144 @@ static const char *const outputs[] = {"text", "json", "env", NULL};
 static const struct opt_row rows[] = {
     {"api-timeout", "PYLON_AGENT_API_TIMEOUT", T_DUR, "10s",
         OFF(api_timeout_ms), NULL, C_DISC, "DURATION",
-        "one Kubernetes/Fly API request, connect included"},
+        "one Kubernetes/Fly API request, connect included", 0, 0, 0},
     {"app-selector", "PYLON_AGENT_APP_SELECTOR", T_STR, NULL, OFF(app_selector),
         NULL, C_DISC, "SELECTOR",
         "K8s label selector of every pod of the app across blue/green "
-        "colours"},
+        "colours",
+        0, 0, 0},
     {"bus-proxy", "PYLON_AGENT_BUS_PROXY", T_STR, NULL, OFF(bus_proxy), NULL,
         C_INIT | C_SERVE, "HOST:PORT",
         "serve: relay plain Redis on this loopback address to the "
         "rediss:// bus over TLS, and hand Pylon redis://HOST:PORT (init: "
-        "write that URL)"},
+        "write that URL)",
+        0, 0, 0},
     {"config", "PYLON_AGENT_CONFIG", T_STR, NULL, OFF(config), NULL, C_DISC,
-        "FILE", "YAML file of settings (keys are these flag names)"},
+        "FILE", "YAML file of settings (keys are these flag names)", 0, 0, 0},
     {"count-surge", "PYLON_AGENT_COUNT_SURGE", T_BOOL, "false",
         OFF(count_surge), NULL, C_DISC, NULL,
-        "count a rolling update's surge pods as peers"},
+        "count a rolling update's surge pods as peers", 0, 0, 0},
     {"count-interval", "PYLON_AGENT_COUNT_INTERVAL", T_DUR, "60s",
         OFF(count_interval_ms), NULL, C_SERVE, "DURATION",
         "serve: PUBSUB NUMSUB at most this often (SPEC: a minute), and this "
-        "pod's CLIENT LIST check when the count is low"},
+        "pod's CLIENT LIST check when the count is low",
+        0, 0, 0},
     {"deaf-grace", "PYLON_AGENT_DEAF_GRACE", T_DUR, "45s", OFF(deaf_grace_ms),
         NULL, C_SERVE, "DURATION",
         "serve: this pod's Pylon is deaf after no subscription from its "
-        "address for this long (Pylon's reconnect backoff tops out at 30 s)"},
+        "address for this long (Pylon's reconnect backoff tops out at 30 s)",
+        0, 0, 0},
     {"deaf-pylon", "PYLON_AGENT_DEAF_PYLON", T_ENUM, "heal", OFF(deaf_pylon),
         deaf_policies, C_SERVE, "heal|report|off",
         "serve: a deaf Pylon in this pod: heal (restart the supervised "
         "command; /pylon-livez 503 for Pylon's livenessProbe), report only, "
-        "or off (no CLIENT LIST)"},
+        "or off (no CLIENT LIST)",
+        0, 0, 0},
     {"env-file", "PYLON_AGENT_ENV_FILE", T_STR, "/pylon-agent/cluster.env",
         OFF(env_file), NULL, C_INIT | C_EXEC | C_SERVE | C_PROBE, "FILE",
-        "where init writes the env file (exec: read it, skip discovery)"},
+        "where init writes the env file (exec: read it, skip discovery)", 0, 0,
+        0},
     {"cluster-required", "PYLON_AGENT_CLUSTER_REQUIRED", T_BOOL, "true",
         OFF(cluster_required), NULL, C_PROVE, NULL,
         "in redis mode also export PYLON_CLUSTER_REQUIRED=1 (Pylon then "
-        "refuses to boot without a Postgres DATABASE_URL)"},
+        "refuses to boot without a Postgres DATABASE_URL)",
+        0, 0, 0},
     {"fly-api-url", "PYLON_AGENT_FLY_API_URL", T_STR,
         "http://_api.internal:4280", OFF(fly_api_url), NULL, C_DISC, "URL",
-        "Fly Machines API base URL"},
+        "Fly Machines API base URL", 0, 0, 0},
     {"fly-boot-spread", "PYLON_AGENT_FLY_BOOT_SPREAD", T_DUR, "10s",
         OFF(fly_boot_spread_ms), NULL, C_DISC, "DURATION",
         "Fly, serve and init: at most this random delay before the first "
         "Machines API list, 1 s per machine of all.vms beyond 3 (the "
-        "list rate: 1/s, burst 3); 0 disables"},
+        "list rate: 1/s, burst 3); 0 disables",
+        0, 0, 0},
     {"fly-group", "PYLON_AGENT_FLY_GROUP", T_STR, NULL, OFF(fly_group), NULL,
         C_DISC, "GROUP",
         "Fly process group running Pylon (default: FLY_PROCESS_GROUP, or "
-        "app for release/console machines)"},
+        "app for release/console machines)",
+        0, 0, 0},
     {"fly-resolver", "PYLON_AGENT_FLY_RESOLVER", T_STR, "[fdaa::3]:53",
         OFF(fly_resolver), NULL, C_DISC, "ADDR|none",
         "Fly internal DNS server serve resyncs from (all.vms and "
-        "<group>.process TXT/AAAA); none: resync lists the Machines API"},
+        "<group>.process TXT/AAAA); none: resync lists the Machines API",
+        0, 0, 0},
     {"interval", "PYLON_AGENT_INTERVAL", T_DUR, "30s", OFF(interval_ms), NULL,
-        C_SERVE, "DURATION", "serve: bus health check period (one PING each)"},
+        C_SERVE, "DURATION", "serve: bus health check period (one PING each)",
+        0, 0, 0},
     {"kubeconfig", "KUBECONFIG", T_STR, NULL, OFF(kubeconfig), NULL, C_DISC,
-        "FILE[:FILE]", "out-of-cluster Kubernetes access"},
+        "FILE[:FILE]", "out-of-cluster Kubernetes access", 0, 0, 0},
     {"listen", "PYLON_AGENT_LISTEN", T_STR, "0.0.0.0:4320", OFF(listen), NULL,
-        C_SERVE, "HOST:PORT", "serve: HTTP address"},
+        C_SERVE, "HOST:PORT", "serve: HTTP address", 0, 0, 0},
     {"log-format", "PYLON_AGENT_LOG_FORMAT", T_ENUM, "text", OFF(log_format),
         log_formats, C_DISC, "text|json",
-        "log lines on stderr: text, or one JSON object per line"},
+        "log lines on stderr: text, or one JSON object per line", 0, 0, 0},
     {"min-peers", "PYLON_AGENT_MIN_PEERS", T_INT, "1", OFF(min_peers), NULL,
-        C_DISC, "N", "floor on the discovered peer count"},
+        C_DISC, "N", "floor on the discovered peer count", 1, INT_MAX_DEFAULT,
+        0},
     {"mode", "PYLON_AGENT_MODE", T_ENUM, "auto", OFF(mode), modes, C_DISC,
-        "auto|redis|noop", "forced modes skip the decision, never the proof"},
+        "auto|redis|noop", "forced modes skip the decision, never the proof", 0,
+        0, 0},
     {"namespace", "PYLON_AGENT_NAMESPACE", T_STR, "pylon", OFF(namespace), NULL,
         C_DISC, "NAME",
         "PYLON_CLUSTER_NAMESPACE (channel <ns>:cluster:bus): 1 to 64 of "
-        "A-Z a-z 0-9 . - _ : + = , ~ # % (e.g. team:app)"},
+        "A-Z a-z 0-9 . - _ : + = , ~ # % (e.g. team:app)",
+        0, 0, 0},
     {"on-bus-loss", "PYLON_AGENT_ON_BUS_LOSS", T_ENUM, "report",
         OFF(on_bus_loss), drift_policies, C_SERVE, "report|unready",
         "serve: whether 3 failed steady-state bus checks fail /readyz "
-        "(report: logged, counted, reported only)"},
+        "(report: logged, counted, reported only)",
+        0, 0, 0},
     {"on-discovery-error", "PYLON_AGENT_ON_DISCOVERY_ERROR", T_ENUM,
         "redis-if-configured", OFF(on_discovery_error), disc_policies, C_DISC,
-        "POLICY", "fail, redis-if-configured or noop"},
+        "POLICY", "fail, redis-if-configured or noop", 0, 0, 0},
     {"on-drift", "PYLON_AGENT_ON_DRIFT", T_ENUM, "report", OFF(on_drift),
         drift_policies, C_SERVE, "report|unready",
-        "serve: what a topology change that flips the mode does"},
+        "serve: what a topology change that flips the mode does", 0, 0, 0},
     {"output", NULL, T_ENUM, "text", OFF(output), outputs, C_DECIDE | C_CHECK,
-        "text|json|env", "decide/check output format"},
+        "text|json|env", "decide/check output format", 0, 0, 0},
     {"platform", "PYLON_AGENT_PLATFORM", T_ENUM, "auto", OFF(platform),
         platforms, C_DISC, "auto|kubernetes|fly|static",
-        "where to discover the peer count"},
+        "where to discover the peer count", 0, 0, 0},
     {"prove", NULL, T_BOOL, "false", OFF(prove), NULL, C_DECIDE, NULL,
-        "decide: also prove the bus (publishes one envelope)"},
+        "decide: also prove the bus (publishes one envelope)", 0, 0, 0},
     {"pass-env", "PYLON_AGENT_PASS_ENV", T_STR, NULL, OFF(pass_env), NULL,
         C_EXEC | C_SERVE, "LIST",
         "variables the child keeps anyway: CMD's environment is the agent's "
         "minus every PYLON_AGENT_* variable and FLY_API_TOKEN (only the agent "
-        "uses them; the Redis URL and the API token stay out of Pylon)"},
+        "uses them; the Redis URL and the API token stay out of Pylon)",
+        0, 0, 0},
     {"pylon-tls", "PYLON_AGENT_PYLON_TLS", T_BOOL, "false", OFF(pylon_tls),
         NULL, C_PROVE, NULL,
         "the Pylon build speaks TLS: allow rediss:// URLs (Pylon 0.11.3 "
-        "cannot: it exits 1 at boot on rediss://)"},
+        "cannot: it exits 1 at boot on rediss://)",
+        0, 0, 0},
     {"redis-ca-file", "PYLON_AGENT_REDIS_CA_FILE", T_STR, NULL,
         OFF(redis_ca_file), NULL, C_PROVE, "FILE",
-        "CA bundle for rediss:// (default: system CAs)"},
+        "CA bundle for rediss:// (default: system CAs)", 0, 0, 0},
     {"redis-url", "PYLON_AGENT_REDIS_URL", T_STR, NULL, OFF(redis_url), NULL,
         C_PROVE, "URL",
         "the bus handed to Pylon as PYLON_CLUSTER_BUS (prefer "
-        "--redis-url-file: argv is visible to every process)"},
+        "--redis-url-file: argv is visible to every process)",
+        0, 0, OPT_SECRET},
     {"redis-url-file", "PYLON_AGENT_REDIS_URL_FILE", T_STR, NULL,
         OFF(redis_url_file), NULL, C_PROVE, "FILE",
-        "read the Redis URL from a file (a mounted Secret)"},
+        "read the Redis URL from a file (a mounted Secret)", 0, 0, 0},
     {"replicas", "PYLON_AGENT_REPLICAS", T_INT, NULL, OFF(replicas), NULL,
-        C_DISC, "N", "static platform: the peer count (default 1)"},
+        C_DISC, "N", "static platform: the peer count (default 1)", 0, 0, 0},
     {"report", "PYLON_AGENT_REPORT", T_REPORT, "log", OFF(report), NULL,
         C_INIT | C_EXEC | C_SERVE, "LIST",
-        "comma list of log, annotations, events, metadata"},
+        "comma list of log, annotations, events, metadata", 0, 0, 0},
     {"resync", "PYLON_AGENT_RESYNC", T_DUR, "60s", OFF(resync_ms), NULL,
-        C_SERVE, "DURATION", "serve: topology re-read period (jittered)"},
+        C_SERVE, "DURATION", "serve: topology re-read period (jittered)", 0, 0,
+        0},
     {"serviceaccount-dir", "PYLON_AGENT_SERVICEACCOUNT_DIR", T_STR,
         "/var/run/secrets/kubernetes.io/serviceaccount",
         OFF(serviceaccount_dir), NULL, C_DISC, "DIR",
-        "in-cluster token, CA and namespace"},
+        "in-cluster token, CA and namespace", 0, 0, 0},
     {"timeout", "PYLON_AGENT_TIMEOUT", T_DUR, "60s", OFF(timeout_ms), NULL,
         C_PROVE, "DURATION",
-        "deadline to prove the bus (unless given: check 20s, probe 3s)"},
+        "deadline to prove the bus (unless given: check 20s, probe 3s)", 0, 0,
+        0},
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -337,14 +363,14 @@ describe_src(const struct opt_row *r, enum src src, const char *config,
 }
 
 STATIC int
-parse_int(const char *s, int *out)
+parse_int(const char *s, int min, int max, int *out)
 {
 	char *end;
 	long v;
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < 0 || v > 100000)
+	if (errno || end == s || *end || v < min || v > max)
 		return -1;
 	*out = (int)v;
 	return 0;
@@ -428,11 +454,13 @@ apply_row(struct options *o, const struct opt_row *r, const char *val,
 			return err_oom(err, "options");
 		return 0;
 	case T_INT:
-		if (parse_int(val, (int *)field) == -1)
+		if (parse_int(val, r->max ? r->min : 0,
+		        r->max ? r->max : INT_MAX_DEFAULT, (int *)field) == -1)
 			return err_set(err, code,
 			    "%s: \"%s\" is not a whole "
-			    "number between 0 and 100000",
-			    where, val);
+			    "number between %d and %d",
+			    where, val, r->max ? r->min : 0,
+			    r->max ? r->max : INT_MAX_DEFAULT);
 		return 0;
 	case T_BOOL:
 		if (parse_bool(val, (bool *)field) == -1)
@@ -690,10 +718,6 @@ resolve(
 		    "invalid: use 1 to 64 characters of A-Z a-z 0-9 . - _ : + = "
 		    ", ~ # %% (no spaces, quotes, /, @, $ or globs)",
 		    shown(o->namespace, nb, sizeof(nb)));
-	if (o->min_peers < 1)
-		return err_set(err, EXIT_AGENT_CONFIG,
-		    "--min-peers must be at "
-		    "least 1");
 	/* The adapters' defaults (the Fly process group). */
 	if ((rc = platform_resolve_all(o, err)) != 0)
 		return rc;
@@ -933,7 +957,7 @@ options_dump(const struct options *o, void *vfp)
 		case T_STR:
 			if (*(char *const *)f == NULL)
 				fprintf(fp, "~\n");
-			else if (!strcmp(r->name, "redis-url")) {
+			else if (r->flags & OPT_SECRET) {
 				red = redis_url_redact(*(char *const *)f);
 				fprintf(fp, "'%s'\n", red ? red : "***");
 				a_free(red);
