@@ -442,6 +442,30 @@ struct pod_state {
  * "pylon-agent" (kube.c). */
 const char *kube_container_name(void);
 
+/* ---- the decision as JSON (decision_json.c) -------------------------- */
+
+struct cJSON;
+/* What decide and /status show of a decision (SPEC 6). */
+struct decision_json {
+	const struct decision *d; /* NULL: not decided yet */
+	const char *reason; /* shown when d is NULL */
+	enum bus_mode mode; /* the mode shown (serve: the start mode) */
+	const char *redis_url; /* redacted; NULL or "": null */
+	bool proven;
+	double latency_ms; /* < 0: null */
+	const char *error; /* redacted; NULL or "": null */
+	bool drift;
+};
+/* mode .. channel and the "redis" object (returned, for the caller's own
+ * keys); *ok turns false on an allocation failure. */
+struct cJSON *
+decision_json_begin(struct cJSON *root, const struct decision_json *, bool *ok);
+/* instance, drift, discovery_failed. */
+void
+decision_json_end(struct cJSON *root, const struct decision_json *, bool *ok);
+/* Milliseconds to the microsecond (no libm); < 0 stays. */
+double latency_round(double ms);
+
 /* ---- deaf Pylon (deaf.c): CLIENT INFO / CLIENT LIST answers ---------- */
 
 /* The IP of the addr= field of a CLIENT INFO line. */

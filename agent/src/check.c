@@ -375,7 +375,7 @@ check_print_json(const struct check_result *r, struct agent_err *err)
 		cJSON_AddBoolToObject(redis, "proven", r->proven);
 		if (r->proven)
 			cJSON_AddNumberToObject(redis, "latency_ms",
-			    (double)(long)(r->br.latency_ms * 100 + 0.5) / 100);
+			    latency_round(r->br.latency_ms));
 		else
 			cJSON_AddNullToObject(redis, "latency_ms");
 		if (r->proof_error[0])

@@ -70,47 +70,30 @@ static char *
 decision_json(const struct decision *d, const struct options *o,
     const struct bus_result *br, const struct agent_err *proof_err)
 {
-	cJSON *root, *redis;
+	struct decision_json v;
+	cJSON *root;
 	char *red = NULL, *out = NULL, clean[AGENT_ERR_LEN];
-	bool miss = false; /* an allocation failed: no partial JSON */
-	bool proven = br != NULL && br->latency_ms >= 0 &&
-	    (proof_err == NULL || proof_err->code == 0);
+	bool ok = true; /* an allocation failed: no partial JSON */
 
 	if ((root = cJSON_CreateObject()) == NULL)
 		return NULL;
-	miss |= !cJSON_AddStringToObject(root, "mode", mode_name(d->mode));
-	miss |= !cJSON_AddStringToObject(root, "reason", d->reason);
-	miss |= !cJSON_AddStringToObject(root, "platform", d->platform);
-	miss |= !cJSON_AddNumberToObject(root, "peers", d->peers);
-	miss |= !cJSON_AddStringToObject(root, "namespace", d->namespace);
-	miss |= !cJSON_AddStringToObject(root, "channel", d->channel);
-	if ((redis = cJSON_AddObjectToObject(root, "redis")) == NULL)
-		miss = true;
-	else {
-		if (o->redis_url && (red = redis_url_redact(o->redis_url)))
-			miss |= !cJSON_AddStringToObject(redis, "url", red);
-		else if (o->redis_url)
-			miss = true;
-		else
-			miss |= !cJSON_AddNullToObject(redis, "url");
-		miss |= !cJSON_AddBoolToObject(redis, "proven", proven);
-		if (proven)
-			miss |= !cJSON_AddNumberToObject(redis, "latency_ms",
-			    (double)(long)(br->latency_ms * 100 + 0.5) / 100);
-		else
-			miss |= !cJSON_AddNullToObject(redis, "latency_ms");
-		if (proof_err && proof_err->code) {
-			redact(proof_err->msg, clean, sizeof(clean));
-			miss |= !cJSON_AddStringToObject(redis, "error", clean);
-		} else
-			miss |= !cJSON_AddNullToObject(redis, "error");
+	memset(&v, 0, sizeof(v));
+	v.d = d;
+	v.mode = d->mode;
+	if (o->redis_url && (red = redis_url_redact(o->redis_url)) == NULL)
+		ok = false;
+	v.redis_url = red;
+	v.proven = br != NULL && br->latency_ms >= 0 &&
+	    (proof_err == NULL || proof_err->code == 0);
+	v.latency_ms = v.proven ? br->latency_ms : -1;
+	if (proof_err && proof_err->code) {
+		redact(proof_err->msg, clean, sizeof(clean));
+		v.error = clean;
 	}
-	miss |= !cJSON_AddStringToObject(root, "instance", d->instance);
-	miss |= !cJSON_AddBoolToObject(root, "drift", false);
-	miss |= !cJSON_AddBoolToObject(
-	    root, "discovery_failed", d->discovery_failed);
-	miss |= !cJSON_AddStringToObject(root, "version", AGENT_VERSION);
-	if (!miss)
+	(void)decision_json_begin(root, &v, &ok);
+	decision_json_end(root, &v, &ok);
+	ok &= cJSON_AddStringToObject(root, "version", AGENT_VERSION) != NULL;
+	if (ok)
 		out = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
 	a_free(red);

@@ -180,39 +180,27 @@ json_str(cJSON *o, const char *k, const char *s)
 char *
 serve_status_json(const struct serve_snap *s)
 {
+	struct decision_json v;
 	cJSON *o, *r;
 	char *txt = NULL, *out = NULL, safe[sizeof(s->bus_error)];
 	bool ok = true;
-	const char *mode = s->decided ? mode_str(s->start_mode) : NULL;
 
 	if ((o = cJSON_CreateObject()) == NULL)
 		return NULL;
-	ok &= json_str(o, "mode", mode);
-	ok &= json_str(o, "reason", s->decided ? s->dec.reason : s->phase);
-	ok &= json_str(o, "platform", s->decided ? s->dec.platform : NULL);
-	if (s->decided)
-		ok &= cJSON_AddNumberToObject(o, "peers", s->dec.peers) != NULL;
-	else
-		ok &= cJSON_AddNullToObject(o, "peers") != NULL;
-	ok &= json_str(o, "namespace", s->decided ? s->dec.namespace : NULL);
-	ok &= json_str(o, "channel", s->decided ? s->dec.channel : NULL);
-	if ((r = cJSON_AddObjectToObject(o, "redis")) == NULL)
-		goto out;
-	ok &= json_str(r, "url", s->redis_url);
-	ok &= cJSON_AddBoolToObject(r, "proven",
-	          s->proven && s->start_mode == MODE_REDIS) != NULL;
-	/* to the microsecond; >= 0, so no round() and no libm (whose
-	 * mapped pages would be a quarter MiB of the process's RSS) */
-	if (s->latency_ms >= 0 && s->start_mode == MODE_REDIS)
-		ok &= cJSON_AddNumberToObject(r, "latency_ms",
-		          (double)(int64_t)(s->latency_ms * 1000 + 0.5) /
-		              1000) != NULL;
-	else
-		ok &= cJSON_AddNullToObject(r, "latency_ms") != NULL;
+	memset(&v, 0, sizeof(v));
+	v.d = s->decided ? &s->dec : NULL;
+	v.reason = s->phase;
+	v.mode = s->start_mode;
+	v.redis_url = s->redis_url;
+	v.proven = s->proven && s->start_mode == MODE_REDIS;
+	v.latency_ms = s->start_mode == MODE_REDIS ? s->latency_ms : -1;
 	/* The bus layer never puts the password in a message; redact()
 	 * is the belt to those braces. */
 	redact(s->bus_error, safe, sizeof(safe));
-	ok &= json_str(r, "error", safe);
+	v.error = safe;
+	v.drift = s->drift;
+	if ((r = decision_json_begin(o, &v, &ok)) == NULL)
+		goto out;
 	ok &=
 	    cJSON_AddBoolToObject(r, "healthy",
 	        s->start_mode == MODE_REDIS && s->proven && s->bus_ok) != NULL;
@@ -230,8 +218,7 @@ serve_status_json(const struct serve_snap *s)
 	        : s->numsub_state == NUMSUB_OVER ? "shared"
 	        : s->numsub_state == NUMSUB_OK   ? "ok"
 	                                         : NULL);
-	ok &= json_str(o, "instance", s->decided ? s->dec.instance : NULL);
-	ok &= cJSON_AddBoolToObject(o, "drift", s->drift) != NULL;
+	decision_json_end(o, &v, &ok);
 	ok &= cJSON_AddBoolToObject(o, "adopted_from_init", s->adopted) != NULL;
 	ok &= cJSON_AddStringToObject(o, "version", AGENT_VERSION) != NULL;
 	/* issue 20: this pod's own Pylon (after SPEC 6's keys) */

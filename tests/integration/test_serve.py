@@ -207,8 +207,8 @@ def test_noop_endpoints_codes_and_bodies(procs):
         assert hdr["Content-Type"].startswith("text/plain")
     st = status_json(port)
     assert list(st) == ["mode", "reason", "platform", "peers", "namespace", "channel",
-                        "redis", "instance", "drift", "adopted_from_init", "version",
-                        "own_pylon"]
+                        "redis", "instance", "drift", "discovery_failed",
+                        "adopted_from_init", "version", "own_pylon"]
     assert st["mode"] == "noop" and st["peers"] == 1 and st["platform"] == "static"
     assert st["channel"] == "pylon:cluster:bus" and st["drift"] is False
     assert st["redis"] == {"url": None, "proven": False, "latency_ms": None, "error": None,

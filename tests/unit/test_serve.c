@@ -135,11 +135,13 @@ test_status_json(void **state)
 	    "redis://default:***@redis:6379/0");
 	/* The SPEC keys in the SPEC order, plus adopted_from_init and the
 	 * steady-state health (healthy, consecutive_failures,
-	 * check_failures_total, subscribers, subscribers_state), and last
-	 * this pod's own Pylon (issue 20). */
+	 * check_failures_total, subscribers, subscribers_state),
+	 * discovery_failed as decide shows it (one writer, issue 14), and
+	 * last this pod's own Pylon (issue 20). */
 	assert_string_equal(o->child->string, "mode");
-	assert_int_equal(cJSON_GetArraySize(o), 12);
-	assert_string_equal(cJSON_GetArrayItem(o, 11)->string, "own_pylon");
+	assert_int_equal(cJSON_GetArraySize(o), 13);
+	assert_string_equal(cJSON_GetArrayItem(o, 9)->string, "discovery_failed");
+	assert_string_equal(cJSON_GetArrayItem(o, 12)->string, "own_pylon");
 	assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(o,
 	    "own_pylon"), "state")));
 	assert_int_equal(cJSON_GetArraySize(r), 9);
