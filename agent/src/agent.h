@@ -502,6 +502,14 @@ int write_file_replace(const char *path, const char *data, size_t len,
 /* init: writes the state of this process's last flow_decide/flow_prove
  * beside env_file; a failure is a warning (serve then discovers). */
 void flow_state_write(const struct options *, const struct decision *);
+/* The URL Pylon gets for a decision: the configured one in redis mode,
+ * none in noop mode. */
+const char *flow_pylon_url(const struct options *, const struct decision *);
+/* init's last step, for init and for serve acting as init: the env file
+ * (url: what Pylon gets, NULL in noop mode), then the state file a
+ * sidecar adopts (SPEC 5). */
+int flow_apply(const struct options *, const struct decision *, const char *url,
+    struct agent_err *);
 
 /* ---- cost counters (stats.c, SPEC 10) -------------------------------- */
 

@@ -183,3 +183,24 @@ flow_state_write(const struct options *o, const struct decision *d)
 		          "sidecar will discover and prove again): %s",
 		    o->env_file, err.msg);
 }
+
+const char *
+flow_pylon_url(const struct options *o, const struct decision *d)
+{
+	return d->mode == MODE_REDIS ? o->redis_url : NULL;
+}
+
+int
+flow_apply(const struct options *o, const struct decision *d, const char *url,
+    struct agent_err *err)
+{
+	int rc;
+
+	if ((rc = envfile_write(
+	         o->env_file, d, d->mode == MODE_REDIS ? url : NULL, err)) != 0)
+		return rc;
+	flow_state_write(o, d); /* serve adopts it (SPEC 5) */
+	log_info(
+	    "env file written: %s (mode %s)", o->env_file, mode_name(d->mode));
+	return 0;
+}

@@ -223,16 +223,9 @@ cmd_init(struct options *o, struct agent_err *err)
 	    o->bus_proxy[0] != '\0' &&
 	    (url = proxy_pylon_url(o->redis_url, o->bus_proxy, err)) == NULL)
 		return err->code ? err->code : EXIT_AGENT_CONFIG;
-	rc = envfile_write(o->env_file, &d,
-	    d.mode == MODE_REDIS ? (url != NULL ? url : o->redis_url) : NULL,
-	    err);
+	rc = flow_apply(o, &d, url != NULL ? url : flow_pylon_url(o, &d), err);
 	a_free(url);
-	if (rc)
-		return rc;
-	flow_state_write(o, &d); /* serve adopts it (SPEC 5) */
-	log_info(
-	    "env file written: %s (mode %s)", o->env_file, mode_name(d.mode));
-	return 0;
+	return rc;
 }
 
 /* PYLON_AGENT_ALLOC_STATS=1: print how many allocations went through
@@ -287,8 +280,8 @@ cmd_exec(struct options *o, struct agent_err *err)
 	}
 	if ((rc = decide_and_prove(o, &d, err)))
 		return rc;
-	if ((rc = env_apply(d.mode == MODE_REDIS ? o->redis_url : NULL,
-	         d.namespace, d.cluster_required, err)))
+	if ((rc = env_apply(
+	         flow_pylon_url(o, &d), d.namespace, d.cluster_required, err)))
 		return rc;
 	return run_cmd(o->cmd_argv, err);
 }

@@ -153,10 +153,8 @@ act_as_init(
 	    o->env_file);
 	if ((rc = flow_prove(o, dec, &res, err)) != 0)
 		return rc;
-	if ((rc = envfile_write(o->env_file, dec,
-	         dec->mode == MODE_REDIS ? o->redis_url : NULL, err)) != 0)
+	if ((rc = flow_apply(o, dec, flow_pylon_url(o, dec), err)) != 0)
 		return rc;
-	flow_state_write(o, dec);
 	report_log_decision(dec, dec->mode == MODE_REDIS ? res.latency_ms : -1);
 	report_platform(o, dec, REPORT_KIND_READY,
 	    "bus proven; env file "
@@ -877,8 +875,8 @@ loop_prove(struct serve_ctx *c, struct loop_vars *v, const struct pod_state *ps,
 		v->opened = true;
 	}
 	if (c->supervising &&
-	    (rc = env_apply(v->dec.mode == MODE_REDIS ? o->redis_url : NULL,
-	         v->dec.namespace, v->dec.cluster_required, &err)) != 0) {
+	    (rc = env_apply(flow_pylon_url(o, &v->dec), v->dec.namespace,
+	         v->dec.cluster_required, &err)) != 0) {
 		loop_exit(c, rc, &err);
 		return rc;
 	}
