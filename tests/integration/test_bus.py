@@ -277,18 +277,6 @@ class SilentListener:
             except OSError:
                 continue
 
-    FLOOD_S = 30
-
-    def _flood(self, c, ch):
-        m = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$5\r\nnoise\r\n" % (len(ch), ch)
-        batch, t0 = m * 200, time.monotonic()
-        try:
-            while not self.stop and time.monotonic() - t0 < self.FLOOD_S:
-                c.sendall(batch)
-                self.flooded += 200
-        except OSError:
-            pass
-
     def close(self):
         self.stop = True
         self.t.join(2)

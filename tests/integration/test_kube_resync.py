@@ -15,18 +15,10 @@ import pytest
 from conftest import free_port, run_agent
 from kube_fake import (KubeFake, deployment, deployment_objects, hpa, pod, replicaset,
                        rollout, statefulset)
-from test_kube import POD, kenv
+from test_kube import POD, fake, kenv  # noqa: F401 (fake: the fixture)
 from test_serve import INTERVAL, metrics, start_serve, status_json, value, wait_for
 
 
-@pytest.fixture
-def fake(tmp_path):
-    f = KubeFake(str(tmp_path / "fake"))
-    f.start()
-    try:
-        yield f
-    finally:
-        f.stop()
 
 
 def kargs(port, *extra):

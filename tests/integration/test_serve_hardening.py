@@ -4,68 +4,23 @@ received bytes do not extend, and a listen backlog sized for bursts.
 
 The attack comes from 127.0.0.1, the prober (the kubelet's stand-in) from
 127.0.0.2; both reach the server on 127.0.0.1."""
+import os
 import socket
+import sys
 import threading
 import time
 
-from conftest import SLOW, free_port
+from conftest import ROOT, SLOW, free_port
 from test_serve import http_from, serve_args, start_serve
 
-SLOWLORIS = 200
-BURSTS = 2000
+# The load generators are make bench-slowloris's (one copy of the attack).
+sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+from slowloris_bench import BURSTS, SLOWLORIS  # noqa: E402
+from slowloris_bench import bursts as _bursts  # noqa: E402
+from slowloris_bench import server_conns  # noqa: E402
+from slowloris_bench import slowloris as _slowloris  # noqa: E402
+
 PROBES = 150
-
-
-def _slowloris(port, stop, stats):
-    """Holds SLOWLORIS connections, each sending one header line a second and
-    never finishing its request; a cut connection is reopened."""
-    socks = [None] * SLOWLORIS
-    try:
-        while not stop.is_set():
-            for i in range(SLOWLORIS):
-                if stop.is_set():
-                    break
-                s = socks[i]
-                try:
-                    if s is None:
-                        s = socket.create_connection(("127.0.0.1", port),
-                                                     timeout=0.5)
-                        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
-                        socks[i] = s
-                        stats["opened"] += 1
-                    else:
-                        s.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    if s is not None:
-                        s.close()
-                    socks[i] = None
-                    stats["cut"] += 1
-            stop.wait(1.0)
-    finally:
-        for s in socks:
-            if s is not None:
-                s.close()
-
-
-def _bursts(port, stop, stats):
-    """BURSTS connections, 50 at a time: connect, send a request, close."""
-    done = 0
-    while done < BURSTS and not stop.is_set():
-        batch = []
-        for _ in range(min(50, BURSTS - done)):
-            try:
-                s = socket.socket()
-                s.settimeout(1.0)
-                s.connect(("127.0.0.1", port))
-                s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
-                batch.append(s)
-            except OSError:
-                stats["burst_errors"] += 1
-                s.close()
-            done += 1
-        for s in batch:
-            s.close()
-    stats["bursts"] = done
 
 
 def test_slowloris_and_bursts_do_not_starve_the_prober(procs):
@@ -74,7 +29,7 @@ def test_slowloris_and_bursts_do_not_starve_the_prober(procs):
                         "0.0.0.0:%d" % port, "--interval", "200ms"],
                 wait="/livez")
     stop = threading.Event()
-    stats = {"opened": 0, "cut": 0, "burst_errors": 0, "bursts": 0}
+    stats = {"opened": 0, "cut": 0, "burst_errors": 0, "bursts": 0, "open_max": 0}
     th = [threading.Thread(target=_slowloris, args=(port, stop, stats)),
           threading.Thread(target=_bursts, args=(port, stop, stats))]
     lat, fails = [], 0
@@ -138,22 +93,6 @@ def test_request_deadline_is_not_extended_by_trickled_bytes(procs):
         s.close()
     assert closed_after is not None, "a trickling client kept its connection 15 s"
     assert 4.0 <= closed_after < 8.0 * SLOW, closed_after
-
-
-def server_conns(port, peer):
-    """ESTABLISHED connections on the server side of port from address peer
-    (/proc/net/tcp: local port == port, remote address == peer)."""
-    want = "%08X" % int.from_bytes(socket.inet_aton(peer), "little")
-    n = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, remote, state = fields[1], fields[2], fields[3]
-            if state == "01" and int(local.split(":")[1], 16) == port and \
-                    remote.split(":")[0] == want:
-                n += 1
-    return n
 
 
 def test_connections_are_capped_per_address_and_cleaned_up(procs):
