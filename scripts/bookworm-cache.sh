@@ -22,13 +22,8 @@ mkdir -p "$CACHE"
 BUILD_PKGS="build-essential,pkg-config,libcurl4-openssl-dev,libcjson-dev,\
 libhiredis-dev,libyaml-dev,libssl-dev,libmicrohttpd-dev,patchelf,ca-certificates"
 
-mirror() {
-	m=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources \
-	    2>/dev/null | grep -v security | head -n 1)
-	[ -n "$m" ] || m=$(sed -n 's/^deb \([^ ]*\) .*/\1/p' /etc/apt/sources.list \
-	    2>/dev/null | grep -v security | head -n 1)
-	echo "${m:-http://deb.debian.org/debian}"
-}
+# The Debian mirror this machine's apt uses (scripts/mirror.sh).
+. "$(dirname "$0")/mirror.sh"
 
 # root NAME INCLUDE: debootstraps $CACHE/NAME once (into a temporary
 # directory, renamed when complete, so an interrupted run leaves no

@@ -21,13 +21,8 @@ exec 9>"$CACHE/.pylon-cache.lock"
 flock 9
 rm -rf "$CACHE"/trixie-root.tmp.*
 
-mirror() {
-	m=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources \
-	    2>/dev/null | grep -v security | head -n 1)
-	[ -n "$m" ] || m=$(sed -n 's/^deb \([^ ]*\) .*/\1/p' /etc/apt/sources.list \
-	    2>/dev/null | grep -v security | head -n 1)
-	echo "${m:-http://deb.debian.org/debian}"
-}
+# The Debian mirror this machine's apt uses (scripts/mirror.sh).
+. "$(dirname "$0")/mirror.sh"
 
 if [ ! -x "$NPM/node_modules/@pylonsync/cli-linux-x64/bin/pylon" ] ||
    [ ! -x "$NPM/node_modules/@oven/bun-linux-x64/bin/bun" ]; then

@@ -463,6 +463,8 @@ decision_json_begin(struct cJSON *root, const struct decision_json *, bool *ok);
 /* instance, drift, discovery_failed. */
 void
 decision_json_end(struct cJSON *root, const struct decision_json *, bool *ok);
+/* Adds s as a string, or null when s is NULL or empty. */
+bool json_str_or_null(struct cJSON *o, const char *k, const char *s);
 /* Milliseconds to the microsecond (no libm); < 0 stays. */
 double latency_round(double ms);
 

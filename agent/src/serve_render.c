@@ -168,15 +168,6 @@ mode_str(enum bus_mode m)
 	}
 }
 
-/* Adds s as a string, or null when s is NULL or empty. */
-static bool
-json_str(cJSON *o, const char *k, const char *s)
-{
-	if (s == NULL || s[0] == '\0')
-		return cJSON_AddNullToObject(o, k) != NULL;
-	return cJSON_AddStringToObject(o, k, s) != NULL;
-}
-
 char *
 serve_status_json(const struct serve_snap *s)
 {
@@ -213,7 +204,7 @@ serve_status_json(const struct serve_snap *s)
 		          r, "subscribers", (double)s->numsub) != NULL;
 	else
 		ok &= cJSON_AddNullToObject(r, "subscribers") != NULL;
-	ok &= json_str(r, "subscribers_state",
+	ok &= json_str_or_null(r, "subscribers_state",
 	    s->numsub_state == NUMSUB_UNDER      ? "deaf"
 	        : s->numsub_state == NUMSUB_OVER ? "shared"
 	        : s->numsub_state == NUMSUB_OK   ? "ok"
@@ -224,7 +215,7 @@ serve_status_json(const struct serve_snap *s)
 	/* issue 20: this pod's own Pylon (after SPEC 6's keys) */
 	if ((r = cJSON_AddObjectToObject(o, "own_pylon")) == NULL)
 		goto out;
-	ok &= json_str(r, "state",
+	ok &= json_str_or_null(r, "state",
 	    s->own_state == OWN_OK                ? "subscribed"
 	        : s->own_state == OWN_MISSING     ? "missing"
 	        : s->own_state == OWN_DEAF        ? "deaf"
@@ -236,7 +227,7 @@ serve_status_json(const struct serve_snap *s)
 		          r, "subscriptions", s->own_subscribers) != NULL;
 	else
 		ok &= cJSON_AddNullToObject(r, "subscriptions") != NULL;
-	ok &= json_str(r, "address", s->own_ip[0] ? s->own_ip : NULL);
+	ok &= json_str_or_null(r, "address", s->own_ip[0] ? s->own_ip : NULL);
 	ok &= cJSON_AddNumberToObject(r, "deaf_total", (double)s->deaf_total) !=
 	    NULL;
 	ok &= cJSON_AddNumberToObject(
