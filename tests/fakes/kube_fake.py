@@ -552,6 +552,7 @@ class _Handler(BaseHTTPRequestHandler):
             f = next((f for f in fake.faults if f.matches(method, path, u.query)), None)
             if f:
                 f.hits += 1
+                entry["fault"] = f.status if f.kind == "status" else f.kind
         if f:
             return self._fault(f, method, path)
         return self._route(method, path, query, body)

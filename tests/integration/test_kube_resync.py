@@ -71,14 +71,19 @@ def test_resync_honours_retry_after(fake, tmp_path, procs):
     port = free_port()
     start_serve(procs, kargs(port), env=kenv(fake, tmp_path), wait="/readyz")
     # APF's answer when the agent's flow is over its share: 429, Retry-After: 2
-    t_fault = time.time()
     f = fake.fault(r"/deployments/chat$", status=429, retry_after=2, times=2,
                    query="resourceVersion=0", reason="TooManyRequests",
                    message="Too many requests, please try again later.")
-    wait_for(lambda: f.hits >= 2 and len(resyncs(fake, r"/deployments/chat$")) >= 3, 20,
+
+    def from_first_429():
+        reqs = resyncs(fake, r"/deployments/chat$")
+        first = next((i for i, r in enumerate(reqs) if r.get("fault") == 429), None)
+        return [] if first is None else reqs[first:first + 3]
+    # the two 429s and the retry after them, whatever was in flight when the fault went in
+    wait_for(lambda: f.hits >= 2 and len(from_first_429()) == 3, 20,
              what="two 429s and a retry")
-    reqs = [r for r in resyncs(fake, r"/deployments/chat$") if r["time"] >= t_fault][:3]
-    assert len(reqs) == 3
+    reqs = from_first_429()
+    assert [r.get("fault") for r in reqs] == [429, 429, None], reqs
     gaps = [b["time"] - a["time"] for a, b in zip(reqs, reqs[1:])]
     assert all(g >= 2.0 for g in gaps), "Retry-After: 2 not honoured: %r" % gaps
     # jittered on top, bounded: backoff cap (5 s) + Retry-After
@@ -158,13 +163,15 @@ def test_retry_after_longer_than_a_request_holds_the_next_resync(fake, tmp_path,
     args = kargs(port)
     args[args.index("--api-timeout") + 1] = "1s"
     start_serve(procs, args, env=kenv(fake, tmp_path), wait="/readyz")
-    t_fault = time.time()
     f = fake.fault(r"/deployments/chat$", status=429, retry_after=6, times=1,
                    query="resourceVersion=0")
-    wait_for(lambda: f.hits >= 1 and len(resyncs(fake, r"/deployments/chat$")) >= 2, 20,
+
+    def the_429():
+        return next((r for r in fake.log if r.get("fault") == 429), None)
+    wait_for(lambda: f.hits >= 1 and the_429() and
+             any(r["time"] > the_429()["time"] for r in fake.log), 20,
              what="a 429 and the next request")
-    first_429 = next(r for r in resyncs(fake, r"/deployments/chat$")
-                     if r["time"] >= t_fault)
+    first_429 = the_429()
     after = [r for r in fake.log if r["time"] > first_429["time"]]
     assert after, "nothing after the 429"
     gap = after[0]["time"] - first_429["time"]
