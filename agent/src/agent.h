@@ -476,6 +476,10 @@ bool deaf_client_ip(const char *info, size_t len, char *ip, size_t n);
  * how many of them come from own_ip (the return value). */
 int
 deaf_count_own(const char *list, size_t len, const char *own_ip, int *total);
+/* The same, and the id= of the first max of our own subscribed
+ * connections into ids (*nids of them), for CLIENT LIST ID next time. */
+int deaf_own_ids(const char *list, size_t len, const char *own_ip, int *total,
+    long long *ids, int max, int *nids);
 
 /* <env_file>.state into out; -1 when there is no path. */
 int state_path(const char *env_file, char *out, size_t n);

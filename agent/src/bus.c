@@ -1008,7 +1008,6 @@ struct bus_session {
 	struct rconn sub;
 	struct rconn pub;
 	bool broken;
-	char own_ip[64]; /* CLIENT INFO's addr, cached */
 };
 
 /* Set once an envelope of this process may have reached subscribers:
@@ -1272,10 +1271,13 @@ session_command(struct bus_session *s, int argc, const char **argv,
     int64_t deadline, const char *what, redisReply **r, bool *denied,
     struct agent_err *err)
 {
-	size_t lens[4];
+	size_t lens[3 + BUS_OWN_IDS];
 	int i, rc;
 
 	*r = NULL;
+	if (argc > (int)(sizeof(lens) / sizeof(lens[0])))
+		return err_set(
+		    err, EXIT_AGENT_SOFTWARE, "%s: too many arguments", what);
 	for (i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
 	if ((rc = rconn_send(&s->pub, argc, argv, lens, deadline, err)) != 0 ||
@@ -1304,11 +1306,72 @@ session_command(struct bus_session *s, int argc, const char **argv,
 	return 0;
 }
 
-int
-bus_session_own_subscribers(struct bus_session *s, long timeout_ms, int *own,
-    int *total, char *ip, size_t ipn, bool *denied, struct agent_err *err)
+/* CLIENT INFO once: our address as Redis sees it (through NAT or a proxy
+ * too), kept in mine->ip for the process's life. */
+static int
+own_address(struct bus_session *s, int64_t deadline, struct bus_own *mine,
+    bool *denied, struct agent_err *err)
 {
 	static const char *info[] = {"CLIENT", "INFO"};
+	redisReply *r = NULL;
+	int rc;
+
+	if (mine->ip[0] != '\0')
+		return 0;
+	if ((rc = session_command(
+	         s, 2, info, deadline, "CLIENT INFO", &r, denied, err)) != 0 ||
+	    *denied)
+		return rc;
+	if (!deaf_client_ip(r->str, r->len, mine->ip, sizeof(mine->ip))) {
+		mine->ip[0] = '\0';
+		*denied = true;
+		err_set(err, EXIT_AGENT_UNPROVEN,
+		    "redis %s: CLIENT INFO: no addr= field", s->pub.where);
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+/* CLIENT LIST ID <the ids seen last time>: *own > 0 when one of them is
+ * still subscribed from our address.  A Redis that refuses the ID filter
+ * (< 6.2) is asked for full lists from then on. */
+static int
+own_by_id(struct bus_session *s, int64_t deadline, struct bus_own *mine,
+    int *own, int *total, struct agent_err *err)
+{
+	const char *argv[3 + BUS_OWN_IDS];
+	char num[BUS_OWN_IDS][24];
+	redisReply *r = NULL;
+	bool refused = false;
+	int i, rc, n = 0;
+
+	argv[n++] = "CLIENT";
+	argv[n++] = "LIST";
+	argv[n++] = "ID";
+	for (i = 0; i < mine->nids && i < BUS_OWN_IDS; i++) {
+		snprintf(num[i], sizeof(num[i]), "%lld", mine->ids[i]);
+		argv[n++] = num[i];
+	}
+	if ((rc = session_command(s, n, argv, deadline, "CLIENT LIST ID", &r,
+	         &refused, err)) != 0)
+		return rc;
+	if (refused) {
+		log_debug(
+		    "serve: %s; asking for full lists from now on", err->msg);
+		mine->no_id_filter = true;
+		err_clear(err);
+		return 0;
+	}
+	*own = deaf_own_ids(r->str, r->len, mine->ip, total, mine->ids,
+	    BUS_OWN_IDS, &mine->nids);
+	freeReplyObject(r);
+	return 0;
+}
+
+int
+bus_session_own_subscribers(struct bus_session *s, long timeout_ms, int *own,
+    int *total, struct bus_own *mine, bool *denied, struct agent_err *err)
+{
 	static const char *list[] = {"CLIENT", "LIST", "TYPE", "pubsub"};
 	redisReply *r = NULL;
 	int64_t deadline;
@@ -1322,36 +1385,25 @@ bus_session_own_subscribers(struct bus_session *s, long timeout_ms, int *own,
 		    "bus session is "
 		    "closed after an earlier failure; reconnect");
 	err_clear(err);
-	/* Our own address as Redis sees it (through NAT or a proxy too);
-	 * the caller keeps it for the process's life. */
-	if (ip[0] != '\0' && s->own_ip[0] == '\0')
-		snprintf(s->own_ip, sizeof(s->own_ip), "%s", ip);
-	if (s->own_ip[0] == '\0') {
-		if ((rc = session_command(s, 2, info, deadline, "CLIENT INFO",
-		         &r, denied, err)) != 0)
+	if ((rc = own_address(s, deadline, mine, denied, err)) != 0)
+		goto fail;
+	if (*denied)
+		return 0;
+	if (mine->nids > 0 && !mine->no_id_filter) {
+		if ((rc = own_by_id(s, deadline, mine, own, total, err)) != 0)
 			goto fail;
-		if (*denied)
+		if (*own > 0)
 			return 0;
-		if (!deaf_client_ip(
-		        r->str, r->len, s->own_ip, sizeof(s->own_ip))) {
-			freeReplyObject(r);
-			s->own_ip[0] = '\0';
-			*denied = true;
-			err_set(err, EXIT_AGENT_UNPROVEN,
-			    "redis %s: CLIENT "
-			    "INFO: no addr= field",
-			    s->pub.where);
-			return 0;
-		}
-		freeReplyObject(r);
 	}
-	snprintf(ip, ipn, "%s", s->own_ip);
+	/* Our subscribers are new (Pylon reconnected), gone, or never seen:
+	 * the one answer that grows with the fleet. */
 	if ((rc = session_command(s, 4, list, deadline,
 	         "CLIENT LIST TYPE pubsub", &r, denied, err)) != 0)
 		goto fail;
 	if (*denied)
 		return 0;
-	*own = deaf_count_own(r->str, r->len, s->own_ip, total);
+	*own = deaf_own_ids(r->str, r->len, mine->ip, total, mine->ids,
+	    BUS_OWN_IDS, &mine->nids);
 	freeReplyObject(r);
 	return 0;
 fail:

@@ -159,15 +159,28 @@ int bus_session_open(struct bus_session **, const char *url,
 int bus_session_check(struct bus_session *, long timeout_ms, double *latency_ms,
     long *numsub, struct agent_err *);
 void bus_session_close(struct bus_session *);
-/* This pod's Pylon subscribers (issue 20): CLIENT INFO, unless ip (in/out)
- * already holds it, gives our address as Redis sees it, CLIENT LIST TYPE
- * pubsub every
- * subscribed connection (*total) and those from ip (*own).  *denied when
- * Redis refused a command (ACL without +client|info/+client|list, an old
- * Redis): 0 is returned, err says why, the session stays open.  Else 0 or
- * an error code (the session is then broken, as after a failed check). */
+/* What one process remembers of its own Pylon's subscribers (issue 20). */
+#define BUS_OWN_IDS 4
+struct bus_own {
+	char ip[64]; /* our address as Redis sees it */
+	long long ids[BUS_OWN_IDS]; /* own subscribers at the last look */
+	int nids;
+	bool no_id_filter; /* CLIENT LIST ID refused (Redis < 6.2) */
+};
+
+/* This pod's Pylon subscribers (issue 20).  CLIENT INFO, unless mine->ip
+ * already holds it, gives our address as Redis sees it.  Then, when
+ * mine->ids holds the ids seen last time, CLIENT LIST ID <ids> (a line
+ * each, whatever the fleet's size); only when none of them is still a
+ * subscriber from our address, CLIENT LIST TYPE pubsub: every subscribed
+ * connection (*total) and those from our address (*own, their ids kept
+ * in mine).  After CLIENT LIST ID, *total counts only the lines asked for.
+ * *denied when Redis refused a command (ACL without +client|info or
+ * +client|list): 0 is returned, err says why, the session stays open.
+ * Else 0 or an error code (the session is then broken, as after a failed
+ * check). */
 int bus_session_own_subscribers(struct bus_session *, long timeout_ms, int *own,
-    int *total, char *ip, size_t ipn, bool *denied, struct agent_err *);
+    int *total, struct bus_own *mine, bool *denied, struct agent_err *);
 
 /* The proof's context (bus.c), in the header so that tests/unit sees
  * its one layout. */

@@ -7,7 +7,9 @@
  *   id=7 addr=10.0.0.5:41234 laddr=10.0.0.9:6379 fd=8 name= age=3 ...
  *   sub=1 psub=0 ... cmd=subscribe user=pylon ...
  * IPv6 addresses are printed without brackets ("::1:41234"): the port is
- * what follows the last colon.
+ * what follows the last colon.  id= is unique for the server's life (a
+ * restarted Redis counts from 1 again, so an id is trusted only together
+ * with its address).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -94,15 +96,38 @@ subscribed(const char *line, const char *end)
 	return false;
 }
 
+/* id=N, > 0. */
+static bool
+client_id(const char *line, const char *end, long long *id)
+{
+	const char *v;
+	size_t vn, i;
+	long long n = 0;
+
+	if (!field(line, end, "id", &v, &vn) || vn == 0 || vn > 18)
+		return false;
+	for (i = 0; i < vn; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return false;
+		n = n * 10 + (v[i] - '0');
+	}
+	*id = n;
+	return n > 0;
+}
+
 int
-deaf_count_own(const char *list, size_t len, const char *own_ip, int *total)
+deaf_own_ids(const char *list, size_t len, const char *own_ip, int *total,
+    long long *ids, int max, int *nids)
 {
 	const char *p = list, *end = list + len, *eol, *v;
 	char ip[64];
 	size_t vn;
+	long long id;
 	int own = 0;
 
 	*total = 0;
+	if (nids != NULL)
+		*nids = 0;
 	while (p < end) {
 		eol = memchr(p, '\n', (size_t)(end - p));
 		if (eol == NULL)
@@ -111,10 +136,20 @@ deaf_count_own(const char *list, size_t len, const char *own_ip, int *total)
 			(*total)++;
 			if (field(p, eol, "addr", &v, &vn) &&
 			    addr_ip(v, vn, ip, sizeof(ip)) &&
-			    strcmp(ip, own_ip) == 0)
+			    strcmp(ip, own_ip) == 0) {
 				own++;
+				if (nids != NULL && *nids < max &&
+				    client_id(p, eol, &id))
+					ids[(*nids)++] = id;
+			}
 		}
 		p = eol + 1;
 	}
 	return own;
+}
+
+int
+deaf_count_own(const char *list, size_t len, const char *own_ip, int *total)
+{
+	return deaf_own_ids(list, len, own_ip, total, NULL, 0, NULL);
 }

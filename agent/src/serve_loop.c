@@ -43,7 +43,7 @@ struct loop_vars {
 	bool opened; /* a session was open once */
 	/* this pod's own Pylon (issue 20) */
 	int64_t own_missing_since; /* 0: not missing */
-	char own_ip[64]; /* CLIENT INFO's, once a process */
+	struct bus_own own; /* CLIENT INFO's address, once a process; ids */
 	int64_t bus_since; /* our session (re)opened */
 	int64_t heals[SERVE_DEAF_RESTARTS_PER_HOUR];
 	int64_t next_heal; /* backoff between heals */
@@ -482,7 +482,7 @@ own_deaf(struct serve_ctx *c, struct loop_vars *v, const char *ip, int total,
 		log_warnx("serve: %s", msg);
 		report_platform(o, &v->dec, REPORT_KIND_DEAF, msg);
 	}
-	own_publish(c, OWN_DEAF, 0, v->own_ip);
+	own_publish(c, OWN_DEAF, 0, v->own.ip);
 	if (o->deaf_pylon != DEAF_HEAL)
 		return;
 	if (!heal_allowed(v, now)) {
@@ -533,7 +533,7 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	int64_t now = now_ms(), since;
 	bool denied = false;
 	struct agent_err err;
-	const char *ip = v->own_ip[0] ? v->own_ip : "this pod";
+	const char *ip = v->own.ip[0] ? v->own.ip : "this pod";
 
 	if (o->deaf_pylon == DEAF_OFF || v->own_unsupported ||
 	    v->dec.mode != MODE_REDIS || v->sess == NULL)
@@ -546,9 +546,9 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	rc = numsub == 0
 	    ? 0
 	    : bus_session_own_subscribers(v->sess, CHECK_TIMEOUT_MAX_MS, &own,
-	          &total, v->own_ip, sizeof(v->own_ip), &denied, &err);
-	if (v->own_ip[0])
-		ip = v->own_ip;
+	          &total, &v->own, &denied, &err);
+	if (v->own.ip[0])
+		ip = v->own.ip;
 	if (rc != 0) {
 		log_debug("serve: CLIENT LIST failed: %s", err.msg);
 		bus_session_close(v->sess);
@@ -573,7 +573,7 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 			    own, ip);
 		v->own_missing_since = 0;
 		v->deaf = false;
-		own_publish(c, OWN_OK, own, v->own_ip);
+		own_publish(c, OWN_OK, own, v->own.ip);
 		pthread_mutex_lock(&c->st.mu);
 		c->st.s.pylon_livez_fail_until = 0;
 		pthread_mutex_unlock(&c->st.mu);
@@ -596,7 +596,7 @@ own_check(struct serve_ctx *c, struct loop_vars *v, long numsub)
 	if (now - since >= o->deaf_grace_ms)
 		own_deaf(c, v, ip, total, now);
 	else if (!v->deaf)
-		own_publish(c, OWN_MISSING, 0, v->own_ip);
+		own_publish(c, OWN_MISSING, 0, v->own.ip);
 }
 
 /* One steady-state check, or a reconnect when the session is gone. */

@@ -36,8 +36,10 @@ STANDIN = os.path.join(ROOT, "tests", "fakes", "standin.py")
 class PodRelay:
     """127.0.0.1:<port> -> Redis, the upstream bound to a pod address."""
 
-    def __init__(self, upstream_port, pod_ip):
+    def __init__(self, upstream_port, pod_ip, refuse=None):
         self.up, self.pod_ip = upstream_port, pod_ip
+        self.refuse = refuse    # a command (bytes) answered "-ERR syntax error", as old Redis
+        self.sent = []          # what the pod sent (MONITOR leaves CLIENT out)
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.srv.bind(("127.0.0.1", 0))
@@ -87,6 +89,14 @@ class PodRelay:
                 return
             if src == 0 and b"SUBSCRIBE" in d.upper():
                 c[2] = True
+            if src == 0:
+                self.sent.append(d)
+            if src == 0 and self.refuse and self.refuse in d:
+                try:
+                    c[0].sendall(b"-ERR syntax error\r\n")
+                except OSError:
+                    return
+                continue
             try:
                 c[dst].sendall(d)
             except OSError:
@@ -148,6 +158,75 @@ def wait_for(pred, timeout, what):
 
 
 FAST = ["--interval", "1s", "--count-interval", "2s"]
+
+
+def sidecar_with_standin(procs, relay, replicas):
+    url = "redis://127.0.0.1:%d" % relay.port
+    env = clean_env(PYLON_CLUSTER_BUS=url, PYLON_CLUSTER_NAMESPACE="side",
+                    DATABASE_URL="postgres://u@db/x")
+    procs.start([sys.executable, STANDIN], env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    port = free_port()
+    agent = procs.start_agent(["serve", "--platform", "static", "--replicas", str(replicas),
+                               "--namespace", "side", "--redis-url", url,
+                               "--listen", "127.0.0.1:%d" % port, "--deaf-grace", "3s"]
+                              + FAST)
+    wait_for(lambda: http_code(port, "/startupz") == 200, 20, "serve started")
+    wait_for(lambda: status(port)["own_pylon"]["state"] == "subscribed", 20,
+             "the stand-in's subscription seen as this pod's")
+    return agent, port
+
+
+LIST_ALL = b"$6\r\nCLIENT\r\n$4\r\nLIST\r\n$4\r\nTYPE\r\n$6\r\npubsub\r\n"
+LIST_ID = b"$6\r\nCLIENT\r\n$4\r\nLIST\r\n$2\r\nID\r\n"
+
+
+def sent(relay, cmd, since=0):
+    return sum(1 for d in relay.sent[since:] if cmd in d)
+
+
+def test_while_the_count_is_low_a_healthy_pod_asks_for_its_own_line_only(
+        redis_factory, procs):
+    """Fleet cost: another pod's deaf Pylon keeps the channel's count low
+    for everyone.  The healthy pods then ask CLIENT LIST ID <their own
+    subscriber> (one line), not the whole list that grows with the fleet;
+    the whole list only once theirs is gone."""
+    r = redis_factory()
+    others = [r.subscribe("side:cluster:bus") for _ in range(3)]   # other pods
+    relay = PodRelay(r.port, "127.0.0.5")
+    try:
+        agent, port = sidecar_with_standin(procs, relay, replicas=6)   # 4 of 6 heard
+        t0 = len(relay.sent)
+        assert sent(relay, LIST_ALL) == 1       # once, to find its subscriber
+        wait_for(lambda: sent(relay, LIST_ID, t0) >= 3, 20, "three counts asked by id")
+        assert sent(relay, LIST_ALL, t0) == 0
+        assert status(port)["own_pylon"]["state"] == "subscribed"
+        # this pod's Pylon goes half-open: its id is gone, the whole list
+        # is read to look for a new one, then it is deaf
+        assert relay.freeze() == 1
+        wait_for(lambda: status(port)["own_pylon"]["state"] == "deaf", 20, "deaf")
+        assert sent(relay, LIST_ALL, t0) >= 1
+    finally:
+        relay.close()
+
+
+def test_a_redis_without_client_list_id_gets_whole_lists(redis_factory, procs):
+    """Redis < 6.2 answers CLIENT LIST ID with a syntax error: the agent
+    asks for whole lists from then on, quietly, and still tells."""
+    r = redis_factory()
+    relay = PodRelay(r.port, "127.0.0.6", refuse=b"$2\r\nID\r\n")
+    try:
+        agent, port = sidecar_with_standin(procs, relay, replicas=2)
+        t0 = len(relay.sent)
+        wait_for(lambda: sent(relay, LIST_ALL, t0) >= 2, 20, "two whole lists")
+        assert sent(relay, LIST_ID) == 1        # asked once, refused (the "old Redis")
+        assert status(port)["own_pylon"]["state"] == "subscribed"
+        agent.terminate()
+        agent.wait(timeout=10)
+        out = agent.stderr.read().decode()
+        assert "cannot tell" not in out and "syntax error" not in out, out
+    finally:
+        relay.close()
 
 
 def test_half_open_pylon_is_restarted_and_hears_again(world):

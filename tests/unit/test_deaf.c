@@ -71,12 +71,48 @@ test_count_own(void **state)
 	assert_int_equal(total, 1);
 }
 
+/* The ids kept for CLIENT LIST ID next time: only our own subscribed
+ * connections', at most max, none from a malformed id=. */
+static void
+test_own_ids(void **state)
+{
+	long long ids[4] = {0};
+	int total, n = -1;
+	static const char bad[] =
+	    "id=x addr=10.0.0.5:1 sub=1\n"
+	    "id=0 addr=10.0.0.5:2 sub=1\n"
+	    "id=1234567890123456789 addr=10.0.0.5:3 sub=1\n"
+	    "addr=10.0.0.5:4 sub=1\n"
+	    "id=42 addr=10.0.0.5:5 sub=1\n";
+
+	(void)state;
+	assert_int_equal(
+	    deaf_own_ids(LIST, strlen(LIST), "10.0.0.5", &total, ids, 4, &n), 2);
+	assert_int_equal(total, 4);
+	assert_int_equal(n, 2);
+	assert_true(ids[0] == 3 && ids[1] == 5);
+	/* max 1: counted all the same, one id kept */
+	assert_int_equal(
+	    deaf_own_ids(LIST, strlen(LIST), "10.0.0.5", &total, ids, 1, &n), 2);
+	assert_int_equal(n, 1);
+	/* an id alive but from another address (a restarted Redis counts from
+	 * 1 again) is not ours */
+	assert_int_equal(
+	    deaf_own_ids(LIST, strlen(LIST), "10.0.0.9", &total, ids, 4, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(
+	    deaf_own_ids(bad, strlen(bad), "10.0.0.5", &total, ids, 4, &n), 5);
+	assert_int_equal(n, 1);
+	assert_true(ids[0] == 42);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_client_ip),
 		cmocka_unit_test(test_count_own),
+		cmocka_unit_test(test_own_ids),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
