@@ -26,6 +26,48 @@
 
 /* ---- probe ----------------------------------------------------------- */
 
+/* A pod that runs redis needs no topology: whatever the count says now,
+ * its Pylon is on the bus, and the question is only whether the bus
+ * works.  No API request (an exec probe runs every few seconds on every
+ * pod: 4 GETs each would be the fleet's largest API load).  The channel is
+ * the one Pylon uses: the env file's namespace, else Pylon's environment,
+ * else the agent's. */
+static void
+probe_redis_decision(
+    const struct options *o, const struct envfile *ef, struct decision *dec)
+{
+	const char *ns = ef->namespace, *env;
+
+	if (ns == NULL && (env = getenv("PYLON_CLUSTER_NAMESPACE")) != NULL &&
+	    env[0] != '\0')
+		ns = env;
+	if (ns == NULL)
+		ns = o->namespace;
+	memset(dec, 0, sizeof(*dec));
+	dec->mode = MODE_REDIS;
+	snprintf(dec->namespace, sizeof(dec->namespace), "%s", ns);
+	snprintf(dec->channel, sizeof(dec->channel), "%s:cluster:bus", ns);
+}
+
+/* A noop pod asks whether the topology still says noop.  With the state
+ * init left next to the env file, that is a resync of the chain's end
+ * (Kubernetes: 2 reads from the watch cache, not the 4 quorum reads of a
+ * discovery). */
+static int
+probe_noop_decision(const struct options *o, struct topology *topo,
+    struct decision *dec, struct agent_err *err)
+{
+	struct pod_state ps;
+	struct agent_err ignored;
+
+	if (o->env_file != NULL &&
+	    state_read(o->env_file, &ps, &ignored) == 0) {
+		*topo = ps.topo;
+		return flow_resync(o, topo, dec, err);
+	}
+	return flow_decide(o, topo, dec, err);
+}
+
 int
 cmd_probe(struct options *opts, struct agent_err *err)
 {
@@ -69,7 +111,11 @@ cmd_probe(struct options *opts, struct agent_err *err)
 
 	memset(&topo, 0, sizeof(topo));
 	memset(&dec, 0, sizeof(dec));
-	if ((rc = flow_decide(&o, &topo, &dec, err)) != 0) {
+	if (started == MODE_REDIS)
+		probe_redis_decision(&o, &ef, &dec);
+	else if ((rc = started == MODE_NOOP
+	                 ? probe_noop_decision(&o, &topo, &dec, err)
+	                 : flow_decide(&o, &topo, &dec, err)) != 0) {
 		err_prefix(err, "probe");
 		goto out;
 	}

@@ -15,6 +15,7 @@ import pytest
 from conftest import free_port, run_agent
 from kube_fake import (KubeFake, deployment, deployment_objects, hpa, pod, replicaset,
                        rollout, statefulset)
+from redisfix import redis_factory  # noqa: F401 (the fixture)
 from test_kube import POD, fake, kenv  # noqa: F401 (fake: the fixture)
 from test_serve import INTERVAL, metrics, start_serve, status_json, value, wait_for
 
@@ -208,3 +209,62 @@ def test_resync_of_each_chain_end(fake, tmp_path, procs, shape):
     if shape == "statefulset":
         fake.add(statefulset("chat", 3))
         wait_for(lambda: status_json(port)["drift"], 8, what="drift: statefulset scaled")
+
+
+def test_probe_of_a_redis_pod_asks_the_api_nothing(fake, tmp_path, redis_factory):
+    """An exec probe runs every few seconds on every pod: a pod that runs
+    redis only needs the bus checked, so no API request at all."""
+    r = redis_factory()
+    fake.add(*deployment_objects(replicas=3, podname=POD))
+    env = kenv(fake, tmp_path, redis=False, PYLON_AGENT_REDIS_URL=r.url(),
+               PYLON_AGENT_NAMESPACE="pk")
+    env_file = str(tmp_path / "cluster.env")
+    res = run_agent(["init", "--platform", "kubernetes", "--report", "log",
+                     "--env-file", env_file], env=env)
+    assert res.returncode == 0, res.stderr
+    before = len(fake.log)
+    for _ in range(3):
+        res = run_agent(["probe", "--platform", "kubernetes", "--env-file", env_file],
+                        env=env, timeout=20)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith("redis: bus usable") and '"pk:cluster:bus"' in res.stdout
+    assert fake.log[before:] == []
+    # the bus down: 69, still without asking the API
+    r.kill()
+    res = run_agent(["probe", "--platform", "kubernetes", "--env-file", env_file,
+                     "--timeout", "500ms"], env=env, timeout=20)
+    assert res.returncode == 69, res.stderr
+    assert fake.log[before:] == []
+
+
+def test_probe_of_a_noop_pod_resyncs_from_inits_state(fake, tmp_path):
+    """A noop pod's probe asks whether the topology still says noop: from
+    the chain init found, 2 reads from the watch cache, not 4 quorum reads;
+    a scale-up is drift (69)."""
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    env = kenv(fake, tmp_path)
+    env_file = str(tmp_path / "cluster.env")
+    res = run_agent(["init", "--platform", "kubernetes", "--report", "log",
+                     "--env-file", env_file], env=env)
+    assert res.returncode == 0, res.stderr
+    before = len(fake.log)
+    res = run_agent(["probe", "--platform", "kubernetes", "--env-file", env_file],
+                    env=env, timeout=20)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("noop: the decision is still noop")
+    later = fake.log[before:]
+    assert [r["path"].rsplit("/", 1)[-1] for r in later] == [
+        "chat", "horizontalpodautoscalers"], later
+    assert all(rv0(r) for r in later), later
+    fake.add(deployment("chat", 3))
+    res = run_agent(["probe", "--platform", "kubernetes", "--env-file", env_file],
+                    env=env, timeout=20)
+    assert res.returncode == 69, res.stderr
+    assert "drift" in res.stderr and "3 peers" in res.stderr
+    # no state next to the env file (an env file from elsewhere): a discovery
+    os.unlink(env_file + ".state")
+    n = len(fake.log)
+    res = run_agent(["probe", "--platform", "kubernetes", "--env-file", env_file],
+                    env=env, timeout=20)
+    assert res.returncode == 69, res.stderr
+    assert len(fake.requests("GET", r"/pods/")) == 2 and len(fake.log) - n == 4
