@@ -36,6 +36,13 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 all: $(BUILD)/pylon-agent
 
+# The files that print the git revision are rebuilt when HEAD moves: the
+# stamp is rewritten only when the revision differs.
+REV_STAMP := $(shell mkdir -p $(BUILD) && { echo '$(GIT_REV)' | \
+	cmp -s - $(BUILD)/git-rev || echo '$(GIT_REV)' > $(BUILD)/git-rev; } && \
+	echo $(BUILD)/git-rev)
+$(BUILD)/obj/main.o $(BUILD)/obj/serve_render.o $(BUILD)/tobj/serve_render.o: $(REV_STAMP)
+
 $(BUILD)/obj/%.o: agent/src/%.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
