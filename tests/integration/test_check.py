@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import clean_env, free_port, run_agent, wait_port
+from conftest import SLOW, clean_env, free_port, run_agent, wait_port
 from fly_fake import APP, RELEASE_ID, SELF_ID, TOKEN
 
 PASSWORD = "chk-s3cret-pw"
@@ -179,6 +179,32 @@ def test_noop_with_broken_url_is_a_warning(fly):
     assert r["mode"] == ["noop"]
     assert r["proof"][0].startswith("FAILED:")
     assert "the configured Redis URL does not work" in r["warning"][0]
+
+
+def test_noop_with_dead_redis_does_not_hold_the_release(fly):
+    """One machine, noop: the proof only feeds a warning, so it gets 5 s,
+    not the 20 s a redis-mode release waits for its bus."""
+    fake = fly("one")
+    env = release_env(FLY_MACHINE_ID=SELF_ID, FLY_PROCESS_GROUP="app")
+    env.pop("RELEASE_COMMAND")
+    t0 = time.monotonic()
+    p = check(fake, "--redis-url", "redis://127.0.0.1:%d" % free_port(), env=env)
+    took = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert took < 5.0 * SLOW + 2.0, took
+    r = rows(p.stdout)
+    assert "within 5000 ms" in r["proof"][0] and "refused" in r["proof"][0]
+    assert "refused" not in r["warning"][0]          # said once, in the proof row
+
+
+def test_bus_problem_cause_said_in_proof_and_verdict_only(fly):
+    fake = fly("three_regions")
+    p = check(fake, "--redis-url", "redis://127.0.0.1:%d" % free_port(), "--timeout", "1s")
+    assert p.returncode == 69, p.stdout + p.stderr
+    r = rows(p.stdout)
+    assert r["problem"] == ["the Redis bus is not usable"]
+    assert "refused" in r["proof"][0] and "refused" in r["verdict"][0]
+    assert p.stdout.count("connection refused") == 2
 
 
 def test_forced_noop_with_several_peers_is_unsafe(fly):
