@@ -31,7 +31,7 @@ PYTEST	?= /usr/bin/python3 -m pytest
 
 
 .PHONY: all clean install test unit integration deps demo asan valgrind \
-	fuzz bench bench-proxy bench-slowloris bench-fleet bundle format \
+	fuzz bench bench-proxy bench-slowloris bench-fleet bench-deaf bundle format \
 	format-check lint chart-test podman-test
 
 all: $(BUILD)/pylon-agent
@@ -109,6 +109,12 @@ bench: all
 	BUILD=$(BUILD) tests/bench/run.sh
 	BUILD=$(BUILD) /usr/bin/python3 tests/bench/proxy_bench.py
 	BUILD=$(BUILD) /usr/bin/python3 tests/bench/fleet.py
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/deaf_bench.py
+
+# The deaf-Pylon look while the count is low: CLIENT LIST ID vs whole
+# lists, N = 100, 1000 other Pylons (docs/benchmarks.md).
+bench-deaf: all
+	BUILD=$(BUILD) /usr/bin/python3 tests/bench/deaf_bench.py
 
 # A simulated fleet: N = 100, 500, 1000 pods in the chart's shape against
 # the fake Kubernetes API and one redis-server (docs/benchmarks.md).
