@@ -166,6 +166,9 @@ def sidecar_with_standin(procs, relay, replicas):
                     DATABASE_URL="postgres://u@db/x")
     procs.start([sys.executable, STANDIN], env=env, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the stand-in subscribed before the agent's first look
+    wait_for(lambda: any(c[2] for c in relay.conns), 20, "the stand-in's SUBSCRIBE")
+    time.sleep(0.2)
     port = free_port()
     agent = procs.start_agent(["serve", "--platform", "static", "--replicas", str(replicas),
                                "--namespace", "side", "--redis-url", url,
