@@ -701,7 +701,9 @@ drift_apply(struct serve_ctx *c, struct loop_vars *v, int rc,
 	was = c->st.s.drift;
 	c->st.s.drift = drift;
 	snprintf(c->st.s.drift_msg, sizeof(c->st.s.drift_msg), "%s", msg);
-	if (!cfg) {
+	/* peers and reason as counted now, also when the count was refused
+	 * for want of a Redis URL (decide() counted before refusing). */
+	if (!cfg || nd->peers > 0) {
 		c->st.s.dec.peers = nd->peers;
 		snprintf(c->st.s.dec.reason, sizeof(c->st.s.dec.reason), "%s",
 		    nd->reason);
@@ -742,7 +744,7 @@ resync_tick(struct serve_ctx *c, struct loop_vars *v)
 		return;
 	}
 	v->disc_fails = 0;
-	if (rc == 0)
+	if (rc == 0 || rc == EXIT_AGENT_CONFIG) /* read fine; maybe refused */
 		v->topo = topo;
 	drift_apply(c, v, rc, &nd, &err);
 }

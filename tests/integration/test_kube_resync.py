@@ -268,3 +268,20 @@ def test_probe_of_a_noop_pod_resyncs_from_inits_state(fake, tmp_path):
                     env=env, timeout=20)
     assert res.returncode == 69, res.stderr
     assert len(fake.requests("GET", r"/pods/")) == 2 and len(fake.log) - n == 4
+
+
+def test_drift_without_a_redis_url_shows_the_new_count(fake, tmp_path, procs):
+    """A noop pod whose Deployment is scaled to 3 while no Redis URL is
+    configured: drift says the bus is missing, and /status shows the 3 peers
+    counted (not the 1 of the start)."""
+    fake.add(*deployment_objects(replicas=1, podname=POD))
+    port = free_port()
+    start_serve(procs, kargs(port), env=kenv(fake, tmp_path, redis=False), wait="/readyz")
+    assert status_json(port)["peers"] == 1 and status_json(port)["mode"] == "noop"
+    fake.add(deployment("chat", 3))
+    wait_for(lambda: status_json(port)["drift"], 8, what="drift after scale-up")
+    st = status_json(port)
+    assert st["peers"] == 3 and st["mode"] == "noop", st
+    assert "replicas=3" in st["reason"], st
+    fams, _ = metrics(port)
+    assert value(fams, "pylon_agent_drift") == 1
