@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,9 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from redisfix import RedisServer, RespReader, resp_encode  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import stop, write_section  # noqa: E402
 
 AGENT = os.path.join(ROOT, os.environ.get("BUILD", "build"), "pylon-agent")
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -163,12 +165,7 @@ def run_agent(redis_port, n, refuse_id, seconds):
         looks = seconds / LOOK_S
         return (b1 - b0) / looks
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p)
         relay.close()
 
 
@@ -234,19 +231,7 @@ def main():
             human(old * n)))
     lines += ["", "Reproduce: `make bench-deaf` (sizes: `DEAF_SIZES=100,1000`).", "",
               "<!-- /bench-deaf -->"]
-    sect = "\n".join(lines) + "\n"
-    try:
-        doc = open(OUT).read()
-    except FileNotFoundError:
-        doc = "# Benchmarks\n"
-    if "<!-- bench-deaf -->" in doc:
-        doc = re.sub(r"<!-- bench-deaf -->.*?<!-- /bench-deaf -->\n?", lambda m: sect, doc,
-                     flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + sect
-    with open(OUT, "w") as f:
-        f.write(doc)
-
+    write_section(OUT, "bench-deaf", "\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

@@ -52,6 +52,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fakes"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "chart"))
 import chartlib  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import write_section  # noqa: E402
 import kube_fake  # noqa: E402
 from kube_fake import KubeFake, deployment, hpa, pod, replicaset  # noqa: E402
 
@@ -704,17 +706,7 @@ def main():
                 os.cpu_count(), rev or "?", ver.splitlines()[0] if ver else "?"),
             "cmd": " ".join(["tests/bench/fleet.py"] + sys.argv[1:])}
     sect = table(args, results, meta)
-    try:
-        doc = open(args.out).read()
-    except FileNotFoundError:
-        doc = "# Benchmarks\n"
-    if "<!-- bench-fleet -->" in doc:
-        doc = re.sub(r"<!-- bench-fleet -->.*?<!-- /bench-fleet -->\n?", lambda m: sect, doc,
-                     flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + sect
-    with open(args.out, "w") as f:
-        f.write(doc)
+    write_section(args.out, "bench-fleet", sect)
     print(sect)
 
 

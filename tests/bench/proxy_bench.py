@@ -14,8 +14,6 @@ stunnel process).  The clients are Python for every path alike, so the
 numbers compare the relays, not the clients.
 """
 import os
-import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +25,9 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from redisfix import RedisServer, RespReader, make_tls_material, resp_encode  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import stop, write_section  # noqa: E402
 
 AGENT = os.path.join(ROOT, os.environ.get("BUILD", "build"), "pylon-agent")
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -246,27 +247,10 @@ def main():
             lines.append("| %s | %.3f ms | %.3f ms | %.0f msg/s | %.1f MB/s | %s | %s |"
                          % (name, p50, p99, mps, mbs, cpu, rss))
         lines += ["", "<!-- /bench-proxy -->"]
-        sect = "\n".join(lines) + "\n"
-        try:
-            doc = open(OUT).read()
-        except FileNotFoundError:
-            doc = "# Benchmarks\n"
-        if "<!-- bench-proxy -->" in doc:
-            doc = re.sub(r"<!-- bench-proxy -->.*?<!-- /bench-proxy -->\n?", lambda m: sect,
-                         doc, flags=re.S)
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + sect
-        with open(OUT, "w") as f:
-            f.write(doc)
+        write_section(OUT, "bench-proxy", "\n".join(lines) + "\n")
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop(p)
         if r is not None:
             r.stop()
 

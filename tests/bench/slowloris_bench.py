@@ -17,12 +17,14 @@ Repeats RUNS times.
 """
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import stop  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 AGENT = os.environ.get("PYLON_AGENT_BIN",
@@ -174,12 +176,7 @@ def main():
                   (i + 1, r["p50"], r["p99"], r["max"], r["fails"], r["open_max"],
                    r["opened"], r["cut"], r["bursts"], r["burst_errors"]))
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p, 10)
 
 
 if __name__ == "__main__":
