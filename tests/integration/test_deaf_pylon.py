@@ -164,8 +164,8 @@ def sidecar_with_standin(procs, relay, replicas):
     url = "redis://127.0.0.1:%d" % relay.port
     env = clean_env(PYLON_CLUSTER_BUS=url, PYLON_CLUSTER_NAMESPACE="side",
                     DATABASE_URL="postgres://u@db/x")
-    procs.start([sys.executable, STANDIN], env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pylon = procs.start([sys.executable, STANDIN], env=env, stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # the stand-in subscribed before the agent's first look
     wait_for(lambda: any(c[2] for c in relay.conns), 20, "the stand-in's SUBSCRIBE")
     time.sleep(0.2)
@@ -177,7 +177,7 @@ def sidecar_with_standin(procs, relay, replicas):
     wait_for(lambda: http_code(port, "/startupz") == 200, 20, "serve started")
     wait_for(lambda: status(port)["own_pylon"]["state"] == "subscribed", 20,
              "the stand-in's subscription seen as this pod's")
-    return agent, port
+    return agent, port, pylon
 
 
 LIST_ALL = b"$6\r\nCLIENT\r\n$4\r\nLIST\r\n$4\r\nTYPE\r\n$6\r\npubsub\r\n"
@@ -198,7 +198,7 @@ def test_while_the_count_is_low_a_healthy_pod_asks_for_its_own_line_only(
     others = [r.subscribe("side:cluster:bus") for _ in range(3)]   # other pods
     relay = PodRelay(r.port, "127.0.0.5")
     try:
-        agent, port = sidecar_with_standin(procs, relay, replicas=6)   # 4 of 6 heard
+        agent, port, _ = sidecar_with_standin(procs, relay, replicas=6)   # 4 of 6 heard
         t0 = len(relay.sent)
         assert sent(relay, LIST_ALL) == 1       # once, to find its subscriber
         wait_for(lambda: sent(relay, LIST_ID, t0) >= 3, 20, "three counts asked by id")
@@ -219,7 +219,7 @@ def test_a_redis_without_client_list_id_gets_whole_lists(redis_factory, procs):
     r = redis_factory()
     relay = PodRelay(r.port, "127.0.0.6", refuse=b"$2\r\nID\r\n")
     try:
-        agent, port = sidecar_with_standin(procs, relay, replicas=2)
+        agent, port, _ = sidecar_with_standin(procs, relay, replicas=2)
         t0 = len(relay.sent)
         wait_for(lambda: sent(relay, LIST_ALL, t0) >= 2, 20, "two whole lists")
         assert sent(relay, LIST_ID) == 1        # asked once, refused (the "old Redis")
@@ -315,19 +315,7 @@ def test_sidecar_answers_pylon_livez_503_for_a_deaf_pylon(redis_factory, procs, 
     r = redis_factory()
     relay = PodRelay(r.port, "127.0.0.4")
     try:
-        url = "redis://127.0.0.1:%d" % relay.port
-        env = clean_env(PYLON_CLUSTER_BUS=url, PYLON_CLUSTER_NAMESPACE="side",
-                        DATABASE_URL="postgres://u@db/x")
-        pylon = procs.start([sys.executable, STANDIN], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        port = free_port()
-        agent = procs.start_agent(["serve", "--platform", "static", "--replicas", "2",
-                                   "--namespace", "side", "--redis-url", url,
-                                   "--listen", "127.0.0.1:%d" % port, "--deaf-grace", "3s"]
-                                  + FAST)
-        wait_for(lambda: http_code(port, "/startupz") == 200, 20, "serve started")
-        wait_for(lambda: status(port)["own_pylon"]["state"] == "subscribed", 20,
-                 "the stand-in's subscription seen as this pod's")
+        agent, port, pylon = sidecar_with_standin(procs, relay, replicas=2)
         assert http_code(port, "/pylon-livez") == 200
         assert relay.freeze() == 1
         wait_for(lambda: http_code(port, "/pylon-livez") == 503, 20, "/pylon-livez 503")
