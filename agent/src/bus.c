@@ -1334,7 +1334,8 @@ own_address(struct bus_session *s, int64_t deadline, struct bus_own *mine,
 
 /* CLIENT LIST ID <the ids seen last time>: *own > 0 when one of them is
  * still subscribed from our address.  A Redis that refuses the ID filter
- * (< 6.2) is asked for full lists from then on. */
+ * (a Redis-compatible server without it) is asked for full lists from
+ * then on. */
 static int
 own_by_id(struct bus_session *s, int64_t deadline, struct bus_own *mine,
     int *own, int *total, struct agent_err *err)

@@ -165,7 +165,7 @@ struct bus_own {
 	char ip[64]; /* our address as Redis sees it */
 	long long ids[BUS_OWN_IDS]; /* own subscribers at the last look */
 	int nids;
-	bool no_id_filter; /* CLIENT LIST ID refused (Redis < 6.2) */
+	bool no_id_filter; /* CLIENT LIST ID refused: full lists */
 };
 
 /* This pod's Pylon subscribers (issue 20).  CLIENT INFO, unless mine->ip

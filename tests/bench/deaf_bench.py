@@ -13,7 +13,7 @@ Side by side in one run, per N:
 
   - the agent as built: CLIENT LIST ID <its own subscriber>;
   - the same agent behind a relay that answers CLIENT LIST ID with
-    "-ERR syntax error" (a Redis < 6.2): whole CLIENT LIST TYPE pubsub
+    "-ERR syntax error" (a server without the ID filter): whole CLIENT LIST TYPE pubsub
     every look, which is what every agent did before the ID filter.
 
 Also the two replies' sizes asked directly, and the fleet's total at the
@@ -217,7 +217,7 @@ def main():
              "deaf) looks for its own Pylon every %d s for %d s, through a relay that "
              "counts the bytes Redis sends it (PING and NUMSUB replies included). "
              "\"whole lists\" is the same binary behind a relay that refuses "
-             "`CLIENT LIST ID` as a Redis < 6.2 does: every look reads the whole "
+             "`CLIENT LIST ID` as a server without the ID filter does: every look reads the whole "
              "`CLIENT LIST TYPE pubsub`, which is what every agent did before. Fleet "
              "column: N agents each looking once a minute (`--count-interval 60s`)."
              % (rver, LOOK_S, a.seconds), "",

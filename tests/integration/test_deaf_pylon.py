@@ -214,8 +214,9 @@ def test_while_the_count_is_low_a_healthy_pod_asks_for_its_own_line_only(
 
 
 def test_a_redis_without_client_list_id_gets_whole_lists(redis_factory, procs):
-    """Redis < 6.2 answers CLIENT LIST ID with a syntax error: the agent
-    asks for whole lists from then on, quietly, and still tells."""
+    """A Redis-compatible server without the ID filter answers CLIENT LIST
+    ID with a syntax error: the agent asks for whole lists from then on,
+    quietly, and still tells."""
     r = redis_factory()
     relay = PodRelay(r.port, "127.0.0.6", refuse=b"$2\r\nID\r\n")
     try:
