@@ -272,9 +272,13 @@ def test_half_open_pylon_is_restarted_and_hears_again(world):
         assert took >= 8, "restarted before --deaf-grace: %.1f s" % took
     finally:
         wb.close()
-    # B's Pylon came back with a fresh subscription and hears A again
+    # B's Pylon came back with a fresh subscription and hears A again (the
+    # old one may still answer /health until SIGTERM lands: wait for the
+    # new one's own "connected" line first)
+    assert b.wait_log("starting it again", 15), b.log()
+    wait_for(lambda: b.log().count("redis bus connected") == 2, 30,
+             "B's restarted Pylon connected to the bus")
     b.wait_health(30)
-    assert b.wait_log("starting it again", 5), b.log()
     assert b.log().count("redis bus connected") == 2, b.log()
     wait_for(lambda: status(lb)["own_pylon"]["state"] == "subscribed", 30,
              "agent B sees its Pylon subscribed again")
