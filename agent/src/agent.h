@@ -287,6 +287,8 @@ struct decision {
 	bool cluster_required; /* redis mode and --cluster-required */
 };
 
+/* Pylon's channel for a namespace: "<ns>:cluster:bus" (SPEC 1). */
+void decide_channel(const char *ns, char *out, size_t n);
 /* Pure: topology + options -> decision.  Returns 0 or EXIT_AGENT_CONFIG
  * (peers > 1, or --mode redis, without a Redis URL, or with one the
  * configured Pylon cannot use: redis_url_pylon_check). */

@@ -18,6 +18,12 @@ append(char *buf, size_t n, const char *sep, const char *s)
 	snprintf(buf + len, n - len, "%s%s", len ? sep : "", s);
 }
 
+void
+decide_channel(const char *ns, char *out, size_t n)
+{
+	snprintf(out, n, "%s:cluster:bus", ns);
+}
+
 static void
 decision_init(const struct options *o, const char *platform,
     const char *instance, struct decision *d)
@@ -27,8 +33,7 @@ decision_init(const struct options *o, const char *platform,
 	snprintf(d->instance, sizeof(d->instance), "%s", instance);
 	snprintf(d->namespace, sizeof(d->namespace), "%s", o->namespace);
 	d->cluster_required = o->cluster_required;
-	snprintf(
-	    d->channel, sizeof(d->channel), "%s:cluster:bus", o->namespace);
+	decide_channel(o->namespace, d->channel, sizeof(d->channel));
 }
 
 /* The flags of the compatibility gate for these options. */

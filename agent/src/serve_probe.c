@@ -46,7 +46,7 @@ probe_redis_decision(
 	memset(dec, 0, sizeof(*dec));
 	dec->mode = MODE_REDIS;
 	snprintf(dec->namespace, sizeof(dec->namespace), "%s", ns);
-	snprintf(dec->channel, sizeof(dec->channel), "%s:cluster:bus", ns);
+	decide_channel(ns, dec->channel, sizeof(dec->channel));
 }
 
 /* A noop pod asks whether the topology still says noop.  With the state
